@@ -1,0 +1,141 @@
+"""Batched descriptor extraction: decode in DataLoader workers, forward under inference_mode.
+
+Extraction yields results as they come so that the index can stream them to disk, and a bad
+image is reported and skipped instead of ending the run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .config import ExtractConfig
+from .images import ImageLoadError, batched_by_shape, load_tensor
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+
+class Cancelled(Exception):
+    """The user asked to stop; whatever was finished before is kept."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was asked for, but no CUDA GPU is available; use --device cpu")
+    return torch.device(device)
+
+
+@dataclass
+class Extracted:
+    """One image's outcome: a descriptor, or the reason there is none."""
+
+    index: int
+    descriptor: np.ndarray | None
+    error: str = ""
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, paths: Sequence[str | os.PathLike], cfg: ExtractConfig):
+        self.paths = list(paths)
+        self.cfg = cfg
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, load_tensor(self.paths[i], self.cfg.image_size, self.cfg.max_pixels), ""
+        except ImageLoadError as exc:
+            return i, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure must not kill the worker
+            return i, None, f"cannot read image: {type(exc).__name__}: {exc}"
+
+
+def _worker_init(_: int) -> None:
+    # Decoding workers each get one thread: the forward pass owns the cores.
+    torch.set_num_threads(1)
+
+
+def iter_images(paths: Sequence[str | os.PathLike], cfg: ExtractConfig):
+    """(index, tensor or None, error) for each path, decoded in ``cfg.num_workers`` processes."""
+    ds = _ImageFiles(paths, cfg)
+    if cfg.num_workers <= 0 or len(ds) < 2:
+        yield from (ds[i] for i in range(len(ds)))
+        return
+    loader = DataLoader(
+        ds,
+        batch_size=None,
+        num_workers=min(cfg.num_workers, len(ds)),
+        worker_init_fn=_worker_init,
+        prefetch_factor=max(2, cfg.batch_size),
+        pin_memory=torch.cuda.is_available() and cfg.device != "cpu",
+    )
+    yield from loader
+
+
+def extract(
+    model: torch.nn.Module,
+    paths: Sequence[str | os.PathLike],
+    cfg: ExtractConfig | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> Iterator[Extracted]:
+    """Yield one ``Extracted`` per path (in completion order, not input order).
+
+    Raises ``Cancelled`` between batches when ``cancel()`` turns true; results already yielded
+    stay valid.
+    """
+    cfg = cfg or ExtractConfig()
+    device = next(model.parameters()).device
+    model.eval()
+    total, done = len(paths), 0
+
+    def good_images():
+        nonlocal done
+        for i, tensor, err in iter_images(paths, cfg):
+            if cancel is not None and cancel():
+                raise Cancelled()
+            if tensor is None:
+                failures.append(Extracted(int(i), None, err))
+                continue
+            yield int(i), tensor
+
+    failures: list[Extracted] = []
+    with torch.inference_mode():
+        for idxs, batch in batched_by_shape(good_images(), cfg.batch_size):
+            while failures:
+                done += 1
+                yield failures.pop(0)
+            desc = model(batch.to(device, non_blocking=True)).float().cpu().numpy()
+            for i, d in zip(idxs, desc, strict=True):
+                done += 1
+                yield Extracted(i, d)
+            if progress is not None:
+                progress(done + len(failures), total)
+            if cancel is not None and cancel():
+                raise Cancelled()
+    for f in failures:
+        done += 1
+        yield f
+    if progress is not None:
+        progress(done, total)
+
+
+def extract_one(model: torch.nn.Module, path: str | os.PathLike, cfg: ExtractConfig | None = None):
+    """The descriptor of a single photo, decoded in this thread (the warm locate path)."""
+    cfg = cfg or ExtractConfig()
+    device = next(model.parameters()).device
+    tensor = load_tensor(Path(path), cfg.image_size, cfg.max_pixels)
+    model.eval()
+    with torch.inference_mode():
+        return model(tensor.unsqueeze(0).to(device)).float().cpu().numpy()[0]

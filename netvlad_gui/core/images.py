@@ -1,0 +1,141 @@
+"""Turning a photo file into the RGB tensor the model eats.
+
+Decoding is where user data is at its worst (truncated files, bombs, odd formats), so every failure
+becomes an ``ImageLoadError`` with a one-line reason that the caller records and moves past.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms.functional import pil_to_tensor
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".mpo"}
+)
+
+_heif_registered = False
+
+
+class ImageLoadError(ValueError):
+    """A file that cannot be used as a photo; the message is the reason, fit for a user."""
+
+
+def _register_heif() -> None:
+    """Let Pillow open phones' HEIC/HEIF photos; pillow-heif is optional at run time."""
+    global _heif_registered
+    if _heif_registered:
+        return
+    _heif_registered = True
+    try:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+    except ImportError:  # pragma: no cover - declared dependency, but not fatal without it
+        pass
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(root: str | os.PathLike, *, exclude: Iterable[Path] = ()) -> list[Path]:
+    """All image files under ``root`` (recursively, sorted, hidden folders skipped)."""
+    root = Path(root)
+    excluded = {Path(p).resolve() for p in exclude}
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded
+        )
+        found.extend(here / f for f in filenames if is_image_file(f) and not f.startswith("."))
+    return sorted(found)
+
+
+def expand_inputs(items: Iterable[str | os.PathLike]) -> list[Path]:
+    """Photos and folders as a user names them, flattened to image files (folders recursively)."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            out.extend(list_images(p))
+        else:
+            out.append(p)
+    return out
+
+
+def load_image(path: str | os.PathLike, image_size: int = 640, max_pixels: int = 180_000_000):
+    """Open, orient (EXIF), convert to RGB and resize so the longer side is ``image_size``."""
+    _register_heif()
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageLoadError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageLoadError(
+                        f"image too large ({w}x{h} = {w * h / 1e6:.0f} MP, limit "
+                        f"{max_pixels / 1e6:.0f} MP): possible decompression bomb"
+                    )
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                img = img.convert("RGB")
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError("file not found") from None
+    except IsADirectoryError:
+        raise ImageLoadError("is a folder, not an image") from None
+    except PermissionError:
+        raise ImageLoadError("permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError("not an image Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(f"possible decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncation and corrupt data as OSError ("image file is truncated").
+        raise ImageLoadError(f"corrupt or truncated image: {exc}") from None
+    return resize_longer_side(img, image_size)
+
+
+def resize_longer_side(img: Image.Image, size: int) -> Image.Image:
+    w, h = img.size
+    if max(w, h) == size:
+        return img
+    scale = size / max(w, h)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img.resize(new, Image.Resampling.BILINEAR, reducing_gap=None)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB float in [0, 1], (3, H, W): the model normalises for its own weights."""
+    return pil_to_tensor(img).float().div_(255.0)
+
+
+def load_tensor(path: str | os.PathLike, image_size: int = 640, max_pixels: int = 180_000_000):
+    return to_tensor(load_image(path, image_size, max_pixels))
+
+
+def batched_by_shape(
+    items: Iterable[tuple[int, torch.Tensor]], batch_size: int
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Group (index, image) pairs into same-size batches, so portrait and landscape mix safely."""
+    buckets: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+    for idx, tensor in items:
+        bucket = buckets.setdefault(tuple(tensor.shape), [])
+        bucket.append((idx, tensor))
+        if len(bucket) >= batch_size:
+            yield [i for i, _ in bucket], torch.stack([t for _, t in bucket])
+            bucket.clear()
+    for bucket in buckets.values():
+        if bucket:
+            yield [i for i, _ in bucket], torch.stack([t for _, t in bucket])

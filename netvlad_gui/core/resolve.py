@@ -1,0 +1,48 @@
+"""From what a user types (a model name or a file) to a ready PlaceModel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import DEFAULT_MODEL, ModelConfig
+
+POOLINGS = ("netvlad", "fmax")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".mat", ".ckpt")
+
+
+class ModelSpecError(ValueError):
+    """A model name or file that does not name a usable model."""
+
+
+def looks_like_file(spec: str | Path) -> bool:
+    s = str(spec)
+    return Path(s).expanduser().exists() or s.endswith(CHECKPOINT_SUFFIXES) or "/" in s
+
+
+def resolve_model(spec: str | Path | None = None, backbone_weights: str | None = None):
+    """A checkpoint file (ours or an importable one), a downloaded named model, or BACKBONE-POOLING."""
+    from . import importers, zoo
+    from .backbones import available_backbones
+    from .model import build_model
+
+    spec = str(spec) if spec is not None else DEFAULT_MODEL
+    if looks_like_file(spec):
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise ModelSpecError(f"model file not found: {path}")
+        return importers.load_any(path)
+    if zoo.is_downloadable(spec):
+        path = zoo.model_path(spec)
+        if path is None:
+            raise ModelSpecError(
+                f"{spec} is not downloaded yet: run `netvlad models get {spec}` (needs the network)"
+            )
+        return importers.load_any(path)
+    cfg = ModelConfig.from_name(spec)
+    if cfg.backbone not in available_backbones() or cfg.pooling not in POOLINGS:
+        raise ModelSpecError(
+            f"unknown model {spec!r}: use BACKBONE-POOLING with a backbone among "
+            f"{', '.join(available_backbones())} and pooling {' or '.join(POOLINGS)}, a named model "
+            "from `netvlad models`, or a checkpoint file"
+        )
+    return build_model(cfg, backbone_weights)

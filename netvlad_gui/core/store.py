@@ -1,0 +1,53 @@
+"""An append-only file of float32 descriptor rows.
+
+Descriptors stream here as they are extracted, so memory stays flat however large the library is,
+and a killed build loses at most the rows that the catalogue had not yet committed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class DescriptorStore:
+    def __init__(self, path: str | Path, dim: int, committed_rows: int):
+        """Open ``path``, dropping any tail written after the last committed row (a killed run)."""
+        self.path = Path(path)
+        self.dim = int(dim)
+        self.row_bytes = self.dim * 4
+        self.path.touch(exist_ok=True)
+        size = self.path.stat().st_size
+        want = committed_rows * self.row_bytes
+        if size < want:
+            raise RuntimeError(
+                f"descriptor store {self.path} is shorter than its catalogue says "
+                f"({size} < {want} bytes); rebuild the index"
+            )
+        if size > want:
+            os.truncate(self.path, want)
+        self.rows = committed_rows
+
+    def append(self, descriptors: np.ndarray) -> int:
+        """Write rows durably; return the row number of the first one."""
+        descriptors = np.ascontiguousarray(descriptors, dtype=np.float32).reshape(-1, self.dim)
+        first = self.rows
+        with open(self.path, "ab") as f:
+            f.write(descriptors.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows += len(descriptors)
+        return first
+
+    def read(self, rows: np.ndarray | list[int]) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0 or self.rows == 0:
+            return np.zeros((0, self.dim), np.float32)
+        mm = np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.rows, self.dim))
+        return np.array(mm[rows])
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.row_bytes

@@ -1,0 +1,98 @@
+"""Decoding photos: orientation, resizing, and a clear reason for every kind of bad file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from netvlad_gui.core.images import (
+    ImageLoadError,
+    batched_by_shape,
+    expand_inputs,
+    list_images,
+    load_image,
+    load_tensor,
+)
+
+
+def test_resize_longer_side_keeps_aspect(tmp_path):
+    p = tmp_path / "wide.png"
+    Image.new("RGB", (400, 100), (10, 20, 30)).save(p)
+    img = load_image(p, image_size=200)
+    assert img.size == (200, 50)
+    t = load_tensor(p, 200)
+    assert t.shape == (3, 50, 200) and t.dtype == torch.float32
+    assert 0.0 <= float(t.min()) and float(t.max()) <= 1.0
+
+
+def test_grayscale_and_rgba_become_rgb(tmp_path):
+    for mode in ("L", "RGBA", "P", "I;16"):
+        p = tmp_path / f"{mode.replace(';', '')}.png"
+        Image.new(mode, (32, 16)).save(p)
+        assert load_image(p, 32).mode == "RGB"
+
+
+def test_exif_orientation_applied(shared_dir):
+    # hopper_orientation_6 is stored landscape-rotated; EXIF says rotate 90 degrees.
+    p = shared_dir / "data/exif/edge_cases/pillow/hopper_orientation_6.jpg"
+    with Image.open(p) as raw:
+        w, h = raw.size
+    img = load_image(p, image_size=max(w, h))
+    assert img.size == (h, w)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("pillow/truncated_jpeg.jpg", "truncated"),
+        ("pillow/truncated_image.png", "truncated"),
+        ("pillow/broken.png", "not an image"),
+        ("piexif/notjpeg.jpg", "empty file"),
+    ],
+)
+def test_bad_files_give_reasons(shared_dir, name, reason):
+    with pytest.raises(ImageLoadError, match=reason):
+        load_image(shared_dir / "data/exif/edge_cases" / name)
+
+
+def test_missing_and_folder_and_bomb(tmp_path):
+    with pytest.raises(ImageLoadError, match="not found"):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageLoadError, match="folder"):
+        load_image(tmp_path)
+    p = tmp_path / "big.png"
+    Image.new("1", (4000, 3000)).save(p)
+    with pytest.raises(ImageLoadError, match="decompression bomb"):
+        load_image(p, max_pixels=1_000_000)
+
+
+def test_odd_file_names(tmp_path):
+    p = tmp_path / "été <b>&'\" 写真.JPG"
+    Image.new("RGB", (20, 10)).save(p, format="JPEG")
+    assert list_images(tmp_path) == [p]
+    assert load_image(p, 20).size == (20, 10)
+
+
+def test_list_and_expand(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    for rel in ("a/1.jpg", "b.PNG", ".hidden/2.jpg", "notes.txt", "a/.3.jpg"):
+        (tmp_path / rel).write_bytes(b"x")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == [
+        "a/1.jpg",
+        "b.PNG",
+    ]
+    got = expand_inputs([tmp_path / "a", tmp_path / "notes.txt"])
+    assert got == [tmp_path / "a/1.jpg", tmp_path / "notes.txt"]
+    assert list_images(tmp_path, exclude=[tmp_path / "a"]) == [tmp_path / "b.PNG"]
+
+
+def test_batched_by_shape_groups_and_keeps_every_item():
+    items = [(i, torch.zeros(3, 4 if i % 2 else 5, 6)) for i in range(7)]
+    batches = list(batched_by_shape(iter(items), batch_size=2))
+    seen = sorted(i for idxs, _ in batches for i in idxs)
+    assert seen == list(range(7))
+    for idxs, batch in batches:
+        assert batch.shape[0] == len(idxs) <= 2
+        assert all(items[i][1].shape == batch.shape[1:] for i in idxs)

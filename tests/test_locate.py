@@ -1,0 +1,166 @@
+"""Locate: the consensus rule on hand-made hits, and the real chain on lund_street."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netvlad_gui.core import geo
+from netvlad_gui.core.catalog import ImageRow
+from netvlad_gui.core.index import SearchHit
+from netvlad_gui.core.locate import LocateResult, Match, predict
+
+M_PER_DEG_LAT = 111_320.0
+
+
+def _hit(i: int, score: float, north_m: float | None) -> SearchHit:
+    lat = None if north_m is None else 55.7 + north_m / M_PER_DEG_LAT
+    lon = None if north_m is None else 13.2
+    row = ImageRow(i, f"{i}.jpg", 1, 0.0, lat, lon, None, "exif", "", "indexed", "", i)
+    return SearchHit(i, score, row, Path(f"/lib/{i}.jpg"))
+
+
+CAL = {"neg_median": 0.2, "neg_best_median": 0.3, "pos_best_median": 0.6}
+
+
+def test_consensus_beats_a_lone_better_match():
+    # One strong outlier 500 m away, three agreeing matches 0-20 m apart.
+    hits = [_hit(0, 0.62, 500), _hit(1, 0.58, 0), _hit(2, 0.55, 10), _hit(3, 0.5, 20)]
+    p = predict(hits, CAL)
+    assert p.members == [1, 2, 3]
+    w = [0.58 - 0.2, 0.55 - 0.2, 0.5 - 0.2]
+    north = (0 * w[0] + 10 * w[1] + 20 * w[2]) / sum(w)
+    assert geo.haversine_m(p.lat, p.lon, 55.7 + north / M_PER_DEG_LAT, 13.2) < 0.05
+    agreement = sum(w) / (sum(w) + 0.62 - 0.2)
+    distinct = (0.58 - 0.3) / (0.6 - 0.3)  # best agreeing score between the two levels
+    assert p.confidence == pytest.approx(agreement * distinct, rel=1e-3)
+    assert 10 <= p.radius_m < 25
+
+
+def test_confidence_low_when_nothing_agrees_or_scores_are_background():
+    scattered = [_hit(i, 0.55 - i * 0.01, i * 300) for i in range(5)]
+    assert predict(scattered, CAL).confidence < 0.3
+    background = [_hit(i, 0.31 - i * 0.005, i * 5) for i in range(5)]  # agree, but score like
+    assert predict(background, CAL).confidence < 0.1  # a different place does
+
+
+def test_no_gps_hits_give_no_prediction():
+    assert predict([_hit(0, 0.9, None)], CAL) is None
+    p = predict([_hit(0, 0.9, None), _hit(1, 0.5, 0)], CAL)
+    assert p.members == [1]
+
+
+def test_json_contract_keys():
+    r = LocateResult("q.jpg", 1.0, 2.0, 0.5, 12.0, None, matches=[Match(1, "a.jpg", 1, 2, 0.9, 3)])
+    d = r.to_json()
+    assert set(d) == {"query", "lat", "lon", "confidence", "radius_m", "error_m", "matches"}
+    assert d["matches"] == [{"path": "a.jpg", "lat": 1, "lon": 2, "score": 0.9, "distance_m": 3}]
+
+
+@pytest.fixture(scope="module")
+def lund_index(shared_dir, tmp_path_factory):
+    """Index lund_street's references with the shipped MobileNetV2 (the default model)."""
+    idx = tmp_path_factory.mktemp("lund") / "index"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netvlad_gui.cli",
+            "index",
+            str(shared_dir / "data/lund_street/references"),
+            "--index",
+            str(idx),
+            "--json",
+            "-q",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    return idx, json.loads(out.stdout)
+
+
+def test_end_to_end_lund(shared_dir, lund_index):
+    idx, summary = lund_index
+    assert summary["indexed"] == 19 and summary["with_gps"] == 19 and not summary["failed"]
+    assert summary["model"] == "mobilenet_v2-netvlad"
+    queries = shared_dir / "data/lund_street/queries"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netvlad_gui.cli",
+            "locate",
+            str(queries),
+            "--index",
+            str(idx),
+            "--json",
+            "--top",
+            "5",
+            "-q",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(results) == 5
+    truth = {}
+    for line in (shared_dir / "data/lund_street/gps.csv").read_text().splitlines()[1:]:
+        f, lat, lon, _ = line.split(",")
+        truth[f] = (float(lat), float(lon))
+    hits_at_1 = 0
+    for r in results:
+        assert set(r) == {"query", "lat", "lon", "confidence", "radius_m", "error_m", "matches"}
+        assert math.isfinite(r["error_m"]) and 0 <= r["confidence"] <= 1 and r["radius_m"] > 0
+        assert len(r["matches"]) == 5
+        scores = [m["score"] for m in r["matches"]]
+        assert scores == sorted(scores, reverse=True)
+        for m in r["matches"]:
+            assert set(m) == {"path", "lat", "lon", "score", "distance_m"}
+            assert Path(m["path"]).exists()
+        q = truth["queries/" + Path(r["query"]).name]
+        assert geo.haversine_m(*q, r["lat"] - 0, r["lon"]) == pytest.approx(r["error_m"], abs=0.01)
+        top = r["matches"][0]
+        hits_at_1 += geo.haversine_m(*q, top["lat"], top["lon"]) <= 25
+    assert hits_at_1 >= 4  # measured 5/5; a real model, so allow one miss
+
+
+def test_photo_from_another_city_is_not_confident(shared_dir, lund_index):
+    idx, _ = lund_index
+    berlin = shared_dir / "data/exif/gps_photos/opensfm_berlin"
+    bad = shared_dir / "data/exif/edge_cases/pillow/truncated_jpeg.jpg"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netvlad_gui.cli",
+            "locate",
+            str(berlin),
+            str(bad),
+            "--index",
+            str(idx),
+            "--json",
+            "-q",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(results) == 4
+    for r in results[:3]:
+        assert r["confidence"] < 0.25, r
+        assert r["error_m"] > 300_000  # Berlin is ~350 km from Lund
+    assert "truncated" in results[3]["error"] and results[3]["lat"] is None
