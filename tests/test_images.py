@@ -96,3 +96,12 @@ def test_batched_by_shape_groups_and_keeps_every_item():
     for idxs, batch in batches:
         assert batch.shape[0] == len(idxs) <= 2
         assert all(items[i][1].shape == batch.shape[1:] for i in idxs)
+
+
+def test_heic_photos_open(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    p = tmp_path / "phone.HEIC"
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(p)
+    img = load_image(p, 32)
+    assert img.size == (32, 24) and img.getpixel((16, 12))[0] > 150

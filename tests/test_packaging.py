@@ -20,9 +20,22 @@ def test_checkout_finds_shipped_files():
 
 def test_wheel_carries_and_finds_shipped_files(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(REPO)],
-        check=False, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     wheel = next((tmp_path / "dist").glob("netvlad_gui-*.whl"))
@@ -34,8 +47,12 @@ def test_wheel_carries_and_finds_shipped_files(tmp_path):
         "print(paths.models_dir()); print(paths.resources_dir())"
     )
     res = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(site)},
-        check=True, capture_output=True, text=True,
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site)},
+        check=True,
+        capture_output=True,
+        text=True,
     )
     models, resources = map(Path, res.stdout.split())
     assert models == site / "netvlad_gui/_models"
