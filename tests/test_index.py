@@ -184,3 +184,15 @@ def test_killed_build_resumes_without_redoing_work(tmp_path):
     assert len({r.row for r in rows}) == 150  # every photo its own descriptor row
     vecs = index.store().read([r.row for r in rows])
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+
+
+def test_second_concurrent_build_is_refused(tmp_path):
+    import fcntl
+
+    lib = tmp_path / "lib"
+    make_library(lib, 2)
+    (tmp_path / "idx").mkdir()
+    with open(tmp_path / "idx/build.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(IndexError_, match="another build"):
+            _build(lib, tmp_path / "idx")

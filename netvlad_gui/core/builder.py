@@ -210,6 +210,7 @@ def build_index(
         raise IndexError_(f"library folder not found: {library}")
     index_dir = Path(index_dir) if index_dir else default_index_dir(library)
     index = LibraryIndex(index_dir, create=True)
+    lock = _lock(index.dir)
     try:
         recorded = index.library
         if recorded is not None and recorded != library:
@@ -266,6 +267,22 @@ def build_index(
         return summary
     finally:
         index.close()
+        lock.close()
+
+
+def _lock(index_dir: Path):
+    """One build per index at a time: a second one (the GUI and the CLI, say) is refused."""
+    f = open(index_dir / "build.lock", "w")  # noqa: SIM115 - held for the whole build
+    try:
+        import fcntl
+
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # Windows: no advisory locks; SQLite still serialises writes
+        pass
+    except OSError:
+        f.close()
+        raise IndexError_(f"another build is already updating {index_dir}; wait for it") from None
+    return f
 
 
 def _extract_pending(index, model, library, pending, extract_cfg, progress, cancel) -> int:
