@@ -6,4 +6,5 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
 
+from _lund import lund_index  # noqa: F401  (session-scoped: the GUI tests share one index)
 from _shared import shared_dir  # noqa: F401  (the fixture, defined in tests/_shared.py)

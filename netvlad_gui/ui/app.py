@@ -1,0 +1,151 @@
+"""`netvlad-gui`: the desktop app's entry point.
+
+netvlad-gui [PHOTO|FOLDER]... [--library DIR] [--index DIR]
+netvlad-gui --library DIR --locate PHOTO --screenshot FILE.png   (draw, save, exit 0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+ORGANIZATION = "netvlad-gui"
+APPLICATION = "netvlad-gui"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="netvlad-gui",
+        description="Tell where a photo was taken: drop photos on the window to locate them "
+        "against a folder of geotagged photos.",
+    )
+    ap.add_argument("inputs", nargs="*", metavar="PHOTO|FOLDER", help="photos to locate")
+    ap.add_argument("--library", metavar="DIR", help="the folder of geotagged reference photos")
+    ap.add_argument(
+        "--index",
+        metavar="DIR",
+        help="index folder (default: one per library, in the user data folder)",
+    )
+    ap.add_argument(
+        "--locate",
+        metavar="PHOTO",
+        action="append",
+        default=[],
+        help="locate this photo once the index is ready (indexing it if needed)",
+    )
+    ap.add_argument(
+        "--screenshot",
+        metavar="FILE.png",
+        help="save a screenshot of the window once everything is drawn (with "
+        "--locate: once the result is), then exit",
+    )
+    ap.add_argument(
+        "--image-size",
+        type=int,
+        metavar="PX",
+        help="longer side photos are resized to (default: the saved setting, 640)",
+    )
+    ap.add_argument(
+        "--measure-stalls",
+        action="store_true",
+        help="print the GUI event loop's worst stall (ms) per phase on exit",
+    )
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="screenshot mode gives up after this many seconds (exit 1)",
+    )
+    ap.add_argument("--verbose", "-v", action="store_true")
+    return ap
+
+
+def _prepare_environment() -> None:
+    """Environment that must be set before Qt, numpy or torch are imported."""
+    # Chromium refuses its sandbox as root (containers, CI); without this the map stays blank.
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+    # numpy's OpenBLAS threads spin against torch's and faiss's OpenMP threads: on 2 cores a
+    # 19x6144 matrix product then takes 230 ms instead of 2 ms and stalls the window. The heavy
+    # maths runs in torch and faiss, so numpy loses nothing by staying on one thread.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def _install_excepthook(window_ref: list) -> None:
+    """An exception escaping a slot becomes a notice and a log line, never a crash."""
+    log = logging.getLogger("netvlad_gui.ui")
+
+    def hook(exc_type, exc, tb) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        log.error("unexpected error: %s", "".join(traceback.format_exception(exc_type, exc, tb)))
+        window = window_ref[0] if window_ref else None
+        if window is not None:
+            try:
+                window.show_notice(f"Unexpected error: {exc_type.__name__}: {exc}", "error")
+            except RuntimeError:
+                pass
+
+    sys.excepthook = hook
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.locate and not (args.library or args.index):
+        print("netvlad-gui: --locate needs --library DIR (or --index DIR)", file=sys.stderr)
+        return 2
+    _prepare_environment()
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from netvlad_gui.core.runtime import tune_process
+
+    tune_process()
+
+    # QtWebEngine must be imported before the QApplication exists.
+    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtWidgets import QApplication
+
+    from .mainwindow import LaunchOptions, MainWindow
+
+    QCoreApplication.setOrganizationName(ORGANIZATION)
+    QCoreApplication.setApplicationName(APPLICATION)
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setApplicationDisplayName("netvlad-gui")
+    options = LaunchOptions(
+        inputs=list(args.inputs),
+        library=args.library,
+        index_dir=args.index,
+        image_size=args.image_size,
+        auto_build=bool(args.locate),
+        measure_stalls=args.measure_stalls,
+    )
+    window_ref: list = []
+    _install_excepthook(window_ref)
+    window = MainWindow(options)
+    window_ref.append(window)
+    window.show()
+    runner = None
+    if args.locate or args.screenshot:
+        from .screenshot import AutoLocate
+
+        runner = AutoLocate(
+            window, [str(Path(p)) for p in args.locate], args.screenshot, timeout_s=args.timeout
+        )
+        runner.start()
+    code = app.exec()
+    if runner is not None and runner.exit_code is not None:
+        code = runner.exit_code
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""The library panel: which folder is the reference library, building it, and what it holds."""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .workers import IndexInfo
+
+STAGE_NAMES = {
+    "scan": "Scanning the folder",
+    "init": "Fitting NetVLAD to your photos",
+    "extract": "Indexing photos",
+    "finalize": "Finishing",
+}
+
+
+def plain_label(text: str = "", *, wrap: bool = True) -> QLabel:
+    """A QLabel that never interprets its text as HTML (file names can hold markup)."""
+    label = QLabel()
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    label.setWordWrap(wrap)
+    label.setText(text)
+    return label
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class EtaClock:
+    """Time left in a stage from its rate so far (None until there is a rate)."""
+
+    def __init__(self) -> None:
+        self.stage = ""
+        self.t0 = 0.0
+        self.d0 = 0
+
+    def update(self, stage: str, done: int, total: int, now: float | None = None) -> float | None:
+        now = time.monotonic() if now is None else now
+        if stage != self.stage or done < self.d0:
+            self.stage, self.t0, self.d0 = stage, now, done
+            return None
+        if done <= self.d0 or now <= self.t0:
+            return None
+        rate = (done - self.d0) / (now - self.t0)
+        return (total - done) / rate
+
+
+class SkippedDialog(QDialog):
+    """The photos the index left out or could not place, with the reason for each."""
+
+    def __init__(
+        self,
+        failures: list[tuple[str, str]],
+        no_gps: list[tuple[str, str]],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Skipped photos")
+        self.resize(640, 400)
+        layout = QVBoxLayout(self)
+        layout.addWidget(
+            plain_label(
+                f"{len(failures)} not indexed (cannot be read) · {len(no_gps)} indexed without GPS "
+                "(they can be found, but carry no position)"
+            )
+        )
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Photo", "Reason"])
+        self.tree.setRootIsDecorated(False)
+        self.tree.setAlternatingRowColors(True)
+        for path, reason in failures:
+            self.tree.addTopLevelItem(QTreeWidgetItem([path, f"not indexed: {reason}"]))
+        for path, reason in no_gps:
+            self.tree.addTopLevelItem(QTreeWidgetItem([path, f"no GPS: {reason}"]))
+        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        layout.addWidget(self.tree)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+
+class LibraryPanel(QGroupBox):
+    """Choose the reference folder (button or folder drop), build/update it, cancel, stats.
+
+    Signals: ``chooseRequested`` (the window opens a folder dialog), ``libraryDropped(path)``,
+    ``buildRequested``, ``cancelRequested``.
+    """
+
+    chooseRequested = Signal()
+    libraryDropped = Signal(str)
+    buildRequested = Signal()
+    cancelRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Library", parent)
+        self.setAcceptDrops(True)
+        self._info: IndexInfo | None = None
+        self._eta = EtaClock()
+        self._busy = False
+        self._library: str | None = None
+
+        self.path_label = plain_label("No folder chosen")
+        self.path_label.setObjectName("libraryPath")
+        self.choose_button = QPushButton("Choose folder…")
+        self.choose_button.setToolTip(
+            "The folder of geotagged reference photos (or drop a folder here)"
+        )
+        self.build_button = QPushButton("Build index")
+        self.build_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.hide()
+        self.progress_label = plain_label()
+        self.progress_label.hide()
+        self.stats_label = plain_label()
+        self.stats_label.setObjectName("libraryStats")
+        self.model_label = plain_label()
+        self.model_label.setObjectName("libraryModel")
+        self.model_label.setStyleSheet("color: palette(mid);")
+        self.skipped_button = QPushButton("Show skipped…")
+        self.skipped_button.setFlat(True)
+        self.skipped_button.setStyleSheet("text-align: left; color: palette(link);")
+        self.skipped_button.hide()
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.build_button, 1)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        row.addWidget(self.path_label, 1)
+        row.addWidget(self.choose_button)
+        layout.addLayout(row)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.progress_label)
+        layout.addWidget(self.stats_label)
+        layout.addWidget(self.model_label)
+        layout.addWidget(self.skipped_button)
+
+        self.choose_button.clicked.connect(self.chooseRequested)
+        self.build_button.clicked.connect(self.buildRequested)
+        self.cancel_button.clicked.connect(self.cancelRequested)
+        self.skipped_button.clicked.connect(self.show_skipped)
+        self.set_library(None)
+
+    # ---- state from the window ---------------------------------------------------------------
+
+    def set_library(self, library: str | None) -> None:
+        self._library = library or None
+        if library:
+            self.path_label.setText(Path(library).name or library)
+            self.path_label.setToolTip(html.escape(library))
+        else:
+            self.path_label.setText("No folder chosen")
+            self.path_label.setToolTip("")
+        self.build_button.setEnabled(bool(library) and not self._busy)
+
+    def set_info(self, info: IndexInfo | None) -> None:
+        """Show what the index holds (or that there is none yet)."""
+        self._info = info
+        if info is None or not info.exists:
+            self.build_button.setText("Build index")
+            self.stats_label.setText("Not indexed yet. Click “Build index” to index this folder.")
+            self.model_label.setText("")
+            self.skipped_button.hide()
+            return
+        self.build_button.setText("Update index")
+        skipped = info.failed
+        parts = [f"{info.indexed} indexed", f"{info.with_gps} with GPS", f"{skipped} skipped"]
+        text = " · ".join(parts)
+        if info.pending:
+            text += f"\n{info.pending} not indexed yet: click “Update index” to finish."
+        if info.problem and not info.ready:
+            text += f"\n{info.problem[0].upper()}{info.problem[1:]}."
+        self.stats_label.setText(text)
+        self.model_label.setText(f"Model: {info.model}" if info.model else "")
+        self.model_label.setVisible(bool(info.model) and not self._busy)
+        n = len(info.failures) + len(info.no_gps)
+        self.skipped_button.setVisible(n > 0)
+        self.skipped_button.setText(
+            f"Show skipped and no-GPS photos ({n})…" if info.no_gps else f"Show skipped ({n})…"
+        )
+
+    def set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self.cancel_button.setEnabled(busy)
+        self.build_button.setEnabled(not busy and self._library is not None)
+        self.choose_button.setEnabled(not busy)
+        self.progress_bar.setVisible(busy)
+        self.progress_label.setVisible(busy)
+        self.stats_label.setVisible(not busy)
+        self.model_label.setVisible(not busy and bool(self.model_label.text()))
+        if busy:
+            self.progress_bar.setRange(0, 0)
+            self.progress_label.setText("Starting…")
+            self._eta = EtaClock()
+
+    def on_progress(self, stage: str, done: int, total: int) -> None:
+        if stage not in STAGE_NAMES:
+            return
+        eta = self._eta.update(stage, done, total)
+        self.progress_bar.setRange(0, max(total, 1))
+        self.progress_bar.setValue(min(done, total))
+        self.progress_bar.setFormat(f"{done} / {total}")
+        text = f"{STAGE_NAMES[stage]}: {done} of {total}"
+        if eta is not None and done < total:
+            text += f" · about {format_eta(eta)} left"
+        self.progress_label.setText(text)
+
+    def show_summary_line(self, text: str) -> None:
+        self.progress_label.setText(text)
+        self.progress_label.show()
+
+    def show_skipped(self) -> None:
+        if self._info is None:
+            return
+        SkippedDialog(self._info.failures, self._info.no_gps, self).exec()
+
+    # ---- folder drops ------------------------------------------------------------------------
+
+    def dragEnterEvent(self, event) -> None:
+        # Only folders are for this panel; photos fall through to the window, which locates them.
+        if not self._busy and _dropped_folder(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event) -> None:
+        folder = _dropped_folder(event.mimeData())
+        if folder:
+            event.acceptProposedAction()
+            self.libraryDropped.emit(folder)
+        else:
+            event.ignore()
+
+
+def _dropped_folder(mime) -> str | None:
+    if not mime.hasUrls():
+        return None
+    for url in mime.urls():
+        if url.isLocalFile() and Path(url.toLocalFile()).is_dir():
+            return url.toLocalFile()
+    return None

@@ -1,0 +1,718 @@
+"""The main window: library, photo queue, map and results, wired to the engine worker.
+
+The window holds no model or index: it sends requests to the EngineWorker (its own QThread) and
+draws what comes back. Files dropped anywhere on the window (the map included) are located;
+a folder dropped on the library panel, or on the first-start page, becomes the library.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from netvlad_gui.core.export import ExportError, write_results
+from netvlad_gui.core.images import IMAGE_EXTENSIONS, expand_inputs, is_image_file
+from netvlad_gui.core.paths import default_index_dir
+
+from .librarypanel import LibraryPanel
+from .mapdata import result_to_map
+from .mapview import MapView
+from .notices import ERROR, INFO, WARNING, LogView, NoticeBar, QtLogHandler
+from .queuepanel import QueuePanel
+from .resultspanel import ResultsPanel
+from .settingsdialog import AppSettings, SettingsDialog, model_problem
+from .stallmeter import StallMeter
+from .thumbnails import ThumbnailLoader
+from .welcome import WelcomePage
+from .workers import EngineWorker, IndexInfo, WorkerThread
+
+log = logging.getLogger("netvlad_gui.ui")
+
+IMAGE_FILTER = "Photos ({});;All files (*)".format(
+    " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS))
+)
+INDEXING, LOCATING = "indexing", "locating"
+
+
+@dataclass
+class LaunchOptions:
+    """What the command line asks for (see ``ui.app``)."""
+
+    inputs: list[str] = field(default_factory=list)
+    library: str | None = None
+    index_dir: str | None = None
+    image_size: int | None = None
+    auto_build: bool = False  # build the index when it is missing (screenshot mode)
+    measure_stalls: bool = False
+
+
+def _short_list(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+class MainWindow(QMainWindow):
+    """netvlad-gui's window. Public signals serve the screenshot mode and the tests."""
+
+    indexChanged = Signal(object)
+    resultArrived = Signal(int)
+    buildEnded = Signal(object)
+    noticeShown = Signal(str, str)
+
+    _openRequested = Signal(str, str, int)
+    _buildRequested = Signal(str, str, str, str, str, int)
+    _locateRequested = Signal(list, int)
+
+    def __init__(self, options: LaunchOptions | None = None) -> None:
+        super().__init__()
+        self.options = options or LaunchOptions()
+        self.setWindowTitle("netvlad-gui — where was this photo taken?")
+        self.setAcceptDrops(True)
+        self.settings = AppSettings.load()
+        if self.options.library:
+            library = str(Path(self.options.library).expanduser().resolve())
+            if library != self.settings.library:
+                self.settings.index_dir = ""  # the remembered index was for the old library
+            self.settings.library = library
+        if self.options.index_dir:
+            self.settings.index_dir = str(Path(self.options.index_dir).expanduser().resolve())
+            if not self.options.library:
+                self.settings.library = ""  # learnt from the index once it is open
+        if self.options.library or self.options.index_dir:
+            self.settings.save()
+        self.info: IndexInfo | None = None
+        self._building = False
+        self._in_flight: set[int] = set()
+        self._drop_times: dict[int, float] = {}
+        self.locate_times: list[float] = []  # seconds from drop to result, per photo
+        self.build_summaries: list = []
+        self._closing = False
+        self._auto_built = False
+
+        self.stalls = StallMeter(parent=self)
+        self.thumbs = ThumbnailLoader(parent=self)
+        self._build_ui()
+        self._build_menus()
+        self._start_engine()
+        self._restore_geometry()
+        self._show_page()
+        self._refresh_model_banner()
+        if self.options.measure_stalls:
+            self.stalls.start()
+        if self.library or self.settings.index_dir:
+            self._open_index()
+        if self.options.inputs:
+            QTimer.singleShot(0, lambda: self.open_inputs(self.options.inputs))
+
+    # ---- construction ------------------------------------------------------------------------
+
+    def _build_ui(self) -> None:
+        self.notice = NoticeBar(self)
+        self.model_banner = NoticeBar(self, action="Settings…")
+        self.model_banner.setObjectName("modelBanner")
+        self.model_banner.close_button.hide()
+
+        self.welcome = WelcomePage()
+        self.library_panel = LibraryPanel()
+        self.queue = QueuePanel(self.thumbs)
+        self.map = MapView()
+        self.map.setMinimumHeight(260)
+        self.results = ResultsPanel(self.thumbs)
+        self.results.setMinimumHeight(250)
+
+        # A plain column, not a splitter: the library panel grows and shrinks with its content
+        # (progress, stats) and the photo queue takes the rest.
+        left = QWidget()
+        column = QVBoxLayout(left)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.library_panel)
+        column.addWidget(self.queue, 1)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.setObjectName("rightSplitter")
+        right.addWidget(self.map)
+        right.addWidget(self.results)
+        right.setStretchFactor(0, 1)
+        right.setStretchFactor(1, 0)
+        right.setSizes([560, 260])
+        right.setChildrenCollapsible(False)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("mainSplitter")
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([250, 1030])
+        self.splitter.setChildrenCollapsible(False)
+        self._right = right
+
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.welcome)
+        self.pages.addWidget(self.splitter)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.model_banner)
+        layout.addWidget(self.notice)
+        layout.addWidget(self.pages, 1)
+        self.setCentralWidget(central)
+
+        self.log_view = LogView()
+        self.log_dock = QDockWidget("Log", self)
+        self.log_dock.setObjectName("logDock")
+        self.log_dock.setWidget(self.log_view)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
+        self.log_dock.hide()
+        self._log_handler = QtLogHandler()
+        self._log_handler.emitter.record.connect(self._on_log_record)
+        logging.getLogger("netvlad_gui").addHandler(self._log_handler)
+        if logging.getLogger("netvlad_gui").getEffectiveLevel() > logging.INFO:
+            logging.getLogger("netvlad_gui").setLevel(logging.INFO)
+
+        self.status_text = QLabel()
+        self.stall_label = QLabel()
+        self.stall_label.setObjectName("stallLabel")
+        self.stall_label.setToolTip("The longest the window was unresponsive while working")
+        self.stop_button = QPushButton("Stop locating")
+        self.stop_button.hide()
+        self.warnings_button = QPushButton()
+        self.warnings_button.setFlat(True)
+        self.warnings_button.hide()
+        self.statusBar().addPermanentWidget(self.warnings_button)
+        self.statusBar().addPermanentWidget(self.stop_button)
+        self.statusBar().addPermanentWidget(self.stall_label)
+
+        # Wiring between widgets (the engine is wired in _start_engine).
+        self.welcome.chooseRequested.connect(self.choose_library)
+        self.library_panel.chooseRequested.connect(self.choose_library)
+        self.library_panel.libraryDropped.connect(self.set_library)
+        self.library_panel.buildRequested.connect(self.build_index)
+        self.library_panel.cancelRequested.connect(self.cancel_build)
+        self.queue.currentChanged.connect(self._show_token)
+        self.results.stepRequested.connect(self.queue.step)
+        self.results.matchSelected.connect(self.map.select)
+        self.results.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        self.map.matchClicked.connect(self.results.select_rank)
+        self.model_banner.actionTriggered.connect(self.open_settings)
+        self.stop_button.clicked.connect(self.cancel_locating)
+        self.warnings_button.clicked.connect(self.log_dock.show)
+        self.stalls.worstChanged.connect(self._on_stall)
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.open_action = self._action(
+            file_menu, "&Open photos…", self.open_photos_dialog, QKeySequence.StandardKey.Open
+        )
+        self._action(file_menu, "Open a &folder of photos…", self.open_folder_dialog)
+        file_menu.addSeparator()
+        self._action(file_menu, "Choose &library folder…", self.choose_library)
+        self.export_action = self._action(
+            file_menu, "&Export results…", self.export_dialog, QKeySequence("Ctrl+E")
+        )
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        edit_menu = self.menuBar().addMenu("&Edit")
+        self._action(
+            edit_menu,
+            "&Copy predicted coordinates",
+            self.results.copy_coordinates,
+            QKeySequence("Ctrl+Shift+C"),
+        )
+        self._action(edit_menu, "Open in &OpenStreetMap", self.results.open_in_osm)
+
+        view_menu = self.menuBar().addMenu("&View")
+        view_menu.addAction(self.log_dock.toggleViewAction())
+        self._action(
+            view_menu, "&Previous photo", lambda: self.queue.step(-1), QKeySequence("Ctrl+Left")
+        )
+        self._action(
+            view_menu, "&Next photo", lambda: self.queue.step(1), QKeySequence("Ctrl+Right")
+        )
+        self._action(view_menu, "&Zoom to everything", self.map.fit_all)
+
+        tools = self.menuBar().addMenu("&Tools")
+        self._action(
+            tools, "Model and &settings…", self.open_settings, QKeySequence.StandardKey.Preferences
+        )
+        self._action(
+            tools, "Get the paper's trained &model…", lambda: self.open_settings(download=True)
+        )
+
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&About netvlad-gui", self._about)
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _start_engine(self) -> None:
+        self.engine = EngineWorker()
+        self._engine_thread = WorkerThread(self.engine, "netvlad-engine", self)
+        self._openRequested.connect(self.engine.open_index)
+        self._buildRequested.connect(self.engine.build)
+        self._locateRequested.connect(self.engine.locate)
+        self.engine.progress.connect(self._on_progress)
+        self.engine.buildFinished.connect(self._on_build_finished)
+        self.engine.indexOpened.connect(self._on_index_opened)
+        self.engine.located.connect(self._on_located)
+        self.engine.locateFinished.connect(self._on_locate_finished)
+        self.engine.failed.connect(self._on_failed)
+
+    # ---- state -------------------------------------------------------------------------------
+
+    @property
+    def library(self) -> str:
+        return self.settings.library
+
+    @property
+    def image_size(self) -> int:
+        return self.options.image_size or self.settings.image_size
+
+    @property
+    def index_dir(self) -> str:
+        if self.settings.index_dir:
+            return self.settings.index_dir
+        return str(default_index_dir(self.library)) if self.library else ""
+
+    @property
+    def busy(self) -> bool:
+        return self._building or bool(self._in_flight)
+
+    def _show_page(self) -> None:
+        has_library = bool(self.library or self.settings.index_dir)
+        self.pages.setCurrentIndex(1 if has_library else 0)
+        self.library_panel.set_library(self.library or None)
+
+    def show_notice(self, text: str, level: str = INFO) -> None:
+        """Tell the user something without blocking (and log it)."""
+        log.log({ERROR: logging.ERROR, WARNING: logging.WARNING}.get(level, logging.INFO), text)
+        self.notice.show_notice(text, level)
+        self.noticeShown.emit(level, text)
+
+    def _refresh_model_banner(self, message: str = "") -> None:
+        if self.info is not None and self.info.ready and not message:
+            self.model_banner.hide()
+            return
+        text = message or model_problem(self.settings.model, self.settings.backbone_weights)
+        if text:
+            self.model_banner.show_notice(text, ERROR)
+            self.welcome.set_model_note("")
+        else:
+            self.model_banner.hide()
+            self.welcome.set_model_note(
+                f"Model: {self.settings.model} (Tools → Model and settings to change it)."
+            )
+
+    # ---- library and index -------------------------------------------------------------------
+
+    def choose_library(self) -> None:
+        start = self.library or str(Path.home())
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose a folder of geotagged photos", start
+        )
+        if folder:
+            self.set_library(folder)
+
+    def set_library(self, folder: str) -> None:
+        """Make ``folder`` the reference library and open its index (if it has one)."""
+        if self._building:
+            self.show_notice(
+                "Wait for the index build to finish (or cancel it) before "
+                "choosing another library.",
+                WARNING,
+            )
+            return
+        path = Path(folder).expanduser().resolve()
+        if not path.is_dir():
+            self.show_notice(f"Not a folder: {folder}", WARNING)
+            return
+        if str(path) != self.library:
+            self.settings.index_dir = ""  # a custom index folder was for the old library
+        self.settings.library = str(path)
+        self.settings.save()
+        self.info = None
+        self.map.clear(references=True)
+        self.library_panel.set_info(None)
+        self._show_page()
+        self._open_index()
+        log.info("library: %s", path)
+
+    def _open_index(self) -> None:
+        self._openRequested.emit(self.index_dir, self.settings.device, self.image_size)
+
+    def build_index(self) -> None:
+        if not self.library:
+            self.show_notice("Choose the library folder first.", WARNING)
+            return
+        if self._building:
+            return
+        self._building = True
+        self.library_panel.set_busy(True)
+        self._phase_begin(INDEXING)
+        log.info("building the index of %s", self.library)
+        self._buildRequested.emit(
+            self.library,
+            self.settings.model,
+            self.settings.backbone_weights,
+            self.settings.device,
+            self.settings.index_dir,
+            self.image_size,
+        )
+
+    def cancel_build(self) -> None:
+        if self._building:
+            self.engine.cancel()
+            self.library_panel.show_summary_line("Cancelling: keeping what is finished…")
+
+    def cancel_locating(self) -> None:
+        if self._in_flight and not self._building:
+            self.engine.cancel()
+
+    def _on_progress(self, stage: str, done: int, total: int) -> None:
+        if self._building:
+            self.library_panel.on_progress(stage, done, total)
+        elif stage == "locate" and total > 1:
+            self.statusBar().showMessage(f"Locating {done} of {total}…")
+
+    def _on_build_finished(self, summary) -> None:
+        self._building = False
+        self.library_panel.set_busy(False)
+        self._phase_end(INDEXING)
+        self.buildEnded.emit(summary)
+        if summary is None:
+            return
+        self.build_summaries.append(summary)
+        text = (
+            f"{summary.indexed} photos indexed ({summary.extracted} new), "
+            f"{summary.with_gps} with GPS, {len(summary.failed)} skipped, "
+            f"in {summary.elapsed_s:.1f} s."
+        )
+        if summary.cancelled:
+            self.show_notice(
+                f"Indexing cancelled; finished work is kept. {text} "
+                "Click “Update index” to finish.",
+                WARNING,
+            )
+        else:
+            self.show_notice(f"Index ready: {text}", INFO)
+
+    def _on_index_opened(self, info: IndexInfo) -> None:
+        self.info = info
+        if info.library and not self.library:
+            self.settings.library = info.library  # an --index given alone names its library
+            self.settings.save()
+            self._show_page()
+        self.library_panel.set_info(info)
+        self.map.set_references(info.references)
+        if info.references and self.queue.current() is None:
+            self.map.fit_all()
+        self._refresh_model_banner()
+        self.indexChanged.emit(info)
+        if info.ready:
+            log.info(
+                "index open: %d photos (%d with GPS), model %s",
+                info.indexed,
+                info.with_gps,
+                info.model,
+            )
+            self._send_waiting()
+        elif self.options.auto_build and not self._building and not self._auto_built:
+            self._auto_built = True  # once: a failed build must not start over and over
+            self.build_index()
+
+    def _on_failed(self, what: str, message: str) -> None:
+        if what == "weights":
+            self._refresh_model_banner(message)
+            self.show_notice(
+                "The model cannot be built: no usable weights. See the message "
+                "above for how to fix it.",
+                ERROR,
+            )
+            return
+        prefix = {
+            "build": "Indexing failed",
+            "open": "Cannot open the index",
+            "locate": "Cannot locate",
+        }.get(what, "Error")
+        self.show_notice(f"{prefix}: {message}", ERROR)
+
+    # ---- photos ------------------------------------------------------------------------------
+
+    def open_photos_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Photos to locate", "", IMAGE_FILTER)
+        if files:
+            self.open_inputs(files)
+
+    def open_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "A folder of photos to locate")
+        if folder:
+            self.open_inputs([folder])
+
+    def open_inputs(self, items: list[str]) -> list[int]:
+        """Photos and folders to locate (drops, File → Open, command line). Returns tokens."""
+        t0 = time.perf_counter()
+        photos, skipped = [], []
+        for item in items:
+            path = Path(item).expanduser()
+            if path.is_dir():
+                found = expand_inputs([path])
+                if not found:
+                    skipped.append(f"{path.name or path} (a folder with no photos)")
+                photos.extend(str(p) for p in found)
+            elif not path.exists():
+                skipped.append(f"{path.name} (not found)")
+            elif not is_image_file(path):
+                skipped.append(f"{path.name} (not a photo)")
+            else:
+                photos.append(str(path.resolve()))
+        if skipped:
+            self.show_notice(
+                f"Skipped {_short_list(skipped)}. Photos can be "
+                f"{', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}.",
+                WARNING,
+            )
+        if not photos:
+            return []
+        entries = self.queue.add(photos)
+        for e in entries:
+            self._drop_times[e.token] = t0
+        self.queue.set_current(entries[0].token)
+        self._send_waiting()
+        return [e.token for e in entries]
+
+    def _send_waiting(self) -> None:
+        waiting = [e for e in self.queue.waiting() if e.token not in self._in_flight]
+        if not waiting:
+            return
+        if self._building:
+            self.statusBar().showMessage("The photos will be located once the index is ready.")
+            return
+        if self.info is None or not self.info.ready:
+            if not self.library:
+                self.show_notice(
+                    "Choose a folder of geotagged photos first (the library): the "
+                    "dropped photos wait in the queue until it is indexed.",
+                    WARNING,
+                )
+            elif self.info is not None:
+                self.show_notice(
+                    "Build the library's index first (“Build index”): the dropped "
+                    "photos wait in the queue.",
+                    WARNING,
+                )
+            return
+        jobs = [(e.token, e.path) for e in waiting]
+        self._in_flight.update(e.token for e in waiting)
+        self._phase_begin(LOCATING)
+        self.stop_button.setVisible(len(jobs) > 1)
+        self._locateRequested.emit(jobs, self.settings.top_n)
+
+    def _on_located(self, token: int, result) -> None:
+        self._in_flight.discard(token)
+        entry = self.queue.set_result(token, result)
+        if entry is None:
+            return  # the queue was cleared meanwhile
+        t0 = self._drop_times.pop(token, None)
+        if t0 is not None:
+            self.locate_times.append(time.perf_counter() - t0)
+        if result.error:
+            self.show_notice(f"Cannot locate {entry.name}: {result.error}", WARNING)
+        else:
+            took = f" in {self.locate_times[-1]:.1f} s" if t0 is not None else ""
+            log.info("located %s%s", entry.name, took)
+        current = self.queue.current()
+        if current is not None and current.token == token:
+            self._show_token(token)
+        self.resultArrived.emit(token)
+
+    def _on_locate_finished(self, count: int, cancelled: bool) -> None:
+        if cancelled:
+            self._in_flight.clear()
+            self.statusBar().showMessage("Stopped; the rest of the photos wait in the queue.", 5000)
+        if not self._in_flight:
+            self._phase_end(LOCATING)
+            self.stop_button.hide()
+            if not cancelled:
+                self.statusBar().clearMessage()
+
+    def _show_token(self, token: int) -> None:
+        entry = self.queue.entry(token) if token else None
+        self.results.show_entry(entry, self.queue.position())
+        if entry is None or entry.result is None or entry.result.error:
+            self.map.clear()
+        else:
+            self.map.show_result(result_to_map(entry.result))
+
+    # ---- export, settings ---------------------------------------------------------------------
+
+    def export_dialog(self) -> None:
+        results = self.queue.results()
+        if not results:
+            self.show_notice("Nothing to export yet: locate some photos first.", INFO)
+            return
+        path, chosen = QFileDialog.getSaveFileName(
+            self,
+            "Export results",
+            str(Path.home() / "netvlad-results.csv"),
+            "CSV (*.csv);;GeoJSON (*.geojson)",
+        )
+        if not path:
+            return
+        if Path(path).suffix.lower() not in (".csv", ".geojson", ".json"):
+            path += ".geojson" if chosen.startswith("GeoJSON") else ".csv"
+        self.export_results(path)
+
+    def export_results(self, path: str) -> bool:
+        try:
+            written = write_results(self.queue.results(), path)
+        except ExportError as exc:
+            self.show_notice(str(exc), ERROR)
+            return False
+        self.show_notice(f"Exported {len(self.queue.results())} results to {written}", INFO)
+        return True
+
+    def open_settings(self, download: bool = False) -> None:
+        dialog = SettingsDialog(self.settings, self)
+        if download:
+            dialog.get_button.setFocus()
+        if dialog.exec() != SettingsDialog.DialogCode.Accepted:
+            self._refresh_model_banner()  # a download may have changed what is available
+            return
+        self.apply_settings(dialog.settings(self.settings))
+
+    def apply_settings(self, new: AppSettings) -> None:
+        old, self.settings = self.settings, new
+        new.save()
+        if (
+            (old.device, old.image_size) != (new.device, new.image_size)
+            and (self.library or self.settings.index_dir)
+            and not self._building
+        ):
+            self._open_index()
+        self._refresh_model_banner()
+
+    def _about(self) -> None:
+        from netvlad_gui import __version__
+
+        self.show_notice(
+            f"netvlad-gui {__version__}: where was this photo taken? NetVLAD place recognition "
+            "(Arandjelović et al., CVPR 2016) against your geotagged photos, on an offline map. "
+            "Map data: Natural Earth via world-atlas; OpenStreetMap links open in your browser.",
+            INFO,
+        )
+
+    # ---- stalls, log -------------------------------------------------------------------------
+
+    def _phase_begin(self, phase: str) -> None:
+        self.stalls.begin(phase)
+        if not self.stalls.running:
+            self.stalls.start()
+
+    def _phase_end(self, phase: str) -> None:
+        if phase not in self.stalls.active_phases:
+            return
+        self.stalls.end(phase)
+        log.info("%s: worst GUI stall %.0f ms", phase, self.stalls.worst_ms(phase))
+        if not self.stalls.active_phases and not self.options.measure_stalls:
+            self.stalls.stop()
+
+    def _on_stall(self, worst_ms: float) -> None:
+        if self.options.measure_stalls:  # otherwise the figures go to the log only
+            self.stall_label.setText(f"worst UI stall {worst_ms:.0f} ms")
+
+    def _on_log_record(self, text: str, levelno: int) -> None:
+        self.log_view.append_line(text, levelno)
+        if self.log_view.warnings:
+            n = self.log_view.warnings
+            self.warnings_button.setText(f"⚠ {n} warning{'s' if n > 1 else ''}")
+            self.warnings_button.show()
+
+    # ---- drag and drop -----------------------------------------------------------------------
+
+    def dragEnterEvent(self, event) -> None:
+        mime = event.mimeData()
+        if mime.hasUrls() and any(u.isLocalFile() for u in mime.urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:
+        mime = event.mimeData()
+        paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()] if mime.hasUrls() else []
+        if not paths:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        # On the first-start page a dropped folder is the library the page asks for.
+        if self.pages.currentIndex() == 0 and len(paths) == 1 and Path(paths[0]).is_dir():
+            self.set_library(paths[0])
+            return
+        self.open_inputs(paths)
+
+    # ---- geometry, quitting ------------------------------------------------------------------
+
+    def _restore_geometry(self) -> None:
+        store = QSettings()
+        geometry = store.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 820)
+        state = store.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        for splitter in (self.splitter, self._right):
+            value = store.value(f"window/{splitter.objectName()}")
+            if value is not None:
+                splitter.restoreState(value)
+
+    def _save_geometry(self) -> None:
+        store = QSettings()
+        store.setValue("window/geometry", self.saveGeometry())
+        store.setValue("window/state", self.saveState())
+        for splitter in (self.splitter, self._right):
+            store.setValue(f"window/{splitter.objectName()}", splitter.saveState())
+        store.sync()
+
+    def shutdown(self) -> None:
+        """Stop the workers and wait for them (idempotent)."""
+        if self._closing:
+            return
+        self._closing = True
+        self.stalls.stop()
+        self._engine_thread.stop()
+        self.thumbs.shutdown()
+        logging.getLogger("netvlad_gui").removeHandler(self._log_handler)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self._save_geometry()
+        if self._building:
+            log.info("quitting: cancelling the index build (finished work is kept)")
+        self.shutdown()
+        event.accept()
+        app = QApplication.instance()
+        if app is not None and self.options.measure_stalls:
+            print(self.stalls.summary(), flush=True)

@@ -1,0 +1,59 @@
+"""Turning core results into what the map page and the clipboard take (no Qt, no model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from netvlad_gui.core.locate import LocateResult
+
+OSM_ZOOM = 18
+
+
+def result_to_map(res: LocateResult) -> dict[str, Any]:
+    """The ``MapView.show_result`` dict of a located photo (labels are file names)."""
+    query = {
+        "label": Path(res.query).name,
+        "lat": res.lat,
+        "lon": res.lon,
+        "radius_m": res.radius_m,
+        "confidence": res.confidence if res.lat is not None else None,
+        "true_lat": res.true_lat,
+        "true_lon": res.true_lon,
+        "error_m": res.error_m,
+    }
+    matches = [
+        {
+            "rank": m.rank,
+            "id": m.id,
+            "lat": m.lat,
+            "lon": m.lon,
+            "label": Path(m.path).name,
+            "score": m.score,
+            "distance_m": m.distance_m,
+            "thumb_url": Path(m.path).as_uri() if Path(m.path).is_absolute() else "",
+        }
+        for m in res.matches
+    ]
+    return {"query": query, "matches": matches}
+
+
+def format_coords(lat: float, lon: float) -> str:
+    """``"55.698256, 13.195201"``: what map sites and spreadsheets accept as a pasted position."""
+    return f"{lat:.6f}, {lon:.6f}"
+
+
+def osm_url(lat: float, lon: float, zoom: int = OSM_ZOOM) -> str:
+    """OpenStreetMap at the position, with a marker."""
+    return (
+        f"https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}"
+        f"#map={zoom}/{lat:.6f}/{lon:.6f}"
+    )
+
+
+def format_distance(m: float | None) -> str:
+    if m is None:
+        return "?"
+    if m < 1000:
+        return f"{m:.0f} m"
+    return f"{m / 1000:.2f} km" if m < 10_000 else f"{m / 1000:.1f} km"

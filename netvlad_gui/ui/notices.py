@@ -1,0 +1,118 @@
+"""Non-blocking notices and the log window: how warnings and errors reach the user.
+
+Nothing here ever opens a modal box: a notice is a bar inside the window that the user can
+close, and every message also lands in the log window (View → Log).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QToolButton,
+    QWidget,
+)
+
+INFO, WARNING, ERROR = "info", "warning", "error"
+_STYLE = {
+    INFO: "background: #e7f1fb; border: 1px solid #9cc3e6; color: #123;",
+    WARNING: "background: #fff4d6; border: 1px solid #e0b84c; color: #3a2a00;",
+    ERROR: "background: #fde8e6; border: 1px solid #e08a80; color: #5a0c05;",
+}
+INFO_TIMEOUT_MS = 10_000
+
+
+class NoticeBar(QFrame):
+    """A closable message bar. Info notices fade after a while; warnings and errors stay."""
+
+    actionTriggered = Signal()
+
+    def __init__(self, parent: QWidget | None = None, *, action: str = "") -> None:
+        super().__init__(parent)
+        self.setObjectName("noticeBar")
+        self.level = INFO
+        self.text_label = QLabel()
+        self.text_label.setObjectName("noticeText")
+        self.text_label.setTextFormat(Qt.TextFormat.PlainText)  # file names can hold markup
+        self.text_label.setWordWrap(True)
+        self.text_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.action_button = QPushButton(action)
+        self.action_button.setVisible(bool(action))
+        self.close_button = QToolButton()
+        self.close_button.setText("✕")
+        self.close_button.setAutoRaise(True)
+        self.close_button.setToolTip("Dismiss")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 6, 6, 6)
+        layout.addWidget(self.text_label, 1)
+        layout.addWidget(self.action_button)
+        layout.addWidget(self.close_button, 0, Qt.AlignmentFlag.AlignTop)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.hide)
+        self.close_button.clicked.connect(self.hide)
+        self.action_button.clicked.connect(self.actionTriggered)
+        self.hide()
+
+    @property
+    def text(self) -> str:
+        return self.text_label.text()
+
+    def show_notice(self, text: str, level: str = INFO) -> None:
+        self.level = level
+        self.setStyleSheet(
+            f"#noticeBar {{ {_STYLE.get(level, _STYLE[INFO])} border-radius: 4px; }}"
+        )
+        self.text_label.setText(text)
+        self.show()
+        if level == INFO:
+            self._timer.start(INFO_TIMEOUT_MS)
+        else:
+            self._timer.stop()
+
+
+class _Emitter(QObject):
+    record = Signal(str, int)
+
+
+class QtLogHandler(logging.Handler):
+    """Forwards log records to the GUI thread as ``emitter.record(text, levelno)``."""
+
+    def __init__(self, level: int = logging.INFO) -> None:
+        super().__init__(level)
+        self.emitter = _Emitter()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.emitter.record.emit(self.format(record), record.levelno)
+        except RuntimeError:  # the emitter is gone (the window closed)
+            pass
+
+
+class LogView(QPlainTextEdit):
+    """The log window's text: read-only, monospace, bounded."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("logView")
+        self.setReadOnly(True)
+        self.setMaximumBlockCount(5000)
+        self.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.warnings = 0
+
+    def append_line(self, text: str, levelno: int = logging.INFO) -> None:
+        if levelno >= logging.WARNING:
+            self.warnings += 1
+        self.appendPlainText(text)
+
+    def note(self, text: str) -> None:
+        self.append_line(time.strftime("%H:%M:%S ") + "INFO    " + text)

@@ -1,0 +1,203 @@
+"""The queue of dropped photos: one entry per photo, its state, and which one is shown."""
+
+from __future__ import annotations
+
+import html
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from netvlad_gui.core.locate import LocateResult
+
+from .librarypanel import plain_label
+from .mapdata import format_distance
+from .thumbnails import ThumbnailLoader
+
+WAITING, DONE, FAILED = "waiting", "done", "failed"
+ICON = QSize(56, 42)
+_tokens = itertools.count(1)
+
+
+@dataclass
+class Entry:
+    """One photo of the session and what became of it."""
+
+    token: int
+    path: str
+    state: str = WAITING
+    result: LocateResult | None = None
+    error: str = ""
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def status_line(self) -> str:
+        if self.state == WAITING:
+            return "waiting…"
+        if self.state == FAILED:
+            return f"cannot locate: {self.error}"
+        res = self.result
+        if res is None or res.lat is None:
+            return "no match with GPS"
+        text = f"±{format_distance(res.radius_m)} · {res.confidence * 100:.0f} %"
+        if res.error_m is not None:
+            text += f" · {format_distance(res.error_m)} off"
+        return text
+
+
+class QueuePanel(QGroupBox):
+    """Lists the session's photos; ``currentChanged(token)`` when the user picks one."""
+
+    currentChanged = Signal(int)
+
+    def __init__(self, thumbs: ThumbnailLoader, parent: QWidget | None = None) -> None:
+        super().__init__("Photos", parent)
+        self._thumbs = thumbs
+        self._entries: dict[int, Entry] = {}
+        self._items: dict[int, QListWidgetItem] = {}
+        self.list = QListWidget()
+        self.list.setObjectName("queueList")
+        self.list.setIconSize(ICON)
+        self.list.setUniformItemSizes(True)
+        self.list.setWordWrap(False)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Forget the photos of this session")
+        self.clear_button.setEnabled(False)
+        self.empty = plain_label(
+            "Drop photos or a folder anywhere on the window, or use File → Open photos…"
+        )
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setStyleSheet("color: gray;")
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.list)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.stack)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.clear_button)
+        layout.addLayout(row)
+        self.list.currentItemChanged.connect(self._on_current)
+        self.clear_button.clicked.connect(self.clear)
+        thumbs.loaded.connect(self._on_thumbnail)
+
+    # ---- the session ---------------------------------------------------------------------
+
+    def add(self, paths: list[str]) -> list[Entry]:
+        """Append photos (each gets a fresh token) and return their entries."""
+        added = []
+        for path in paths:
+            entry = Entry(next(_tokens), str(path))
+            item = QListWidgetItem()
+            item.setData(Qt.ItemDataRole.UserRole, entry.token)
+            self._entries[entry.token] = entry
+            self._items[entry.token] = item
+            self.list.addItem(item)
+            self._refresh(entry)
+            image = self._thumbs.request(entry.path)
+            if image is not None:
+                self._set_icon(item, image)
+            added.append(entry)
+        self._update_empty()
+        return added
+
+    def entry(self, token: int) -> Entry | None:
+        return self._entries.get(token)
+
+    def entries(self) -> list[Entry]:
+        return [
+            self._entries[self.list.item(i).data(Qt.ItemDataRole.UserRole)]
+            for i in range(self.list.count())
+        ]
+
+    def waiting(self) -> list[Entry]:
+        return [e for e in self.entries() if e.state == WAITING]
+
+    def results(self) -> list[LocateResult]:
+        """Every finished photo's result, failures included (they carry ``error``)."""
+        out = []
+        for e in self.entries():
+            if e.state == DONE and e.result is not None:
+                out.append(e.result)
+            elif e.state == FAILED:
+                out.append(e.result or LocateResult(query=e.path, error=e.error))
+        return out
+
+    def set_result(self, token: int, result: LocateResult) -> Entry | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        entry.result = result
+        entry.state = FAILED if result.error else DONE
+        entry.error = result.error
+        self._refresh(entry)
+        return entry
+
+    def current(self) -> Entry | None:
+        item = self.list.currentItem()
+        return None if item is None else self._entries.get(item.data(Qt.ItemDataRole.UserRole))
+
+    def set_current(self, token: int) -> None:
+        item = self._items.get(token)
+        if item is not None:
+            self.list.setCurrentItem(item)
+
+    def position(self) -> tuple[int, int]:
+        """(1-based position of the current photo, number of photos)."""
+        return self.list.currentRow() + 1, self.list.count()
+
+    def step(self, delta: int) -> None:
+        if not self.list.count():
+            return
+        row = min(max(self.list.currentRow() + delta, 0), self.list.count() - 1)
+        self.list.setCurrentRow(row)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._items.clear()
+        self.list.clear()
+        self._update_empty()
+        self.currentChanged.emit(0)
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _update_empty(self) -> None:
+        self.clear_button.setEnabled(bool(self._entries))
+        self.stack.setCurrentIndex(1 if self._entries else 0)
+
+    def _refresh(self, entry: Entry) -> None:
+        item = self._items[entry.token]
+        item.setText(f"{entry.name}\n{entry.status_line()}")
+        item.setToolTip(html.escape(f"{entry.path}\n{entry.status_line()}").replace("\n", "<br>"))
+        if entry.state == FAILED:
+            item.setForeground(Qt.GlobalColor.darkRed)
+
+    def _set_icon(self, item: QListWidgetItem, image: QImage) -> None:
+        pixmap = QPixmap.fromImage(image).scaled(
+            ICON, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+        )
+        item.setIcon(QIcon(pixmap))
+
+    def _on_thumbnail(self, path: str, image: QImage) -> None:
+        for token, entry in self._entries.items():
+            if entry.path == path:
+                self._set_icon(self._items[token], image)
+
+    def _on_current(self, current: QListWidgetItem | None, _previous) -> None:
+        self.currentChanged.emit(0 if current is None else current.data(Qt.ItemDataRole.UserRole))

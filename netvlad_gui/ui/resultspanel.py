@@ -1,0 +1,307 @@
+"""The results panel: the query photo, its predicted place, and its top-N matches."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QIcon, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QStackedWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .librarypanel import plain_label
+from .mapdata import format_coords, format_distance, osm_url
+from .queuepanel import DONE, FAILED, WAITING, Entry
+from .thumbnails import ThumbnailLoader
+
+QUERY_THUMB = QSize(200, 150)
+MATCH_THUMB = QSize(140, 105)
+
+
+def _scaled(image: QImage, size: QSize) -> QPixmap:
+    return QPixmap.fromImage(image).scaled(
+        size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+    )
+
+
+class ResultsPanel(QWidget):
+    """Shows one Entry: query thumbnail, prediction, actions, and the matches as thumbnails.
+
+    Signals: ``matchSelected(rank)`` when the user picks a match, ``stepRequested(delta)`` for
+    the previous/next photo, ``message(text)`` for the status bar.
+    """
+
+    matchSelected = Signal(int)
+    stepRequested = Signal(int)
+    message = Signal(str)
+
+    def __init__(self, thumbs: ThumbnailLoader, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._thumbs = thumbs
+        self._entry: Entry | None = None
+        self._match_items: dict[str, list[QListWidgetItem]] = {}
+
+        # Header: which photo, and stepping through the queue.
+        self.title = plain_label(wrap=False)
+        self.title.setObjectName("resultTitle")
+        font = self.title.font()
+        font.setBold(True)
+        font.setPointSizeF(font.pointSizeF() * 1.15)
+        self.title.setFont(font)
+        self.position_label = plain_label(wrap=False)
+        self.prev_button = QToolButton()
+        self.prev_button.setArrowType(Qt.ArrowType.LeftArrow)
+        self.prev_button.setToolTip("Previous photo")
+        self.next_button = QToolButton()
+        self.next_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.next_button.setToolTip("Next photo")
+        self.copy_button = QPushButton("Copy coordinates")
+        self.copy_button.setToolTip("Copy the predicted latitude, longitude")
+        self.osm_button = QPushButton("Open in OpenStreetMap")
+        self.osm_button.setToolTip("Show the predicted position in your web browser")
+        header = QHBoxLayout()
+        header.addWidget(self.title, 1)
+        header.addWidget(self.copy_button)
+        header.addWidget(self.osm_button)
+        header.addSpacing(12)
+        header.addWidget(self.position_label)
+        header.addWidget(self.prev_button)
+        header.addWidget(self.next_button)
+
+        # The query card: the photo, and where it was taken.
+        self.query_image = QLabel()
+        self.query_image.setObjectName("queryThumb")
+        self.query_image.setFixedSize(QUERY_THUMB)
+        self.query_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.query_image.setFrameShape(QFrame.Shape.StyledPanel)
+        self.prediction = QLabel()
+        self.prediction.setTextFormat(Qt.TextFormat.RichText)  # built from escaped text only
+        self.prediction.setWordWrap(True)
+        self.prediction.setObjectName("prediction")
+        self.prediction.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.prediction.setFixedWidth(QUERY_THUMB.width() + 24)
+        self.prediction.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        card = QVBoxLayout()
+        card.setSpacing(4)
+        card.addWidget(self.query_image, 0, Qt.AlignmentFlag.AlignLeft)
+        card.addWidget(self.prediction, 1)
+
+        # The matches.
+        self.matches = QListWidget()
+        self.matches.setObjectName("matchList")
+        self.matches.setViewMode(QListView.ViewMode.IconMode)
+        self.matches.setFlow(QListView.Flow.LeftToRight)
+        self.matches.setWrapping(False)
+        self.matches.setMovement(QListView.Movement.Static)
+        self.matches.setResizeMode(QListView.ResizeMode.Adjust)
+        self.matches.setIconSize(MATCH_THUMB)
+        self.matches.setGridSize(QSize(MATCH_THUMB.width() + 12, MATCH_THUMB.height() + 44))
+        self.matches.setWordWrap(True)
+        self.matches.setMinimumHeight(MATCH_THUMB.height() + 66)
+        self.matches.setMinimumWidth(MATCH_THUMB.width() * 2)
+        self.matches.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.matches_title = plain_label("Best matches", wrap=False)
+        self.matches_title.setStyleSheet("color: gray;")
+
+        body = QHBoxLayout()
+        body.addLayout(card, 0)
+        column = QVBoxLayout()
+        column.setSpacing(2)
+        column.addWidget(self.matches_title)
+        column.addWidget(self.matches, 1)
+        body.addLayout(column, 1)
+
+        result_page = QWidget()
+        page_layout = QVBoxLayout(result_page)
+        page_layout.setContentsMargins(0, 0, 0, 0)
+        page_layout.addLayout(header)
+        page_layout.addLayout(body, 1)
+
+        self.placeholder = plain_label(
+            "Drop photos or a folder anywhere on the window (or use File → Open photos…) "
+            "to find where they were taken."
+        )
+        self.placeholder.setObjectName("resultsPlaceholder")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setStyleSheet("color: palette(mid); font-size: 13pt;")
+
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.placeholder)
+        self.stack.addWidget(result_page)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(6, 6, 6, 6)
+        outer.addWidget(self.stack)
+
+        self.prev_button.clicked.connect(lambda: self.stepRequested.emit(-1))
+        self.next_button.clicked.connect(lambda: self.stepRequested.emit(1))
+        self.copy_button.clicked.connect(self.copy_coordinates)
+        self.osm_button.clicked.connect(self.open_in_osm)
+        self.matches.itemSelectionChanged.connect(self._on_match_selection)
+        thumbs.loaded.connect(self._on_thumbnail)
+        thumbs.failed.connect(self._on_thumbnail_failed)
+        self.show_entry(None)
+
+    # ---- what is shown -----------------------------------------------------------------------
+
+    @property
+    def entry(self) -> Entry | None:
+        return self._entry
+
+    def show_entry(self, entry: Entry | None, position: tuple[int, int] = (0, 0)) -> None:
+        self._entry = entry
+        self.matches.clear()
+        self._match_items.clear()
+        if entry is None:
+            self.stack.setCurrentIndex(0)
+            return
+        self.stack.setCurrentIndex(1)
+        self.title.setText(entry.name)
+        self.title.setToolTip(html.escape(entry.path))
+        index, count = position
+        self.position_label.setText(f"{index} of {count}" if count > 1 else "")
+        self.prev_button.setEnabled(index > 1)
+        self.next_button.setEnabled(0 < index < count)
+        self.prev_button.setVisible(count > 1)
+        self.next_button.setVisible(count > 1)
+        self._set_query_thumb(entry.path)
+        self.prediction.setText(self._describe(entry))
+        located = entry.state == DONE and entry.result is not None and entry.result.lat is not None
+        self.copy_button.setEnabled(located)
+        self.osm_button.setEnabled(located)
+        self.prediction.setStyleSheet("color: darkred;" if entry.state == FAILED else "")
+        results = entry.result.matches if entry.result is not None else []
+        self.matches_title.setText(f"Best {len(results)} matches" if results else "")
+        for m in results:
+            self._add_match(m)
+
+    def select_rank(self, rank: int) -> None:
+        """Select match ``rank`` without emitting ``matchSelected`` (the map asked)."""
+        self.matches.blockSignals(True)
+        try:
+            for i in range(self.matches.count()):
+                item = self.matches.item(i)
+                if item.data(Qt.ItemDataRole.UserRole) == rank:
+                    self.matches.setCurrentItem(item)
+                    self.matches.scrollToItem(item)
+                    break
+        finally:
+            self.matches.blockSignals(False)
+
+    def selected_rank(self) -> int | None:
+        item = self.matches.currentItem()
+        return None if item is None else item.data(Qt.ItemDataRole.UserRole)
+
+    def thumbnails_pending(self) -> int:
+        """Thumbnails on show that are still being decoded (0 once everything is drawn)."""
+        if self._entry is None:
+            return 0
+        paths = {self._entry.path, *self._match_items}
+        return sum(
+            1 for p in paths if self._thumbs.cached(p) is None and self._thumbs.error(p) is None
+        )
+
+    # ---- actions ------------------------------------------------------------------------------
+
+    def copy_coordinates(self) -> None:
+        res = self._entry.result if self._entry else None
+        if res is None or res.lat is None:
+            return
+        text = format_coords(res.lat, res.lon)
+        QGuiApplication.clipboard().setText(text)
+        self.message.emit(f"Copied {text}")
+
+    def open_in_osm(self) -> None:
+        res = self._entry.result if self._entry else None
+        if res is None or res.lat is None:
+            return
+        url = osm_url(res.lat, res.lon)
+        if not QDesktopServices.openUrl(QUrl(url)):
+            self.message.emit(f"Could not open a browser; the link is {url}")
+
+    # ---- internals -------------------------------------------------------------------------
+
+    @staticmethod
+    def _describe(entry: Entry) -> str:
+        """Rich text for the prediction label; every value is escaped (errors can name files)."""
+        esc = html.escape
+        if entry.state == WAITING:
+            return "<p>Locating…</p>"
+        if entry.state == FAILED:
+            return f"<p><b>Cannot locate this photo.</b><br>{esc(entry.error)}</p>"
+        res = entry.result
+        parts = []
+        if res is None or res.lat is None:
+            parts.append("<p><b>No match with GPS:</b> this photo cannot be placed.</p>")
+        else:
+            parts.append(
+                "<p style='margin:0'>"
+                f"<span style='font-size:12pt; font-weight:bold'>"
+                f"{esc(format_coords(res.lat, res.lon))}</span><br>"
+                f"±{esc(format_distance(res.radius_m))} · confidence "
+                f"<b>{res.confidence * 100:.0f} %</b></p>"
+            )
+        if res is not None and res.true_lat is not None:
+            line = (
+                f"<p style='margin-top:4px'><span style='color:gray'>Own GPS</span> "
+                f"{esc(format_coords(res.true_lat, res.true_lon))}"
+            )
+            if res.error_m is not None:
+                line += f"<br>error <b>{esc(format_distance(res.error_m))}</b>"
+            parts.append(line + "</p>")
+        return "".join(parts)
+
+    def _set_query_thumb(self, path: str) -> None:
+        image = self._thumbs.request(path)
+        if image is not None:
+            self.query_image.setPixmap(_scaled(image, QUERY_THUMB))
+        else:
+            self.query_image.clear()
+            self.query_image.setText(self._thumbs.error(path) and "no preview" or "…")
+
+    def _add_match(self, m) -> None:
+        name = Path(m.path).name
+        dist = format_distance(m.distance_m) if m.distance_m is not None else "no GPS"
+        item = QListWidgetItem(f"#{m.rank}  {name}\nscore {m.score:.3f} · {dist}")
+        item.setData(Qt.ItemDataRole.UserRole, m.rank)
+        item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        agrees = "agrees with the prediction" if m.agrees else "elsewhere"
+        item.setToolTip(
+            html.escape(
+                f"{m.path}\nscore {m.score:.3f}, {dist} from the prediction ({agrees})"
+            ).replace("\n", "<br>")
+        )
+        placeholder = QPixmap(MATCH_THUMB)
+        placeholder.fill(Qt.GlobalColor.lightGray)
+        item.setIcon(QIcon(placeholder))
+        self.matches.addItem(item)
+        self._match_items.setdefault(m.path, []).append(item)
+        image = self._thumbs.request(m.path)
+        if image is not None:
+            item.setIcon(QIcon(_scaled(image, MATCH_THUMB)))
+
+    def _on_thumbnail(self, path: str, image: QImage) -> None:
+        if self._entry is not None and path == self._entry.path:
+            self.query_image.setPixmap(_scaled(image, QUERY_THUMB))
+        for item in self._match_items.get(path, []):
+            item.setIcon(QIcon(_scaled(image, MATCH_THUMB)))
+
+    def _on_thumbnail_failed(self, path: str, _reason: str) -> None:
+        if self._entry is not None and path == self._entry.path:
+            self.query_image.setText("no preview")
+
+    def _on_match_selection(self) -> None:
+        rank = self.selected_rank()
+        if rank is not None:
+            self.matchSelected.emit(int(rank))

@@ -1,0 +1,326 @@
+"""Model and settings: what the app indexes with, on which device, how many matches.
+
+``AppSettings`` is the one place that reads and writes QSettings; ``model_problem`` asks the core
+whether the chosen model can be built on this machine, so the window can say so plainly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from netvlad_gui.core import zoo
+from netvlad_gui.core.config import DEFAULT_MODEL, ExtractConfig, LocateConfig
+from netvlad_gui.core.resolve import looks_like_file
+
+from .librarypanel import plain_label
+from .workers import DownloadWorker, WorkerThread
+
+log = logging.getLogger(__name__)
+
+DEVICES = (("auto", "Automatic"), ("cpu", "CPU"), ("cuda", "CUDA GPU"))
+CHECKPOINT_FILTER = "Models (*.pt *.pth *.tar *.mat *.ckpt);;All files (*)"
+
+
+@dataclass
+class AppSettings:
+    """Everything the app remembers between runs (QSettings keys are the field names)."""
+
+    library: str = ""
+    index_dir: str = ""  # "" = the library's default index folder
+    model: str = DEFAULT_MODEL
+    backbone_weights: str = ""
+    device: str = "auto"
+    top_n: int = LocateConfig.top_n
+    image_size: int = ExtractConfig.image_size
+
+    @classmethod
+    def load(cls, store: QSettings | None = None) -> AppSettings:
+        store = store or QSettings()
+        out = cls()
+        for name, default in cls().__dict__.items():
+            value = store.value(f"settings/{name}", default)
+            try:
+                setattr(out, name, type(default)(value) if value is not None else default)
+            except (TypeError, ValueError):
+                log.warning("ignoring the stored setting %s=%r", name, value)
+        out.top_n = min(max(out.top_n, 1), 100)
+        out.image_size = min(max(out.image_size, 128), 2048)
+        if out.device not in dict(DEVICES):
+            out.device = "auto"
+        return out
+
+    def save(self, store: QSettings | None = None) -> None:
+        store = store or QSettings()
+        for name, value in self.__dict__.items():
+            store.setValue(f"settings/{name}", value)
+        store.sync()
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+
+
+def model_problem(model: str, backbone_weights: str = "") -> str:
+    """Why ``model`` cannot be used on this machine, with how to fix it; "" when it can."""
+    spec = (model or DEFAULT_MODEL).strip()
+    if looks_like_file(spec):
+        if not Path(spec).expanduser().is_file():
+            return f"The model file {spec} does not exist. Choose another one in Settings."
+        return ""
+    if zoo.is_downloadable(spec):
+        if zoo.model_path(spec) is None:
+            return (
+                f"The model {spec} is not downloaded yet. Fix: Settings → “Get the paper's "
+                "trained model”, or choose another model."
+            )
+        return ""
+    if backbone_weights:
+        if backbone_weights == "none":
+            return ""
+        if not Path(backbone_weights).expanduser().is_file():
+            return (
+                f"The backbone weights file {backbone_weights} does not exist. "
+                "Fix: choose another file in Settings, or clear the field."
+            )
+        return ""
+    if zoo.is_named_model(spec) and not zoo.model_info(spec).available:
+        backbone = spec.split("-", 1)[0]
+        return (
+            f"No usable weights for {spec}: the ImageNet weights of {backbone} are not on this "
+            "machine and the app does not download them. Fix it in Settings: choose a backbone "
+            f"weights file (a torchvision {backbone} state dict), pick {DEFAULT_MODEL} (its "
+            "weights ship with the app), or get the paper's trained model."
+        )
+    return ""
+
+
+class SettingsDialog(QDialog):
+    """Edits an AppSettings; ``downloaded(name, path)`` after a successful model download."""
+
+    downloaded = Signal(str, str)
+    _downloadRequested = Signal(str)
+
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Model and settings")
+        self.setMinimumWidth(560)
+        self._download: WorkerThread | None = None
+
+        self.model = QComboBox()
+        self.model.setEditable(True)
+        self.model.setObjectName("modelCombo")
+        for info in zoo.list_models():
+            self.model.addItem(info.name)
+            self.model.setItemData(
+                self.model.count() - 1, info.description, Qt.ItemDataRole.ToolTipRole
+            )
+        self.model.setCurrentText(settings.model)
+        self.model_browse = QPushButton("Checkpoint file…")
+        self.weights = QLineEdit(settings.backbone_weights)
+        self.weights.setPlaceholderText("default ImageNet weights")
+        self.weights.setClearButtonEnabled(True)
+        self.weights_browse = QPushButton("Browse…")
+        self.device = QComboBox()
+        has_cuda = cuda_available()
+        for key, label in DEVICES:
+            if key == "cuda" and not has_cuda:
+                continue
+            self.device.addItem(label, key)
+        self.device.setCurrentIndex(max(self.device.findData(settings.device), 0))
+        self.top_n = QSpinBox()
+        self.top_n.setRange(1, 100)
+        self.top_n.setValue(settings.top_n)
+        self.image_size = QSpinBox()
+        self.image_size.setRange(128, 2048)
+        self.image_size.setSingleStep(32)
+        self.image_size.setSuffix(" px")
+        self.image_size.setValue(settings.image_size)
+        self.image_size.setToolTip(
+            "Longer side photos are resized to before the network sees them (the paper uses 640)"
+        )
+        self.problem = plain_label()
+        self.problem.setObjectName("modelProblem")
+        self.problem.setStyleSheet("color: darkred;")
+
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        model_row.addWidget(self.model_browse)
+        weights_row = QHBoxLayout()
+        weights_row.addWidget(self.weights, 1)
+        weights_row.addWidget(self.weights_browse)
+        form = QFormLayout()
+        form.addRow("Backbone or checkpoint", model_row)
+        form.addRow("Backbone weights file", weights_row)
+        form.addRow("", self.problem)
+        form.addRow("Device", self.device)
+        form.addRow("Matches shown (top-N)", self.top_n)
+        form.addRow("Image size", self.image_size)
+        note = plain_label(
+            "A new model applies to libraries indexed from now on; an existing "
+            "index keeps the model its photos were indexed with."
+        )
+        note.setStyleSheet("color: palette(mid);")
+        form.addRow("", note)
+
+        # The paper's trained models.
+        self.zoo_model = QComboBox()
+        self.zoo_model.setObjectName("zooCombo")
+        for info in zoo.list_models():
+            if info.kind == "download":
+                size = f"~{info.approx_size_mb} MB" if info.approx_size_mb else ""
+                state = "downloaded" if info.available else size
+                self.zoo_model.addItem(f"{info.name} ({state})", info.name)
+        self.get_button = QPushButton("Get the paper's trained model")
+        self.get_button.setObjectName("getModel")
+        self.cancel_download = QPushButton("Cancel")
+        self.cancel_download.setEnabled(False)
+        self.download_bar = QProgressBar()
+        self.download_bar.hide()
+        self.download_status = plain_label()
+        self.download_status.setObjectName("downloadStatus")
+        zoo_box = QGroupBox("The paper's trained model (VGG16 NetVLAD, needs the network once)")
+        zl = QVBoxLayout(zoo_box)
+        zrow = QHBoxLayout()
+        zrow.addWidget(self.zoo_model, 1)
+        zrow.addWidget(self.get_button)
+        zrow.addWidget(self.cancel_download)
+        zl.addLayout(zrow)
+        zl.addWidget(self.download_bar)
+        zl.addWidget(self.download_status)
+
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(zoo_box)
+        layout.addWidget(buttons)
+
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.model_browse.clicked.connect(self._browse_model)
+        self.weights_browse.clicked.connect(self._browse_weights)
+        self.model.currentTextChanged.connect(self._check)
+        self.weights.textChanged.connect(self._check)
+        self.get_button.clicked.connect(self.start_download)
+        self.cancel_download.clicked.connect(self._cancel_download)
+        self._check()
+
+    def settings(self, base: AppSettings) -> AppSettings:
+        """``base`` with this dialog's values."""
+        return AppSettings(
+            library=base.library,
+            index_dir=base.index_dir,
+            model=self.model.currentText().strip() or DEFAULT_MODEL,
+            backbone_weights=self.weights.text().strip(),
+            device=self.device.currentData() or "auto",
+            top_n=self.top_n.value(),
+            image_size=self.image_size.value(),
+        )
+
+    # ---- download ----------------------------------------------------------------------------
+
+    @property
+    def downloading(self) -> bool:
+        return self._download is not None
+
+    def start_download(self) -> None:
+        name = self.zoo_model.currentData()
+        if not name or self._download is not None:
+            return
+        worker = DownloadWorker()
+        self._download = WorkerThread(worker, "netvlad-download", self)
+        worker.progress.connect(self._on_download_progress)
+        worker.finished.connect(self._on_downloaded)
+        worker.failed.connect(self._on_download_failed)
+        self._downloadRequested.connect(worker.download)
+        self.get_button.setEnabled(False)
+        self.cancel_download.setEnabled(True)
+        self.download_bar.setRange(0, 0)
+        self.download_bar.show()
+        self.download_status.setText(f"Downloading {name}…")
+        self._downloadRequested.emit(name)  # runs in the worker's thread
+
+    def _cancel_download(self) -> None:
+        if self._download is not None:
+            self._download.worker.cancel()
+            self.download_status.setText("Cancelling…")
+
+    def _on_download_progress(self, done, total) -> None:
+        if total:
+            self.download_bar.setRange(0, 1000)
+            self.download_bar.setValue(int(1000 * done / total))
+            self.download_bar.setFormat(f"{done / 1e6:.1f} of {total / 1e6:.1f} MB")
+        else:
+            self.download_bar.setRange(0, 0)
+            self.download_status.setText(f"Downloading… {done / 1e6:.1f} MB")
+
+    def _on_downloaded(self, name: str, path: str) -> None:
+        self._finish_download()
+        self.download_status.setText(f"{name} is ready ({path}). It is now the chosen model.")
+        self.model.setCurrentText(name)
+        self.downloaded.emit(name, path)
+
+    def _on_download_failed(self, name: str, message: str) -> None:
+        self._finish_download()
+        self.download_status.setText(message)
+
+    def _finish_download(self) -> None:
+        if self._download is not None:
+            self._downloadRequested.disconnect()
+            self._download.stop()
+            self._download.deleteLater()
+            self._download = None
+        self.download_bar.hide()
+        self.get_button.setEnabled(True)
+        self.cancel_download.setEnabled(False)
+
+    def done(self, result: int) -> None:
+        """Closing the dialog stops a running download (its .part file is kept)."""
+        self._finish_download()
+        super().done(result)
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        text = model_problem(self.model.currentText(), self.weights.text().strip())
+        self.problem.setText(text)
+        self.problem.setVisible(bool(text))
+
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose a model checkpoint", "", CHECKPOINT_FILTER
+        )
+        if path:
+            self.model.setCurrentText(path)
+
+    def _browse_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose backbone weights (torchvision state dict)", "", CHECKPOINT_FILTER
+        )
+        if path:
+            self.weights.setText(path)

@@ -1,0 +1,93 @@
+"""Helpers for the GUI tests: isolated QSettings, windows on the shared index, real drops."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _lund import TEST_IMAGE_SIZE
+
+pytest.importorskip("PySide6.QtWebEngineWidgets", reason="QtWebEngine is not available")
+
+from PySide6.QtCore import QCoreApplication, QEvent, QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication, QWidget
+
+from netvlad_gui.core import paths
+from netvlad_gui.ui.mainwindow import LaunchOptions, MainWindow
+
+READY_TIMEOUT_MS = 120_000
+LOCATE_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def isolated_settings(qapp, tmp_path, monkeypatch) -> Iterator[Path]:
+    """QSettings in tmp_path under a throw-away organisation; user data and cache there too."""
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(
+        QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "qsettings")
+    )
+    old_org, old_app = QCoreApplication.organizationName(), QCoreApplication.applicationName()
+    QCoreApplication.setOrganizationName(f"netvlad-gui-test-{uuid.uuid4().hex[:8]}")
+    QCoreApplication.setApplicationName("netvlad-gui")
+    monkeypatch.setattr(paths, "data_dir", lambda: tmp_path / "data")
+    monkeypatch.setattr(paths, "cache_dir", lambda: tmp_path / "cache")
+    store = QSettings()
+    store.setValue("settings/image_size", TEST_IMAGE_SIZE)
+    store.sync()
+    yield tmp_path
+    QCoreApplication.setOrganizationName(old_org)
+    QCoreApplication.setApplicationName(old_app)
+
+
+@pytest.fixture
+def delete_later() -> Iterator[None]:
+    """Really delete closed windows (pytest-qt only schedules it), pages before the profile."""
+    yield
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+def open_window(qtbot, **options: Any) -> MainWindow:
+    window = MainWindow(LaunchOptions(**options))
+    qtbot.addWidget(window)  # closed (workers stopped) at the end of the test
+    window.resize(1200, 800)
+    window.show()
+    return window
+
+
+def wait_ready(qtbot, window: MainWindow) -> None:
+    """Until the index is open for locating and the map page can take calls."""
+    qtbot.waitUntil(lambda: window.info is not None and window.info.ready, timeout=READY_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.map.is_ready, timeout=READY_TIMEOUT_MS)
+
+
+def wait_results(qtbot, window: MainWindow, tokens: list[int]) -> None:
+    def done() -> bool:
+        return all(window.queue.entry(t).state != "waiting" for t in tokens)
+
+    qtbot.waitUntil(done, timeout=LOCATE_TIMEOUT_MS)
+
+
+def drop_files(target: QWidget, files: list[Path | str]) -> bool:
+    """A real drag-enter + drop carrying file URLs, sent to ``target``; returns drop accepted."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(f)) for f in files])
+    centre = target.rect().center()
+    buttons, mods = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    enter = QDragEnterEvent(QPointF(centre), Qt.DropAction.CopyAction, mime, buttons, mods)
+    QApplication.sendEvent(target, enter)
+    drop = QDropEvent(QPointF(centre), Qt.DropAction.CopyAction, mime, buttons, mods)
+    QApplication.sendEvent(target, drop)
+    return drop.isAccepted()
+
+
+def run_js(qtbot, window: MainWindow, expression: str) -> Any:
+    """Evaluate a JS expression in the map page (as JSON: PySide returns objects as '')."""
+    with qtbot.waitCallback(timeout=10_000) as callback:
+        window.map.page().runJavaScript(f"JSON.stringify({expression})", 0, callback)
+    text = callback.args[0]
+    return None if text in (None, "") else json.loads(text)

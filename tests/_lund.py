@@ -1,0 +1,30 @@
+"""The lund_street index, built once per test session with a fast model (for the GUI tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+#: Index and locate at this size in tests: 4x fewer pixels than the default 640.
+TEST_IMAGE_SIZE = 320
+
+
+@pytest.fixture(scope="session")
+def lund_index(shared_dir: Path, tmp_path_factory) -> Path:
+    """An index of lund_street/references (mobilenet_v2-netvlad, 320 px) in a temporary folder."""
+    from netvlad_gui.core.builder import build_index
+    from netvlad_gui.core.config import ExtractConfig
+
+    library = shared_dir / "data" / "lund_street" / "references"
+    if not library.is_dir():
+        pytest.skip(f"lund_street data not found at {library}")
+    index_dir = tmp_path_factory.mktemp("lund_index")
+    summary = build_index(
+        library,
+        index_dir,
+        model_spec="mobilenet_v2-netvlad",
+        extract_cfg=ExtractConfig(image_size=TEST_IMAGE_SIZE, num_workers=0),
+    )
+    assert summary.indexed == 19 and summary.with_gps == 19, summary
+    return index_dir

@@ -1,0 +1,70 @@
+"""CSV and GeoJSON export of locate results (pure Python, no Qt)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from netvlad_gui.core.export import ExportError, to_geojson, write_csv, write_geojson, write_results
+from netvlad_gui.core.locate import LocateResult, Match
+
+
+def _results() -> list[LocateResult]:
+    located = LocateResult(
+        query='/photos/a,b "q".jpg',
+        lat=55.6982559,
+        lon=13.1952007,
+        confidence=0.8787,
+        radius_m=13.03,
+        error_m=1.58,
+        true_lat=55.6982417,
+        true_lon=13.1952,
+        matches=[
+            Match(1, "/lib/03.jpg", 55.6982639, 13.1951389, 0.4041, 3.97, 2, True),
+            Match(2, "/lib/21.jpg", 55.6992111, 13.1946778, 0.2173, 111.2, 14, False),
+        ],
+    )
+    no_gps_matches = LocateResult(
+        query="/photos/b.jpg", matches=[Match(1, "/lib/x.jpg", None, None, 0.3, None, 7)]
+    )
+    broken = LocateResult(query="/photos/broken.jpg", error="corrupt or truncated image")
+    return [located, no_gps_matches, broken]
+
+
+def test_csv_round_trips_through_the_csv_module(tmp_path) -> None:
+    path = write_csv(_results(), tmp_path / "out.csv")
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    assert [r["query"] for r in rows] == [r.query for r in _results()]
+    first = rows[0]
+    assert float(first["lat"]) == pytest.approx(55.6982559)
+    assert float(first["lon"]) == pytest.approx(13.1952007)
+    assert float(first["error_m"]) == pytest.approx(1.6)
+    assert first["top1_path"] == "/lib/03.jpg" and first["matches"] == "2"
+    assert rows[1]["lat"] == "" and rows[1]["confidence"] == "" and rows[1]["matches"] == "1"
+    assert rows[2]["error"] == "corrupt or truncated image" and rows[2]["top1_path"] == ""
+
+
+def test_geojson_has_one_feature_per_photo_in_lon_lat_order(tmp_path) -> None:
+    path = write_geojson(_results(), tmp_path / "out.geojson")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["type"] == "FeatureCollection" and len(data["features"]) == 3
+    first, second, third = data["features"]
+    assert first["geometry"] == {"type": "Point", "coordinates": [13.1952007, 55.6982559]}
+    assert first["properties"]["confidence"] == pytest.approx(0.8787)
+    assert [m["rank"] for m in first["properties"]["matches"]] == [1, 2]
+    assert first["properties"]["matches"][0]["agrees"] is True
+    assert second["geometry"] is None and second["properties"]["matches"][0]["lat"] is None
+    assert third["geometry"] is None and third["properties"]["error"].startswith("corrupt")
+    assert to_geojson([]) == {"type": "FeatureCollection", "features": []}
+
+
+def test_write_results_picks_the_format_and_refuses_others(tmp_path) -> None:
+    assert write_results(_results(), tmp_path / "a.CSV").read_text().startswith("query,lat")
+    assert json.loads(write_results(_results(), tmp_path / "a.json").read_text())["features"]
+    with pytest.raises(ExportError, match="use a .csv or .geojson"):
+        write_results(_results(), tmp_path / "a.xlsx")
+    with pytest.raises(ExportError, match="cannot write"):
+        write_csv(_results(), tmp_path / "missing" / "a.csv")
+    assert not list(tmp_path.glob(".*tmp*"))
