@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--out", required=True, help="our checkpoint file to write")
     p.set_defaults(func=cmd_import)
+    from .cli_train import add_train_commands
+
+    add_train_commands(sub)
     return ap
 
 

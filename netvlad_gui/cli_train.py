@@ -1,0 +1,489 @@
+"""`netvlad train` and `netvlad eval`: thin shells over netvlad_gui.core.train / .evaluate.
+
+``add_train_commands(subparsers)`` registers both on the main parser. Data sources (one of):
+``--data DIR`` (a geotagged folder, split by geography), ``--database DIR --queries DIR``
+(GPS, ``--frame-spacing-m S`` for a sequence, or ``--gt CSV`` for eval), or
+``--dbstruct MAT --image-root DIR`` (Pittsburgh / Tokyo TM).
+
+Multi-GPU (or multi-process CPU) training: ``torchrun --nproc_per_node=N -m netvlad_gui.cli train …``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .core.config import DEFAULT_MODEL
+
+# (option, TrainConfig field, type, help). Defaults stay None so that a resume knows what was given.
+_TRAIN_OPTIONS: list[tuple[str, str, type, str]] = [
+    ("--batch-size", "batch_size", int, "training tuples per SGD step (default 4)"),
+    ("--lr", "lr", float, "learning rate (default 1e-4)"),
+    ("--momentum", "momentum", float, "SGD momentum (default 0.9)"),
+    ("--weight-decay", "weight_decay", float, "default 1e-3"),
+    ("--lr-step", "lr_step_epochs", int, "epochs between lr decays (default 5)"),
+    ("--lr-gamma", "lr_gamma", float, "lr factor at each decay (default 0.5)"),
+    ("--margin", "margin", float, "loss margin (default 0.1 squared, sqrt(0.1) unsquared)"),
+    ("--neg-samples", "neg_samples", int, "random negatives ranked per query (default 1000)"),
+    ("--neg-per-tuple", "neg_per_tuple", int, "hardest violating negatives kept (default 10)"),
+    ("--neg-cache", "neg_cache", int, "hardest negatives remembered per query (default 10)"),
+    (
+        "--cache-refresh",
+        "cache_refresh_queries",
+        int,
+        "recompute the descriptor cache every N queries (default 1000)",
+    ),
+    ("--image-size", "image_size", int, "longer image side in pixels (default 640)"),
+    ("--cache-batch-size", "cache_batch_size", int, "images per batch when caching (default 8)"),
+    ("--workers", "num_workers", int, "image decoding processes (default 1)"),
+    ("--seed", "seed", int, "random seed (default 0)"),
+    (
+        "--whitening-dim",
+        "whitening_dim",
+        int,
+        "PCA-whitening size after training, 0 for none (default 4096, fewer with fewer images)",
+    ),
+    ("--num-clusters", "num_clusters", int, "NetVLAD clusters K of a new model (default 64)"),
+]
+
+
+def _add_source_args(p: argparse.ArgumentParser, *, gt: bool) -> None:
+    g = p.add_argument_group("data (one of --data, --database/--queries, --dbstruct)")
+    g.add_argument("--data", metavar="DIR", help="a folder of geotagged photos, split by geography")
+    g.add_argument("--database", metavar="DIR", help="reference photos (with --queries)")
+    g.add_argument("--queries", metavar="DIR", help="query photos (with --database)")
+    g.add_argument(
+        "--frame-spacing-m",
+        type=float,
+        metavar="S",
+        help="image sequences without GPS: frame i sits at i*S metres along a line",
+    )
+    if gt:
+        g.add_argument(
+            "--gt",
+            metavar="CSV",
+            help="index ground truth: query,ref1;ref2;… relative to the CSV's folder",
+        )
+    g.add_argument("--dbstruct", metavar="MAT", help="a Pittsburgh / Tokyo TM dbStruct .mat")
+    g.add_argument("--image-root", metavar="DIR", help="where the dbStruct's file names are")
+    s = p.add_argument_group("geographic split")
+    s.add_argument(
+        "--split-fractions",
+        metavar="T,V,T",
+        help="train,val,test shares (default 0.7,0.15,0.15 for --data, else 1,0,0)",
+    )
+    s.add_argument(
+        "--split-method",
+        choices=["track", "grid"],
+        help="consecutive stretches of the route (default) or grid cells",
+    )
+    s.add_argument("--cell-m", type=float, help="grid cell size in metres (default 100)")
+    s.add_argument(
+        "--gap-m",
+        type=float,
+        help="drop val/test images this close to training images (default 25)",
+    )
+    s.add_argument(
+        "--query-every",
+        type=int,
+        help="a folder's val/test splits: every Nth photo is a query (default 5)",
+    )
+
+
+def _data_spec(args, prefix: str = ""):
+    from .core.datasets import DataSpec
+
+    get = lambda name: getattr(args, prefix + name, None)
+    return DataSpec(
+        data=get("data"),
+        database=get("database"),
+        queries=get("queries"),
+        frame_spacing_m=get("frame_spacing_m"),
+        gt=get("gt"),
+        dbstruct=get("dbstruct"),
+        image_root=get("image_root"),
+    )
+
+
+def _split_config(args):
+    """A SplitConfig when any split option is given, else None (the source's default)."""
+    from .core.datasets import SplitConfig
+
+    given = {
+        "method": args.split_method,
+        "cell_m": args.cell_m,
+        "gap_m": args.gap_m,
+        "query_every": args.query_every,
+    }
+    if args.split_fractions:
+        try:
+            fractions = tuple(float(x) for x in args.split_fractions.split(","))
+        except ValueError:
+            raise ValueError(
+                f"--split-fractions wants three numbers like 0.7,0.15,0.15, "
+                f"got {args.split_fractions!r}"
+            ) from None
+        if len(fractions) != 3:
+            raise ValueError(f"--split-fractions wants three numbers, got {args.split_fractions!r}")
+        given["fractions"] = fractions
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return None
+    return SplitConfig(**given)
+
+
+# -- train ------------------------------------------------------------------------------------
+
+
+class _HumanProgress:
+    """Readable progress on stderr (when --json-progress is off)."""
+
+    def __init__(self, every: int = 10) -> None:
+        self.every = every
+
+    def __call__(self, ev: dict) -> None:
+        kind = ev["event"]
+        if kind == "start":
+            print(
+                f"training on {ev['train']['name']}: {ev['train']['database']} database, "
+                f"{ev['trainable_queries']} trainable queries ({ev['no_positive']} without a "
+                f"positive), device {ev['device']} x{ev['world_size']}, epochs "
+                f"{ev['start_epoch']}..{ev['epochs']}",
+                file=sys.stderr,
+            )
+            if ev.get("val"):
+                print(
+                    f"validating on {ev['val']['name']}: {ev['val']['database']} database, "
+                    f"{ev['val']['queries']} queries",
+                    file=sys.stderr,
+                )
+        elif kind == "init":
+            print(
+                f"NetVLAD initialised from {ev['descriptors']} descriptors of {ev['images']} "
+                f"images (alpha {ev['alpha']:.1f})",
+                file=sys.stderr,
+            )
+        elif kind == "step" and (ev["step"] % self.every == 0 or ev["step"] == ev["steps"]):
+            print(
+                f"  epoch {ev['epoch']} step {ev['step']}/{ev['steps']} loss {ev['loss']:.4f} "
+                f"lr {ev['lr']:.2e}",
+                file=sys.stderr,
+            )
+        elif kind == "val":
+            print(
+                f"  val epoch {ev['epoch']}: R@1 {ev['recall@1']:.3f} R@5 {ev['recall@5']:.3f} "
+                f"R@10 {ev['recall@10']:.3f}{'  (best)' if ev['best'] else ''}",
+                file=sys.stderr,
+            )
+        elif kind == "epoch":
+            sk = ev["skipped"]
+            print(
+                f"epoch {ev['epoch']}/{ev['epochs']}: loss {ev['loss']:.4f}, {ev['tuples']} "
+                f"tuples, skipped {sk['no_positive']} no positive / {sk['easy']} easy, "
+                f"{ev['seconds']:.0f} s",
+                file=sys.stderr,
+            )
+        elif kind == "whitening":
+            print(f"PCA-whitening to {ev['dim']} dims on {ev['images']} images", file=sys.stderr)
+
+
+def _json_progress(ev: dict) -> None:
+    print(json.dumps(ev), flush=True)
+
+
+def cmd_train(args) -> int:
+    from .core.train import LAST, TrainConfig, resume_config, train
+
+    options: dict[str, Any] = {field: getattr(args, field) for _, field, _, _ in _TRAIN_OPTIONS}
+    options.update(
+        epochs=args.epochs,
+        device=args.device,
+        model=args.model,
+        backbone_weights=args.backbone_weights,
+        loss=args.loss,
+        train_layers=args.train_layers,
+        amp=args.amp,
+        amp_dtype=args.amp_dtype,
+        train_assignment_bias=args.train_assignment_bias,
+        keep_epoch_checkpoints=args.keep_epochs,
+    )
+    data, val = _data_spec(args).absolute(), _data_spec(args, "val_").absolute()
+    if val.dbstruct and not val.image_root:
+        val.image_root = data.image_root
+    split = _split_config(args)
+    out = Path(args.out).expanduser()
+    if args.resume and (out / LAST).is_file():
+        overrides = {k: v for k, v in options.items() if v is not None}
+        cfg = resume_config(
+            out,
+            {
+                **overrides,
+                "data": data,
+                "val": val,
+                **({"split": split} if split is not None else {}),
+            },
+        )
+    else:
+        if not data.given:
+            raise ValueError(
+                "name the training data: --data DIR, --database DIR --queries DIR, "
+                "or --dbstruct MAT --image-root DIR"
+            )
+        given = {k: v for k, v in options.items() if v is not None}
+        if args.init_images:
+            from .core.config import InitConfig
+
+            given["init"] = InitConfig(num_images=args.init_images)
+        cfg = TrainConfig(data=data, val=val, split=split, **given)
+    progress = _json_progress if args.json_progress else _HumanProgress()
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    try:
+        result = train(cfg, out, resume=args.resume, progress=progress)
+    except (Exception, KeyboardInterrupt) as exc:
+        if args.json_progress and rank0:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _json_progress({"event": "error", "message": msg})
+        raise
+    if not args.json_progress and rank0:
+        best = (
+            f"best epoch {result.best_epoch} (val R@5 {result.best_recall5:.3f})"
+            if result.best_epoch
+            else "no validation set: last epoch kept"
+        )
+        print(f"model     {result.model_path}\n{best}")
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train NetVLAD weakly supervised (the paper's triplet ranking loss)",
+        description="Weakly supervised NetVLAD training (Arandjelovic et al. 2016). Writes "
+        "RUN_DIR/last.pt each epoch, best.pt (best val R@5) and model.pt (with "
+        "PCA-whitening). Runs under torchrun for several GPUs or processes.",
+    )
+    _add_source_args(p, gt=True)
+    v = p.add_argument_group("validation set (default: the val split of the training data)")
+    v.add_argument("--val-data", metavar="DIR")
+    v.add_argument("--val-database", metavar="DIR")
+    v.add_argument("--val-queries", metavar="DIR")
+    v.add_argument("--val-frame-spacing-m", type=float, metavar="S")
+    v.add_argument("--val-gt", metavar="CSV")
+    v.add_argument("--val-dbstruct", metavar="MAT")
+    v.add_argument("--val-image-root", metavar="DIR")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for checkpoints")
+    p.add_argument("--epochs", type=int, help="default 30")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR exactly")
+    p.add_argument(
+        "--json-progress",
+        action="store_true",
+        help="one JSON object per line on stdout (see netvlad_gui/core/train.py)",
+    )
+    p.add_argument(
+        "--model", help=f"BACKBONE-POOLING or a checkpoint to start from (default {DEFAULT_MODEL})"
+    )
+    p.add_argument(
+        "--backbone-weights",
+        metavar="FILE|none",
+        help="torchvision-layout weights (default: shipped / torchvision)",
+    )
+    t = p.add_argument_group("training options (defaults: the paper's)")
+    t.add_argument(
+        "--loss",
+        choices=["squared", "unsquared"],
+        help="the paper's squared distances (default) or the PyTorch ports' plain ones",
+    )
+    t.add_argument(
+        "--train-layers",
+        choices=["last_block", "pooling", "all"],
+        help="what trains besides NetVLAD (default last_block)",
+    )
+    t.add_argument(
+        "--train-assignment-bias",
+        action="store_const",
+        const=True,
+        help="also train NetVLAD's assignment bias (Relja keeps it 0)",
+    )
+    t.add_argument(
+        "--no-amp", dest="amp", action="store_const", const=False, help="no mixed precision on CUDA"
+    )
+    t.add_argument(
+        "--amp-dtype",
+        choices=["auto", "bfloat16", "float16"],
+        help="mixed-precision type on CUDA (default auto: bfloat16 where supported)",
+    )
+    t.add_argument(
+        "--keep-epochs",
+        action="store_const",
+        const=True,
+        help="keep a checkpoint per epoch (epoch_NNN.pt)",
+    )
+    t.add_argument("--init-images", type=int, help="images sampled for k-means (default 500)")
+    for flag, field, typ, help_ in _TRAIN_OPTIONS:
+        t.add_argument(flag, dest=field, type=typ, help=help_)
+    p.set_defaults(func=cmd_train)
+
+
+# -- eval -------------------------------------------------------------------------------------
+
+
+def _eval_model(spec: str | None, backbone_weights: str | None, num_clusters: int | None):
+    from .core import zoo
+    from .core.config import ModelConfig
+    from .core.model import build_model
+    from .core.resolve import looks_like_file, resolve_model
+    from .core.train import FINAL
+
+    if spec and Path(spec).expanduser().is_dir():
+        run = Path(spec).expanduser()
+        if not (run / FINAL).is_file():
+            raise ValueError(f"{run} is a folder without {FINAL}; name a checkpoint file")
+        spec = str(run / FINAL)
+    if num_clusters is not None:
+        name = spec or DEFAULT_MODEL
+        if looks_like_file(name) or zoo.is_downloadable(name):
+            raise ValueError("--num-clusters applies to a BACKBONE-netvlad model name only")
+        return build_model(ModelConfig.from_name(name, num_clusters=num_clusters), backbone_weights)
+    return resolve_model(spec, backbone_weights)
+
+
+def cmd_eval(args) -> int:
+    from tqdm import tqdm
+
+    from .core.config import ExtractConfig, InitConfig
+    from .core.datasets import SplitConfig, select
+    from .core.evaluate import compare, evaluate_model
+    from .core.features import resolve_device
+
+    data = _data_spec(args)
+    ps = data.load()
+    which = args.split or ("test" if args.split_fractions else data.default_split())
+    split = _split_config(args) or SplitConfig(fractions=data.default_fractions())
+    ps = select(ps, which, split)
+    if not ps.num_db or not ps.num_queries:
+        raise ValueError(f"{ps.name}: no database or no query images to evaluate")
+    ecfg = ExtractConfig(device=args.device or "auto")
+    if args.image_size:
+        ecfg.image_size = args.image_size
+    if args.batch_size:
+        ecfg.batch_size = args.batch_size
+    if args.workers is not None:
+        ecfg.num_workers = args.workers
+    init_cfg = InitConfig(num_images=args.init_images) if args.init_images else InitConfig()
+    model = _eval_model(args.model, args.backbone_weights, args.num_clusters)
+    model = model.to(resolve_device(ecfg.device))
+    bars: dict[str, tqdm] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if args.quiet:
+            return
+        bar = bars.get(name)
+        if bar is None:
+            bar = bars[name] = tqdm(
+                total=total, desc=name, unit="img", file=sys.stderr, leave=False
+            )
+        bar.n = done
+        bar.refresh()
+
+    try:
+        if args.compare:
+            results = compare(
+                model,
+                ps,
+                ecfg,
+                backbone_weights=args.backbone_weights,
+                init_cfg=init_cfg,
+                progress=progress,
+            )
+        else:
+            name = model.config.name
+            results = {
+                name: evaluate_model(
+                    model, ps, ecfg, init_cfg=init_cfg, progress=lambda d, t: progress(name, d, t)
+                )
+            }
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if args.json:
+        if args.compare:
+            print(
+                json.dumps(
+                    {"set": ps.describe(), "models": {k: r.to_json() for k, r in results.items()}}
+                )
+            )
+        else:
+            print(json.dumps(next(iter(results.values())).to_json()))
+        return 0
+    desc = ps.describe()
+    print(
+        f"set       {desc['name']}: {desc['database']} database, {desc['queries']} queries "
+        f"(truth by {desc['truth']})"
+    )
+    print(f"{'model':34} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'R@20':>6}")
+    for name, r in results.items():
+        cells = " ".join(f"{100 * r.recalls[n]:5.1f}%" for n in (1, 5, 10, 20))
+        print(f"{name:34} {cells}")
+    first = next(iter(results.values()))
+    if first.no_positive or first.failed:
+        print(
+            f"note      {first.no_positive} queries have no correct reference; "
+            f"{first.failed} unreadable queries left out"
+        )
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="Recall@1/5/10/20 of a model on a set (or --compare f_max, off-the-shelf, trained)",
+        description="Recall@N: a query is correct when one of its top N references lies within "
+        "25 m (or is listed in --gt). Exact search.",
+    )
+    p.add_argument(
+        "--model",
+        help=f"a checkpoint, a run folder, a named model or BACKBONE-POOLING "
+        f"(default {DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--backbone-weights",
+        metavar="FILE|none",
+        help="backbone weights (default: the shipped ones)",
+    )
+    p.add_argument(
+        "--num-clusters", type=int, help="K of an untrained BACKBONE-netvlad model (default 64)"
+    )
+    _add_source_args(p, gt=True)
+    p.add_argument(
+        "--split",
+        choices=["all", "train", "val", "test"],
+        help="which split to measure (default: test for --data or with --split-fractions, else all)",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also measure f_max and NetVLAD off the shelf on the same backbone",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--image-size", type=int, help="longer side in pixels (default 640)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--workers", type=int, help="image decoding processes")
+    p.add_argument(
+        "--init-images",
+        type=int,
+        help="images sampled for an untrained NetVLAD's k-means (default 500)",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
+
+
+def add_train_commands(subparsers) -> None:
+    """Register ``train`` and ``eval`` on the CLI's subparsers."""
+    _add_train(subparsers)
+    _add_eval(subparsers)

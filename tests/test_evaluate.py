@@ -1,0 +1,162 @@
+"""Recall@N by hand, exact search with exclusions, and `netvlad eval` (single model and --compare)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _vpr_data import write_street
+
+from netvlad_gui.cli_train import add_train_commands
+from netvlad_gui.core.datasets import PlaceSet
+from netvlad_gui.core.evaluate import (
+    correct_references,
+    evaluate_descriptors,
+    recall_at_n,
+    search,
+)
+
+
+def test_recall_at_n_hand_worked() -> None:
+    # 4 queries; ranked database indices, best first.
+    ranked = np.array(
+        [
+            [3, 1, 4, 0, 2],  # correct {1}: first hit at rank 2 -> counts from N=2
+            [0, 2, 1, 3, 4],  # correct {0}: rank 1
+            [4, 3, 2, 1, 0],  # correct {0}: rank 5
+            [1, 2, 3, 4, 0],  # correct {}: never
+        ]
+    )
+    correct = [np.array([1]), np.array([0]), np.array([0]), np.array([], dtype=np.int64)]
+    r = recall_at_n(ranked, correct, ns=(1, 2, 5))
+    assert r == {1: 0.25, 2: 0.5, 5: 0.75}
+
+
+def test_search_is_exact_and_honours_exclusions() -> None:
+    db = np.array([[0.0, 0], [1, 0], [2, 0], [3, 0]], np.float32)
+    q = np.array([[0.9, 0], [2.9, 0]], np.float32)
+    assert search(db, q, 3).tolist() == [[1, 0, 2], [3, 2, 1]]
+    assert search(db, q, 3, [np.array([1]), np.array([])]).tolist() == [[0, 2, 3], [3, 2, 1]]
+    assert search(db[:2], q, 3).tolist() == [[1, 0, -1], [1, 0, -1]]
+
+
+def test_evaluate_by_position_and_by_ground_truth() -> None:
+    db_pos = np.array([[0.0], [20.0], [100.0], [130.0]])
+    q_pos = np.array([[1.0], [120.0], [500.0]])
+    paths = [Path(f"/d/{i}") for i in range(4)]
+    qs = [Path(f"/q/{i}") for i in range(3)]
+    ps = PlaceSet("p", paths, qs, db_pos, q_pos)
+    assert [c.tolist() for c in correct_references(ps)] == [[0, 1], [2, 3], []]
+    db = np.eye(4, dtype=np.float32)
+    q = np.array([[0.3, 0, 0.9, 0], [0, 0, 0.2, 0.8], [1, 0, 0, 0]], np.float32)
+    res = evaluate_descriptors(ps, db, q, ns=(1, 2, 3))
+    # q0: ranks 2 (wrong), then 0 (right at N=2); q1: 3 (right); q2: no correct reference.
+    assert res.recalls == {
+        1: pytest.approx(1 / 3),
+        2: pytest.approx(2 / 3),
+        3: pytest.approx(2 / 3),
+    }
+    assert (res.queries, res.no_positive) == (3, 1)
+    gt = PlaceSet("g", paths, qs, q_gt=[np.array([2]), np.array([0]), np.array([3])])
+    assert evaluate_descriptors(gt, db, q, ns=(1,)).recalls == {1: pytest.approx(1 / 3)}
+    # an unreadable query is left out; an unreadable database image is never returned
+    q_bad = q.copy()
+    q_bad[2] = np.nan
+    db_bad = db.copy()
+    db_bad[2] = np.nan
+    res = evaluate_descriptors(ps, db_bad, q_bad, ns=(1,))
+    assert (res.queries, res.failed) == (2, 1)
+    assert res.recalls[1] == 1.0  # q0 now finds 0 first; q1 finds 3
+    assert res.to_json() == {"recall@1": 1.0, "queries": 2, "failed": 1}
+
+
+def _run(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    add_train_commands(ap.add_subparsers(dest="command", required=True))
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pair")
+    write_street(root / "ref", np.arange(12) * 5.0, gps_csv=False, prefix="")
+    write_street(root / "query", np.arange(12) * 5.0 + 1.0, gps_csv=False, prefix="", seed=0)
+    rows = ["query,positive_refs"]
+    for i in range(12):
+        refs = ";".join(f"ref/{j:03d}.jpg" for j in range(max(0, i - 1), min(12, i + 2)))
+        rows.append(f"query/{i:03d}.jpg,{refs}")
+    (root / "gt.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+COMMON = [
+    "--backbone-weights",
+    "none",
+    "--image-size",
+    "96",
+    "--workers",
+    "0",
+    "-q",
+    "--init-images",
+    "12",
+    "--num-clusters",
+    "4",
+]
+
+
+def test_cli_eval_json_with_gt(pair: Path, capsys) -> None:
+    argv = [
+        "eval",
+        "--model",
+        "alexnet-netvlad",
+        "--database",
+        str(pair / "ref"),
+        "--queries",
+        str(pair / "query"),
+        "--gt",
+        str(pair / "gt.csv"),
+        "--json",
+        *COMMON,
+    ]
+    assert _run(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out) == {"recall@1", "recall@5", "recall@10", "recall@20", "queries"}
+    assert (
+        out["queries"] == 12 and 0 <= out["recall@1"] <= out["recall@5"] <= out["recall@20"] == 1.0
+    )
+
+
+def test_cli_eval_compare_by_frame_spacing(pair: Path, capsys) -> None:
+    argv = [
+        "eval",
+        "--model",
+        "alexnet-netvlad",
+        "--database",
+        str(pair / "ref"),
+        "--queries",
+        str(pair / "query"),
+        "--frame-spacing-m",
+        "10",
+        "--split-fractions",
+        "0.5,0,0.5",
+        "--split",
+        "test",
+        "--compare",
+        "--json",
+        *COMMON,
+    ]
+    assert _run(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(out["models"]) == ["fmax", "netvlad-off-the-shelf", "alexnet-netvlad (model)"]
+    assert out["set"]["database"] == 4  # 6 test frames minus 2 within 25 m of training frames
+    for res in out["models"].values():
+        assert res["queries"] == out["set"]["queries"] > 0
+
+
+def test_cli_eval_needs_one_source(capsys) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        _run(["eval", "--model", "alexnet-fmax", "--backbone-weights", "none"])
