@@ -105,6 +105,7 @@ class MainWindow(QMainWindow):
         self.build_summaries: list = []
         self._closing = False
         self._auto_built = False
+        self.train_panel = None  # the Retrain dock, made on first use
 
         self.stalls = StallMeter(parent=self)
         self.thumbs = ThumbnailLoader(parent=self)
@@ -253,6 +254,7 @@ class MainWindow(QMainWindow):
         self._action(
             tools, "Get the paper's trained &model…", lambda: self.open_settings(download=True)
         )
+        self._action(tools, "&Retrain…", self.open_training)
 
         help_menu = self.menuBar().addMenu("&Help")
         self._action(help_menu, "&About netvlad-gui", self._about)
@@ -621,6 +623,51 @@ class MainWindow(QMainWindow):
             INFO,
         )
 
+    # ---- retraining (the Train panel: see ui/trainpanel.py) ---------------------------------
+
+    def open_training(self) -> QWidget:
+        """Show the Train panel in a dock (made on first use: QtCharts loads only then)."""
+        from .trainpanel import TrainPanel
+
+        if self.train_panel is None:
+            self.train_panel = TrainPanel(
+                lambda: self.library, self.settings.model, self.settings.backbone_weights
+            )
+            self.train_panel.notice.connect(self.show_notice)
+            self.train_panel.useModelRequested.connect(self.use_trained_model)
+            self.train_panel.buildRequested.connect(self.build_index)
+            self.train_dock = QDockWidget("Retrain", self)
+            self.train_dock.setObjectName("trainDock")
+            self.train_dock.setWidget(self.train_panel)
+            self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.train_dock)
+        self.train_panel.refresh_library()
+        self.train_dock.show()
+        self.train_dock.raise_()
+        return self.train_panel
+
+    def use_trained_model(self, model_path: str) -> None:
+        """Make a trained checkpoint the app's model, with its own index folder (see trainpanel)."""
+        from .trainpanel import model_index_dir
+
+        if self._building:
+            self.show_notice("Wait for the index build to finish first.", WARNING)
+            return
+        new = AppSettings(**self.settings.__dict__)
+        new.model, new.backbone_weights = str(Path(model_path).resolve()), ""
+        if self.library:
+            new.index_dir = str(model_index_dir(self.library, model_path))
+        self.apply_settings(new)
+        if self.library:
+            self.info = None
+            self.map.clear(references=True)
+            self.library_panel.set_info(None)
+            self._open_index()
+        self.show_notice(
+            f"Now using the trained model {model_path}. It needs its own index: click “Build "
+            "index” (or “Build the index” in the Retrain panel).",
+            INFO,
+        )
+
     # ---- stalls, log -------------------------------------------------------------------------
 
     def _phase_begin(self, phase: str) -> None:
@@ -703,6 +750,8 @@ class MainWindow(QMainWindow):
             return
         self._closing = True
         self.stalls.stop()
+        if self.train_panel is not None:
+            self.train_panel.shutdown()
         self._engine_thread.stop()
         self.thumbs.shutdown()
         logging.getLogger("netvlad_gui").removeHandler(self._log_handler)

@@ -1,0 +1,723 @@
+"""The retraining panel: run ``netvlad train --json-progress`` in its own process, show it live.
+
+Training is a separate ``QProcess`` (``sys.executable -m netvlad_gui.cli train …``, so it runs in
+the app's own venv): a crash, a CUDA out-of-memory or a killed process ends that process only, and
+the panel reports it as a non-blocking notice with the last stderr line. Stop sends SIGTERM, then
+SIGKILL after a few seconds; checkpoints are written atomically, so the run folder's ``last.pt``
+stays usable and Resume (the same folder with ``--resume``) continues after the last finished
+epoch.
+
+"Use this model" hands ``RUN_DIR/model.pt`` to the window, which makes it the app's model. An index
+keeps the model its descriptors came from (``build_index`` refuses another one and the engine
+keeps an existing index's model), so the new model needs a new index folder: the window uses
+:func:`model_index_dir`, the library's default index folder plus the run's name, and the old index
+stays as it was (switching back to the old model in Settings and clearing the index folder returns
+to it). "Build the index" then indexes the library there with the new model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from netvlad_gui.core import paths
+from netvlad_gui.core.config import DEFAULT_MODEL
+
+from .librarypanel import plain_label
+from .notices import ERROR, INFO, WARNING
+from .settingsdialog import cuda_available
+from .traincharts import TrainCharts
+
+log = logging.getLogger(__name__)
+
+IDLE, RUNNING, STOPPING = "idle", "running", "stopping"
+KILL_AFTER_MS = 5000
+LAST, FINAL = "last.pt", "model.pt"  # the names train.py writes (not imported: it pulls torch)
+
+
+def new_run_dir() -> Path:
+    """A fresh run folder under the user data directory, named by the time."""
+    return paths.data_dir() / "runs" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def model_index_dir(library: str | Path, model_path: str | Path) -> Path:
+    """Where the library's index for a trained model goes: its default index folder + the run."""
+    base = paths.default_index_dir(library)
+    run = Path(model_path).expanduser().resolve().parent.name or "model"
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in run)[:40]
+    return base.with_name(f"{base.name}-{safe}")
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+def _spin(lo: int, hi: int, value: int, tip: str) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box
+
+
+def _dspin(lo: float, hi: float, value: float, decimals: int, step: float, tip: str):
+    box = QDoubleSpinBox()
+    box.setDecimals(decimals)
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box
+
+
+def _combo(items: list[tuple[str, str]], tip: str) -> QComboBox:
+    box = QComboBox()
+    for value, text in items:
+        box.addItem(text, value)
+    box.setToolTip(tip)
+    return box
+
+
+class TrainPanel(QWidget):
+    """Train panel. ``library`` is called for the app's current library folder ("" when none).
+
+    Signals: ``useModelRequested(model_path)``, ``buildRequested()``, ``notice(text, level)``,
+    ``stateChanged(state)`` (idle/running/stopping), ``event(dict)`` (every JSON progress line) and
+    ``finished(exit_code, ok)``.
+    """
+
+    useModelRequested = Signal(str)
+    buildRequested = Signal()
+    notice = Signal(str, str)
+    stateChanged = Signal(str)
+    event = Signal(dict)
+    finished = Signal(int, bool)
+
+    def __init__(
+        self,
+        library=lambda: "",
+        model: str = DEFAULT_MODEL,
+        backbone_weights: str = "",
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._library = library
+        self.state = IDLE
+        self.process: QProcess | None = None
+        self.last_args: list[str] = []
+        self.last_stderr = ""
+        self.error_message = ""
+        self.model_path = ""
+        self._stdout_buf = b""
+        self._stderr_buf = b""
+        self._user_stopped = False
+        self._auto_out = True
+        self._t_start = 0.0
+        self._epochs = 0
+        self._start_epoch = 1
+        self._steps_per_epoch = 0
+        self._first_step_time: float | None = None
+        self._steps_done = 0
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self._kill)
+        self._build_ui(model, backbone_weights)
+        self._set_state(IDLE)
+
+    # ---- construction ------------------------------------------------------------------------
+
+    def _build_ui(self, model: str, backbone_weights: str) -> None:
+        # Training data
+        data_box = self.data_box = QGroupBox("Training data")
+        self.use_library = QRadioButton("The current library")
+        self.use_library.setToolTip(
+            "Train on the library's geotagged photos, split by geography into train and "
+            "validation parts (--data LIBRARY)"
+        )
+        self.use_folders = QRadioButton("Database and queries folders")
+        self.use_folders.setToolTip("Two folders of photos with GPS (--database, --queries)")
+        group = QButtonGroup(self)
+        group.addButton(self.use_library)
+        group.addButton(self.use_folders)
+        self.use_library.setChecked(True)
+        self.library_label = plain_label()
+        self.library_label.setStyleSheet("color: #555;")
+        self.database_edit, db_row = self._folder_row("Reference photos (--database)")
+        self.queries_edit, q_row = self._folder_row("Query photos (--queries)")
+        self.spacing = _dspin(
+            0,
+            10_000,
+            0,
+            1,
+            1,
+            "For image sequences without GPS: frame i sits at i×S metres along a line "
+            "(--frame-spacing-m). 0 = use the photos' GPS.",
+        )
+        self.spacing.setSpecialValueText("off (GPS)")
+        self.spacing.setSuffix(" m")
+        grid = QGridLayout(data_box)
+        grid.addWidget(self.use_library, 0, 0, 1, 2)
+        grid.addWidget(self.library_label, 1, 0, 1, 2)
+        grid.addWidget(self.use_folders, 2, 0, 1, 2)
+        grid.addWidget(QLabel("Database"), 3, 0)
+        grid.addLayout(db_row, 3, 1)
+        grid.addWidget(QLabel("Queries"), 4, 0)
+        grid.addLayout(q_row, 4, 1)
+        grid.addWidget(QLabel("Frame spacing"), 5, 0)
+        grid.addWidget(self.spacing, 5, 1)
+        grid.setRowStretch(6, 1)  # rows stay together at the top when the box is taller
+        self.use_folders.toggled.connect(self._update_data_enabled)
+
+        # Hyper-parameters (defaults: the paper's, see core/train.py), epochs kept short.
+        params = self.params_box = QGroupBox("Training")
+        form = QFormLayout(params)
+        self.epochs = _spin(1, 1000, 5, "Passes over the training queries (--epochs)")
+        self.batch = _spin(
+            1, 256, 4, "Training tuples per SGD step (--batch-size); lower it on out-of-memory"
+        )
+        self.lr = _dspin(1e-6, 1.0, 1e-4, 6, 1e-5, "SGD learning rate, halved every 5 epochs")
+        self.margin = _dspin(
+            0,
+            2,
+            0.1,
+            4,
+            0.01,
+            "Triplet loss margin m (the paper: 0.1 on squared distances; √0.1 ≈ 0.316 is the "
+            "usual value for the unsquared loss)",
+        )
+        self.image_size = _spin(
+            64, 2048, 640, "Longer image side in pixels; smaller is faster and needs less memory"
+        )
+        self.loss = _combo(
+            [("squared", "squared distances (paper)"), ("unsquared", "plain distances")],
+            "squared: the paper's loss on d²; unsquared: the PyTorch ports' TripletMarginLoss",
+        )
+        self.loss.currentIndexChanged.connect(self._on_loss_changed)
+        self.layers = _combo(
+            [
+                ("last_block", "last conv block + NetVLAD"),
+                ("pooling", "NetVLAD only"),
+                ("all", "the whole network"),
+            ],
+            "What is trained (--train-layers); the paper found the last block enough",
+        )
+        cuda = cuda_available()
+        self.device = _combo(
+            [("cuda", "CUDA GPU"), ("cpu", "CPU")], "Where training runs (--device)"
+        )
+        if not cuda:
+            self.device.model().item(0).setEnabled(False)
+            self.device.setCurrentIndex(1)
+        self.model_edit = QLineEdit(model or DEFAULT_MODEL)
+        self.model_edit.setToolTip(
+            "Model to start from: BACKBONE-POOLING (e.g. mobilenet_v2-netvlad) or a checkpoint"
+        )
+        self.weights = backbone_weights
+        self.extra_edit = QLineEdit()
+        self.extra_edit.setPlaceholderText("e.g. --num-clusters 16 --workers 2")
+        self.extra_edit.setToolTip("More `netvlad train` options (see `netvlad train --help`)")
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Margin", self.margin)
+        form.addRow("Image size", self.image_size)
+        form.addRow("Loss", self.loss)
+        form.addRow("Layers to train", self.layers)
+        form.addRow("Device", self.device)
+        form.addRow("Start from", self.model_edit)
+        form.addRow("More options", self.extra_edit)
+
+        # Run folder and buttons
+        self.out_edit = QLineEdit(str(new_run_dir()))
+        self.out_edit.setToolTip("Checkpoints go here (last.pt each epoch, model.pt at the end)")
+        self.out_edit.textEdited.connect(self._on_out_edited)
+        self.out_edit.textChanged.connect(lambda _: self._update_buttons())
+        browse = self.out_browse = QToolButton()
+        browse.setText("…")
+        browse.clicked.connect(self._browse_out)
+        out_row = QHBoxLayout()
+        out_row.addWidget(QLabel("Run folder"))
+        out_row.addWidget(self.out_edit, 1)
+        out_row.addWidget(browse)
+
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Start a new training run in the run folder")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop training; the last finished epoch is kept for Resume")
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the run in the run folder (--resume)")
+        self.use_button = QPushButton("Use this model")
+        self.use_button.setToolTip("Make the trained model.pt the app's model")
+        self.build_button = QPushButton("Build the index")
+        self.build_button.setToolTip("Index the library with the new model (a new index folder)")
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.resume_button.clicked.connect(self.resume)
+        self.use_button.clicked.connect(self._use_model)
+        self.build_button.clicked.connect(self.buildRequested)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.stop_button, self.resume_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(self.use_button)
+        buttons.addWidget(self.build_button)
+
+        self.progress = QProgressBar()
+        self.progress.setFormat("%p%")
+        self.status_label = plain_label("Not started.")
+        self.eta_label = QLabel()
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status_label, 1)
+        status_row.addWidget(self.eta_label)
+
+        self.charts = TrainCharts()
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(3000)
+        self.log_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.log_view.setPlaceholderText("Training output")
+        bottom = QSplitter(Qt.Orientation.Vertical)
+        bottom.addWidget(self.charts)
+        bottom.addWidget(self.log_view)
+        bottom.setStretchFactor(0, 3)
+        bottom.setStretchFactor(1, 1)
+        bottom.setChildrenCollapsible(False)
+
+        top = QHBoxLayout()
+        top.addWidget(data_box, 1)
+        top.addWidget(params, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(out_row)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addLayout(status_row)
+        layout.addWidget(bottom, 1)
+        self.refresh_library()
+        self._update_data_enabled()
+
+    def _folder_row(self, tip: str) -> tuple[QLineEdit, QHBoxLayout]:
+        edit = QLineEdit()
+        edit.setToolTip(tip)
+        button = QToolButton()
+        button.setText("…")
+        button.clicked.connect(lambda: self._browse_into(edit, tip))
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        row.addWidget(button)
+        return edit, row
+
+    def _browse_into(self, edit: QLineEdit, title: str) -> None:
+        folder = QFileDialog.getExistingDirectory(self, title, edit.text() or str(Path.home()))
+        if folder:
+            edit.setText(folder)
+
+    def _browse_out(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Run folder", self.out_edit.text())
+        if folder:
+            self.out_edit.setText(folder)
+            self._auto_out = False
+
+    def _on_out_edited(self, _text: str) -> None:
+        self._auto_out = False
+
+    def _on_loss_changed(self) -> None:
+        squared = self.loss.currentData() == "squared"
+        if squared and abs(self.margin.value() - 0.3162) < 1e-3:
+            self.margin.setValue(0.1)
+        elif not squared and abs(self.margin.value() - 0.1) < 1e-6:
+            self.margin.setValue(0.3162)
+
+    def _update_data_enabled(self) -> None:
+        folders = self.use_folders.isChecked()
+        for w in (self.database_edit, self.queries_edit, self.spacing):
+            w.setEnabled(folders)
+
+    def refresh_library(self) -> None:
+        library = self._library() or ""
+        self.library_label.setText(library or "(no library chosen yet)")
+        self.use_library.setEnabled(bool(library))
+        if not library and self.use_library.isChecked():
+            self.use_folders.setChecked(True)
+
+    def set_model(self, model: str, backbone_weights: str = "") -> None:
+        self.model_edit.setText(model or DEFAULT_MODEL)
+        self.weights = backbone_weights
+
+    # ---- state -------------------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_edit.text().strip()).expanduser()
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self._update_buttons()
+        self.stateChanged.emit(state)
+
+    def _update_buttons(self) -> None:
+        idle = self.state == IDLE
+        text = self.out_edit.text().strip()
+        has_state = bool(text) and (
+            (self.run_dir / LAST).is_file() or (self.run_dir / "init.pt").is_file()
+        )
+        finished = bool(self.model_path) and Path(self.model_path).is_file()
+        self.start_button.setEnabled(idle)
+        self.stop_button.setEnabled(self.state == RUNNING)
+        self.resume_button.setEnabled(idle and has_state)
+        self.use_button.setEnabled(idle and finished)
+        self.build_button.setEnabled(idle and finished and bool(self._library()))
+        for w in (
+            self.data_box,
+            self.params_box,
+            self.out_edit,
+            self.out_browse,
+        ):  # no edits while it runs
+            w.setEnabled(idle)
+
+    # ---- the command line ----------------------------------------------------------------------
+
+    def data_args(self) -> list[str]:
+        if self.use_library.isChecked():
+            library = self._library()
+            if not library:
+                raise ValueError("Choose a library first, or train on two folders.")
+            return ["--data", library]
+        db, q = self.database_edit.text().strip(), self.queries_edit.text().strip()
+        if not db or not q:
+            raise ValueError("Name both the database and the queries folder.")
+        args = ["--database", db, "--queries", q]
+        if self.spacing.value() > 0:
+            args += ["--frame-spacing-m", f"{self.spacing.value():g}"]
+        return args
+
+    def train_args(self, resume: bool = False) -> list[str]:
+        """``netvlad train`` arguments for the form (raises ValueError for a missing choice).
+
+        A resume of a run with a finished epoch passes only what a resume may change (the run's
+        stored config holds the rest), so edits to the form cannot make it refuse to continue.
+        """
+        out = str(self.run_dir)
+        common = ["--out", out, "--json-progress", "--epochs", str(self.epochs.value())]
+        common += ["--device", self.device.currentData()]
+        if resume and (self.run_dir / LAST).is_file():
+            return common + ["--resume"]
+        args = self.data_args() + common
+        args += ["--model", self.model_edit.text().strip() or DEFAULT_MODEL]
+        if self.weights:
+            args += ["--backbone-weights", self.weights]
+        args += [
+            "--batch-size",
+            str(self.batch.value()),
+            "--lr",
+            f"{self.lr.value():g}",
+            "--margin",
+            f"{self.margin.value():g}",
+            "--image-size",
+            str(self.image_size.value()),
+            "--loss",
+            self.loss.currentData(),
+            "--train-layers",
+            self.layers.currentData(),
+        ]
+        try:
+            args += shlex.split(self.extra_edit.text())
+        except ValueError as exc:
+            raise ValueError(f"More options: {exc}") from None
+        if resume:
+            args.append("--resume")
+        return args
+
+    # ---- running -----------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """A new run. An auto-named run folder that is already used is replaced by a fresh one."""
+        if self.state != IDLE:
+            return False
+        if self._auto_out and self.run_dir.exists() and any(self.run_dir.iterdir()):
+            self.out_edit.setText(str(new_run_dir()))
+        if (self.run_dir / LAST).is_file():
+            self._notice(
+                f"{self.run_dir} already holds a training run: Resume it, or choose another "
+                "run folder.",
+                WARNING,
+            )
+            return False
+        return self._launch(resume=False)
+
+    def resume(self) -> bool:
+        if self.state != IDLE:
+            return False
+        return self._launch(resume=True)
+
+    def _launch(self, resume: bool) -> bool:
+        self.refresh_library()
+        try:
+            args = self.train_args(resume)
+        except ValueError as exc:
+            self._notice(str(exc), WARNING)
+            return False
+        self.last_args = args
+        self.error_message, self.last_stderr, self.model_path = "", "", ""
+        self._stdout_buf = self._stderr_buf = b""
+        self._user_stopped = False
+        self._steps_done, self._first_step_time = 0, None
+        self._epochs, self._steps_per_epoch, self._start_epoch = self.epochs.value(), 0, 1
+        if not resume:
+            self.charts.clear()
+        self.charts.set_epochs(self._epochs)
+        self.progress.setRange(0, 0)  # busy until the first step says how many there are
+        self.eta_label.clear()
+        self.status_label.setText("Preparing: reading photos, initialising the model…")
+
+        proc = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        proc.setProcessEnvironment(env)
+        proc.readyReadStandardOutput.connect(self._read_stdout)
+        proc.readyReadStandardError.connect(self._read_stderr)
+        proc.finished.connect(self._on_finished)
+        proc.errorOccurred.connect(self._on_process_error)
+        self.process = proc
+        command = self.command(args)
+        self._log_line("$ " + shlex.join(["netvlad", "train", *args]))
+        log.info("training: %s", shlex.join(command))
+        self._t_start = time.monotonic()
+        self._set_state(RUNNING)
+        proc.start(command[0], command[1:])
+        return True
+
+    def command(self, args: list[str]) -> list[str]:
+        """The process to run: this interpreter (the app's venv) with the CLI's train command."""
+        return [sys.executable, "-m", "netvlad_gui.cli", "train", *args]
+
+    def stop(self) -> None:
+        """Terminate the process, and kill it if it has not ended after a few seconds."""
+        if self.process is None or self.state != RUNNING:
+            return
+        self._user_stopped = True
+        self._set_state(STOPPING)
+        self.status_label.setText("Stopping…")
+        self.process.terminate()
+        self._kill_timer.start(KILL_AFTER_MS)
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
+            log.info("training did not stop on SIGTERM: killing it")
+            self.process.kill()
+
+    def shutdown(self) -> None:
+        """Stop training for good (the window is closing); waits briefly for the process."""
+        proc = self.process
+        if proc is None or proc.state() == QProcess.ProcessState.NotRunning:
+            return
+        self._user_stopped = True
+        proc.terminate()
+        if not proc.waitForFinished(KILL_AFTER_MS):
+            proc.kill()
+            proc.waitForFinished(KILL_AFTER_MS)
+
+    # ---- process output ----------------------------------------------------------------------
+
+    def _read_stdout(self) -> None:
+        if self.process is None:
+            return
+        self._stdout_buf += bytes(self.process.readAllStandardOutput().data())
+        *lines, self._stdout_buf = self._stdout_buf.split(b"\n")
+        for raw in lines:
+            self._handle_stdout_line(raw.decode("utf-8", "replace").rstrip("\r"))
+
+    def _read_stderr(self) -> None:
+        if self.process is None:
+            return
+        self._stderr_buf += bytes(self.process.readAllStandardError().data())
+        *lines, self._stderr_buf = self._stderr_buf.split(b"\n")
+        for raw in lines:
+            self._handle_stderr_line(raw.decode("utf-8", "replace").rstrip("\r"))
+
+    def _handle_stderr_line(self, line: str) -> None:
+        if line.strip():
+            self.last_stderr = line.strip()
+            self._log_line(line)
+
+    def _handle_stdout_line(self, line: str) -> None:
+        if not line.strip():
+            return
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            ev = None
+        if not isinstance(ev, dict) or "event" not in ev:
+            self._log_line(line)
+            return
+        try:
+            self._handle_event(ev)
+        except (KeyError, TypeError, ValueError) as exc:  # a malformed event must not crash
+            self._log_line(f"(unreadable progress line: {exc}) {line}")
+        self.event.emit(ev)
+
+    def _handle_event(self, ev: dict) -> None:
+        kind = ev["event"]
+        if kind == "start":
+            self._t_start = time.monotonic()  # the ETA counts from here: set-up is done
+            self._epochs = int(ev.get("epochs") or self._epochs)
+            self._start_epoch = int(ev.get("start_epoch") or 1)
+            self.charts.set_epochs(self._epochs)
+            val = ev.get("val") or {}
+            self._log_line(
+                f"start on {ev.get('device')}: {ev.get('trainable_queries')} trainable queries, "
+                f"{(ev.get('train') or {}).get('database')} training references"
+                + (f", {val.get('queries')} validation queries" if val else "")
+            )
+            self.status_label.setText(f"Epoch {self._start_epoch} of {self._epochs}: caching…")
+        elif kind == "init":
+            self._log_line(f"NetVLAD initialised from {ev.get('images')} images")
+        elif kind == "cache":
+            self.status_label.setText(
+                f"Epoch {ev['epoch']} of {self._epochs}: computing descriptors "
+                f"{ev['done']}/{ev['total']}"
+            )
+        elif kind == "step":
+            self._on_step(ev)
+        elif kind == "val":
+            recalls = {n: float(ev[f"recall@{n}"]) for n in (1, 5, 10) if f"recall@{n}" in ev}
+            self.charts.add_recalls(int(ev["epoch"]), recalls)
+            self._log_line(
+                f"validation epoch {ev['epoch']}: "
+                + ", ".join(f"R@{n} {100 * r:.1f}%" for n, r in recalls.items())
+                + (" (best)" if ev.get("best") else "")
+            )
+        elif kind == "epoch":
+            self.charts.add_epoch(int(ev["epoch"]), float(ev["loss"]))
+            self._log_line(
+                f"epoch {ev['epoch']}/{ev.get('epochs', self._epochs)}: loss {ev['loss']:.4f}, "
+                f"{ev.get('seconds', 0):.1f} s"
+            )
+            self._update_buttons()  # last.pt exists now: Resume becomes possible after a stop
+        elif kind == "whitening":
+            self.status_label.setText(f"Fitting PCA-whitening ({ev.get('dim')}-D)…")
+        elif kind == "done":
+            self.model_path = str(ev.get("model") or "")
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1)
+            self._log_line(f"done: {self.model_path}")
+        elif kind == "error":
+            self.error_message = str(ev.get("message") or "")
+
+    def _on_step(self, ev: dict) -> None:
+        epoch, step, steps = int(ev["epoch"]), int(ev["step"]), max(int(ev["steps"]), 1)
+        self._steps_per_epoch = steps
+        self.charts.add_step(epoch, step, steps, float(ev["loss"]))
+        now = time.monotonic()
+        total = max(self._epochs - self._start_epoch + 1, 1) * steps
+        done = (epoch - self._start_epoch) * steps + step
+        self.progress.setRange(0, total)
+        self.progress.setValue(min(done, total))
+        self.progress.setFormat(f"epoch {epoch}/{self._epochs} · step {step}/{steps} · %p%")
+        self.status_label.setText(
+            f"Epoch {epoch} of {self._epochs}, step {step} of {steps}: "
+            f"loss {float(ev['loss']):.4f}, lr {float(ev.get('lr', 0)):g}"
+        )
+        if self._first_step_time is None:
+            self._first_step_time = self._t_start
+        rate = (now - self._first_step_time) / max(done, 1)
+        self.eta_label.setText(f"ETA {_format_eta(rate * (total - done))}")
+
+    def _on_process_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self._notice(f"Training could not start: {self.process.errorString()}", ERROR)
+            self._finish(-1, False)
+
+    def _on_finished(self, code: int, status: QProcess.ExitStatus) -> None:
+        self._kill_timer.stop()
+        self._read_stdout()
+        self._read_stderr()
+        for rest, handle in (
+            (self._stdout_buf, self._handle_stdout_line),
+            (self._stderr_buf, self._handle_stderr_line),
+        ):
+            if rest:
+                handle(rest.decode("utf-8", "replace"))
+        self._stdout_buf = self._stderr_buf = b""
+        crashed = status == QProcess.ExitStatus.CrashExit
+        ok = code == 0 and not crashed and not self.error_message
+        if self._user_stopped:
+            self._notice(
+                "Training stopped. The last finished epoch is kept in "
+                f"{self.run_dir}: Resume continues from there.",
+                INFO,
+            )
+            self.status_label.setText("Stopped.")
+        elif ok:
+            self._notice(
+                f"Training finished: {self.model_path or self.run_dir}. “Use this model” "
+                "switches the app to it.",
+                INFO,
+            )
+            self.status_label.setText("Finished.")
+        else:
+            reason = self.error_message or self.last_stderr or f"exit code {code}"
+            if crashed and not self.error_message:
+                reason = f"the training process crashed ({reason})"
+            hint = ""
+            if "out of memory" in reason.lower():
+                hint = " Try a smaller batch size or image size, or the CPU."
+            self._notice(f"Training failed: {reason}.{hint}".replace("..", "."), ERROR)
+            self.status_label.setText("Failed; see the log below.")
+        self._finish(code, ok and not self._user_stopped)
+
+    def _finish(self, code: int, ok: bool) -> None:
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+        self.eta_label.clear()
+        proc, self.process = self.process, None
+        if proc is not None:
+            proc.deleteLater()
+        self._set_state(IDLE)
+        self.finished.emit(code, ok)
+
+    # ---- output helpers ----------------------------------------------------------------------
+
+    def _use_model(self) -> None:
+        if self.model_path and Path(self.model_path).is_file():
+            self.useModelRequested.emit(self.model_path)
+
+    def _log_line(self, text: str) -> None:
+        self.log_view.appendPlainText(text)
+
+    def _notice(self, text: str, level: str) -> None:
+        self._log_line(text)
+        self.notice.emit(text, level)

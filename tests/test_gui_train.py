@@ -1,0 +1,203 @@
+"""The Retrain panel: a real (tiny) `netvlad train` process, live events, Stop, Resume, failures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from _gui import (
+    delete_later,  # noqa: F401 - fixture
+    isolated_settings,  # noqa: F401 - fixture
+    open_window,
+)
+from _library import make_library
+from PySide6.QtGui import QAction
+
+from netvlad_gui.core.paths import default_index_dir
+from netvlad_gui.ui import trainpanel
+from netvlad_gui.ui.notices import ERROR
+from netvlad_gui.ui.trainpanel import IDLE, TrainPanel
+
+pytestmark = pytest.mark.usefixtures("isolated_settings", "delete_later")
+
+RUN_TIMEOUT_MS = 120_000
+# A few seconds of real training: untrained AlexNet, 64 px, 8 clusters, 12 photos 5 m apart.
+TINY = "--num-clusters 8 --split-fractions 0.7,0.3,0 --query-every 2 --init-images 12"
+
+
+def tiny_library(root: Path, n: int = 12) -> Path:
+    make_library(root, n, size=64)
+    rows = ["file,lat,lon"] + [
+        f"img_{i:04d}.jpg,{55.7 + i * 5 / 111_320:.7f},13.2" for i in range(n)
+    ]
+    (root / "gps.csv").write_text("\n".join(rows) + "\n")  # 5 m apart: positives within 10 m
+    return root
+
+
+def configure(panel: TrainPanel, run_dir: Path, epochs: int) -> None:
+    panel.model_edit.setText("alexnet-netvlad")
+    panel.weights = "none"
+    panel.image_size.setValue(64)
+    panel.batch.setValue(2)
+    panel.epochs.setValue(epochs)
+    panel.device.setCurrentIndex(panel.device.findData("cpu"))
+    panel.extra_edit.setText(TINY)
+    panel.out_edit.setText(str(run_dir))
+
+
+def test_panel_trains_shows_progress_and_switches_model(qtbot, tmp_path: Path) -> None:
+    library = tiny_library(tmp_path / "library")
+    win = open_window(qtbot, library=str(library))
+    retrain = [a for a in win.findChildren(QAction) if a.text() == "&Retrain…"]
+    assert len(retrain) == 1
+    retrain[0].trigger()  # Tools → Retrain…
+    panel = win.train_panel
+    assert win.train_dock.isVisible() and panel.use_library.isChecked()
+    assert str(library) in panel.library_label.text()
+    run_dir = tmp_path / "run"
+    configure(panel, run_dir, epochs=1)
+    events: list[dict] = []
+    panel.event.connect(events.append)
+    with qtbot.waitSignal(panel.finished, timeout=RUN_TIMEOUT_MS) as done:
+        panel.start_button.click()
+        assert panel.state == "running" and not panel.start_button.isEnabled()
+    assert done.args[1] is True, panel.log_view.toPlainText()
+    args = panel.last_args
+    assert args[:2] == ["--data", str(library)] and "--json-progress" in args
+    kinds = [e["event"] for e in events]
+    assert "start" in kinds and "step" in kinds and kinds[-1] == "done"
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(panel.charts.points()["loss"]) == len(steps)
+    assert panel.progress.value() == panel.progress.maximum()
+    assert panel.state == IDLE and panel.process is None
+    assert (run_dir / "model.pt").is_file() and panel.use_button.isEnabled()
+
+    panel.use_button.click()  # "Use this model": the app's model, with its own index folder
+    assert win.settings.model == str((run_dir / "model.pt").resolve())
+    assert Path(win.settings.index_dir) != default_index_dir(library)
+    assert Path(win.settings.index_dir).name.startswith(default_index_dir(library).name)
+    assert "Build index" in win.notice.text
+    assert panel.build_button.isEnabled()
+
+
+def test_stop_really_stops_and_resume_continues(qtbot, tmp_path: Path) -> None:
+    library = tiny_library(tmp_path / "library")
+    panel = TrainPanel(lambda: str(library))
+    qtbot.addWidget(panel)
+    run_dir = tmp_path / "run"
+    configure(panel, run_dir, epochs=50)
+    epochs: list[int] = []
+    panel.event.connect(lambda e: e["event"] == "epoch" and epochs.append(e["epoch"]))
+    assert not panel.resume_button.isEnabled()
+    panel.start()
+    qtbot.waitUntil(lambda: bool(epochs), timeout=RUN_TIMEOUT_MS)
+    pid = panel.process.processId()
+    with qtbot.waitSignal(panel.finished, timeout=30_000) as done:
+        panel.stop_button.click()
+        assert panel.state == "stopping"
+    assert done.args[1] is False and panel.state == IDLE and panel.process is None
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert (run_dir / "last.pt").is_file() and panel.resume_button.isEnabled()
+    assert panel.start_button.isEnabled()
+
+    stopped_at = epochs[-1]
+    steps: list[dict] = []
+    panel.event.connect(lambda e: e["event"] == "step" and steps.append(e))
+    assert panel.resume()
+    assert "--resume" in panel.last_args and str(run_dir) in panel.last_args
+    qtbot.waitUntil(lambda: bool(steps), timeout=RUN_TIMEOUT_MS)
+    assert steps[0]["epoch"] > stopped_at  # continues after the last finished epoch
+    with qtbot.waitSignal(panel.finished, timeout=30_000):
+        panel.stop()
+    assert panel.state == IDLE
+
+
+def test_failed_training_is_a_notice_and_the_app_keeps_working(qtbot, tmp_path: Path) -> None:
+    library = tiny_library(tmp_path / "library")
+    win = open_window(qtbot, library=str(library))
+    panel = win.open_training()
+    configure(panel, tmp_path / "run", epochs=1)
+    panel.use_folders.setChecked(True)
+    panel.database_edit.setText(str(tmp_path / "missing-db"))
+    panel.queries_edit.setText(str(tmp_path / "missing-q"))
+    errors = qtbot.waitSignal(
+        win.noticeShown, timeout=RUN_TIMEOUT_MS, check_params_cb=lambda lvl, _t: lvl == ERROR
+    )
+    with qtbot.waitSignal(panel.finished, timeout=RUN_TIMEOUT_MS) as done, errors as shown:
+        panel.start()
+    assert done.args[0] != 0 and done.args[1] is False
+    text = shown.args[1]
+    assert text.startswith("Training failed:") and "missing-db" in text
+    assert panel.state == IDLE and panel.start_button.isEnabled()
+    assert not panel.use_button.isEnabled()
+    assert win.isVisible() and win.open_inputs([str(library / "img_0000.jpg")])  # still works
+
+    # Output that is not JSON goes to the log; a malformed event does not break the panel.
+    panel._handle_stdout_line("some library printed this")
+    panel._handle_stdout_line('{"event": "step", "epoch": "x"}')
+    assert "some library printed this" in panel.log_view.toPlainText()
+    assert "unreadable progress line" in panel.log_view.toPlainText()
+
+
+def test_form_arguments(qtbot, tmp_path: Path) -> None:
+    panel = TrainPanel(lambda: "")
+    qtbot.addWidget(panel)
+    assert panel.use_folders.isChecked()  # no library: the folders are the only choice
+    with pytest.raises(ValueError, match="database"):
+        panel.train_args()
+    panel.database_edit.setText("/db")
+    panel.queries_edit.setText("/q")
+    panel.spacing.setValue(10)
+    panel.out_edit.setText(str(tmp_path / "run"))
+    args = panel.train_args()
+    assert args[:6] == ["--database", "/db", "--queries", "/q", "--frame-spacing-m", "10"]
+    assert args[args.index("--lr") + 1] == "0.0001" and "--resume" not in args
+    panel.loss.setCurrentIndex(panel.loss.findData("unsquared"))
+    assert abs(panel.margin.value() - 0.3162) < 1e-4  # the unsquared loss's usual margin
+    assert panel.train_args(resume=True)[-1] == "--resume"
+    assert panel.margin.toolTip() and panel.epochs.toolTip() and panel.layers.toolTip()
+
+
+def _fake_train(panel: TrainPanel, monkeypatch, code: str) -> None:
+    """Make the panel run ``python -c code`` instead of ``netvlad train``."""
+    monkeypatch.setattr(panel, "command", lambda _args: [sys.executable, "-c", code])
+
+
+def test_stop_kills_a_process_that_ignores_sigterm(qtbot, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(trainpanel, "KILL_AFTER_MS", 300)
+    panel = TrainPanel(lambda: str(tmp_path))
+    qtbot.addWidget(panel)
+    panel.out_edit.setText(str(tmp_path / "run"))
+    _fake_train(
+        panel,
+        monkeypatch,
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)",
+    )
+    assert panel.start()
+    qtbot.waitUntil(lambda: "ready" in panel.log_view.toPlainText(), timeout=10_000)
+    with qtbot.waitSignal(panel.finished, timeout=10_000):
+        panel.stop()
+    assert panel.state == IDLE and panel.process is None
+
+
+def test_out_of_memory_error_event_is_a_clear_notice(qtbot, tmp_path: Path, monkeypatch) -> None:
+    panel = TrainPanel(lambda: str(tmp_path))
+    qtbot.addWidget(panel)
+    panel.out_edit.setText(str(tmp_path / "run"))
+    message = "CUDA out of memory at batch size 4: use a smaller --batch-size"
+    _fake_train(
+        panel,
+        monkeypatch,
+        f"import json, sys; print(json.dumps({{'event': 'error', 'message': {message!r}}})); "
+        f"print('netvlad: error: ' + {message!r}, file=sys.stderr); sys.exit(1)",
+    )
+    notices: list[tuple[str, str]] = []
+    panel.notice.connect(lambda text, level: notices.append((level, text)))
+    with qtbot.waitSignal(panel.finished, timeout=10_000) as done:
+        panel.start()
+    assert done.args == [1, False]
+    level, text = notices[-1]
+    assert level == ERROR and message in text and "smaller batch size" in text
+    assert panel.state == IDLE and panel.start_button.isEnabled()
