@@ -113,6 +113,20 @@ def test_settings_round_trip_and_validation(qtbot, tmp_path) -> None:
     assert dialog.problem.text() == ""
     out = dialog.settings(settings)
     assert (out.top_n, out.model, out.library, out.device) == (9, DEFAULT_MODEL, "/photos", "cpu")
+    assert out.online_tiles is False  # offline unless the user opts in
+
+
+def test_online_tiles_setting_persists_as_a_real_bool(qtbot) -> None:
+    AppSettings(online_tiles=False).save()
+    assert AppSettings.load().online_tiles is False  # INI text "false" must not read as True
+    AppSettings(online_tiles=True, tile_url="https://tiles.example/{z}/{x}/{y}.png").save()
+    loaded = AppSettings.load()
+    assert loaded.online_tiles is True and loaded.tile_url.startswith("https://tiles.example/")
+    dialog = SettingsDialog(loaded)
+    qtbot.addWidget(dialog)
+    assert dialog.online_tiles.isChecked()
+    dialog.online_tiles.setChecked(False)
+    assert dialog.settings(loaded).online_tiles is False
 
 
 def test_model_problem_says_how_to_fix_it(tmp_path, monkeypatch) -> None:

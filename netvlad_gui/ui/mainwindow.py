@@ -133,7 +133,7 @@ class MainWindow(QMainWindow):
         self.welcome = WelcomePage()
         self.library_panel = LibraryPanel()
         self.queue = QueuePanel(self.thumbs)
-        self.map = MapView()
+        self.map = MapView(tiles_online=self.settings.online_tiles, tile_url=self.settings.tile_url)
         self.map.setMinimumHeight(260)
         self.results = ResultsPanel(self.thumbs)
         self.results.setMinimumHeight(250)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -29,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from netvlad_gui.core import zoo
 from netvlad_gui.core.config import DEFAULT_MODEL, ExtractConfig, LocateConfig
+from netvlad_gui.core.mappage import DEFAULT_TILE_URL
 from netvlad_gui.core.resolve import looks_like_file
 
 from .librarypanel import plain_label
@@ -51,6 +53,10 @@ class AppSettings:
     device: str = "auto"
     top_n: int = LocateConfig.top_n
     image_size: int = ExtractConfig.image_size
+    online_tiles: bool = (
+        False  # street tiles from the network; the offline base map is always there
+    )
+    tile_url: str = DEFAULT_TILE_URL
 
     @classmethod
     def load(cls, store: QSettings | None = None) -> AppSettings:
@@ -58,6 +64,8 @@ class AppSettings:
         out = cls()
         for name, default in cls().__dict__.items():
             value = store.value(f"settings/{name}", default)
+            if isinstance(default, bool) and isinstance(value, str):
+                value = value.strip().lower() in ("1", "true", "yes")  # INI files store text
             try:
                 setattr(out, name, type(default)(value) if value is not None else default)
             except (TypeError, ValueError):
@@ -162,6 +170,14 @@ class SettingsDialog(QDialog):
         self.image_size.setToolTip(
             "Longer side photos are resized to before the network sees them (the paper uses 640)"
         )
+        self.online_tiles = QCheckBox("Load street map tiles from the network")
+        self.online_tiles.setChecked(settings.online_tiles)
+        self.online_tiles.setToolTip(
+            "Off: the map draws only the bundled country borders and coastlines, with no network "
+            "use. On: tiles from the URL below, with its attribution (applies after a restart)."
+        )
+        self.tile_url = QLineEdit(settings.tile_url)
+        self.tile_url.setToolTip("Tile URL template, e.g. " + DEFAULT_TILE_URL)
         self.problem = plain_label()
         self.problem.setObjectName("modelProblem")
         self.problem.setStyleSheet("color: darkred;")
@@ -179,6 +195,8 @@ class SettingsDialog(QDialog):
         form.addRow("Device", self.device)
         form.addRow("Matches shown (top-N)", self.top_n)
         form.addRow("Image size", self.image_size)
+        form.addRow("Map", self.online_tiles)
+        form.addRow("Tile URL", self.tile_url)
         note = plain_label(
             "A new model applies to libraries indexed from now on; an existing "
             "index keeps the model its photos were indexed with."
@@ -240,6 +258,8 @@ class SettingsDialog(QDialog):
             device=self.device.currentData() or "auto",
             top_n=self.top_n.value(),
             image_size=self.image_size.value(),
+            online_tiles=self.online_tiles.isChecked(),
+            tile_url=self.tile_url.text().strip() or DEFAULT_TILE_URL,
         )
 
     # ---- download ----------------------------------------------------------------------------
