@@ -67,6 +67,18 @@ def _open_index(args):
 
 
 # -- commands ---------------------------------------------------------------------------------
+def _distributed_cfg(args):
+    """``--ray [ADDRESS]``: None without it; a local Ray for a bare --ray."""
+    if args.ray is None:
+        return None
+    from .core.config import DistributedConfig
+
+    cfg = DistributedConfig(address=None if args.ray == "local" else args.ray)
+    if args.ray_actors:
+        cfg.actors = args.ray_actors
+    return cfg
+
+
 def cmd_index(args) -> int:
     from .core.builder import build_index
 
@@ -78,6 +90,7 @@ def cmd_index(args) -> int:
             model_spec=args.model,
             backbone_weights=args.backbone_weights,
             extract_cfg=_extract_cfg(args),
+            distributed=_distributed_cfg(args),
             progress=bar,
         )
     finally:
@@ -246,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("library")
     p.add_argument("--index", help="index folder (default: in the user data folder)")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="extract on Ray Data: a local Ray, or the cluster at ADDRESS "
+        '(needs pip install ".[distributed]")',
+    )
+    p.add_argument("--ray-actors", type=int, help="model-holding Ray actors (default: per CPU/GPU)")
     _add_model_args(p)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_index)

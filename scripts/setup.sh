@@ -25,4 +25,4 @@ fi
 
 PY=${PYTHON:-python3}
 "$PY" -m pip install --upgrade pip
-"$PY" -m pip install "torch==2.14.1" "torchvision==0.29.1" -e ".[test]"
+"$PY" -m pip install "torch==2.14.1" "torchvision==0.29.1" -e ".[test,distributed]"

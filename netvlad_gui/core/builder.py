@@ -19,7 +19,14 @@ import numpy as np
 from . import geo
 from .catalog import FAILED, INDEXED, PENDING
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import DEFAULT_MODEL, NEGATIVE_RADIUS_M, ExtractConfig, InitConfig
+from .config import (
+    DEFAULT_MODEL,
+    NEGATIVE_RADIUS_M,
+    DistributedConfig,
+    ExtractConfig,
+    IndexConfig,
+    InitConfig,
+)
 from .features import Cancelled, extract, iter_images, resolve_device
 from .images import list_images
 from .index import MODEL_FILE, IndexError_, LibraryIndex, StageProgress
@@ -196,13 +203,29 @@ def build_index(
     backbone_weights: str | None = None,
     extract_cfg: ExtractConfig | None = None,
     init_cfg: InitConfig | None = None,
+    index_cfg: IndexConfig | None = None,
+    distributed: DistributedConfig | None = None,
     progress: StageProgress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> BuildSummary:
-    """Index (or update the index of) a folder of photos. Safe to cancel, kill and re-run."""
+    """Index (or update the index of) a folder of photos. Safe to cancel, kill and re-run.
+
+    ``index_cfg`` (recorded in the index, so that later searches use it too) picks the search
+    index type; by default it is chosen by the library's size. ``distributed`` extracts on Ray
+    (``core/distributed.py``) instead of in this process; the index comes out the same.
+    """
     from .paths import default_index_dir
 
     t0 = time.perf_counter()
+    extract_pending = _extract_pending
+    if distributed is not None:
+        from .distributed import extract_pending_ray, require_ray
+
+        require_ray()  # before any work: say how to install it
+
+        def extract_pending(*args):
+            return extract_pending_ray(*args, distributed)
+
     extract_cfg = extract_cfg or ExtractConfig()
     init_cfg = init_cfg or InitConfig()
     library = Path(library).expanduser().resolve()
@@ -218,6 +241,8 @@ def build_index(
                 f"{index_dir} indexes {recorded}, not {library}; choose another --index folder"
             )
         index.catalog.set_meta("library", str(library))
+        if index_cfg is not None:
+            index.record_config(index_cfg)
         device = resolve_device(extract_cfg.device)
         summary = BuildSummary(str(library), str(index_dir), "")
         summary.total, summary.removed = _scan(index, library, progress)
@@ -241,7 +266,7 @@ def build_index(
                 raise IndexError_(
                     f"model gives {model.dim}-D descriptors, index holds {index.dim}-D"
                 )
-            summary.extracted = _extract_pending(
+            summary.extracted = extract_pending(
                 index, model, library, pending, extract_cfg, progress, cancel
             )
         except Cancelled:
@@ -251,7 +276,12 @@ def build_index(
             progress("finalize", 0, 1)
         if index.dim is not None:
             index.catalog.set_meta("calibration", json.dumps(_calibrate(index)))
-            index.faiss_index()
+
+            def report(done: int, total: int) -> None:
+                if progress:
+                    progress("finalize", done, total)
+
+            index.search_index(report)
         stats = index.stats()
         summary.model = summary.model or index.model_name
         summary.indexed = stats.indexed

@@ -46,6 +46,12 @@ class ExtractConfig:
     num_workers: int = 1  # DataLoader decode workers; 0 decodes in the calling thread
     device: str = "auto"  # "auto", "cpu" or "cuda"
     max_pixels: int = 180_000_000  # larger images are refused as decompression bombs
+    # Speed switches. fp32 on a full decode is the reference path; each switch below was measured
+    # against it (benchmarks/README.md), and only those that keep descriptors equivalent are on.
+    jpeg_draft: bool = False  # decode big JPEGs at 1/2-1/8 scale (Image.draft), then resize
+    channels_last: bool = True  # NHWC layout for the convolutions: still fp32, 2.4x on CPU
+    bf16: bool = False  # bfloat16 autocast for the backbone (pooling stays fp32); 10x slower
+    # without native bf16 instructions (AVX2-only CPUs): turn on for AVX-512 BF16 / AMX or GPUs
 
 
 @dataclass
@@ -65,3 +71,43 @@ class LocateConfig:
     top_n: int = 5
     agree_radius_m: float = NEGATIVE_RADIUS_M  # matches this close count as one place
     min_score: float = 0.0
+
+
+@dataclass
+class IndexConfig:
+    """Which faiss index searches a library, chosen by its size (see core/searchindex.py).
+
+    Up to ``flat_max`` references: exact inner-product search over the float32 descriptors in
+    RAM (24 KB each for 6144-D). Above: IVF-PQ codes (``pq_m`` bytes each), persisted in the
+    index folder, whose top ``rerank`` candidates are re-scored exactly from the descriptor store.
+    """
+
+    kind: str = "auto"  # "auto", "flat", "ivfpq" or "hnsw"
+    flat_max: int = 50_000  # auto: exact flat search up to this many references
+    # PQ over the full descriptor by default: a PCA fitted on the library throws away the
+    # directions in which a photo and its true match agree but the library varies little.
+    pca_dim: int = 0  # > 0: reduce (PCA + random rotation) to this size first
+    pq_m: int = 512  # IVF-PQ sub-quantisers: bytes per code at 8 bits
+    pq_bits: int = 8
+    nlist: int = 0  # IVF lists; 0 picks about sqrt(N), bounded by the training sample
+    nprobe: int = 64  # IVF lists visited per query (a quarter of them at 100 k references)
+    hnsw_m: int = 32  # HNSW links per node
+    ef_search: int = 128  # HNSW candidate list size per query
+    train_size: int = 50_000  # references sampled to train IVF and PQ (float32 in RAM)
+    pca_train_size: int = 20_000  # references sampled to fit the PCA, when there is one
+    kmeans_iters: int = 10  # IVF and PQ k-means iterations (each one a pass over the sample)
+    retrain_growth: float = 2.0  # retrain from scratch once the library outgrows this factor
+    rerank: int = 128  # re-score this many candidates with the exact stored descriptors; 0: off
+    seed: int = 0
+
+
+@dataclass
+class DistributedConfig:
+    """Extraction on Ray Data (core/distributed.py): on this machine, or on a cluster."""
+
+    address: str | None = None  # None: start Ray here; else a cluster ("auto", "ray://head:10001")
+    num_cpus: int | None = None  # a local Ray's CPUs (None: all of this machine's)
+    actors: int = 0  # model-holding actors; 0: one per GPU, or one per ``cpus_per_actor`` CPUs
+    cpus_per_actor: int = 1  # CPU actors: cores (torch threads) each one uses
+    wave_size: int = 20_000  # photos per Ray job; a killed build loses at most one wave
+    rows_per_shard: int = 2_048  # descriptors per parquet shard file

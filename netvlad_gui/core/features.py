@@ -53,7 +53,11 @@ class _ImageFiles(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, load_tensor(self.paths[i], self.cfg.image_size, self.cfg.max_pixels), ""
+            cfg = self.cfg
+            tensor = load_tensor(
+                self.paths[i], cfg.image_size, cfg.max_pixels, draft=cfg.jpeg_draft
+            )
+            return i, tensor, ""
         except ImageLoadError as exc:
             return i, None, str(exc)
         except Exception as exc:  # noqa: BLE001 - any decoder failure must not kill the worker
@@ -61,8 +65,40 @@ class _ImageFiles(Dataset):
 
 
 def _worker_init(_: int) -> None:
-    # Decoding workers each get one thread: the forward pass owns the cores.
+    # Decoding workers each get one thread: the forward pass owns the cores. Workers started
+    # with "spawn" (macOS, Windows) do not inherit the parent's allocator settings.
+    from .runtime import tune_process
+
+    tune_process()
     torch.set_num_threads(1)
+
+
+def prepare_model(model: torch.nn.Module, cfg: ExtractConfig) -> torch.nn.Module:
+    """Put the model in eval mode and in the memory layout ``cfg`` asks for."""
+    model.eval()
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def forward(model: torch.nn.Module, batch: torch.Tensor, cfg: ExtractConfig) -> np.ndarray:
+    """Descriptors (B, dim) float32 for a batch of images, with ``cfg``'s speed switches.
+
+    Under ``bf16`` only the backbone runs in bfloat16: NetVLAD's soft-assignment, residual sums
+    and normalisations stay in fp32, where descriptor precision is decided.
+    """
+    device = next(model.parameters()).device
+    batch = batch.to(device, non_blocking=True)
+    if cfg.channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    if not cfg.bf16 or not hasattr(model, "local_features"):
+        return model(batch).float().cpu().numpy()
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        local = model.local_features(batch)
+    x = model.pool(local.float())
+    if getattr(model, "whiten", None) is not None:
+        x = model.whiten(x)
+    return x.float().cpu().numpy()
 
 
 def iter_images(paths: Sequence[str | os.PathLike], cfg: ExtractConfig):
@@ -96,8 +132,7 @@ def extract(
     stay valid.
     """
     cfg = cfg or ExtractConfig()
-    device = next(model.parameters()).device
-    model.eval()
+    prepare_model(model, cfg)
     total, done = len(paths), 0
 
     def good_images():
@@ -116,7 +151,7 @@ def extract(
             while failures:
                 done += 1
                 yield failures.pop(0)
-            desc = model(batch.to(device, non_blocking=True)).float().cpu().numpy()
+            desc = forward(model, batch, cfg)
             for i, d in zip(idxs, desc, strict=True):
                 done += 1
                 yield Extracted(i, d)
@@ -134,8 +169,7 @@ def extract(
 def extract_one(model: torch.nn.Module, path: str | os.PathLike, cfg: ExtractConfig | None = None):
     """The descriptor of a single photo, decoded in this thread (the warm locate path)."""
     cfg = cfg or ExtractConfig()
-    device = next(model.parameters()).device
-    tensor = load_tensor(Path(path), cfg.image_size, cfg.max_pixels)
-    model.eval()
+    tensor = load_tensor(Path(path), cfg.image_size, cfg.max_pixels, draft=cfg.jpeg_draft)
+    prepare_model(model, cfg)
     with torch.inference_mode():
-        return model(tensor.unsqueeze(0).to(device)).float().cpu().numpy()[0]
+        return forward(model, tensor.unsqueeze(0), cfg)[0]

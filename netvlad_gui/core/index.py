@@ -5,12 +5,15 @@ Layout of an index folder::
     catalog.sqlite     photos, GPS, status, descriptor rows; meta (model, library root, stats)
     descriptors.f32    append-only float32 rows (the source of truth for faiss)
     model.pt           the exact model the descriptors came from (netvlad-gui checkpoint)
+    search.faiss       large libraries only: the approximate search index (see searchindex.py)
+    search.ids.npy     the (id, store row) pairs that search.faiss holds
 
 Every file is written so that a build killed at any moment resumes without redoing finished work.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,6 +25,8 @@ import faiss
 import numpy as np
 
 from .catalog import FAILED, INDEXED, PENDING, Catalog, ImageRow
+from .config import IndexConfig
+from .searchindex import SearchIndex, open_search
 from .store import DescriptorStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,7 @@ INDEX_FORMAT = "1"
 CATALOG_FILE = "catalog.sqlite"
 STORE_FILE = "descriptors.f32"
 MODEL_FILE = "model.pt"
+INDEX_CONFIG_KEY = "index_config"
 
 StageProgress = Callable[[str, int, int], None]
 
@@ -74,9 +80,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 class LibraryIndex:
-    """Opens an index folder; building and updating live in ``builder.py``."""
+    """Opens an index folder; building and updating live in ``builder.py``.
 
-    def __init__(self, index_dir: str | Path, *, create: bool = False):
+    ``config`` picks the search index type and its parameters; without one, the configuration
+    the index was built with (recorded in the catalogue) applies, else the defaults.
+    """
+
+    def __init__(
+        self, index_dir: str | Path, *, create: bool = False, config: IndexConfig | None = None
+    ):
         self.dir = Path(index_dir).expanduser()
         if not (self.dir / CATALOG_FILE).exists():
             if not create:
@@ -90,7 +102,8 @@ class LibraryIndex:
             self.catalog.set_meta("index_format", INDEX_FORMAT)
         elif fmt != INDEX_FORMAT:
             raise IndexError_(f"{self.dir} uses index format {fmt}; this app reads {INDEX_FORMAT}")
-        self._faiss: faiss.Index | None = None
+        self.config = config or self.recorded_config() or IndexConfig()
+        self._search: SearchIndex | None = None
         self._store: DescriptorStore | None = None
 
     def close(self) -> None:
@@ -115,6 +128,19 @@ class LibraryIndex:
     def model_path(self) -> Path:
         return self.dir / MODEL_FILE
 
+    def recorded_config(self) -> IndexConfig | None:
+        """The IndexConfig the index was built with, if the build recorded one."""
+        raw = self.catalog.get_meta(INDEX_CONFIG_KEY)
+        if not raw:
+            return None
+        known = {f.name for f in dataclasses.fields(IndexConfig)}
+        return IndexConfig(**{k: v for k, v in json.loads(raw).items() if k in known})
+
+    def record_config(self, config: IndexConfig) -> None:
+        self.config = config
+        self.catalog.set_meta(INDEX_CONFIG_KEY, json.dumps(dataclasses.asdict(config)))
+        self._search = None
+
     def calibration(self) -> dict[str, float]:
         return json.loads(self.catalog.get_meta("calibration", "{}") or "{}")
 
@@ -127,33 +153,32 @@ class LibraryIndex:
             self._store = DescriptorStore(self.dir / STORE_FILE, self.dim, rows)
         return self._store
 
-    def faiss_index(self) -> faiss.Index:
-        """The search index, built in memory from the descriptor store on first use.
+    def search_index(self, progress: Callable[[int, int], None] | None = None) -> SearchIndex:
+        """The search index on first use: exact and in memory for a small library; for a large
+        one, the saved approximate index, updated or (re)trained as the catalogue requires."""
+        if self._search is None:
+            store = self.store() if self.dim is not None else None
+            self._search = open_search(
+                self.dir, self.catalog, store, self.dim or 1, self.config, progress
+            )
+        return self._search
 
-        Exact inner-product search over the store needs no file of its own: writing one would
-        only double the index's size on disk.
-        """
-        if self._faiss is None:
-            self._faiss = self._build_faiss(self.catalog.rows(INDEXED))
-        return self._faiss
+    def faiss_index(self, progress: Callable[[int, int], None] | None = None) -> faiss.Index:
+        """The faiss index that answers searches (see ``search_index``)."""
+        return self.search_index(progress).index
 
-    def _build_faiss(self, rows: list[ImageRow]) -> faiss.Index:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim or 1))
-        if rows:
-            store = self.store()
-            for start in range(0, len(rows), 4096):
-                chunk = rows[start : start + 4096]
-                vecs = store.read([r.row for r in chunk])
-                index.add_with_ids(vecs, np.array([r.id for r in chunk], dtype=np.int64))
-        return index
+    @property
+    def search_kind(self) -> str:
+        """ "flat", "ivfpq" or "hnsw": the type of the search index."""
+        return self.search_index().kind
 
     def invalidate(self) -> None:
-        self._faiss = None
+        self._search = None
         self._store = None
 
     def search(self, queries: np.ndarray, k: int) -> list[list[SearchHit]]:
         """Top-k references for each query descriptor, best first."""
-        index = self.faiss_index()
+        index = self.search_index()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if index.ntotal == 0:
             return [[] for _ in range(len(queries))]
@@ -162,7 +187,7 @@ class LibraryIndex:
                 f"query descriptor has {queries.shape[1]} dimensions, the index {index.d}: "
                 "the index was built with another model"
             )
-        scores, ids = index.search(queries, min(k, index.ntotal))
+        scores, ids = index.search(self.store(), queries, k)
         rows = self.catalog.by_ids(i for i in ids.ravel() if i >= 0)
         root = self.library or Path(".")
         out = []

@@ -29,6 +29,7 @@ class DescriptorStore:
         if size > want:
             os.truncate(self.path, want)
         self.rows = committed_rows
+        self._mm: np.memmap | None = None
 
     def append(self, descriptors: np.ndarray) -> int:
         """Write rows durably; return the row number of the first one."""
@@ -45,8 +46,13 @@ class DescriptorStore:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0 or self.rows == 0:
             return np.zeros((0, self.dim), np.float32)
-        mm = np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.rows, self.dim))
-        return np.array(mm[rows])
+        return np.array(self._map()[rows])
+
+    def _map(self) -> np.memmap:
+        """A read-only map of the committed rows, kept while no row is added (cheap re-reads)."""
+        if self._mm is None or self._mm.shape[0] != self.rows:
+            self._mm = np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.rows, self.dim))
+        return self._mm
 
     @property
     def nbytes(self) -> int:

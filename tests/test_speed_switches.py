@@ -1,0 +1,98 @@
+"""Speed switches: each is off by default and keeps descriptors equivalent when on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from netvlad_gui.core.config import ExtractConfig, ModelConfig
+from netvlad_gui.core.features import extract, extract_one
+from netvlad_gui.core.images import load_image
+from netvlad_gui.core.model import build_model
+
+
+def _photo(path, size=(2600, 1950)):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    Image.fromarray(base).resize(size, Image.Resampling.BICUBIC).save(path, quality=92)
+    return path
+
+
+def test_defaults_keep_fp32_and_full_decoding():
+    cfg = ExtractConfig()
+    assert not cfg.jpeg_draft and not cfg.bf16
+    assert cfg.channels_last  # same fp32 arithmetic in another memory layout
+
+
+def test_jpeg_draft_decodes_smaller_but_gives_the_same_picture(tmp_path):
+    p = _photo(tmp_path / "big.jpg")
+    full = np.asarray(load_image(p, 640), np.float32)
+    draft = np.asarray(load_image(p, 640, draft=True), np.float32)
+    assert full.shape == draft.shape == (480, 640, 3)
+    assert np.abs(full - draft).mean() < 3.0  # of 255
+    png = tmp_path / "big.png"
+    Image.open(p).save(png)
+    assert load_image(png, 640, draft=True).size == (640, 480)  # not a JPEG: unaffected
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(num_clusters=8), "none", progress=False)
+    return m.eval()
+
+
+def test_channels_last_and_bf16_stay_close_to_fp32(tmp_path, model):
+    paths = [_photo(tmp_path / f"p{i}.jpg", (320, 240)) for i in range(3)]
+    base = ExtractConfig(image_size=160, batch_size=3, num_workers=0, device="cpu")
+
+    def run(**switches):
+        cfg = ExtractConfig(**(base.__dict__ | {"channels_last": False} | switches))
+        out = {e.index: e.descriptor for e in extract(model, paths, cfg)}
+        return np.stack([out[i] for i in range(len(paths))])
+
+    ref = run()
+    assert np.min(np.sum(ref * run(channels_last=True), 1)) > 0.9999
+    bf = run(channels_last=True, bf16=True)
+    assert np.min(np.sum(ref * bf, 1)) > 0.98  # random weights; trained ones: benchmarks/
+    one = extract_one(model, paths[0], ExtractConfig(**(base.__dict__ | {"bf16": True})))
+    assert one.shape == ref[0].shape and np.isclose(np.linalg.norm(one), 1.0, atol=1e-4)
+    model.to(memory_format=torch.contiguous_format)
+
+
+def test_tune_process_sets_passive_openmp_unless_turned_off():
+    code = (
+        "import os; from netvlad_gui.core.runtime import tune_process; tune_process(); "
+        "print(os.environ.get('OMP_WAIT_POLICY'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NETVLAD_NO_TUNE")}
+
+    def policy(**extra) -> str:
+        cmd = [sys.executable, "-c", code]
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env | extra, check=True)
+        return run.stdout.strip()
+
+    assert policy() == "PASSIVE"
+    assert policy(NETVLAD_NO_TUNE="1") == "None"
+    assert policy(OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"  # a user's choice wins
+
+
+def test_single_query_search_leaves_faiss_threads_as_they_were():
+    import faiss
+
+    from netvlad_gui.core.config import IndexConfig
+    from netvlad_gui.core.searchindex import SearchIndex, build_flat
+
+    x = np.eye(8, dtype=np.float32)
+    ids, rows = np.arange(8), np.arange(8)
+    si = SearchIndex("flat", build_flat(None, ids, rows, 8), ids, rows, IndexConfig())
+    si.index.add_with_ids(x, ids)
+    before = faiss.omp_get_max_threads()
+    _, got = si.search(None, x[:1], 1)
+    assert got[0, 0] == 0 and faiss.omp_get_max_threads() == before
