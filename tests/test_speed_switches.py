@@ -27,7 +27,9 @@ def _photo(path, size=(2600, 1950)):
 def test_defaults_keep_fp32_and_full_decoding():
     cfg = ExtractConfig()
     assert not cfg.jpeg_draft and not cfg.bf16
-    assert cfg.channels_last  # same fp32 arithmetic in another memory layout
+    # channels_last is fp32 too, but its rounding depends on the batch size, which breaks the
+    # exact equality of DDP / Ray runs with a single process: off by default, a switch for speed.
+    assert not cfg.channels_last
 
 
 def test_jpeg_draft_decodes_smaller_but_gives_the_same_picture(tmp_path):
