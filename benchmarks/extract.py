@@ -210,12 +210,20 @@ def make_model(name: str, tmp: Path) -> Path:
     import torch
 
     from netvlad_gui.core.checkpoint import save_checkpoint
+    from netvlad_gui.core.config import InitConfig
+    from netvlad_gui.core.images import load_tensor
+    from netvlad_gui.core.model import init_netvlad, sample_local_descriptors
     from netvlad_gui.core.resolve import resolve_model
 
     torch.manual_seed(0)
     weights = "none" if name.startswith("vgg16") else None
     model = resolve_model(name, weights)
-    # An uninitialised NetVLAD layer (random centroids) costs the same; init needs a library.
+    if not model.is_initialised:
+        # Random centroids would make every descriptor alike (and every cosine ~1): initialise
+        # the NetVLAD layer from the benchmark's own photos, as `netvlad index` does.
+        images = (load_tensor(p, 640).unsqueeze(0) for p in photos(27)[::2])
+        samples = sample_local_descriptors(model, images, 100, 0)
+        init_netvlad(model, samples, InitConfig(num_images=14, descriptors_per_image=100))
     path = tmp / "model.pt"
     save_checkpoint(model, path)
     return path
