@@ -1,6 +1,7 @@
 """Extraction throughput on real photos: the reference port's way vs the core pipeline, same run.
 
     python benchmarks/extract.py                                   # MobileNetV2-NetVLAD (default)
+    python benchmarks/extract.py --variant '{"jpeg_draft": true}'  # + a variant of ours
     python benchmarks/extract.py --model vgg16-netvlad --images 48
     python benchmarks/extract.py --levers                          # each speed lever on its own
 
@@ -141,11 +142,11 @@ def worker_forward(model_file: str, paths: list[str], spec_json: str) -> dict:
     import torch
 
     from netvlad_gui.core.config import ExtractConfig
-    from netvlad_gui.core.features import forward, prepare_model
+    from netvlad_gui.core.features import forward, inference_model
     from netvlad_gui.core.images import load_tensor
 
     cfg = ExtractConfig(device="cpu", **spec.get("cfg", {}))
-    model = prepare_model(_load(model_file), cfg)
+    model = inference_model(_load(model_file), cfg)
     bs = cfg.batch_size
     imgs = [load_tensor(p, cfg.image_size) for p in paths[:bs]]
     imgs = [t if t.shape[1] < t.shape[2] else t.transpose(1, 2) for t in imgs]
@@ -229,23 +230,52 @@ def make_model(name: str, tmp: Path) -> Path:
     return path
 
 
-def compare(args, tmp: Path, model_file: Path, paths: list[str]) -> dict:
+def compare(args, tmp: Path, model_file: Path, paths: list[str]) -> list[dict]:
+    """Baseline, then each variant of ours; ``--repeat`` times, alternating, on a noisy machine."""
     plist = json.dumps(paths)
-    base = run_worker(["baseline", str(model_file), plist, str(tmp / "base.npy")])
-    print(json.dumps({"baseline": base}), flush=True)
-    ours = run_worker(["ours", str(model_file), plist, str(tmp / "ours.npy"), json.dumps({})])
-    print(json.dumps({"ours": ours}), flush=True)
-    cos = cosines(np.load(tmp / "base.npy"), np.load(tmp / "ours.npy"))
-    return {
-        "model": args.model,
-        "images": len(paths),
-        "baseline_images_per_s": round(base["images_per_s"], 3),
-        "ours_images_per_s": round(ours["images_per_s"], 3),
-        "speedup": round(ours["images_per_s"] / base["images_per_s"], 2),
-        "cosine_to_baseline_min": round(float(cos.min()), 5),
-        "cosine_to_baseline_median": round(float(np.median(cos)), 5),
-        "ours_config": ours["config"],
-    }
+    rows = []
+    for rep in range(args.repeat):
+        base = run_worker(["baseline", str(model_file), plist, str(tmp / "base.npy")])
+        print(json.dumps({"baseline": base}), flush=True)
+        for variant in args.variants:  # {} first: the defaults, what `netvlad index` runs
+            out = tmp / "ours.npy"
+            ours = run_worker(["ours", str(model_file), plist, str(out), json.dumps(variant)])
+            print(json.dumps({"ours": ours}), flush=True)
+            cos = cosines(np.load(tmp / "base.npy"), np.load(out))
+            rows.append(
+                {
+                    "model": args.model,
+                    "images": len(paths),
+                    "repeat": rep + 1,
+                    "variant": variant or "defaults",
+                    "baseline_images_per_s": round(base["images_per_s"], 3),
+                    "ours_images_per_s": round(ours["images_per_s"], 3),
+                    "speedup": round(ours["images_per_s"] / base["images_per_s"], 2),
+                    "cosine_to_baseline_min": round(float(cos.min()), 5),
+                    "cosine_to_baseline_median": round(float(np.median(cos)), 5),
+                    "ours_config": ours["config"],
+                }
+            )
+    return rows
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per variant: the median speed-up over the repeats (each against its own baseline run)."""
+    out = []
+    for v in dict.fromkeys(json.dumps(r["variant"]) for r in rows):
+        mine = [r for r in rows if json.dumps(r["variant"]) == v]
+        out.append(
+            {
+                "variant": json.loads(v),
+                "repeats": len(mine),
+                "speedup_median": round(float(np.median([r["speedup"] for r in mine])), 2),
+                "speedups": [r["speedup"] for r in mine],
+                "ours_images_per_s": [r["ours_images_per_s"] for r in mine],
+                "baseline_images_per_s": [r["baseline_images_per_s"] for r in mine],
+                "cosine_to_baseline_min": min(r["cosine_to_baseline_min"] for r in mine),
+            }
+        )
+    return out
 
 
 def levers(tmp: Path, model_file: Path, paths: list[str], batch: int) -> list[dict]:
@@ -269,7 +299,8 @@ def levers(tmp: Path, model_file: Path, paths: list[str], batch: int) -> list[di
         print(json.dumps(row), flush=True)
         return r
 
-    b = {"batch_size": batch}
+    # The rows before "+ fold BN" run fp32 NCHW without folding (the defaults before them).
+    b = {"batch_size": batch, "channels_last": False, "fold_batchnorm": False}
     first = fwd("alloc: glibc default", {"alloc": "default", "cfg": b})
     fwd("alloc: thresholds only (32 MB cap)", {"alloc": "threshold", "cfg": b}, base=first)
     fp32 = fwd(
@@ -290,15 +321,28 @@ def levers(tmp: Path, model_file: Path, paths: list[str], batch: int) -> list[di
         ref=fp32,
     )
     fwd(
-        "  + channels_last + bf16 autocast",
-        {"alloc": "tuned", "want_desc": True, "cfg": b | {"channels_last": True, "bf16": True}},
+        "  + fold BN",
+        {"alloc": "tuned", "want_desc": True, "cfg": b | {"fold_batchnorm": True}},
+        base=first,
+        ref=fp32,
+    )
+    both = b | {"channels_last": True, "fold_batchnorm": True}  # the defaults now
+    fwd(
+        "  + fold BN + channels_last",
+        {"alloc": "tuned", "want_desc": True, "cfg": both},
+        base=first,
+        ref=fp32,
+    )
+    fwd(
+        "  + fold BN + channels_last + bf16 autocast",
+        {"alloc": "tuned", "want_desc": True, "cfg": both | {"bf16": True}},
         base=first,
         ref=fp32,
     )
     for bs in (1, 4, 16):
         fwd(
-            f"  + channels_last, batch {bs}",
-            {"alloc": "tuned", "cfg": {"batch_size": bs, "channels_last": True}},
+            f"  + fold BN + channels_last, batch {bs}",
+            {"alloc": "tuned", "cfg": both | {"batch_size": bs}},
             base=first,
         )
     full = None
@@ -337,8 +381,17 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=192)
     ap.add_argument("--levers", action="store_true", help="time each lever instead")
     ap.add_argument("--batch", type=int, default=8, help="batch for the lever timings")
+    ap.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        type=json.loads,
+        help="ExtractConfig overrides to time besides the defaults, e.g. '{\"jpeg_draft\": true}'",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="baseline/ours rounds, alternating")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    args.variants = [{}] + (args.variants or [])
     info = machine()
     print(json.dumps({"machine": info}), flush=True)
     paths = [str(p) for p in photos(args.images)]
@@ -351,14 +404,15 @@ def main() -> None:
                 "rows": levers(Path(tmp), model_file, paths, args.batch),
             }
         else:
-            result = {"benchmark": "extract"} | compare(args, Path(tmp), model_file, paths)
+            rows = compare(args, Path(tmp), model_file, paths)
+            result = {"benchmark": "extract", "summary": summary(rows), "rows": rows}
     result["machine"] = info
     print()
     for k, v in result.items():
-        if k not in ("machine", "rows"):
+        if k not in ("machine", "rows", "summary"):
             print(f"{k:28} {v}")
-    for r in result.get("rows", []):
-        print("  ".join(f"{k}={v}" for k, v in r.items()))
+    for r in result.get("rows", []) + result.get("summary", []):
+        print("  ".join(f"{k}={v}" for k, v in r.items() if k != "ours_config"))
     print(json.dumps(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from netvlad_gui.core.config import ExtractConfig, ModelConfig
-from netvlad_gui.core.features import extract, extract_one
+from netvlad_gui.core.features import extract, extract_one, inference_model
 from netvlad_gui.core.images import load_image
 from netvlad_gui.core.model import build_model
+from netvlad_gui.core.train import TrainConfig
 
 
 def _photo(path, size=(2600, 1950)):
@@ -27,9 +28,47 @@ def _photo(path, size=(2600, 1950)):
 def test_defaults_keep_fp32_and_full_decoding():
     cfg = ExtractConfig()
     assert not cfg.jpeg_draft and not cfg.bf16
-    # channels_last is fp32 too, but its rounding depends on the batch size, which breaks the
-    # exact equality of DDP / Ray runs with a single process: off by default, a switch for speed.
-    assert not cfg.channels_last
+    # Folding and NHWC are fp32 too: same map, other rounding (checked below).
+    assert cfg.fold_batchnorm and cfg.channels_last
+
+
+def test_training_cache_runs_nchw_so_ddp_ranks_match_one_process():
+    assert not TrainConfig().extract_config().channels_last
+
+
+def test_folding_batchnorm_keeps_descriptors_and_leaves_the_model_alone(tmp_path):
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(backbone="mobilenet_v2", num_clusters=8), "none", progress=False)
+    for bn in (x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-0.5, 0.5)  # make the fold do something
+        bn.running_var.uniform_(0.5, 2.0)
+    m.eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    paths = [_photo(tmp_path / f"p{i}.jpg", (320, 240)) for i in range(2)]
+    base = ExtractConfig(image_size=160, batch_size=2, num_workers=0, device="cpu")
+
+    def run(**switches):
+        cfg = ExtractConfig(**(base.__dict__ | switches))
+        out = {e.index: e.descriptor for e in extract(m, paths, cfg)}
+        return np.stack([out[i] for i in range(len(paths))])
+
+    ref = run(fold_batchnorm=False, channels_last=False)
+    folded = run(fold_batchnorm=True, channels_last=False)
+    assert np.abs(folded - ref).max() < 1e-5
+    both = run(fold_batchnorm=True, channels_last=True)
+    assert np.min(np.sum(ref * both, 1)) > 0.9999
+    # The caller's model keeps its BatchNorms, weights and layout (it may be in training).
+    assert any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    conv = next(x for x in m.modules() if isinstance(x, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous()
+    net = inference_model(m, base)
+    assert fold_count(net) == 0 and inference_model(net, base) is net  # no second copy
+    assert np.allclose(extract_one(net, paths[0], base), both[0], atol=1e-5)
+
+
+def fold_count(model) -> int:
+    return sum(isinstance(x, torch.nn.BatchNorm2d) for x in model.modules())
 
 
 def test_jpeg_draft_decodes_smaller_but_gives_the_same_picture(tmp_path):

@@ -49,7 +49,8 @@ class ExtractConfig:
     # Speed switches. fp32 on a full decode is the reference path; each switch below was measured
     # against it (benchmarks/README.md), and only those that keep descriptors equivalent are on.
     jpeg_draft: bool = False  # decode big JPEGs at 1/2-1/8 scale (Image.draft), then resize
-    channels_last: bool = False  # NHWC convs: fp32 but batch-size-dependent rounding; 2.4x on CPU
+    fold_batchnorm: bool = True  # fold each BatchNorm into its conv: the same fp32 map, one pass
+    channels_last: bool = True  # NHWC convs: fp32, rounding depends a little on the batch size
     bf16: bool = False  # bfloat16 autocast for the backbone (pooling stays fp32); 10x slower
     # without native bf16 instructions (AVX2-only CPUs): turn on for AVX-512 BF16 / AMX or GPUs
 

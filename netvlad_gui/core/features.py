@@ -6,6 +6,8 @@ image is reported and skipped instead of ending the run.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.data import DataLoader, Dataset
 
 from .config import ExtractConfig
@@ -73,12 +76,51 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def prepare_model(model: torch.nn.Module, cfg: ExtractConfig) -> torch.nn.Module:
-    """Put the model in eval mode and in the memory layout ``cfg`` asks for."""
+_PREPARED = "_netvlad_inference"  # marks a copy made by inference_model, with its switches
+
+
+def inference_model(model: torch.nn.Module, cfg: ExtractConfig) -> torch.nn.Module:
+    """The model as extraction runs it: eval mode, BatchNorm folded, in ``cfg``'s memory layout.
+
+    Folding a BatchNorm into the conv before it gives the same fp32 map in one pass over memory
+    instead of two, and NHWC lets oneDNN skip reorders: together 1.6x on MobileNetV2 here
+    (benchmarks/README.md). Both act on a copy, so a model being trained is never altered; a copy
+    made here is returned as is when passed again.
+    """
     model.eval()
+    want = (cfg.fold_batchnorm, cfg.channels_last)
+    if getattr(model, _PREPARED, None) == want or not any(want):
+        return model
+    net = copy.deepcopy(model)
+    if cfg.fold_batchnorm:
+        fold_batchnorm(net)
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model
+        net.to(memory_format=torch.channels_last)
+    setattr(net, _PREPARED, want)
+    return net
+
+
+def fold_batchnorm(model: torch.nn.Module) -> int:
+    """Fold every eval-mode BatchNorm2d that directly follows a Conv2d in a Sequential; the count.
+
+    Sequentials hold the conv/BN pairs of torchvision's MobileNet, VGG-BN and ResNet downsample
+    paths; pairs wired in a ``forward`` (ResNet's conv1/bn1) are left as they are.
+    """
+    folded = 0
+    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in itertools.pairwise(names):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if (
+                isinstance(conv, torch.nn.Conv2d)
+                and isinstance(bn, torch.nn.BatchNorm2d)
+                and not (conv.training or bn.training)
+                and bn.track_running_stats
+            ):
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = torch.nn.Identity()
+                folded += 1
+    return folded
 
 
 def forward(model: torch.nn.Module, batch: torch.Tensor, cfg: ExtractConfig) -> np.ndarray:
@@ -132,7 +174,7 @@ def extract(
     stay valid.
     """
     cfg = cfg or ExtractConfig()
-    prepare_model(model, cfg)
+    net = inference_model(model, cfg)
     total, done = len(paths), 0
 
     def good_images():
@@ -151,7 +193,7 @@ def extract(
             while failures:
                 done += 1
                 yield failures.pop(0)
-            desc = forward(model, batch, cfg)
+            desc = forward(net, batch, cfg)
             for i, d in zip(idxs, desc, strict=True):
                 done += 1
                 yield Extracted(i, d)
@@ -167,9 +209,12 @@ def extract(
 
 
 def extract_one(model: torch.nn.Module, path: str | os.PathLike, cfg: ExtractConfig | None = None):
-    """The descriptor of a single photo, decoded in this thread (the warm locate path)."""
+    """The descriptor of a single photo, decoded in this thread (the warm locate path).
+
+    Pass the model through ``inference_model`` once beforehand to avoid a copy per photo.
+    """
     cfg = cfg or ExtractConfig()
     tensor = load_tensor(Path(path), cfg.image_size, cfg.max_pixels, draft=cfg.jpeg_draft)
-    prepare_model(model, cfg)
+    net = inference_model(model, cfg)
     with torch.inference_mode():
-        return forward(model, tensor.unsqueeze(0), cfg)[0]
+        return forward(net, tensor.unsqueeze(0), cfg)[0]

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import geo
 from .config import ExtractConfig, LocateConfig
-from .features import Cancelled, extract_one, resolve_device
+from .features import Cancelled, extract_one, inference_model, resolve_device
 from .images import ImageLoadError
 from .index import LibraryIndex, SearchHit
 
@@ -141,7 +141,8 @@ class Locator:
         self.device = resolve_device(self.extract_cfg.device)
         if not index.model_path.exists():
             raise FileNotFoundError(f"the index in {index.dir} has no model; build it again")
-        self.model = load_checkpoint(index.model_path).to(self.device).eval()
+        model = load_checkpoint(index.model_path).to(self.device)
+        self.model = inference_model(model, self.extract_cfg)  # folded once, not per photo
         self.calibration = index.calibration()
 
     def locate(self, path: str | os.PathLike, top_n: int | None = None) -> LocateResult:

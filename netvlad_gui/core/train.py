@@ -92,6 +92,7 @@ from .datasets import NO_SPLIT, DataSpec, PlaceSet, SplitConfig, split_set
 from .evaluate import RECALL_NS, evaluate_descriptors
 from .features import resolve_device
 from .images import ImageLoadError, load_tensor
+from .initialise import initialise_from_images
 from .mining import (
     DistInfo,
     Forward,
@@ -100,7 +101,6 @@ from .mining import (
     TrainTuple,
     amp_dtype,
     compute_descriptors,
-    initialise_from_images,
     mine_tuple,
     new_negative_cache,
     set_descriptors,
@@ -227,6 +227,9 @@ class TrainConfig:
             batch_size=self.cache_batch_size,
             num_workers=self.num_workers,
             device=self.device,
+            # NCHW: channels_last rounds a little differently per batch size, and the cache of a
+            # DDP rank (its share of the batches) must equal a single process's.
+            channels_last=False,
         )
 
     def to_dict(self) -> dict[str, Any]:
