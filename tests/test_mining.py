@@ -11,10 +11,10 @@ from _vpr_data import write_street
 
 from netvlad_gui.core.config import ExtractConfig, InitConfig, ModelConfig
 from netvlad_gui.core.datasets import DatasetError, PlaceSet, load_folder
+from netvlad_gui.core.initialise import initialise_from_images
 from netvlad_gui.core.mining import (
     GroundTruth,
     MiningConfig,
-    initialise_from_images,
     mine_tuple,
     new_negative_cache,
     set_descriptors,

@@ -20,7 +20,7 @@ from netvlad_gui.cli_train import add_train_commands
 from netvlad_gui.core.checkpoint import load_checkpoint
 from netvlad_gui.core.config import ExtractConfig, InitConfig, ModelConfig
 from netvlad_gui.core.datasets import DataSpec, SplitConfig
-from netvlad_gui.core.mining import initialise_from_images
+from netvlad_gui.core.initialise import initialise_from_images
 from netvlad_gui.core.model import build_model
 from netvlad_gui.core.train import (
     TrainConfig,

@@ -27,10 +27,10 @@ from .config import (
     IndexConfig,
     InitConfig,
 )
-from .features import Cancelled, extract, iter_images, resolve_device
+from .features import Cancelled, extract, resolve_device
 from .images import list_images
 from .index import MODEL_FILE, IndexError_, LibraryIndex, StageProgress
-from .model import init_netvlad, sample_local_descriptors
+from .initialise import initialise_from_images
 from .resolve import resolve_model
 
 log = logging.getLogger(__name__)
@@ -130,33 +130,18 @@ def _prepare_model(
     spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
     model = resolve_model(spec, backbone_weights).to(device)
     if not model.is_initialised:
-        rows = index.catalog.rows()
-        rng = np.random.default_rng(init_cfg.seed)
-        pick = rng.permutation(len(rows))[: init_cfg.num_images]
-        paths = [library / rows[i].path for i in sorted(pick)]
+        paths = [library / row.path for row in index.catalog.rows()]
         if not paths:
             raise IndexError_(f"no images in {library} to initialise the NetVLAD layer from")
-
-        def images():
-            for n, (_, tensor, _err) in enumerate(iter_images(paths, extract_cfg), 1):
-                if cancel and cancel():
-                    raise Cancelled()
-                if progress:
-                    progress("init", n, len(paths))
-                if tensor is not None:
-                    yield tensor.unsqueeze(0).to(device)
-
-        samples = sample_local_descriptors(
-            model, images(), init_cfg.descriptors_per_image, init_cfg.seed
+        initialise_from_images(
+            model,
+            paths,
+            init_cfg,
+            extract_cfg,
+            progress=(lambda n, total: progress("init", n, total)) if progress else None,
+            cancel=cancel,
+            meta={"library": str(library)},
         )
-        alpha = init_netvlad(model, samples, init_cfg)
-        model.meta["init"] = {
-            "images": len(paths),
-            "descriptors": len(samples),
-            "alpha": float(alpha),
-            "library": str(library),
-        }
-        log.info("initialised NetVLAD from %d descriptors, alpha=%.2f", len(samples), alpha)
     save_checkpoint(model.cpu(), path)
     index.catalog.set_meta("model", spec)
     return model.to(device)

@@ -20,7 +20,8 @@ from scipy.spatial import cKDTree
 
 from .config import ExtractConfig, InitConfig, ModelConfig
 from .datasets import DatasetError, PlaceSet
-from .mining import DistInfo, ProgressFn, initialise_from_images, set_descriptors
+from .initialise import initialise_from_images
+from .mining import DistInfo, ProgressFn, set_descriptors
 from .model import PlaceModel, build_model
 
 log = logging.getLogger(__name__)

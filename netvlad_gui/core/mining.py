@@ -26,10 +26,10 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-from .config import ExtractConfig, InitConfig
+from .config import ExtractConfig
 from .datasets import DatasetError, PlaceSet
-from .features import extract, iter_images
-from .model import PlaceModel, init_netvlad, sample_local_descriptors
+from .features import extract
+from .model import PlaceModel
 
 log = logging.getLogger(__name__)
 
@@ -328,45 +328,3 @@ def set_descriptors(
 
 
 # --- NetVLAD initialisation -----------------------------------------------------------------
-
-
-def initialise_from_images(
-    model: PlaceModel,
-    paths: Sequence[str | os.PathLike],
-    init_cfg: InitConfig,
-    extract_cfg: ExtractConfig,
-    *,
-    progress: ProgressFn | None = None,
-) -> float:
-    """The paper's k-means + alpha initialisation from up to ``num_images`` of ``paths``."""
-    if not paths:
-        raise DatasetError("no images to initialise the NetVLAD layer from")
-    rng = np.random.default_rng(init_cfg.seed)
-    pick = np.sort(rng.permutation(len(paths))[: init_cfg.num_images])
-    chosen = [paths[i] for i in pick]
-    device = model.device
-
-    def images():
-        for n, (_, tensor, _err) in enumerate(iter_images(chosen, extract_cfg), 1):
-            if progress:
-                progress(n, len(chosen))
-            if tensor is not None:
-                yield tensor.unsqueeze(0).to(device)
-
-    model.eval()
-    samples = sample_local_descriptors(
-        model, images(), init_cfg.descriptors_per_image, init_cfg.seed
-    )
-    alpha = init_netvlad(model, samples, init_cfg)
-    model.meta["init"] = {
-        "images": len(chosen),
-        "descriptors": len(samples),
-        "alpha": float(alpha),
-    }
-    log.info(
-        "initialised NetVLAD from %d descriptors of %d images, alpha=%.2f",
-        len(samples),
-        len(chosen),
-        alpha,
-    )
-    return alpha
