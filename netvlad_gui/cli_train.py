@@ -51,25 +51,42 @@ _TRAIN_OPTIONS: list[tuple[str, str, type, str]] = [
 ]
 
 
+# (option after the prefix, argparse keywords) of the data source options; validation repeats them
+# with a "val-" prefix.
+_SOURCE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("data", {"metavar": "DIR", "help": "a folder of geotagged photos, split by geography"}),
+    ("database", {"metavar": "DIR", "help": "reference photos (with --queries)"}),
+    ("queries", {"metavar": "DIR", "help": "query photos (with --database)"}),
+    (
+        "frame-spacing-m",
+        {
+            "type": float,
+            "metavar": "S",
+            "help": "image sequences without GPS: frame i sits at i*S metres along a line",
+        },
+    ),
+    (
+        "gt",
+        {
+            "metavar": "CSV",
+            "help": "index ground truth: query,ref1;ref2;… relative to the CSV's folder",
+        },
+    ),
+    ("dbstruct", {"metavar": "MAT", "help": "a Pittsburgh / Tokyo TM dbStruct .mat"}),
+    ("image-root", {"metavar": "DIR", "help": "where the dbStruct's file names are"}),
+]
+
+
+def _add_data_args(group, *, prefix: str = "", gt: bool = True) -> None:
+    for name, kwargs in _SOURCE_OPTIONS:
+        if name == "gt" and not gt:
+            continue
+        group.add_argument(f"--{prefix}{name}", **kwargs)
+
+
 def _add_source_args(p: argparse.ArgumentParser, *, gt: bool) -> None:
     g = p.add_argument_group("data (one of --data, --database/--queries, --dbstruct)")
-    g.add_argument("--data", metavar="DIR", help="a folder of geotagged photos, split by geography")
-    g.add_argument("--database", metavar="DIR", help="reference photos (with --queries)")
-    g.add_argument("--queries", metavar="DIR", help="query photos (with --database)")
-    g.add_argument(
-        "--frame-spacing-m",
-        type=float,
-        metavar="S",
-        help="image sequences without GPS: frame i sits at i*S metres along a line",
-    )
-    if gt:
-        g.add_argument(
-            "--gt",
-            metavar="CSV",
-            help="index ground truth: query,ref1;ref2;… relative to the CSV's folder",
-        )
-    g.add_argument("--dbstruct", metavar="MAT", help="a Pittsburgh / Tokyo TM dbStruct .mat")
-    g.add_argument("--image-root", metavar="DIR", help="where the dbStruct's file names are")
+    _add_data_args(g, gt=gt)
     s = p.add_argument_group("geographic split")
     s.add_argument(
         "--split-fractions",
@@ -268,13 +285,7 @@ def _add_train(sub) -> None:
     )
     _add_source_args(p, gt=True)
     v = p.add_argument_group("validation set (default: the val split of the training data)")
-    v.add_argument("--val-data", metavar="DIR")
-    v.add_argument("--val-database", metavar="DIR")
-    v.add_argument("--val-queries", metavar="DIR")
-    v.add_argument("--val-frame-spacing-m", type=float, metavar="S")
-    v.add_argument("--val-gt", metavar="CSV")
-    v.add_argument("--val-dbstruct", metavar="MAT")
-    v.add_argument("--val-image-root", metavar="DIR")
+    _add_data_args(v, prefix="val-")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for checkpoints")
     p.add_argument("--epochs", type=int, help="default 30")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
