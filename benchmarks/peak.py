@@ -13,6 +13,7 @@ bf16 autocast + channels_last; a figure is compared with the peak of the precisi
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -52,6 +53,7 @@ def run_backbone(
     name: str, h: int, w: int, batch: int, iters: int, peaks: dict, force_bf16: bool = False
 ) -> list[dict]:
     from netvlad_gui.core.config import ModelConfig
+    from netvlad_gui.core.features import fold_batchnorm
     from netvlad_gui.core.model import build_model
 
     model = build_model(ModelConfig.from_name(f"{name}-netvlad"), "none", progress=False)
@@ -59,18 +61,23 @@ def run_backbone(
     flops = backbone_flops(bb, h, w)
     x = torch.rand(batch, 3, h, w)
     rows = []
-    modes = [("fp32", False, False), ("fp32 channels_last", True, False)]
+    modes = [("fp32", False, False, False), ("fp32 channels_last", True, False, False)]
+    folded = copy.deepcopy(bb)
+    if fold_batchnorm(folded):  # the extraction defaults; FLOPs stay those of the full network
+        modes.append(("fp32 channels_last + BN folded", True, False, True))
     if peaks["bf16"]["best_gflops"] >= 0.25 * peaks["fp32"]["best_gflops"] or force_bf16:
-        modes.append(("bf16 channels_last", True, True))
+        modes.append(("bf16 channels_last", True, True, False))
     else:  # no native bf16 (AVX2 only): a VGG16 forward would take minutes per image
         print(f"{name}: bf16 skipped, its matmul peak is {peaks['bf16']['best_gflops']} GFLOP/s")
-    for label, cl, bf16 in modes:
-        bb = bb.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    for label, cl, bf16, fold in modes:
+        net = (folded if fold else bb).to(
+            memory_format=torch.channels_last if cl else torch.contiguous_format
+        )
         xi = x.contiguous(memory_format=torch.channels_last) if cl else x.contiguous()
 
-        def step(bb=bb, xi=xi, bf16=bf16):
+        def step(net=net, xi=xi, bf16=bf16):
             with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                bb(xi)
+                net(xi)
 
         step()  # warm-up (and oneDNN's kernel choice)
         t = min(_timed(step) for _ in range(iters))
