@@ -63,4 +63,5 @@ def test_local_ray_build_gives_the_same_search_results(tmp_path):
         # scores may swap places with float noise, so compare the score profile, not the order.
         assert hits_a[0].image.path == hits_b[0].image.path == name
         np.testing.assert_allclose([h.score for h in hits_a], [h.score for h in hits_b], atol=5e-3)
-    assert b.calibration() == pytest.approx(a.calibration(), abs=1e-4)
+    # Medians of scores, which Ray's batching rounds differently (channels_last): as the scores.
+    assert b.calibration() == pytest.approx(a.calibration(), abs=5e-3)
