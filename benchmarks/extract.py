@@ -17,7 +17,7 @@ FLOPs, nothing downloaded).
 
 Descriptors are compared (cosine per photo). ``--levers`` times each lever alone, in subprocesses
 (the allocator cannot be changed back in a process): allocator, OpenMP wait policy,
-channels_last, bf16 autocast, batch size, JPEG draft decoding, decode workers.
+channels_last, BatchNorm folding, torch.compile, bf16 autocast, batch size, JPEG draft decoding.
 """
 
 from __future__ import annotations
@@ -147,12 +147,16 @@ def worker_forward(model_file: str, paths: list[str], spec_json: str) -> dict:
 
     cfg = ExtractConfig(device="cpu", **spec.get("cfg", {}))
     model = inference_model(_load(model_file), cfg)
+    if spec.get("compile"):
+        model.backbone = torch.compile(model.backbone)  # inductor; compiled on the first call
     bs = cfg.batch_size
     imgs = [load_tensor(p, cfg.image_size) for p in paths[:bs]]
     imgs = [t if t.shape[1] < t.shape[2] else t.transpose(1, 2) for t in imgs]
     batch = torch.stack(imgs)
     with torch.inference_mode():
-        forward(model, batch, cfg)  # warm-up
+        t = time.perf_counter()
+        forward(model, batch, cfg)  # warm-up (and torch.compile's compilation)
+        warmup = time.perf_counter() - t
         flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         times = []
         for _ in range(spec.get("iters", 3)):
@@ -163,6 +167,7 @@ def worker_forward(model_file: str, paths: list[str], spec_json: str) -> dict:
     best = min(times)
     return {
         "images_per_s": bs / best,
+        "first_call_s": warmup,
         "minor_faults_per_image": faults / (bs * len(times)),
         "desc": desc[:2].tolist() if spec.get("want_desc") else None,
     }
@@ -289,6 +294,7 @@ def levers(tmp: Path, model_file: Path, paths: list[str], batch: int) -> list[di
             "lever": name,
             "images_per_s": round(r["images_per_s"], 2),
             "minor_faults_per_image": round(r["minor_faults_per_image"]),
+            "first_call_s": round(r["first_call_s"], 2),
         }
         if base:
             row["x_vs_first"] = round(r["images_per_s"] / base["images_per_s"], 2)
@@ -330,6 +336,12 @@ def levers(tmp: Path, model_file: Path, paths: list[str], batch: int) -> list[di
     fwd(
         "  + fold BN + channels_last",
         {"alloc": "tuned", "want_desc": True, "cfg": both},
+        base=first,
+        ref=fp32,
+    )
+    fwd(
+        "  + fold BN + channels_last + torch.compile",
+        {"alloc": "tuned", "want_desc": True, "cfg": both, "compile": True},
         base=first,
         ref=fp32,
     )
