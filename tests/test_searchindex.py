@@ -188,3 +188,19 @@ def test_fast_scan_codes_stay_findable_after_photos_are_removed_and_added(tmp_pa
     assert index.faiss_index().ntotal == 1200 - 50 + 30
     assert _top1(index, extra) == new_ids
     assert not set(_top1(index, vecs[:50])) & set(ids[:50])
+
+
+def test_after_a_build_only_an_approximate_index_is_made_and_a_stale_one_removed(tmp_path):
+    cfg = IndexConfig(**SMALL)
+    index, vecs, ids = _make(tmp_path, 1200, cfg)
+    index.invalidate()
+    index.refresh_saved_search()  # what build_index runs last
+    assert index._search is not None and index._search.kind == "ivfpq"
+    assert (tmp_path / "idx" / SEARCH_FILE).exists()
+    index.catalog.delete(ids[:1150])
+    index.invalidate()
+    index.refresh_saved_search()
+    # Exact search keeps no file and is not built in memory (24 KB per photo) until a search.
+    assert index._search is None and not (tmp_path / "idx" / SEARCH_FILE).exists()
+    assert _top1(index, vecs[1150:1155]) == ids[1150:1155]
+    index.close()

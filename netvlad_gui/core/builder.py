@@ -266,7 +266,7 @@ def build_index(
                 if progress:
                     progress("finalize", done, total)
 
-            index.search_index(report)
+            index.refresh_saved_search(report)
         stats = index.stats()
         summary.model = summary.model or index.model_name
         summary.indexed = stats.indexed

@@ -26,7 +26,7 @@ import numpy as np
 
 from .catalog import FAILED, INDEXED, PENDING, Catalog, ImageRow
 from .config import IndexConfig
-from .searchindex import SearchIndex, open_search
+from .searchindex import SearchIndex, open_search, refresh_saved
 from .store import DescriptorStore
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,14 @@ class LibraryIndex:
                 self.dir, self.catalog, store, self.dim or 1, self.config, progress
             )
         return self._search
+
+    def refresh_saved_search(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Update or train the saved approximate index after a build; exact search needs none."""
+        if self.dim is None:
+            return
+        self._search = refresh_saved(
+            self.dir, self.catalog, self.store(), self.dim, self.config, progress
+        )
 
     def faiss_index(self, progress: Callable[[int, int], None] | None = None) -> faiss.Index:
         """The faiss index that answers searches (see ``search_index``)."""

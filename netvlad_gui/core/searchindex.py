@@ -391,6 +391,27 @@ def open_search(
     return SearchIndex(kind, index, ids, rows, cfg)
 
 
+def refresh_saved(
+    folder: Path,
+    catalog,
+    store: DescriptorStore | None,
+    dim: int,
+    cfg: IndexConfig,
+    progress: Progress | None = None,
+) -> SearchIndex | None:
+    """After a build: bring the saved index in line with the catalogue, and return it.
+
+    A library searched exactly has no index file, so there is nothing to save: it is not built
+    in memory here (24 KB per photo, 1.2 GB at ``flat_max``), only a stale approximate index of a
+    library that shrank is removed.
+    """
+    (n,) = catalog.db.execute("SELECT COUNT(*) FROM images WHERE status='indexed'").fetchone()
+    if choose_kind(int(n), cfg) == "flat":
+        remove_saved(folder)
+        return None
+    return open_search(folder, catalog, store, dim, cfg, progress)
+
+
 def _try_save(folder, catalog, kind, index, ids, rows, cfg, trained_on) -> None:
     try:
         _save(folder, catalog, kind, index, ids, rows, cfg, trained_on)
