@@ -320,37 +320,16 @@ def levers(tmp: Path, model_file: Path, paths: list[str], batch: int) -> list[di
         {"OMP_WAIT_POLICY": "ACTIVE"},
         base=first,
     )
-    fwd(
-        "  + channels_last",
-        {"alloc": "tuned", "want_desc": True, "cfg": b | {"channels_last": True}},
-        base=first,
-        ref=fp32,
-    )
-    fwd(
-        "  + fold BN",
-        {"alloc": "tuned", "want_desc": True, "cfg": b | {"fold_batchnorm": True}},
-        base=first,
-        ref=fp32,
-    )
     both = b | {"channels_last": True, "fold_batchnorm": True}  # the defaults now
-    fwd(
-        "  + fold BN + channels_last",
-        {"alloc": "tuned", "want_desc": True, "cfg": both},
-        base=first,
-        ref=fp32,
-    )
-    fwd(
-        "  + fold BN + channels_last + torch.compile",
-        {"alloc": "tuned", "want_desc": True, "cfg": both, "compile": True},
-        base=first,
-        ref=fp32,
-    )
-    fwd(
-        "  + fold BN + channels_last + bf16 autocast",
-        {"alloc": "tuned", "want_desc": True, "cfg": both | {"bf16": True}},
-        base=first,
-        ref=fp32,
-    )
+    for label, cfg, extra in (
+        ("  + channels_last", b | {"channels_last": True}, {}),
+        ("  + fold BN", b | {"fold_batchnorm": True}, {}),
+        ("  + fold BN + channels_last", both, {}),
+        ("  + fold BN + channels_last + torch.compile", both, {"compile": True}),
+        ("  + fold BN + channels_last + bf16 autocast", both | {"bf16": True}, {}),
+    ):
+        spec = {"alloc": "tuned", "want_desc": True, "cfg": cfg} | extra
+        fwd(label, spec, base=first, ref=fp32)
     for bs in (1, 4, 16):
         fwd(
             f"  + fold BN + channels_last, batch {bs}",

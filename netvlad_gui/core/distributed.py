@@ -54,7 +54,7 @@ class _Describer:
         import torch
 
         from .checkpoint import load_checkpoint
-        from .features import resolve_device
+        from .features import inference_model, resolve_device
         from .runtime import tune_process
 
         tune_process()
@@ -65,7 +65,8 @@ class _Describer:
             model = load_checkpoint(path)
         # Decoding happens in this actor's thread: Ray's actors are the parallelism.
         self.cfg = dataclasses.replace(ExtractConfig(**cfg), num_workers=0, device=device)
-        self.model = model.to(resolve_device(device)).eval()
+        # Folded and laid out once here, not by extract() for every batch Ray hands over.
+        self.model = inference_model(model.to(resolve_device(device)), self.cfg)
         self.dim = model.dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -14,14 +14,11 @@ from typing import Any
 import numpy as np
 
 from .config import ExtractConfig, InitConfig
+from .datasets import DatasetError
 from .features import Cancelled, iter_images
 from .model import PlaceModel, init_netvlad, sample_local_descriptors
 
 log = logging.getLogger(__name__)
-
-
-class NoImagesError(ValueError):
-    """Nothing to initialise the NetVLAD layer from."""
 
 
 def initialise_from_images(
@@ -40,7 +37,7 @@ def initialise_from_images(
     between images when ``cancel()`` turns true.
     """
     if not paths:
-        raise NoImagesError("no images to initialise the NetVLAD layer from")
+        raise DatasetError("no images to initialise the NetVLAD layer from")
     rng = np.random.default_rng(init_cfg.seed)
     pick = np.sort(rng.permutation(len(paths))[: init_cfg.num_images])
     chosen = [paths[i] for i in pick]

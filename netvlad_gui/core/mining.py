@@ -325,6 +325,3 @@ def set_descriptors(
     q[extra_q] = desc[ps.num_db :]
     reasons = {str(paths[i]): r for i, r in errors.items()}
     return db, q, reasons
-
-
-# --- NetVLAD initialisation -----------------------------------------------------------------

@@ -5,11 +5,11 @@ descriptor store when the index is opened. It has no file of its own, which woul
 index on disk. Past ``IndexConfig.flat_max`` references, float32 descriptors (24 KB each at 6144-D)
 no longer fit in RAM by the million, so an approximate index of compact codes takes over: IVF-PQ
 (512 bytes per reference by default, 4-bit codes scanned with SIMD; optionally after a PCA) or
-HNSW over 8-bit scalars. It is
-trained on a sample of the store, written atomically into the index folder, and updated in place
-when photos come and go; it is retrained once the library has outgrown it. Its candidates are
-re-scored with the exact descriptors from the store, so ``locate`` sees true cosine similarities
-(the ones its confidence was calibrated on) whatever the index type.
+HNSW over 8-bit scalars. It is trained on a sample of the store, written atomically into the
+index folder, and updated in place when photos come and go; it is retrained once the library has
+outgrown it. Its candidates are re-scored with the exact descriptors from the store, so
+``locate`` sees true cosine similarities (the ones its confidence was calibrated on) whatever the
+index type.
 """
 
 from __future__ import annotations
