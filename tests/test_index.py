@@ -17,7 +17,8 @@ from PIL import Image
 
 from netvlad_gui.core.builder import build_index
 from netvlad_gui.core.config import ExtractConfig, InitConfig
-from netvlad_gui.core.index import IndexError_, LibraryIndex
+from netvlad_gui.core.errors import LibraryIndexError
+from netvlad_gui.core.index import LibraryIndex
 from netvlad_gui.core.store import DescriptorStore
 
 FAST = ExtractConfig(image_size=96, batch_size=4, num_workers=0, device="cpu")
@@ -79,9 +80,9 @@ def test_index_keeps_its_model(tmp_path):
     lib = tmp_path / "lib"
     make_library(lib, 6)
     _build(lib, tmp_path / "idx")
-    with pytest.raises(IndexError_, match="built with model"):
+    with pytest.raises(LibraryIndexError, match="built with model"):
         _build(lib, tmp_path / "idx", model_spec="alexnet-netvlad")
-    with pytest.raises(IndexError_, match="indexes"):
+    with pytest.raises(LibraryIndexError, match="indexes"):
         make_library(tmp_path / "other", 2)
         _build(tmp_path / "other", tmp_path / "idx")
 
@@ -117,7 +118,7 @@ def test_store_drops_uncommitted_tail(tmp_path):
 
 
 def test_no_index_is_a_clear_error(tmp_path):
-    with pytest.raises(IndexError_, match="no index"):
+    with pytest.raises(LibraryIndexError, match="no index"):
         LibraryIndex(tmp_path / "missing")
 
 
@@ -194,5 +195,5 @@ def test_second_concurrent_build_is_refused(tmp_path):
     (tmp_path / "idx").mkdir()
     with open(tmp_path / "idx/build.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(IndexError_, match="another build"):
+        with pytest.raises(LibraryIndexError, match="another build"):
             _build(lib, tmp_path / "idx")

@@ -10,7 +10,8 @@ import torch
 from _vpr_data import write_street
 
 from netvlad_gui.core.config import ExtractConfig, InitConfig, ModelConfig
-from netvlad_gui.core.datasets import DatasetError, PlaceSet, load_folder
+from netvlad_gui.core.datasets import PlaceSet, load_folder
+from netvlad_gui.core.errors import DatasetError
 from netvlad_gui.core.initialise import initialise_from_images
 from netvlad_gui.core.mining import (
     GroundTruth,

@@ -32,6 +32,7 @@ import torchvision
 from torch import nn
 
 from netvlad_gui.core import paths
+from netvlad_gui.core.errors import NetvladError
 
 #: Valid values of ``padding``: torchvision's symmetric padding, or TensorFlow's "SAME".
 PADDINGS = ("torch", "tf_same")
@@ -40,11 +41,11 @@ RANDOM_WEIGHTS = "none"
 TORCHVISION_WEIGHTS = "torchvision"
 
 
-class BackboneError(ValueError):
+class BackboneError(NetvladError, ValueError):
     """A backbone name, weights file or sidecar that cannot be used."""
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(NetvladError, RuntimeError):
     """Pretrained weights are not on this machine and cannot be downloaded."""
 
 

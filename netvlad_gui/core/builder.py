@@ -27,9 +27,10 @@ from .config import (
     IndexConfig,
     InitConfig,
 )
+from .errors import LibraryIndexError
 from .features import Cancelled, extract, resolve_device
 from .images import list_images
-from .index import MODEL_FILE, IndexError_, LibraryIndex, StageProgress
+from .index import MODEL_FILE, LibraryIndex, StageProgress
 from .initialise import initialise_from_images
 from .resolve import resolve_model
 
@@ -122,7 +123,7 @@ def _prepare_model(
         model = load_checkpoint(path)
         recorded = index.model_name
         if model_spec is not None and str(model_spec) != recorded:
-            raise IndexError_(
+            raise LibraryIndexError(
                 f"this index was built with model {recorded!r}, not {str(model_spec)!r}; "
                 "use another --index folder (or delete this one) to index with a new model"
             )
@@ -132,7 +133,7 @@ def _prepare_model(
     if not model.is_initialised:
         paths = [library / row.path for row in index.catalog.rows()]
         if not paths:
-            raise IndexError_(f"no images in {library} to initialise the NetVLAD layer from")
+            raise LibraryIndexError(f"no images in {library} to initialise the NetVLAD layer from")
         initialise_from_images(
             model,
             paths,
@@ -215,14 +216,14 @@ def build_index(
     init_cfg = init_cfg or InitConfig()
     library = Path(library).expanduser().resolve()
     if not library.is_dir():
-        raise IndexError_(f"library folder not found: {library}")
+        raise LibraryIndexError(f"library folder not found: {library}")
     index_dir = Path(index_dir) if index_dir else default_index_dir(library)
     index = LibraryIndex(index_dir, create=True)
     lock = _lock(index.dir)
     try:
         recorded = index.library
         if recorded is not None and recorded != library:
-            raise IndexError_(
+            raise LibraryIndexError(
                 f"{index_dir} indexes {recorded}, not {library}; choose another --index folder"
             )
         index.catalog.set_meta("library", str(library))
@@ -248,7 +249,7 @@ def build_index(
             if index.dim is None:
                 index.catalog.set_meta("dim", str(model.dim))
             elif index.dim != model.dim:
-                raise IndexError_(
+                raise LibraryIndexError(
                     f"model gives {model.dim}-D descriptors, index holds {index.dim}-D"
                 )
             summary.extracted = extract_pending(
@@ -296,7 +297,9 @@ def _lock(index_dir: Path):
         pass
     except OSError:
         f.close()
-        raise IndexError_(f"another build is already updating {index_dir}; wait for it") from None
+        raise LibraryIndexError(
+            f"another build is already updating {index_dir}; wait for it"
+        ) from None
     return f
 
 

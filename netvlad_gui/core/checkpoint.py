@@ -17,13 +17,14 @@ import torch
 
 from netvlad_gui.core.backbones import Normalization, describe_load_error
 from netvlad_gui.core.config import ModelConfig
+from netvlad_gui.core.errors import NetvladError
 from netvlad_gui.core.model import PlaceModel, build_model
 
 FORMAT = "netvlad-gui"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NetvladError, ValueError):
     """A checkpoint that cannot be read: missing, corrupt, foreign, too new or mismatched."""
 
 

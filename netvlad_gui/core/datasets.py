@@ -27,16 +27,13 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .config import NEGATIVE_RADIUS_M, POSITIVE_RADIUS_M, RECALL_RADIUS_M
+from .errors import DatasetError
 from .geo import EARTH_RADIUS_M, SIDECAR_NAME, read_gps
 from .images import list_images
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-class DatasetError(ValueError):
-    """A data source that cannot become a training or evaluation set."""
 
 
 # --- the set --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DistributedConfig, ExtractConfig
+from .errors import NetvladError
 from .features import Cancelled
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ INSTALL_HINT = (
 SHARDS_DIR = "shards"
 
 
-class RayUnavailableError(RuntimeError):
+class RayUnavailableError(NetvladError, RuntimeError):
     """Ray is not installed, or the cluster cannot be reached; the message says what to do."""
 
 

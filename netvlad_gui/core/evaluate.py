@@ -19,7 +19,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from .config import ExtractConfig, InitConfig, ModelConfig
-from .datasets import DatasetError, PlaceSet
+from .datasets import PlaceSet
+from .errors import DatasetError
 from .initialise import initialise_from_images
 from .mining import DistInfo, ProgressFn, set_descriptors
 from .model import PlaceModel, build_model

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .errors import NetvladError
 from .locate import LocateResult
 
 CSV_FIELDS = (
@@ -34,7 +35,7 @@ CSV_FIELDS = (
 )
 
 
-class ExportError(OSError):
+class ExportError(NetvladError, OSError):
     """The export file could not be written; the message names the file and the reason."""
 
 

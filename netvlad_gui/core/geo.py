@@ -23,6 +23,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
 
+from .errors import NetvladError
+
 log = logging.getLogger(__name__)
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius; the sphere is within 0.5% of WGS-84 distances
@@ -31,7 +33,7 @@ XMP_SCAN_BYTES = 1 << 20  # XMP sits in the header; never read a whole 50 MB raw
 _ALT_RANGE_M = (-12_000.0, 100_000.0)  # deepest mine to high balloon; beyond that is garbage
 
 
-class GeoError(ValueError):
+class GeoError(NetvladError, ValueError):
     """Coordinates handed to the distance helpers are not valid latitudes/longitudes."""
 
 

@@ -16,6 +16,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor
 
+from .errors import NetvladError
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".mpo"}
 )
@@ -23,7 +25,7 @@ IMAGE_EXTENSIONS = frozenset(
 _heif_registered = False
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(NetvladError, ValueError):
     """A file that cannot be used as a photo; the message is the reason, fit for a user."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from .catalog import FAILED, INDEXED, PENDING, Catalog, ImageRow
 from .config import IndexConfig
+from .errors import LibraryIndexError
 from .searchindex import SearchIndex, open_search, refresh_saved
 from .store import DescriptorStore
 
@@ -38,10 +39,6 @@ MODEL_FILE = "model.pt"
 INDEX_CONFIG_KEY = "index_config"
 
 StageProgress = Callable[[str, int, int], None]
-
-
-class IndexError_(RuntimeError):
-    """An index folder that cannot be used as asked; the message says why and what to do."""
 
 
 @dataclass
@@ -92,7 +89,7 @@ class LibraryIndex:
         self.dir = Path(index_dir).expanduser()
         if not (self.dir / CATALOG_FILE).exists():
             if not create:
-                raise IndexError_(
+                raise LibraryIndexError(
                     f"no index in {self.dir}; build one first with `netvlad index LIBRARY`"
                 )
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +98,9 @@ class LibraryIndex:
         if fmt is None:
             self.catalog.set_meta("index_format", INDEX_FORMAT)
         elif fmt != INDEX_FORMAT:
-            raise IndexError_(f"{self.dir} uses index format {fmt}; this app reads {INDEX_FORMAT}")
+            raise LibraryIndexError(
+                f"{self.dir} uses index format {fmt}; this app reads {INDEX_FORMAT}"
+            )
         self.config = config or self.recorded_config() or IndexConfig()
         self._search: SearchIndex | None = None
         self._store: DescriptorStore | None = None
@@ -148,7 +147,7 @@ class LibraryIndex:
     def store(self) -> DescriptorStore:
         if self._store is None:
             if self.dim is None:
-                raise IndexError_(f"the index in {self.dir} has no descriptors yet")
+                raise LibraryIndexError(f"the index in {self.dir} has no descriptors yet")
             rows = int(self.catalog.get_meta("store_rows", "0") or 0)
             self._store = DescriptorStore(self.dir / STORE_FILE, self.dim, rows)
         return self._store
@@ -191,7 +190,7 @@ class LibraryIndex:
         if index.ntotal == 0:
             return [[] for _ in range(len(queries))]
         if queries.shape[1] != index.d:
-            raise IndexError_(
+            raise LibraryIndexError(
                 f"query descriptor has {queries.shape[1]} dimensions, the index {index.d}: "
                 "the index was built with another model"
             )

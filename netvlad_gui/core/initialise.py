@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .config import ExtractConfig, InitConfig
-from .datasets import DatasetError
+from .errors import DatasetError
 from .features import Cancelled, iter_images
 from .model import PlaceModel, init_netvlad, sample_local_descriptors
 

@@ -23,6 +23,7 @@ from branca.element import MacroElement
 from folium.template import Template
 
 from netvlad_gui import __version__
+from netvlad_gui.core.errors import NetvladError
 from netvlad_gui.core.paths import resources_dir
 
 #: Sent by the Qt web engine with every request (tile servers ask apps to identify themselves).
@@ -46,11 +47,11 @@ _CSS = ["leaflet.css", "MarkerCluster.css", "MarkerCluster.Default.css", "nvmap.
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
 
-class MapAssetsMissingError(RuntimeError):
+class MapAssetsMissingError(NetvladError, RuntimeError):
     """A vendored web asset is missing from resources/web (re-run resources/web/vendor.sh)."""
 
 
-class MapPageError(ValueError):
+class MapPageError(NetvladError, ValueError):
     """The map page was asked for something it cannot do (e.g. a malformed tile URL)."""
 
 

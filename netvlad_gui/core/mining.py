@@ -27,7 +27,8 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from .config import ExtractConfig
-from .datasets import DatasetError, PlaceSet
+from .datasets import PlaceSet
+from .errors import DatasetError
 from .features import extract
 from .model import PlaceModel
 

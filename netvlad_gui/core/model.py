@@ -18,12 +18,13 @@ from torch import nn
 
 from netvlad_gui.core.backbones import PADDINGS, Normalization, load_backbone
 from netvlad_gui.core.config import InitConfig, ModelConfig
+from netvlad_gui.core.errors import NetvladError
 from netvlad_gui.core.pooling import FMax, NetVLAD, Whitening
 
 POOLINGS = ("netvlad", "fmax")
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(NetvladError, ValueError):
     """A ModelConfig that does not describe a buildable model."""
 
 

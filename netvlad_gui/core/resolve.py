@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import DEFAULT_MODEL, ModelConfig
+from .errors import NetvladError
 
 POOLINGS = ("netvlad", "fmax")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".mat", ".ckpt")
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(NetvladError, ValueError):
     """A model name or file that does not name a usable model."""
 
 

@@ -30,6 +30,7 @@ import faiss
 import numpy as np
 
 from .config import IndexConfig
+from .errors import NetvladError
 from .store import DescriptorStore
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ FEW_QUERIES = 4  # up to this many queries, faiss searches on one thread (see _t
 Progress = Callable[[int, int], None]
 
 
-class IndexConfigError(ValueError):
+class IndexConfigError(NetvladError, ValueError):
     """An IndexConfig that names no index this app can build."""
 
 

@@ -89,6 +89,7 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
 from .config import DEFAULT_MODEL, ExtractConfig, InitConfig, ModelConfig
 from .datasets import NO_SPLIT, DataSpec, PlaceSet, SplitConfig, split_set
+from .errors import TrainConfigError, TrainError
 from .evaluate import RECALL_NS, evaluate_descriptors
 from .features import resolve_device
 from .images import ImageLoadError, load_tensor
@@ -127,14 +128,6 @@ RESUMABLE_OVERRIDES = (
 )
 
 ProgressCallback = Callable[[dict], None]
-
-
-class TrainConfigError(ValueError):
-    """A training configuration that cannot work."""
-
-
-class TrainError(RuntimeError):
-    """Training cannot go on (no usable tuples, out of memory, a run folder in the way…)."""
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Literal
 from .. import __version__
 from . import paths
 from .config import DEFAULT_MODEL
+from .errors import NetvladError
 
 #: Where hloc downloads the paper's models from (ETH Zurich CVG).
 DEFAULT_BASE_URL = "https://cvg-data.inf.ethz.ch/hloc/netvlad/"
@@ -39,7 +40,7 @@ CancelFn = Callable[[], bool]
 Kind = Literal["shipped", "torchvision", "download"]
 
 
-class ModelDownloadError(RuntimeError):
+class ModelDownloadError(NetvladError, RuntimeError):
     """A named model could not be downloaded; the message says what to do about it."""
 
 
@@ -47,11 +48,11 @@ class DownloadCancelled(ModelDownloadError):
     """The user stopped the download; the ``.part`` file stays for a later resume."""
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(NetvladError, ValueError):
     """The name is not one of :func:`list_models`."""
 
 
-class ModelNotDownloadedError(RuntimeError):
+class ModelNotDownloadedError(NetvladError, RuntimeError):
     """A downloadable model was asked for but is not on this machine yet."""
 
 

@@ -18,8 +18,8 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from netvlad_gui.core.backbones import WeightsUnavailableError
 from netvlad_gui.core.config import ExtractConfig, LocateConfig
+from netvlad_gui.core.errors import LibraryIndexError
 from netvlad_gui.core.images import ImageLoadError
-from netvlad_gui.core.index import IndexError_
 from netvlad_gui.core.paths import default_index_dir
 from netvlad_gui.core.resolve import ModelSpecError
 
@@ -243,7 +243,7 @@ class EngineWorker(QObject):
         if isinstance(exc, WeightsUnavailableError):
             what = "weights"
         elif not isinstance(
-            exc, OSError | ValueError | RuntimeError | IndexError_ | ModelSpecError
+            exc, OSError | ValueError | RuntimeError | LibraryIndexError | ModelSpecError
         ):
             log.exception("unexpected error while trying to %s", what)
         message = str(exc) or type(exc).__name__
