@@ -6,7 +6,7 @@ keeps its own copy of a default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: The model a fresh install uses: it needs no download (weights ship in models/).
 DEFAULT_MODEL = "mobilenet_v2-netvlad"
@@ -66,12 +66,33 @@ class InitConfig:
 
 
 @dataclass
+class VerifyConfig:
+    """Geometric verification of the top matches (core/verify.py) and the verdict it supports.
+
+    Defaults measured in benchmarks/verify.py (benchmarks/README.md, "Geometric verification").
+    """
+
+    enabled: bool = True
+    top_k: int = 10  # candidates verified (the global search's best K)
+    features: str = "sift"  # "sift" (OpenCV) or "patch" (the model's own feature map)
+    geometry: str = "homography"  # "homography" or "fundamental", fitted with USAC MAGSAC
+    sift_size: int = 320  # SIFT runs on this longer side (it doubles the image internally)
+    max_features: int = 1000  # SIFT keypoints kept per image
+    ratio: float = 0.85  # Lowe's ratio test (SIFT); patches: best / second-best similarity
+    ransac_px: float = 3.0  # inlier threshold, in pixels of a 640 px image
+    min_inliers: int = 15  # fewer: no geometric evidence for the place
+    located_inliers: int = 30  # at least: the place is verified
+    cache_size: int = 256  # references' local features kept in memory (LRU)
+
+
+@dataclass
 class LocateConfig:
     """How the top matches become one predicted location."""
 
     top_n: int = 5
     agree_radius_m: float = NEGATIVE_RADIUS_M  # matches this close count as one place
     min_score: float = 0.0
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
 
 @dataclass

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import geo
 from .config import ExtractConfig, LocateConfig
-from .features import Cancelled, extract_one, inference_model, resolve_device
-from .images import ImageLoadError
+from .features import Cancelled, forward, inference_model, resolve_device
+from .images import ImageLoadError, load_image, to_tensor
 from .index import LibraryIndex, SearchHit
 
 GPS_NOISE_M = 10.0  # phone GPS error: no prediction is tighter than this
@@ -35,6 +36,12 @@ class Match:
     distance_m: float | None  # from the predicted location
     id: int = -1
     agrees: bool = False  # part of the winning consensus
+    score_rank: int = 0  # rank by global score alone (differs from ``rank`` after verification)
+    inliers: int | None = None  # geometric inliers with the query; None: not verified
+    # The inlier correspondences, (N, 2) float32 query and reference pixels of the original
+    # (EXIF-oriented) photos, for drawing; None when not verified.
+    query_xy: np.ndarray | None = field(default=None, repr=False)
+    ref_xy: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -49,9 +56,13 @@ class LocateResult:
     true_lon: float | None = None
     matches: list[Match] = field(default_factory=list)
     error: str = ""  # why this photo could not be located
+    verdict: str | None = None  # "located", "uncertain", "not_found"; None when ``error``
+    verified: bool = False  # geometric verification ran (matches carry ``inliers``)
 
-    def to_json(self) -> dict:
-        """The CLI's --json contract."""
+    def to_json(self, *, evidence: bool = False) -> dict:
+        """The CLI's --json contract; ``evidence`` adds issue 11's ``verdict`` and per-match
+        ``inliers`` (null when not verified)."""
+        keys = ("path", "lat", "lon", "score", "distance_m") + (("inliers",) if evidence else ())
         out = {
             "query": self.query,
             "lat": self.lat,
@@ -59,11 +70,10 @@ class LocateResult:
             "confidence": self.confidence,
             "radius_m": self.radius_m,
             "error_m": self.error_m,
-            "matches": [
-                {k: m[k] for k in ("path", "lat", "lon", "score", "distance_m")}
-                for m in map(asdict, self.matches)
-            ],
+            "matches": [{k: getattr(m, k) for k in keys} for m in self.matches],
         }
+        if evidence:
+            out["verdict"] = self.verdict
         if self.error:
             out["error"] = self.error
         return out
@@ -124,7 +134,7 @@ def predict(
 
 
 class Locator:
-    """Model + index, loaded once: what the CLI and the GUI's worker keep warm."""
+    """Model + index (+ verifier), loaded once: what the CLI and the GUI's worker keep warm."""
 
     def __init__(
         self,
@@ -134,6 +144,7 @@ class Locator:
         locate_cfg: LocateConfig | None = None,
     ):
         from .checkpoint import load_checkpoint
+        from .verify import Verifier
 
         self.index = index
         self.extract_cfg = extract_cfg or ExtractConfig()
@@ -144,42 +155,115 @@ class Locator:
         model = load_checkpoint(index.model_path).to(self.device)
         self.model = inference_model(model, self.extract_cfg)  # folded once, not per photo
         self.calibration = index.calibration()
+        # Built even when verification is off by default: ``locate(verify=True)`` may ask.
+        self.verifier = Verifier(self.model, self.extract_cfg, self.cfg.verify)
 
-    def locate(self, path: str | os.PathLike, top_n: int | None = None) -> LocateResult:
-        """Locate one photo; a bad photo raises ImageLoadError with the reason."""
+    def locate(
+        self, path: str | os.PathLike, top_n: int | None = None, *, verify: bool | None = None
+    ) -> LocateResult:
+        """Locate one photo; a bad photo raises ImageLoadError with the reason.
+
+        ``verify`` (default: ``cfg.verify.enabled``) checks the top ``cfg.verify.top_k``
+        candidates geometrically, re-ranks them by inliers and bases the confidence and the
+        verdict on them. A GUI can show ``verify=False`` at once and refine with ``verify=True``.
+        """
+        from .verify import oriented_size
+
         top_n = top_n or self.cfg.top_n
-        desc = extract_one(self.model, path, self.extract_cfg)
-        hits = self.index.search(desc[None, :], top_n)[0]
-        return self._result(str(path), hits)
+        vcfg = self.cfg.verify
+        verify = vcfg.enabled if verify is None else verify
+        ec = self.extract_cfg
+        img = load_image(Path(path), ec.image_size, ec.max_pixels, draft=ec.jpeg_draft)
+        batch = to_tensor(img).unsqueeze(0)
+        local_map = None
+        with torch.inference_mode():
+            if verify and vcfg.features == "patch" and not ec.bf16:
+                # One forward pass gives both the global descriptor and the patch features.
+                x = batch.to(self.device)
+                if ec.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                local = self.model.local_features(x)
+                pooled = self.model.pool(local)
+                if getattr(self.model, "whiten", None) is not None:
+                    pooled = self.model.whiten(pooled)
+                desc = pooled.float().cpu().numpy()[0]
+                local_map = local[0].float().cpu()
+            else:
+                desc = forward(self.model, batch, ec)[0]
+        k = max(top_n, vcfg.top_k) if verify else top_n
+        hits = self.index.search(desc[None, :], k)[0]
+        checks = None
+        if verify:
+            query = self.verifier.features_of_image(img, oriented_size(path), local_map)
+            checks = self.verifier.verify(query, [h.path for h in hits[: vcfg.top_k]])
+        return self._result(str(path), hits, top_n, checks)
 
-    def _result(self, query: str, hits: list[SearchHit]) -> LocateResult:
-        res = LocateResult(query=query)
+    def _result(
+        self,
+        query: str,
+        hits: list[SearchHit],
+        top_n: int | None = None,
+        checks: list | None = None,
+    ) -> LocateResult:
+        """The result from the global hits (best first) and, when verified, their checks."""
+        from .verdict import decide, predict_verified
+        from .verify import rerank
+
+        top_n = top_n or self.cfg.top_n
+        res = LocateResult(query=query, verified=checks is not None)
         truth = geo.read_gps(query)
         if truth.ok:
             res.true_lat, res.true_lon = truth.point.lat, truth.point.lon
-        pred = predict(hits, self.calibration, self.cfg)
+        pred = predict(hits[:top_n], self.calibration, self.cfg)
+        global_conf = pred.confidence if pred is not None else 0.0
+        inliers: list[int | None] = [None] * len(hits)
+        order = list(range(len(hits)))
+        best_inliers = None
+        if checks is not None:
+            inliers[: len(checks)] = [c.inliers if c is not None else None for c in checks]
+            # Verified candidates first, by inliers; the unverified rest keeps its order.
+            nv = len(checks)
+            order = rerank([h.score for h in hits[:nv]], inliers[:nv]) + order[nv:]
+            counted = [n for n in inliers[:nv] if n is not None]
+            best_inliers = max(counted) if counted else None
+        shown = order[:top_n]
+        lat = lon = None
+        members: set[int] = set()  # positions in ``hits``
         if pred is not None:
-            res.lat, res.lon = pred.lat, pred.lon
-            res.confidence, res.radius_m = pred.confidence, pred.radius_m
+            lat, lon, conf, radius = pred.lat, pred.lon, pred.confidence, pred.radius_m
+            members = set(pred.members)
+        vpred = predict_verified(hits, inliers, self.cfg) if best_inliers is not None else None
+        if vpred is not None:
+            lat, lon, conf, radius = vpred.lat, vpred.lon, vpred.confidence, vpred.radius_m
+            members, best_inliers = set(vpred.members), vpred.inliers
+        elif best_inliers is not None and pred is not None:
+            # Nothing verified: the global guess stands, with the inliers' (low) confidence.
+            from .verdict import inlier_evidence
+
+            conf = min(conf, inlier_evidence(best_inliers, self.cfg.verify))
+        if lat is not None:
+            res.lat, res.lon = lat, lon
+            res.confidence, res.radius_m = float(conf), float(radius)
             if truth.ok:
-                res.error_m = float(geo.haversine_m(pred.lat, pred.lon, res.true_lat, res.true_lon))
-        members = set(pred.members) if pred else set()
-        for rank, h in enumerate(hits, 1):
+                res.error_m = float(geo.haversine_m(lat, lon, res.true_lat, res.true_lon))
+        res.verdict = decide(
+            has_location=lat is not None,
+            confidence=res.confidence,
+            global_confidence=global_conf,
+            inliers=best_inliers,
+            cfg=self.cfg.verify,
+        )
+        for rank, i in enumerate(shown, 1):
+            h = hits[i]
             dist = None
-            if pred is not None and h.image.has_gps:
-                dist = float(geo.haversine_m(pred.lat, pred.lon, h.image.lat, h.image.lon))
-            res.matches.append(
-                Match(
-                    rank,
-                    str(h.path),
-                    h.image.lat,
-                    h.image.lon,
-                    h.score,
-                    dist,
-                    h.id,
-                    rank - 1 in members,
-                )
-            )
+            if lat is not None and h.image.has_gps:
+                dist = float(geo.haversine_m(lat, lon, h.image.lat, h.image.lon))
+            m = Match(rank, str(h.path), h.image.lat, h.image.lon, h.score, dist, h.id)
+            m.agrees, m.score_rank = i in members, i + 1
+            if checks is not None and i < len(checks) and checks[i] is not None:
+                m.inliers = checks[i].inliers
+                m.query_xy, m.ref_xy = checks[i].query_xy, checks[i].ref_xy
+            res.matches.append(m)
         return res
 
     def locate_many(
@@ -188,12 +272,13 @@ class Locator:
         top_n: int | None = None,
         *,
         cancel: Callable[[], bool] | None = None,
+        verify: bool | None = None,
     ) -> Iterator[LocateResult]:
         """One result per photo; a photo that cannot be read gives a result with ``error`` set."""
         for p in paths:
             if cancel is not None and cancel():
                 raise Cancelled()
             try:
-                yield self.locate(p, top_n)
+                yield self.locate(p, top_n, verify=verify)
             except ImageLoadError as exc:
                 yield LocateResult(query=str(Path(p)), error=str(exc))
