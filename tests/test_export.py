@@ -22,12 +22,16 @@ def _results() -> list[LocateResult]:
         true_lat=55.6982417,
         true_lon=13.1952,
         matches=[
-            Match(1, "/lib/03.jpg", 55.6982639, 13.1951389, 0.4041, 3.97, 2, True),
-            Match(2, "/lib/21.jpg", 55.6992111, 13.1946778, 0.2173, 111.2, 14, False),
+            Match(1, "/lib/03.jpg", 55.6982639, 13.1951389, 0.4041, 3.97, 2, True, inliers=87),
+            Match(2, "/lib/21.jpg", 55.6992111, 13.1946778, 0.2173, 111.2, 14, False, inliers=4),
         ],
+        verdict="located",
+        verified=True,
     )
     no_gps_matches = LocateResult(
-        query="/photos/b.jpg", matches=[Match(1, "/lib/x.jpg", None, None, 0.3, None, 7)]
+        query="/photos/b.jpg",
+        matches=[Match(1, "/lib/x.jpg", None, None, 0.3, None, 7)],
+        verdict="not_found",
     )
     broken = LocateResult(query="/photos/broken.jpg", error="corrupt or truncated image")
     return [located, no_gps_matches, broken]
@@ -68,3 +72,16 @@ def test_write_results_picks_the_format_and_refuses_others(tmp_path) -> None:
     with pytest.raises(ExportError, match="cannot write"):
         write_csv(_results(), tmp_path / "missing" / "a.csv")
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_export_carries_the_verdict_and_the_top_match_inliers(tmp_path) -> None:
+    rows = list(csv.DictReader(write_csv(_results(), tmp_path / "v.csv").open(encoding="utf-8")))
+    assert [r["verdict"] for r in rows] == ["located", "not_found", ""]
+    assert [r["top1_inliers"] for r in rows] == ["87", "", ""]
+    feats = to_geojson(_results())["features"]
+    assert feats[0]["properties"]["verdict"] == "located"
+    assert feats[0]["properties"]["top1_inliers"] == 87
+    assert [m["inliers"] for m in feats[0]["properties"]["matches"]] == [87, 4]
+    assert feats[1]["properties"]["verdict"] == "not_found"
+    assert feats[1]["properties"]["matches"][0]["inliers"] is None
+    assert feats[2]["properties"]["verdict"] is None

@@ -32,6 +32,8 @@ CSV_FIELDS = (
     "top1_distance_m",
     "matches",
     "error",
+    "verdict",  # located / uncertain / not_found (empty when the photo could not be read)
+    "top1_inliers",  # geometric inliers of the best match (empty when not verified)
 )
 
 
@@ -46,7 +48,7 @@ def _num(value: float | None, digits: int) -> float | None:
 
 
 def result_row(res: LocateResult) -> dict[str, Any]:
-    """One CSV row: the prediction, the ground truth when known, and the best match."""
+    """One CSV row: the prediction, the ground truth when known, the best match, the verdict."""
     top = res.matches[0] if res.matches else None
     return {
         "query": res.query,
@@ -62,6 +64,8 @@ def result_row(res: LocateResult) -> dict[str, Any]:
         "top1_distance_m": _num(top.distance_m, 1) if top else None,
         "matches": len(res.matches),
         "error": res.error or None,
+        "verdict": res.verdict,
+        "top1_inliers": top.inliers if top else None,
     }
 
 
@@ -84,6 +88,7 @@ def _match_json(m) -> dict[str, Any]:
         "score": _num(m.score, 4),
         "distance_m": _num(m.distance_m, 1),
         "agrees": bool(m.agrees),
+        "inliers": m.inliers,
     }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import geo
 from .config import ExtractConfig, LocateConfig
@@ -157,6 +158,7 @@ class Locator:
         self.calibration = index.calibration()
         # Built even when verification is off by default: ``locate(verify=True)`` may ask.
         self.verifier = Verifier(self.model, self.extract_cfg, self.cfg.verify)
+        self._described: tuple | None = None  # the last photo's (key, image, descriptor, map)
 
     def locate(
         self, path: str | os.PathLike, top_n: int | None = None, *, verify: bool | None = None
@@ -167,36 +169,71 @@ class Locator:
         candidates geometrically, re-ranks them by inliers and bases the confidence and the
         verdict on them. A GUI can show ``verify=False`` at once and refine with ``verify=True``.
         """
-        from .verify import oriented_size
-
         top_n = top_n or self.cfg.top_n
         vcfg = self.cfg.verify
         verify = vcfg.enabled if verify is None else verify
+        img, desc, local_map = self.describe(path, with_map=verify and vcfg.features == "patch")
+        k = max(top_n, vcfg.top_k) if verify else top_n
+        hits = self.index.search(desc[None, :], k)[0]
+        checks = self.verify_hits(path, img, hits, local_map) if verify else None
+        return self._result(str(path), hits, top_n, checks)
+
+    def describe(
+        self, path: str | os.PathLike, *, with_map: bool = False
+    ) -> tuple[Image.Image, np.ndarray, torch.Tensor | None]:
+        """The decoded photo, its global descriptor and (``with_map``) the model's feature map.
+
+        One forward pass gives both the descriptor and the map the patch features come from.
+        The last photo's are kept, so that ``locate(verify=True)`` right after
+        ``locate(verify=False)`` (show at once, then refine) does not describe it again.
+        """
+        try:
+            st = os.stat(path)
+            key = (str(path), st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        last = self._described
+        if (
+            key is not None
+            and last is not None
+            and last[0] == key
+            and (last[3] is not None or not with_map)
+        ):
+            return last[1], last[2], last[3]
+        out = self._describe(path, with_map)
+        self._described = (key, *out)
+        return out
+
+    def _describe(
+        self, path: str | os.PathLike, with_map: bool
+    ) -> tuple[Image.Image, np.ndarray, torch.Tensor | None]:
         ec = self.extract_cfg
         img = load_image(Path(path), ec.image_size, ec.max_pixels, draft=ec.jpeg_draft)
         batch = to_tensor(img).unsqueeze(0)
-        local_map = None
         with torch.inference_mode():
-            if verify and vcfg.features == "patch" and not ec.bf16:
-                # One forward pass gives both the global descriptor and the patch features.
-                x = batch.to(self.device)
-                if ec.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                local = self.model.local_features(x)
-                pooled = self.model.pool(local)
-                if getattr(self.model, "whiten", None) is not None:
-                    pooled = self.model.whiten(pooled)
-                desc = pooled.float().cpu().numpy()[0]
-                local_map = local[0].float().cpu()
-            else:
-                desc = forward(self.model, batch, ec)[0]
-        k = max(top_n, vcfg.top_k) if verify else top_n
-        hits = self.index.search(desc[None, :], k)[0]
-        checks = None
-        if verify:
-            query = self.verifier.features_of_image(img, oriented_size(path), local_map)
-            checks = self.verifier.verify(query, [h.path for h in hits[: vcfg.top_k]])
-        return self._result(str(path), hits, top_n, checks)
+            if not with_map or ec.bf16:
+                return img, forward(self.model, batch, ec)[0], None
+            x = batch.to(self.device)
+            if ec.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            local = self.model.local_features(x)
+            pooled = self.model.pool(local)
+            if getattr(self.model, "whiten", None) is not None:
+                pooled = self.model.whiten(pooled)
+        return img, pooled.float().cpu().numpy()[0], local[0].float().cpu()
+
+    def verify_hits(
+        self,
+        path: str | os.PathLike,
+        img: Image.Image,
+        hits: list[SearchHit],
+        local_map: torch.Tensor | None = None,
+    ) -> list:
+        """Verification of the first ``cfg.verify.top_k`` hits (None where unreadable)."""
+        from .verify import oriented_size
+
+        query = self.verifier.features_of_image(img, oriented_size(path), local_map)
+        return self.verifier.verify(query, [h.path for h in hits[: self.cfg.verify.top_k]])
 
     def _result(
         self,
@@ -223,7 +260,8 @@ class Locator:
             inliers[: len(checks)] = [c.inliers if c is not None else None for c in checks]
             # Verified candidates first, by inliers; the unverified rest keeps its order.
             nv = len(checks)
-            order = rerank([h.score for h in hits[:nv]], inliers[:nv]) + order[nv:]
+            order = rerank([h.score for h in hits[:nv]], inliers[:nv], self.cfg.verify.min_inliers)
+            order += list(range(nv, len(hits)))
             counted = [n for n in inliers[:nv] if n is not None]
             best_inliers = max(counted) if counted else None
         shown = order[:top_n]

@@ -147,47 +147,40 @@ def patch_features(
 
 
 # -- matching and geometry ------------------------------------------------------------------------
+def _ratio_mutual(dist: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j) that are each other's nearest neighbour in ``dist`` (Q, R) and pass the
+    ratio test both ways (nearest < ``ratio`` x second nearest)."""
+    if dist.shape[0] < 2 or dist.shape[1] < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    nn_r = dist.argmin(1)
+    nn_q = dist.argmin(0)
+    qi = np.flatnonzero(nn_q[nn_r] == np.arange(len(nn_r)))
+    ri = nn_r[qi]
+    if ratio < 1 and len(qi):
+        rows = np.partition(dist[qi], 1, axis=1)[:, :2]
+        cols = np.partition(dist[:, ri], 1, axis=0)[:2].T
+        ok = (rows[:, 0] < ratio * rows[:, 1]) & (cols[:, 0] < ratio * cols[:, 1])
+        qi, ri = qi[ok], ri[ok]
+    return qi.astype(np.int64), ri.astype(np.int64)
+
+
 def match_sift(q: LocalFeatures, r: LocalFeatures, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """Ratio test both ways, kept when mutual: indices into q and r."""
-    if len(q.desc) < 2 or len(r.desc) < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    bf = cv2.BFMatcher(cv2.NORM_L2)
-    qd, rd = q.desc.astype(np.float32), r.desc.astype(np.float32)
+    """Mutual nearest neighbours (L2) that pass Lowe's ratio test both ways: indices into q, r.
 
-    def passing(a, b) -> dict[int, int]:
-        out = {}
-        for pair in bf.knnMatch(a, b, k=2):
-            if len(pair) == 2 and pair[0].distance < ratio * pair[1].distance:
-                out[pair[0].queryIdx] = pair[0].trainIdx
-        return out
-
-    fwd, back = passing(qd, rd), passing(rd, qd)
-    keep = [(i, j) for i, j in fwd.items() if back.get(j) == i]
-    if not keep:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    qi, ri = np.array(keep, np.int64).T
-    return qi, ri
+    One matrix product gives every distance, both directions (OpenCV's BFMatcher with knn both
+    ways took 30x longer here).
+    """
+    a, b = q.desc.astype(np.float32), r.desc.astype(np.float32)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return _ratio_mutual(np.sqrt(np.clip(d2, 0.0, None)), ratio)
 
 
 def match_patches(
     q: LocalFeatures, r: LocalFeatures, ratio: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mutual nearest neighbours by cosine, each best clearly ahead of its runner-up."""
-    if len(q.desc) < 2 or len(r.desc) < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    """Mutual nearest neighbours of the unit-length patch descriptors, with the ratio test."""
     sim = q.desc.astype(np.float32) @ r.desc.astype(np.float32).T
-    best_r = sim.argmax(1)
-    best_q = sim.argmax(0)
-    qi = np.flatnonzero(best_q[best_r] == np.arange(len(best_r)))
-    ri = best_r[qi]
-    if ratio < 1 and len(qi):
-        # distance ratio on the unit sphere: |a-b|^2 = 2 - 2 cos
-        top2 = np.partition(sim[qi], -2, axis=1)[:, -2:]
-        d1 = np.sqrt(np.clip(2 - 2 * top2[:, 1], 0, None))
-        d2 = np.sqrt(np.clip(2 - 2 * top2[:, 0], 0, None))
-        ok = d1 < ratio * d2
-        qi, ri = qi[ok], ri[ok]
-    return qi.astype(np.int64), ri.astype(np.int64)
+    return _ratio_mutual(np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, None)), ratio)
 
 
 def fit_inliers(qxy: np.ndarray, rxy: np.ndarray, geometry: str, threshold_px: float) -> np.ndarray:
@@ -233,9 +226,20 @@ def verify_pair(q: LocalFeatures, r: LocalFeatures, cfg: VerifyConfig) -> Verifi
     )
 
 
-def rerank(scores: Sequence[float], inliers: Sequence[int | None]) -> list[int]:
-    """Positions ordered by inliers (unverifiable counts as 0), ties by global score, then rank."""
-    return sorted(range(len(scores)), key=lambda i: (-(inliers[i] or 0), -scores[i], i))
+def rerank(
+    scores: Sequence[float], inliers: Sequence[int | None], min_inliers: int = 0
+) -> list[int]:
+    """Positions ordered by inliers, ties (and all below ``min_inliers``) by global score.
+
+    Inlier counts under ``min_inliers`` are noise (unrelated photos reach them too): they do not
+    reorder candidates, so near-duplicate frames keep the global order when no geometry is found.
+    """
+
+    def evidence(i: int) -> int:
+        n = inliers[i]
+        return n if n is not None and n >= min_inliers else 0
+
+    return sorted(range(len(scores)), key=lambda i: (-evidence(i), -scores[i], i))
 
 
 # -- the verifier a Locator keeps -----------------------------------------------------------------
