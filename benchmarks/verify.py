@@ -34,6 +34,7 @@ from _common import machine
 from _real import CACHE, RECALL_M, SHARED
 
 KS = (5, 10, 20)
+RATIOS = (0.5, 1.0)  # VerifyConfig.keep_ratio: the default, and pure inlier order
 
 
 def _index(name: str, library: Path, image_size: int):
@@ -93,7 +94,7 @@ def run(features: str, geometry: str, image_size: int, timing_queries: int) -> d
         loc = Locator(index, extract_cfg=ecfg, locate_cfg=LocateConfig(verify=vcfg))
         if name == "lund":
             lund_locator = loc
-        glob, reranked = [], {k: [] for k in KS}
+        glob, reranked = [], {(k, r): [] for k in KS for r in RATIOS}
         inl_true, inl_false = [], []
         t0 = time.perf_counter()
         for q, pos in zip(queries, positives, strict=True):
@@ -106,16 +107,18 @@ def run(features: str, geometry: str, image_size: int, timing_queries: int) -> d
             for n_, i in zip(names, inl, strict=True):
                 (inl_true if n_ in pos else inl_false).append(i or 0)
             for k in KS:
-                order = rerank([h.score for h in hits[:k]], inl[:k], vcfg.min_inliers)
-                order += list(range(k, len(hits)))
-                reranked[k].append([names[i] for i in order])
+                for ratio in RATIOS:
+                    order = rerank([h.score for h in hits[:k]], inl[:k], vcfg.min_inliers, ratio)
+                    order += list(range(k, len(hits)))
+                    reranked[k, ratio].append([names[i] for i in order])
         rec = {"queries": len(queries), "global": {}, "s": round(time.perf_counter() - t0, 1)}
         for n in (1, 5):
             rec["global"][f"R@{n}"] = round(_recall(glob, positives, n), 4)
         for k in KS:
-            rec[f"verified_K{k}"] = {
-                f"R@{n}": round(_recall(reranked[k], positives, n), 4) for n in (1, 5)
-            }
+            for r in RATIOS:
+                rec[f"verified_K{k}_keep{r}"] = {
+                    f"R@{n}": round(_recall(reranked[k, r], positives, n), 4) for n in (1, 5)
+                }
         rec["inliers_median_correct"] = statistics.median(inl_true) if inl_true else None
         rec["inliers_median_wrong"] = statistics.median(inl_false) if inl_false else None
         rec["inliers_p95_wrong"] = (
@@ -178,14 +181,18 @@ def run(features: str, geometry: str, image_size: int, timing_queries: int) -> d
 
 def table(res: dict) -> str:
     lines = [f"## features={res['features']} geometry={res['geometry']}"]
+    cols = [(k, r) for k in KS for r in RATIOS]
     lines.append(
         "| set | queries | global R@1 / R@5 | "
-        + " | ".join(f"K={k} R@1 / R@5" for k in KS)
+        + " | ".join(f"K={k} keep {r} R@1 / R@5" for k, r in cols)
         + " | inliers median correct / wrong (p95 wrong) |"
     )
-    lines.append("|---" * (4 + len(KS)) + "|")
+    lines.append("|---" * (4 + len(cols)) + "|")
     for name, r in res["recall"].items():
-        cells = [f"{r[f'verified_K{k}']['R@1']:.3f} / {r[f'verified_K{k}']['R@5']:.3f}" for k in KS]
+        cells = []
+        for k, ratio in cols:
+            v = r[f"verified_K{k}_keep{ratio}"]
+            cells.append(f"{v['R@1']:.3f} / {v['R@5']:.3f}")
         lines.append(
             f"| {name} | {r['queries']} | {r['global']['R@1']:.3f} / {r['global']['R@5']:.3f} | "
             + " | ".join(cells)

@@ -82,6 +82,9 @@ class VerifyConfig:
     ransac_px: float = 3.0  # inlier threshold, in pixels of a 640 px image
     min_inliers: int = 15  # fewer: no geometric evidence for the place
     located_inliers: int = 30  # at least: the place is verified
+    # Candidates within this fraction of the best inlier count rank by global score (1: by
+    # inliers alone); see verify.rerank.
+    keep_ratio: float = 0.5
     cache_size: int = 256  # references' local features kept in memory (LRU)
 
 

@@ -260,7 +260,10 @@ class Locator:
             inliers[: len(checks)] = [c.inliers if c is not None else None for c in checks]
             # Verified candidates first, by inliers; the unverified rest keeps its order.
             nv = len(checks)
-            order = rerank([h.score for h in hits[:nv]], inliers[:nv], self.cfg.verify.min_inliers)
+            vc = self.cfg.verify
+            order = rerank(
+                [h.score for h in hits[:nv]], inliers[:nv], vc.min_inliers, vc.keep_ratio
+            )
             order += list(range(nv, len(hits)))
             counted = [n for n in inliers[:nv] if n is not None]
             best_inliers = max(counted) if counted else None

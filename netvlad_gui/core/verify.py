@@ -227,19 +227,32 @@ def verify_pair(q: LocalFeatures, r: LocalFeatures, cfg: VerifyConfig) -> Verifi
 
 
 def rerank(
-    scores: Sequence[float], inliers: Sequence[int | None], min_inliers: int = 0
+    scores: Sequence[float],
+    inliers: Sequence[int | None],
+    min_inliers: int = 0,
+    keep_ratio: float = 1.0,
 ) -> list[int]:
-    """Positions ordered by inliers, ties (and all below ``min_inliers``) by global score.
+    """Positions re-ranked by geometric evidence; the global score breaks ties.
 
-    Inlier counts under ``min_inliers`` are noise (unrelated photos reach them too): they do not
-    reorder candidates, so near-duplicate frames keep the global order when no geometry is found.
+    Candidates with at least ``keep_ratio`` x the best count (and ``min_inliers``) are all
+    verified alike and come first in global-score order: among views that all share plenty of
+    geometry (neighbouring frames of one corridor), the count is noise and the global score ranks
+    better. The others follow by inliers, then score; counts under ``min_inliers`` are noise
+    (unrelated photos reach them) and never reorder. ``keep_ratio`` 1 sorts purely by inliers.
     """
 
     def evidence(i: int) -> int:
         n = inliers[i]
         return n if n is not None and n >= min_inliers else 0
 
-    return sorted(range(len(scores)), key=lambda i: (-evidence(i), -scores[i], i))
+    best = max((evidence(i) for i in range(len(scores))), default=0)
+    bar = max(keep_ratio * best, min_inliers, 1)
+
+    def key(i: int):
+        top = evidence(i) >= bar
+        return (not top, 0 if top else -evidence(i), -scores[i], i)
+
+    return sorted(range(len(scores)), key=key)
 
 
 # -- the verifier a Locator keeps -----------------------------------------------------------------
