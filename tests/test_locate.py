@@ -123,8 +123,9 @@ def test_end_to_end_lund(shared_dir, lund_index):
         assert set(r) == {"query", "lat", "lon", "confidence", "radius_m", "error_m", "matches"}
         assert math.isfinite(r["error_m"]) and 0 <= r["confidence"] <= 1 and r["radius_m"] > 0
         assert len(r["matches"]) == 5
-        scores = [m["score"] for m in r["matches"]]
-        assert scores == sorted(scores, reverse=True)
+        # Verification (on by default) re-ranks the matches by inliers, so global scores are
+        # no longer sorted; the order is tested in test_verify.py.
+        assert len({m["path"] for m in r["matches"]}) == 5
         for m in r["matches"]:
             assert set(m) == {"path", "lat", "lon", "score", "distance_m"}
             assert Path(m["path"]).exists()

@@ -29,7 +29,8 @@ from netvlad_gui.core.verify import (
 )
 
 M_PER_DEG_LAT = 111_320.0
-CFG = VerifyConfig()  # min_inliers 15, located_inliers 30
+CFG = VerifyConfig(min_inliers=15, located_inliers=30)  # the made-up cases below use these
+LCFG = LocateConfig(verify=CFG)
 
 
 # -- image pairs made for the purpose ----------------------------------------------------------
@@ -84,7 +85,7 @@ def test_unrelated_photos_do_not_verify(shared_dir):
     portland = shared_dir / "data/exif/gps_photos/mapillary_tools/DSC00001.JPG"
     verifier = Verifier(None, ExtractConfig(), VerifyConfig(features="sift"))
     for v in verifier.verify_paths(lund, [berlin, portland]):
-        assert v.inliers < CFG.min_inliers, v.inliers
+        assert v.inliers < VerifyConfig().min_inliers, v.inliers
 
 
 def test_unreadable_reference_is_none_and_cache_is_bounded(shared_dir, tmp_path):
@@ -146,7 +147,7 @@ def _hit(i: int, score: float, north_m: float | None) -> SearchHit:
 
 def test_verified_consensus_follows_inliers_not_scores():
     hits = [_hit(0, 0.6, 500), _hit(1, 0.5, 0), _hit(2, 0.45, 10), _hit(3, 0.4, None)]
-    p = predict_verified(hits, [8, 120, 60, 200])
+    p = predict_verified(hits, [8, 120, 60, 200], LCFG)
     assert p.members == [1, 2] and p.inliers == 120  # 0 is under min_inliers, 3 has no GPS
     assert 0 < (p.lat - 55.7) * M_PER_DEG_LAT < 10  # between the two, nearer the 120
     assert p.confidence > 0.9 and 10 <= p.radius_m < 15
@@ -154,13 +155,13 @@ def test_verified_consensus_follows_inliers_not_scores():
 
 def test_verified_consensus_split_between_places_is_not_confident():
     hits = [_hit(0, 0.6, 500), _hit(1, 0.5, 0)]
-    p = predict_verified(hits, [100, 95])
+    p = predict_verified(hits, [100, 95], LCFG)
     assert p.members == [0] and 0.4 < p.confidence < 0.6
 
 
 def test_no_verified_evidence_gives_no_verified_prediction():
-    assert predict_verified([_hit(0, 0.6, 0)], [CFG.min_inliers - 1]) is None
-    assert predict_verified([_hit(0, 0.6, 0)], [None]) is None
+    assert predict_verified([_hit(0, 0.6, 0)], [CFG.min_inliers - 1], LCFG) is None
+    assert predict_verified([_hit(0, 0.6, 0)], [None], LCFG) is None
 
 
 @pytest.mark.parametrize(
@@ -233,8 +234,8 @@ def test_locator_result_carries_verdict_and_inliers(shared_dir, locator):
     assert res.verified and res.verdict == LOCATED and res.error_m < 25
     assert len(res.matches) == LocateConfig().top_n
     inl = [m.inliers for m in res.matches]
-    assert all(isinstance(n, int) for n in inl) and inl[0] >= CFG.located_inliers
-    assert inl[0] == max(inl)  # re-ranked by inliers
+    assert all(isinstance(n, int) for n in inl) and max(inl) >= VerifyConfig().located_inliers
+    assert inl[0] >= LocateConfig().verify.keep_ratio * max(inl)  # re-ranked by inliers
     top = res.matches[0]
     assert top.query_xy.shape == top.ref_xy.shape == (top.inliers, 2)
     d = res.to_json(evidence=True)
@@ -260,4 +261,4 @@ def test_locator_says_not_found_for_another_city(shared_dir, locator):
     res = locator.locate(berlin)
     assert res.verdict == NOT_FOUND and res.confidence < 0.25
     assert res.lat is not None  # the nearest guess is kept, labelled by the verdict
-    assert all(m.inliers < CFG.min_inliers for m in res.matches)
+    assert all(m.inliers < VerifyConfig().min_inliers for m in res.matches)
