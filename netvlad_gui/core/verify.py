@@ -71,7 +71,9 @@ def check_config(cfg: VerifyConfig) -> None:
 class LocalFeatures:
     """Keypoints of one image: positions in working pixels, descriptors, the scale to original."""
 
-    xy: np.ndarray  # (N, 2) float32, in the working image's pixels
+    # (N, 2) float32 in the working image, continuous pixel coordinates: (0, 0) is the top-left
+    # corner of the first pixel and (w, h) the bottom-right one, as QPainter draws.
+    xy: np.ndarray
     desc: np.ndarray  # (N, D): uint8 SIFT, or float16 L2-normalised patches
     to_original: tuple[float, float]  # (sx, sy): working pixels -> original (oriented) pixels
     work_size: tuple[int, int]  # (w, h) of the working image
@@ -87,7 +89,11 @@ class LocalFeatures:
 
 @dataclass
 class Verification:
-    """One query/candidate pair: inliers and their correspondences in original pixels."""
+    """One query/candidate pair: inliers and their correspondences in original pixels.
+
+    ``query_xy[i]`` and ``ref_xy[i]`` are one inlier, in continuous pixel coordinates of the
+    photos as displayed (EXIF orientation applied, full resolution): a viewer draws them as is.
+    """
 
     inliers: int
     matches: int  # tentative matches before the geometric fit
@@ -124,7 +130,7 @@ def sift_features(
     if desc is None or not kps:
         xy, desc = np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8)
     else:
-        xy = np.array([k.pt for k in kps], np.float32)
+        xy = np.array([k.pt for k in kps], np.float32) + 0.5  # OpenCV: 0 = first pixel's centre
         desc = desc.astype(np.uint8)  # OpenCV's SIFT values are whole numbers in 0..255
     w, h = work.size
     return LocalFeatures(xy, desc, (original_size[0] / w, original_size[1] / h), (int(w), int(h)))
