@@ -262,3 +262,19 @@ def test_locator_says_not_found_for_another_city(shared_dir, locator):
     assert res.verdict == NOT_FOUND and res.confidence < 0.25
     assert res.lat is not None  # the nearest guess is kept, labelled by the verdict
     assert all(m.inliers < VerifyConfig().min_inliers for m in res.matches)
+
+
+def test_rerank_ranked_puts_the_verified_reference_first(shared_dir):
+    from netvlad_gui.core.verify import rerank_ranked
+
+    refs = sorted((shared_dir / "data/lund_street/references").glob("*.jpg"))
+    berlin = shared_dir / "data/exif/gps_photos/opensfm_berlin/01.jpg"
+    db = [berlin, refs[3], refs[0]]
+    ranked = np.array([[0, 2, 1], [0, 1, -1]])  # query 0 is refs[0], query 1 unreadable
+    verifier = Verifier(None, ExtractConfig(), VerifyConfig(top_k=2))
+    seen = []
+    out = rerank_ranked(
+        verifier, [refs[0], shared_dir / "missing.jpg"], db, ranked, lambda n, t: seen.append(n)
+    )
+    assert out.tolist() == [[2, 0, 1], [0, 1, -1]]  # itself first; beyond top_k untouched
+    assert seen == [1, 2]

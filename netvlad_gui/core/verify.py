@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -378,3 +378,34 @@ class Verifier:
         """Convenience for scripts and tests: the query read from disk (not cached)."""
         img, orig = self._load(Path(query_path))
         return self.verify(self.features_of_image(img, orig), paths)
+
+
+def rerank_ranked(
+    verifier: Verifier,
+    query_paths: Sequence[str | os.PathLike],
+    db_paths: Sequence[str | os.PathLike],
+    ranked: np.ndarray,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """``ranked`` (Q, k) database indices, best first (-1 pads), with each query's first
+    ``verifier.cfg.top_k`` re-ranked by verification: Recall@N after re-ranking (eval --verify).
+
+    A query that cannot be read keeps its global order.
+    """
+    cfg = verifier.cfg
+    out = np.array(ranked, dtype=np.int64, copy=True)
+    for q, path in enumerate(query_paths):
+        head = [int(i) for i in out[q, : cfg.top_k] if i >= 0]
+        if head:
+            try:
+                checks = verifier.verify_paths(path, [db_paths[i] for i in head])
+            except ImageLoadError:
+                checks = None
+            if checks is not None:
+                inl = [c.inliers if c is not None else None for c in checks]
+                scores = [-float(j) for j in range(len(head))]  # global order breaks ties
+                order = rerank(scores, inl, cfg.min_inliers, cfg.keep_ratio)
+                out[q, : len(head)] = [head[j] for j in order]
+        if progress is not None:
+            progress(q + 1, len(query_paths))
+    return out
