@@ -88,12 +88,12 @@ def test_usage_errors_exit_2(argv):
 
 
 def test_runtime_options_reach_the_extraction_config():
-    from netvlad_gui.cli import _extract_cfg, build_parser
+    from netvlad_gui.cli import build_parser, extract_cfg
 
     args = build_parser().parse_args(
         ["index", "LIB", "--jpeg-draft", "--image-size", "480", "--device", "cpu"]
     )
-    cfg = _extract_cfg(args)
+    cfg = extract_cfg(args)
     assert cfg.jpeg_draft and cfg.image_size == 480 and cfg.device == "cpu"
-    plain = _extract_cfg(build_parser().parse_args(["locate", "x.jpg", "--index", "I"]))
+    plain = extract_cfg(build_parser().parse_args(["locate", "x.jpg", "--index", "I"]))
     assert not plain.jpeg_draft and plain.image_size == 640
