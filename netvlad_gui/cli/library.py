@@ -40,7 +40,7 @@ def _distributed_cfg(args):
     """``--ray [ADDRESS]``: None without it; a local Ray for a bare --ray."""
     if args.ray is None:
         return None
-    from .core.config import DistributedConfig
+    from ..core.config import DistributedConfig
 
     cfg = DistributedConfig(address=None if args.ray == "local" else args.ray)
     if args.ray_actors:
