@@ -6,10 +6,12 @@ Offscreen Qt, the shared lund_street index (built once per session at 320 px), n
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 from _gui import (
+    LOCATE_TIMEOUT_MS,
     delete_later,  # noqa: F401 - fixture
     drop_files,
     isolated_settings,  # noqa: F401 - fixture
@@ -115,6 +117,41 @@ def test_bad_files_give_a_clear_message_and_the_app_keeps_working(
     good = window.queue.entries()[-1].token
     wait_results(qtbot, window, [good])
     assert window.queue.entry(good).state == DONE
+
+
+def test_stop_during_a_multi_photo_locate_stops_between_photos(
+    qtbot, window: MainWindow, queries
+) -> None:
+    """Stop while photo 2 of 5 is being located: photo 2 finishes, 3-5 stay in the queue."""
+    locator = window.engine._locator
+    real_locate = locator.locate
+    second_started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def gated_locate(path, top_n=None):  # runs in the worker thread
+        calls.append(str(path))
+        if len(calls) == 2:
+            second_started.set()
+            release.wait(LOCATE_TIMEOUT_MS / 1000)  # until the test has clicked Stop
+        return real_locate(path, top_n)
+
+    locator.locate = gated_locate  # what Locator.locate_many calls per photo
+    finished: list[tuple[int, bool]] = []
+    window.engine.locateFinished.connect(lambda n, cancelled: finished.append((n, cancelled)))
+    photos = sorted(queries.glob("*.jpg"))
+    assert len(photos) == 5
+    try:
+        tokens = window.open_inputs([str(p) for p in photos])
+        qtbot.waitUntil(second_started.is_set, timeout=LOCATE_TIMEOUT_MS)
+        assert window.stop_button.isVisible()
+        qtbot.mouseClick(window.stop_button, Qt.MouseButton.LeftButton)
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: bool(finished), timeout=LOCATE_TIMEOUT_MS)
+    assert finished == [(2, True)] and len(calls) == 2
+    states = [window.queue.entry(t).state for t in tokens]
+    assert states[:2] == [DONE, DONE] and all(s == "waiting" for s in states[2:]), states
+    qtbot.waitUntil(lambda: not window.stop_button.isVisible(), timeout=5_000)
 
 
 def test_a_file_name_with_markup_is_shown_as_text(

@@ -16,7 +16,7 @@ import scipy.io
 import torch
 from _vpr_data import write_street
 
-from netvlad_gui.cli_train import add_train_commands
+from netvlad_gui.cli.training import add_train_commands
 from netvlad_gui.core.checkpoint import load_checkpoint
 from netvlad_gui.core.config import ExtractConfig, InitConfig, ModelConfig
 from netvlad_gui.core.datasets import DataSpec, SplitConfig
@@ -361,7 +361,7 @@ def test_train_from_a_dbstruct(tmp_path: Path) -> None:
 
 DDP_SCRIPT = """
 import argparse, sys
-from netvlad_gui.cli_train import add_train_commands
+from netvlad_gui.cli.training import add_train_commands
 ap = argparse.ArgumentParser()
 add_train_commands(ap.add_subparsers(dest="command", required=True))
 args = ap.parse_args(sys.argv[1:])

@@ -54,6 +54,34 @@ class ExtractConfig:
     bf16: bool = False  # bfloat16 autocast for the backbone (pooling stays fp32); 10x slower
     # without native bf16 instructions (AVX2-only CPUs): turn on for AVX-512 BF16 / AMX or GPUs
 
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        device: str | None = None,
+        image_size: int | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        jpeg_draft: bool | None = None,
+    ) -> ExtractConfig:
+        """What a front's options ask for: None (or 0 for the sizes) keeps the default.
+
+        The one rule the CLI (flags) and the GUI (settings) share; ``num_workers=0`` is a
+        request (decode in the calling thread), not "unset".
+        """
+        cfg = cls()
+        if device:
+            cfg.device = device
+        if image_size:
+            cfg.image_size = image_size
+        if batch_size:
+            cfg.batch_size = batch_size
+        if num_workers is not None:
+            cfg.num_workers = num_workers
+        if jpeg_draft is not None:
+            cfg.jpeg_draft = bool(jpeg_draft)
+        return cfg
+
 
 @dataclass
 class InitConfig:

@@ -87,7 +87,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
-from .config import DEFAULT_MODEL, ExtractConfig, InitConfig, ModelConfig
+from .config import DEFAULT_MODEL, ExtractConfig, InitConfig
 from .datasets import NO_SPLIT, DataSpec, PlaceSet, SplitConfig, split_set
 from .errors import TrainConfigError, TrainError
 from .evaluate import RECALL_NS, evaluate_descriptors
@@ -106,7 +106,7 @@ from .mining import (
     new_negative_cache,
     set_descriptors,
 )
-from .model import PlaceModel, build_model, fit_whitening
+from .model import PlaceModel, fit_whitening
 
 log = logging.getLogger(__name__)
 
@@ -544,26 +544,6 @@ def load_sets(cfg: TrainConfig) -> tuple[PlaceSet, PlaceSet | None]:
     return train, val
 
 
-def _fresh_model(cfg: TrainConfig) -> PlaceModel:
-    from . import zoo
-    from .resolve import looks_like_file, resolve_model
-
-    spec = cfg.model or DEFAULT_MODEL
-    if looks_like_file(spec) or zoo.is_downloadable(spec):
-        model = resolve_model(spec, cfg.backbone_weights)
-        if cfg.num_clusters and cfg.num_clusters != getattr(model.config, "num_clusters", None):
-            raise TrainConfigError(
-                f"{spec} has {model.config.num_clusters} clusters; "
-                "--num-clusters only applies to a new model"
-            )
-    else:
-        mc = ModelConfig.from_name(spec)
-        if cfg.num_clusters:
-            mc.num_clusters = cfg.num_clusters
-        model = build_model(mc, cfg.backbone_weights)
-    return _strip_whitening(model)
-
-
 def _strip_whitening(model: PlaceModel) -> PlaceModel:
     """Training shapes the pooled descriptor; whitening is refitted after training."""
     if model.whiten is not None:
@@ -625,7 +605,10 @@ class _Trainer:
             return _strip_whitening(load_checkpoint(self.run_dir / INIT)).to(self.device), None
         if self.resume:
             raise TrainError(f"{self.run_dir}: nothing to resume (no {LAST} or {INIT})")
-        return _fresh_model(self.cfg).to(self.device), None
+        from .resolve import resolve_model
+
+        model = resolve_model(self.cfg.model, self.cfg.backbone_weights, self.cfg.num_clusters)
+        return _strip_whitening(model).to(self.device), None
 
     def _initialise(self, model: PlaceModel, train: PlaceSet) -> None:
         """k-means + alpha from the training database, once; other ranks load rank 0's result."""

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .workers import IndexInfo
+from netvlad_gui.core.library import LibraryStatus
 
 STAGE_NAMES = {
     "scan": "Scanning the folder",
@@ -116,7 +116,7 @@ class LibraryPanel(QGroupBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Library", parent)
         self.setAcceptDrops(True)
-        self._info: IndexInfo | None = None
+        self._info: LibraryStatus | None = None
         self._eta = EtaClock()
         self._busy = False
         self._library: str | None = None
@@ -179,7 +179,7 @@ class LibraryPanel(QGroupBox):
             self.path_label.setToolTip("")
         self.build_button.setEnabled(bool(library) and not self._busy)
 
-    def set_info(self, info: IndexInfo | None) -> None:
+    def set_info(self, info: LibraryStatus | None) -> None:
         """Show what the index holds (or that there is none yet)."""
         self._info = info
         if info is None or not info.exists:

@@ -28,8 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from netvlad_gui.core.export import ExportError, write_results
-from netvlad_gui.core.images import IMAGE_EXTENSIONS, expand_inputs, is_image_file
-from netvlad_gui.core.paths import default_index_dir
+from netvlad_gui.core.images import IMAGE_EXTENSIONS, expand_inputs
+from netvlad_gui.core.library import LibraryStatus, resolve_index_dir
 
 from .librarypanel import LibraryPanel
 from .mapdata import result_to_map
@@ -41,7 +41,7 @@ from .settingsdialog import AppSettings, SettingsDialog, model_problem
 from .stallmeter import StallMeter
 from .thumbnails import ThumbnailLoader
 from .welcome import WelcomePage
-from .workers import EngineWorker, IndexInfo, WorkerThread
+from .workers import EngineWorker, WorkerThread
 
 log = logging.getLogger("netvlad_gui.ui")
 
@@ -97,7 +97,7 @@ class MainWindow(QMainWindow):
                 self.settings.library = ""  # learnt from the index once it is open
         if self.options.library or self.options.index_dir:
             self.settings.save()
-        self.info: IndexInfo | None = None
+        self.info: LibraryStatus | None = None
         self._building = False
         self._in_flight: set[int] = set()
         self._drop_times: dict[int, float] = {}
@@ -292,9 +292,9 @@ class MainWindow(QMainWindow):
 
     @property
     def index_dir(self) -> str:
-        if self.settings.index_dir:
-            return self.settings.index_dir
-        return str(default_index_dir(self.library)) if self.library else ""
+        if not (self.library or self.settings.index_dir):
+            return ""
+        return str(resolve_index_dir(self.library, self.settings.index_dir))
 
     @property
     def busy(self) -> bool:
@@ -418,7 +418,7 @@ class MainWindow(QMainWindow):
         else:
             self.show_notice(f"Index ready: {text}", INFO)
 
-    def _on_index_opened(self, info: IndexInfo) -> None:
+    def _on_index_opened(self, info: LibraryStatus) -> None:
         self.info = info
         if info.library and not self.library:
             self.settings.library = info.library  # an --index given alone names its library
@@ -473,20 +473,9 @@ class MainWindow(QMainWindow):
     def open_inputs(self, items: list[str]) -> list[int]:
         """Photos and folders to locate (drops, File → Open, command line). Returns tokens."""
         t0 = time.perf_counter()
-        photos, skipped = [], []
-        for item in items:
-            path = Path(item).expanduser()
-            if path.is_dir():
-                found = expand_inputs([path])
-                if not found:
-                    skipped.append(f"{path.name or path} (a folder with no photos)")
-                photos.extend(str(p) for p in found)
-            elif not path.exists():
-                skipped.append(f"{path.name} (not found)")
-            elif not is_image_file(path):
-                skipped.append(f"{path.name} (not a photo)")
-            else:
-                photos.append(str(path.resolve()))
+        inputs = expand_inputs(items)
+        photos = [str(p.resolve()) for p in inputs.photos]
+        skipped = [f"{p.name or p} ({reason})" for p, reason in inputs.skipped]
         if skipped:
             self.show_notice(
                 f"Skipped {_short_list(skipped)}. Photos can be "
