@@ -15,10 +15,11 @@ from PySide6.QtCore import QSettings, QTimer
 
 from netvlad_gui.core import zoo
 from netvlad_gui.core.config import DEFAULT_MODEL
-from netvlad_gui.ui.librarypanel import EtaClock, format_eta
+from netvlad_gui.core.resolve import MISSING_WEIGHTS_FILE, NO_BACKBONE_WEIGHTS, check_model
 from netvlad_gui.ui.mapdata import format_coords, osm_url, result_to_map
 from netvlad_gui.ui.settingsdialog import AppSettings, SettingsDialog, model_problem
 from netvlad_gui.ui.stallmeter import StallMeter
+from netvlad_gui.ui.widgets import EtaClock, format_eta
 
 pytestmark = pytest.mark.usefixtures("isolated_settings", "delete_later")
 
@@ -139,6 +140,12 @@ def test_model_problem_says_how_to_fix_it(tmp_path, monkeypatch) -> None:
     weights.write_bytes(b"x")
     assert model_problem("alexnet-netvlad", str(weights)) == ""
     assert "does not exist" in model_problem(str(tmp_path / "model.pt"))
+    # The rules live in core; the dialog only words them.
+    problem = check_model("alexnet-netvlad")
+    assert (problem.kind, problem.backbone) == (NO_BACKBONE_WEIGHTS, "alexnet")
+    assert check_model("alexnet-netvlad", "none") is None
+    missing = check_model("alexnet-netvlad", str(tmp_path / "gone.pth"))
+    assert missing.kind == MISSING_WEIGHTS_FILE and "gone.pth" in missing.message
 
 
 def test_stall_meter_sees_a_blocked_event_loop(qtbot) -> None:

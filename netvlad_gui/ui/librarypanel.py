@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import html
-import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QProgressBar,
     QPushButton,
     QTreeWidget,
@@ -22,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .widgets import EtaClock, format_eta, plain_label
 from .workers import IndexInfo
 
 STAGE_NAMES = {
@@ -30,41 +29,6 @@ STAGE_NAMES = {
     "extract": "Indexing photos",
     "finalize": "Finishing",
 }
-
-
-def plain_label(text: str = "", *, wrap: bool = True) -> QLabel:
-    """A QLabel that never interprets its text as HTML (file names can hold markup)."""
-    label = QLabel()
-    label.setTextFormat(Qt.TextFormat.PlainText)
-    label.setWordWrap(wrap)
-    label.setText(text)
-    return label
-
-
-def format_eta(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-class EtaClock:
-    """Time left in a stage from its rate so far (None until there is a rate)."""
-
-    def __init__(self) -> None:
-        self.stage = ""
-        self.t0 = 0.0
-        self.d0 = 0
-
-    def update(self, stage: str, done: int, total: int, now: float | None = None) -> float | None:
-        now = time.monotonic() if now is None else now
-        if stage != self.stage or done < self.d0:
-            self.stage, self.t0, self.d0 = stage, now, done
-            return None
-        if done <= self.d0 or now <= self.t0:
-            return None
-        rate = (done - self.d0) / (now - self.t0)
-        return (total - done) / rate
 
 
 class SkippedDialog(QDialog):
