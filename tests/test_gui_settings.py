@@ -230,3 +230,21 @@ def test_thumbnails_are_decoded_off_thread_and_upright(qtbot, tmp_path) -> None:
     assert loader.cached(str(photo)) is not None and loader.pending == 0
     assert bad.args[0] == str(broken) and loader.error(str(broken))
     assert seen_threads and threading.get_ident() not in seen_threads
+
+
+def test_progress_throttle_passes_stage_changes_and_the_end(monkeypatch) -> None:
+    from netvlad_gui.ui import throttle
+
+    clock = [100.0]
+    monkeypatch.setattr(throttle.time, "monotonic", lambda: clock[0])
+    t = throttle.Throttle(interval_s=0.05)
+    assert t.ready("extract", 0, 10)
+    assert not t.ready("extract", 1, 10)  # too soon
+    assert t.ready("finalize", 0, 2)  # a new stage always passes
+    clock[0] += 0.01
+    assert not t.ready("finalize", 1, 2)
+    assert t.ready("finalize", 2, 2)  # the end always passes
+    clock[0] += 0.06
+    assert t.ready("finalize", 2, 3)  # the interval has passed
+    assert t.ready("download", 5, None)  # an unknown total: only the clock thins it
+    assert not t.ready("download", 6, None)

@@ -75,7 +75,7 @@ def spin_box(
 
 
 def double_spin_box(
-    lo: float, hi: float, value: float, tip: str = "", *, decimals: int = 2, step: float = 0.1
+    lo: float, hi: float, value: float, decimals: int = 2, step: float = 0.1, tip: str = ""
 ) -> QDoubleSpinBox:
     box = QDoubleSpinBox()
     box.setDecimals(decimals)  # before the range and value, which it rounds

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +22,9 @@ from netvlad_gui.core.images import ImageLoadError
 from netvlad_gui.core.paths import default_index_dir
 from netvlad_gui.core.resolve import ModelSpecError
 
-log = logging.getLogger(__name__)
+from .throttle import Throttle
 
-#: Progress signals are thinned to this interval (the last one of a stage always goes out).
-PROGRESS_INTERVAL_S = 0.05
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,7 +76,7 @@ class EngineWorker(QObject):
         self._stopping = threading.Event()
         self._index = None
         self._locator = None
-        self._last_emit = (0.0, "")
+        self._throttle = Throttle()
 
     # ---- called from the GUI thread ---------------------------------------------------------
 
@@ -232,12 +230,8 @@ class EngineWorker(QObject):
             self._index = None
 
     def _progress(self, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        last_t, last_stage = self._last_emit
-        if stage == last_stage and done < total and now - last_t < PROGRESS_INTERVAL_S:
-            return
-        self._last_emit = (now, stage)
-        self.progress.emit(stage, int(done), int(total))
+        if self._throttle.ready(stage, done, total):
+            self.progress.emit(stage, int(done), int(total))
 
     def _report(self, what: str, exc: BaseException) -> None:
         if isinstance(exc, WeightsUnavailableError):
@@ -270,12 +264,10 @@ class DownloadWorker(QObject):
         from netvlad_gui.core import zoo
 
         self._cancel.clear()
-        last = [0.0]
+        throttle = Throttle()
 
         def progress(done: int, total: int | None) -> None:
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL_S or (total is not None and done >= total):
-                last[0] = now
+            if throttle.ready(name, done, total):
                 self.progress.emit(done, total)
 
         try:
