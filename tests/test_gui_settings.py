@@ -248,3 +248,37 @@ def test_progress_throttle_passes_stage_changes_and_the_end(monkeypatch) -> None
     assert t.ready("finalize", 2, 3)  # the interval has passed
     assert t.ready("download", 5, None)  # an unknown total: only the clock thins it
     assert not t.ready("download", 6, None)
+
+
+def test_errors_a_netvlad_error_is_its_message_anything_else_a_logged_bug(qtbot, caplog) -> None:
+    import sys
+
+    from netvlad_gui.core.errors import LibraryIndexError
+    from netvlad_gui.ui import errors
+    from netvlad_gui.ui.workers import EngineWorker
+
+    worker = EngineWorker()
+    with qtbot.waitSignal(worker.failed, timeout=1_000) as failed:
+        worker._report("open", LibraryIndexError("the index is damaged: run `netvlad index`"))
+    assert failed.args == ["open", "the index is damaged: run `netvlad index`"]
+    assert "Traceback" not in caplog.text  # the user's to fix, not a bug
+
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        bug = exc
+    with qtbot.waitSignal(worker.failed, timeout=1_000) as failed:
+        worker._report("build", bug)
+    what, text = failed.args
+    assert what == "build" and text.startswith("unexpected error (KeyError: 'missing')")
+    assert str(errors.log_file()) in text
+    assert "while trying to build" in caplog.text and "Traceback" in caplog.text
+
+    shown: list[str] = []
+    old = sys.excepthook
+    try:
+        errors.install_excepthook(shown.append)
+        sys.excepthook(ZeroDivisionError, ZeroDivisionError("boom"), None)
+    finally:
+        sys.excepthook = old
+    assert shown and shown[0].startswith("Unexpected error (ZeroDivisionError: boom)")

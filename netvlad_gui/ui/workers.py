@@ -17,11 +17,10 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from netvlad_gui.core.backbones import WeightsUnavailableError
 from netvlad_gui.core.config import ExtractConfig, LocateConfig
-from netvlad_gui.core.errors import LibraryIndexError
 from netvlad_gui.core.images import ImageLoadError
 from netvlad_gui.core.paths import default_index_dir
-from netvlad_gui.core.resolve import ModelSpecError
 
+from .errors import error_message
 from .throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -234,13 +233,9 @@ class EngineWorker(QObject):
             self.progress.emit(stage, int(done), int(total))
 
     def _report(self, what: str, exc: BaseException) -> None:
+        message = error_message(exc, what)  # a bug's traceback goes to the log file
         if isinstance(exc, WeightsUnavailableError):
             what = "weights"
-        elif not isinstance(
-            exc, OSError | ValueError | RuntimeError | LibraryIndexError | ModelSpecError
-        ):
-            log.exception("unexpected error while trying to %s", what)
-        message = str(exc) or type(exc).__name__
         log.warning("%s failed: %s", what, message)
         self.failed.emit(what, message)
 
@@ -273,7 +268,7 @@ class DownloadWorker(QObject):
         try:
             path = zoo.get_model(name, progress=progress, cancel=self._cancel.is_set)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never raised
-            self.failed.emit(name, str(exc) or type(exc).__name__)
+            self.failed.emit(name, error_message(exc, f"download {name}"))
             return
         self.finished.emit(name, str(path))
 
