@@ -66,6 +66,23 @@ def error_message(exc: BaseException, doing: str = "") -> str:
     return f"unexpected error ({detail}); details in {log_file()}"
 
 
+#: What the window says failed, per ``EngineWorker.failed`` kind.
+FAILURES = {
+    "build": "Indexing failed",
+    "open": "Cannot open the index",
+    "locate": "Cannot locate",
+}
+
+
+def failure_text(what: str, message: str) -> str:
+    """The notice for an engine job that failed (``message`` from `error_message`)."""
+    if what == "weights":
+        return (
+            "The model cannot be built: no usable weights. See the message above for how to fix it."
+        )
+    return f"{FAILURES.get(what, 'Error')}: {message}"
+
+
 def install_excepthook(notify: Callable[[str], None]) -> None:
     """An exception escaping a slot becomes ``notify(text)`` and a log entry, never a crash."""
 

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .widgets import EtaClock, format_eta, plain_label
+from .widgets import EtaClock, dropped_paths, format_eta, plain_label
 from .workers import IndexInfo
 
 STAGE_NAMES = {
@@ -223,9 +223,4 @@ class LibraryPanel(QGroupBox):
 
 
 def _dropped_folder(mime) -> str | None:
-    if not mime.hasUrls():
-        return None
-    for url in mime.urls():
-        if url.isLocalFile() and Path(url.toLocalFile()).is_dir():
-            return url.toLocalFile()
-    return None
+    return next((p for p in dropped_paths(mime) if Path(p).is_dir()), None)

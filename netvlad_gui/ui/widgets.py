@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -17,8 +17,10 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMainWindow,
     QPushButton,
     QSpinBox,
+    QSplitter,
     QToolButton,
     QWidget,
 )
@@ -33,6 +35,13 @@ def plain_label(text: str = "", *, wrap: bool = True) -> QLabel:
     label.setWordWrap(wrap)
     label.setText(text)
     return label
+
+
+def dropped_paths(mime) -> list[str]:
+    """The local files and folders a drag carries (QMimeData), in order; [] for anything else."""
+    if not mime.hasUrls():
+        return []
+    return [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
 
 
 def format_eta(seconds: float) -> str:
@@ -154,3 +163,31 @@ class PathRow(QWidget):
         if path:
             self.setText(path)
             self.browsed.emit(path)
+
+
+def restore_window_state(
+    window: QMainWindow, splitters: list[QSplitter], default_size: tuple[int, int]
+) -> None:
+    """Size, docks and splitter positions as the user left them (QSettings ``window/…``)."""
+    store = QSettings()
+    geometry = store.value("window/geometry")
+    if geometry is not None:
+        window.restoreGeometry(geometry)
+    else:
+        window.resize(*default_size)
+    state = store.value("window/state")
+    if state is not None:
+        window.restoreState(state)
+    for splitter in splitters:
+        value = store.value(f"window/{splitter.objectName()}")
+        if value is not None:
+            splitter.restoreState(value)
+
+
+def save_window_state(window: QMainWindow, splitters: list[QSplitter]) -> None:
+    store = QSettings()
+    store.setValue("window/geometry", window.saveGeometry())
+    store.setValue("window/state", window.saveState())
+    for splitter in splitters:
+        store.setValue(f"window/{splitter.objectName()}", splitter.saveState())
+    store.sync()
