@@ -148,20 +148,17 @@ class SettingsDialog(QDialog):
                 self.model.count() - 1, info.description, Qt.ItemDataRole.ToolTipRole
             )
         self.model.setCurrentText(settings.model)
+        checkpoint = {"mode": FILE, "file_filter": CHECKPOINT_FILTER}
         self.model_row = PathRow(
             "Choose a model checkpoint",
-            mode=FILE,
-            file_filter=CHECKPOINT_FILTER,
             button_text="Checkpoint file…",
             editor=self.model,
+            **checkpoint,
         )
         self.weights_row = PathRow(
-            "Choose backbone weights (torchvision state dict)",
-            mode=FILE,
-            file_filter=CHECKPOINT_FILTER,
-            button_text="Browse…",
-            text=settings.backbone_weights,
+            "Choose backbone weights (torchvision state dict)", button_text="Browse…", **checkpoint
         )
+        self.weights_row.setText(settings.backbone_weights)
         self.weights = self.weights_row.editor
         self.weights.setPlaceholderText("default ImageNet weights")
         self.weights.setClearButtonEnabled(True)
