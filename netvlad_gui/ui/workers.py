@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from netvlad_gui.core.backbones import WeightsUnavailableError
 from netvlad_gui.core.config import ExtractConfig
-from netvlad_gui.core.errors import NetvladError
 from netvlad_gui.core.library import LibraryStatus, index_exists, open_library, resolve_index_dir
 
-log = logging.getLogger(__name__)
+from .errors import error_message
+from .throttle import Throttle
 
-#: Progress signals are thinned to this interval (the last one of a stage always goes out).
-PROGRESS_INTERVAL_S = 0.05
+log = logging.getLogger(__name__)
 
 
 def _extract_cfg(device: str, image_size: int) -> ExtractConfig:
@@ -53,7 +51,7 @@ class EngineWorker(QObject):
         self._cancel = threading.Event()
         self._stopping = threading.Event()
         self._locator = None  # owns the open LibraryIndex
-        self._last_emit = (0.0, "")
+        self._throttle = Throttle()
 
     # ---- called from the GUI thread ---------------------------------------------------------
 
@@ -122,7 +120,7 @@ class EngineWorker(QObject):
                 self._report("open", exc)
 
     @Slot(list, int)
-    def locate(self, jobs: list, top_n: int = 5) -> None:
+    def locate(self, jobs: list, top_n: int) -> None:
         """Locate ``jobs`` = [(token, path)], emitting ``located`` per photo as it is done.
 
         ``cancel()`` stops between photos: ``locateFinished(done, True)``; the rest is not sent.
@@ -155,9 +153,8 @@ class EngineWorker(QObject):
                 cancelled = True
             except Exception as exc:  # a bug on one photo must not stop the rest
                 token, path = remaining.pop(0)
-                log.exception("cannot locate %s", path)
                 done += 1
-                error = f"{type(exc).__name__}: {exc}"
+                error = error_message(exc, f"locate {path}")  # logs a bug's traceback
                 self.located.emit(int(token), LocateResult(query=str(path), error=error))
         self._progress("locate", done, len(jobs))
         self.locateFinished.emit(done, cancelled)
@@ -178,19 +175,13 @@ class EngineWorker(QObject):
                 log.debug("closing the index failed", exc_info=True)
 
     def _progress(self, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        last_t, last_stage = self._last_emit
-        if stage == last_stage and done < total and now - last_t < PROGRESS_INTERVAL_S:
-            return
-        self._last_emit = (now, stage)
-        self.progress.emit(stage, int(done), int(total))
+        if self._throttle.ready(stage, done, total):
+            self.progress.emit(stage, int(done), int(total))
 
     def _report(self, what: str, exc: BaseException) -> None:
+        message = error_message(exc, what)  # a bug's traceback goes to the log file
         if isinstance(exc, WeightsUnavailableError):
             what = "weights"
-        elif not isinstance(exc, NetvladError | OSError | ValueError | RuntimeError):
-            log.exception("unexpected error while trying to %s", what)
-        message = str(exc) or type(exc).__name__
         log.warning("%s failed: %s", what, message)
         self.failed.emit(what, message)
 
@@ -214,18 +205,16 @@ class DownloadWorker(QObject):
         from netvlad_gui.core import zoo
 
         self._cancel.clear()
-        last = [0.0]
+        throttle = Throttle()
 
         def progress(done: int, total: int | None) -> None:
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL_S or (total is not None and done >= total):
-                last[0] = now
+            if throttle.ready(name, done, total):
                 self.progress.emit(done, total)
 
         try:
             path = zoo.get_model(name, progress=progress, cancel=self._cancel.is_set)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never raised
-            self.failed.emit(name, str(exc) or type(exc).__name__)
+            self.failed.emit(name, error_message(exc, f"download {name}"))
             return
         self.finished.emit(name, str(path))
 
