@@ -11,6 +11,7 @@ from _vpr_data import write_street
 
 from netvlad_gui.core.config import ExtractConfig, InitConfig, ModelConfig
 from netvlad_gui.core.datasets import PlaceSet, load_folder
+from netvlad_gui.core.descriptors import set_descriptors
 from netvlad_gui.core.errors import DatasetError
 from netvlad_gui.core.initialise import initialise_from_images
 from netvlad_gui.core.mining import (
@@ -18,7 +19,6 @@ from netvlad_gui.core.mining import (
     MiningConfig,
     mine_tuple,
     new_negative_cache,
-    set_descriptors,
 )
 from netvlad_gui.core.model import build_model
 

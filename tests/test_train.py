@@ -60,10 +60,10 @@ def test_triplet_loss_hand_computed() -> None:
 
 
 def test_default_margins_follow_the_loss() -> None:
-    assert TrainConfig(data=DataSpec(data="x")).effective_margin == 0.1
-    assert TrainConfig(data=DataSpec(data="x"), loss="unsquared").effective_margin == pytest.approx(
-        math.sqrt(0.1)
-    )
+    assert TrainConfig(data=DataSpec(data="x")).mining.effective_margin == 0.1
+    assert TrainConfig(
+        data=DataSpec(data="x"), loss="unsquared"
+    ).mining.effective_margin == pytest.approx(math.sqrt(0.1))
     with pytest.raises(TrainConfigError, match="loss"):
         TrainConfig(data=DataSpec(data="x"), loss="cosine").check()
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ModelConfig
+
 #: Soft-assignment ratio the paper's initialisation aims at between the nearest and the
 #: second-nearest cluster of a typical descriptor (``layerVLAD``: alpha = -log(0.01) / gap).
 ASSIGNMENT_RATIO = 100.0
@@ -25,7 +27,7 @@ class NetVLAD(nn.Module):
     cluster, then L2-normalised as a whole.
     """
 
-    def __init__(self, dim: int, num_clusters: int = 64) -> None:
+    def __init__(self, dim: int, num_clusters: int = ModelConfig.num_clusters) -> None:
         super().__init__()
         if dim < 1 or num_clusters < 1:
             raise ValueError(
