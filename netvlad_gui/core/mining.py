@@ -85,6 +85,41 @@ class GroundTruth:
         )
         return np.flatnonzero(has_pos & has_neg)
 
+    def why_untrainable(self) -> str:
+        """One line on why no query can train, and what photos would let it ("" when some can)."""
+        if len(self.trainable()):
+            return ""
+        ps = self.ps
+        head = (
+            f"{ps.name}: no training query has a potential positive within "
+            f"{ps.pos_radius_m:g} m and a negative beyond {ps.neg_radius_m:g} m"
+        )
+        has_pos = [q for q, p in enumerate(self.positives) if len(p)]
+        if not ps.num_db or not ps.num_queries:
+            return f"{head}: it has {ps.num_db} database photos and {ps.num_queries} queries"
+        if has_pos:  # the places repeat, but nothing lies far enough away
+            return (
+                f"{head}: all {len(has_pos)} queries with a positive lie within "
+                f"{ps.neg_radius_m:g} m of every photo; add photos of places farther away"
+            )
+        repeated, places = self._places()
+        return (
+            f"{head}: none of its {ps.num_queries} queries has another photo within "
+            f"{ps.pos_radius_m:g} m ({repeated} of {places} places have two or more photos); "
+            f"photograph places two or more times, within {ps.pos_radius_m:g} m of each other"
+        )
+
+    def _places(self) -> tuple[int, int]:
+        """(places with two or more database photos, places): photos linked within pos_radius_m."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        n = self.num_db
+        pairs = cKDTree(self.ps.db_pos).query_pairs(self.ps.pos_radius_m, output_type="ndarray")
+        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        count, labels = connected_components(graph, directed=False)
+        return int((np.bincount(labels) >= 2).sum()), int(count)
+
     def is_negative(self, q: int, db: np.ndarray) -> np.ndarray:
         return ~np.isin(db, self.non_negatives[q]) & self.usable_db[db]
 

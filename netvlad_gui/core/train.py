@@ -31,8 +31,8 @@ Run folder: ``init.pt`` (the k-means initialised model), ``last.pt`` (every epoc
 states and the config, all plain types and tensors that load with ``weights_only=True``),
 ``best.pt`` (best validation Recall@5; ties go to Recall@1, then to the earlier epoch),
 ``epoch_NNN.pt`` (with ``keep_epoch_checkpoints``) and, at the end, ``model.pt``: the best (else
-the last) weights with PCA-whitening fitted on the training database (4096-D, or N−1 with fewer
-images). Without a validation set there is no ``best.pt``. ``resume`` continues after the last
+the last) weights with PCA-whitening fitted on the training database (4096-D; only with more
+images than dimensions, else none). Without a validation set there is no ``best.pt``. ``resume`` continues after the last
 finished epoch exactly as an uninterrupted run would: the per-epoch order and negative sampling
 derive from (seed, epoch, query), and the descriptor cache is rebuilt at the start.
 
@@ -58,11 +58,18 @@ says how many queries can train:
 - ``{"event": "val", "epoch", "recall@1", "recall@5", "recall@10", "recall@20", "queries",
   "best"}`` after each validation (recalls are fractions in [0, 1])
 - ``{"event": "epoch", "epoch", "epochs", "loss", "lr", "seconds", "tuples", "skipped":
-  {"no_positive", "no_negative", "easy"}, "checkpoint"}`` after each epoch: queries without a
-  potential positive or without a negative, and queries whose negatives all met the margin
-- ``{"event": "whitening", "dim", "images"}`` and finally ``{"event": "done", "model",
+  {"no_positive", "no_negative", "easy"}, "checkpoint", "all_easy"}`` after each epoch: queries
+  without a potential positive or without a negative, and queries whose negatives all met the
+  margin; ``all_easy``: no tuple at all because every mined query was easy (no step, no update;
+  ``loss`` 0 then measures nothing)
+- ``{"event": "whitening", "dim", "images"}``, or ``{"event": "whitening_skipped", "dim",
+  "images", "message"}`` with too few images for ``dim``; and finally ``{"event": "done", "model",
   "best_epoch", "recall@5", "epochs"}``
 - the CLI adds ``{"event": "error", "message"}`` when training stops on an error.
+
+A run that cannot train stops with a ``TrainError`` saying what the photos lack: before the model
+is built when no query has a positive and a negative by position, and at the end, without
+``model.pt``, when no epoch found a single tuple (every query easy).
 
 The loop is here; its parts: ``TrainConfig`` (config.py), the run's sets, model and trainable
 weights (trainsetup.py), tuples (mining.py), their images (steps.py), the loss (loss.py), the
@@ -77,7 +84,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +111,11 @@ from .trainenv import (
     amp_dtype,
     barrier,
     end_distributed,
-    rng_state,
     seed_everything,
-    set_rng_state,
     setup_distributed,
 )
 from .trainsetup import (
-    STATE_VERSION,
+    RunProgress,
     fresh_model,
     load_sets,
     read_train_state,
@@ -155,24 +160,6 @@ class TrainResult:
 
 
 # --- the trainer ----------------------------------------------------------------------------
-
-
-@dataclass
-class _Progress:
-    """What changes as a run goes: the optimisation state, the caches and the history."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: Any
-    neg_cache: np.ndarray
-    epoch: int = 0  # finished epochs
-    best_r5: float | None = None
-    best_r1: float | None = None  # breaks ties of R@5 (small validation sets saturate)
-    best_epoch: int | None = None
-    history: list[dict] = field(default_factory=list)
-    db_desc: np.ndarray | None = None
-    q_desc: np.ndarray | None = None
-    stale: bool = False  # weights changed since the descriptor cache was computed
 
 
 class _Trainer:
@@ -252,7 +239,7 @@ class _Trainer:
     # -- one step --
 
     def _step(
-        self, forward: nn.Module, tuples: list[TrainTuple], images: dict, run: _Progress
+        self, forward: nn.Module, tuples: list[TrainTuple], images: dict, run: RunProgress
     ) -> tuple[float, int, int]:
         """Forward, loss, backward and update; returns (loss sum, violations, tuples) over ranks."""
         device = self.device
@@ -318,34 +305,21 @@ class _Trainer:
 
     # -- the run --
 
-    def _optimiser(self, model: PlaceModel, state: dict | None) -> _Progress:
+    def _optimiser(self, model: PlaceModel, state: dict | None) -> RunProgress:
         """Optimizer, schedule, loss scaler and hard-negative cache, restored on resume."""
         cfg = self.cfg
         params = set_trainable(model, cfg.train_layers, cfg.train_assignment_bias)
         opt = torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        run = _Progress(
+        run = RunProgress(
             optimizer=opt,
             scheduler=torch.optim.lr_scheduler.StepLR(opt, cfg.lr_step_epochs, cfg.lr_gamma),
             scaler=torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None,
             neg_cache=new_negative_cache(len(self.train.q_paths), cfg.mining.neg_cache),
         )
-        if state is None:
-            return run
-        run.optimizer.load_state_dict(state["optimizer"])
-        run.scheduler.load_state_dict(state["scheduler"])
-        if run.scaler is not None and state.get("scaler"):
-            run.scaler.load_state_dict(state["scaler"])
-        cache = state["neg_cache"].numpy()
-        if cache.shape[0] == run.neg_cache.shape[0]:
-            width = min(cache.shape[1], run.neg_cache.shape[1])
-            run.neg_cache[:, :width] = cache[:, :width]
-        run.epoch = int(state["epoch"])
-        run.best_r5, run.best_epoch = state.get("best_recall5"), state.get("best_epoch")
-        run.best_r1 = state.get("best_recall1")
-        run.history = list(state.get("history") or [])
-        set_rng_state(state["rng"])
+        if state is not None:
+            run.restore(state)
         return run
 
     def run(self) -> TrainResult:
@@ -358,6 +332,11 @@ class _Trainer:
         train = self.train
         if not train.num_db or not train.num_queries:
             raise TrainError(f"{train.name}: the training split has no database or no queries")
+        # Positions alone decide whether any query can make a tuple: refuse before the model
+        # is built and initialised, and say what the photos lack.
+        why = GroundTruth(train).why_untrainable()
+        if why:
+            raise TrainError(why)
         model, state = self._model()
         self._initialise(model, train)
         run = self._optimiser(model, state)
@@ -393,17 +372,26 @@ class _Trainer:
             trainable_queries=len(trainable),
             no_positive=no_pos,
         )
-        if not len(trainable):
+        if not len(trainable):  # positions allowed it: the photos that would do are unreadable
+            bad_db = int((~gt.usable_db).sum())
+            bad_q = int((~np.isfinite(run.q_desc).all(axis=1)).sum())
             raise TrainError(
-                f"{train.name}: no training query has a potential positive within "
-                f"{train.pos_radius_m:g} m and a negative beyond {train.neg_radius_m:g} m"
+                f"{train.name}: no training query can train with the readable photos ({bad_db} "
+                f"of {train.num_db} database photos and {bad_q} queries are unreadable, see the "
+                "warnings); replace or remove the unreadable files"
             )
         while run.epoch < cfg.epochs:
             self._epoch(model, forward, run, gt, trainable)
+        if not any(r.get("tuples") for r in run.history):
+            raise TrainError(
+                f"{train.name}: nothing trained: in all {len(run.history)} epochs every query's "
+                "negatives were already farther than its positive by the margin, so no model.pt "
+                "was written; add photos of more places, or of the same places at other times"
+            )
         model_path = self._finish(model, run)
         return TrainResult(self.run_dir, model_path, run.best_epoch, run.best_r5, run.history)
 
-    def _epoch(self, model, forward, run: _Progress, gt: GroundTruth, trainable) -> None:
+    def _epoch(self, model, forward, run: RunProgress, gt: GroundTruth, trainable) -> None:
         """One pass over the training queries, then validation and checkpoints."""
         cfg, epoch, t0 = self.cfg, run.epoch, time.monotonic()
         lr = run.optimizer.param_groups[0]["lr"]
@@ -435,11 +423,15 @@ class _Trainer:
             warnings.simplefilter("ignore", UserWarning)
             run.scheduler.step()
         run.epoch += 1
+        # No tuple at all while queries were mined: each one's negatives already met the margin.
+        # The loss of such an epoch is no measurement; "all_easy" says so.
+        all_easy = not tuples_done and skipped["easy"] > 0
         record: dict[str, Any] = {
             "epoch": run.epoch,
             "loss": loss_sum / max(tuples_done, 1),
             "lr": lr,
             "tuples": int(tuples_done),
+            "all_easy": all_easy,
         }
         is_best = False
         if self.val is not None:
@@ -462,6 +454,7 @@ class _Trainer:
             lr=lr,
             seconds=round(time.monotonic() - t0, 3),
             tuples=int(tuples_done),
+            all_easy=all_easy,
             skipped={k: int(skipped[k]) for k in ("no_positive", "no_negative", "easy")},
             checkpoint=str(path),
         )
@@ -472,7 +465,7 @@ class _Trainer:
         first_step: int,
         per_step: int,
         gt: GroundTruth,
-        run: _Progress,
+        run: RunProgress,
         skipped: Counter,
     ) -> list[Step]:
         """Tuples of ``queries`` from the current cache, grouped into steps.
@@ -498,24 +491,10 @@ class _Trainer:
                 steps.append(Step(first_step + i, mine, total))
         return steps
 
-    def _save(self, model: PlaceModel, run: _Progress, is_best: bool) -> Path:
+    def _save(self, model: PlaceModel, run: RunProgress, is_best: bool) -> Path:
         last = self.run_dir / LAST
         if self.rank0:
-            state = {
-                "version": STATE_VERSION,
-                "epoch": run.epoch,
-                "optimizer": run.optimizer.state_dict(),
-                "scheduler": run.scheduler.state_dict(),
-                "scaler": run.scaler.state_dict() if run.scaler is not None else None,
-                "neg_cache": torch.from_numpy(run.neg_cache.copy()),
-                "best_recall5": run.best_r5,
-                "best_recall1": run.best_r1,
-                "best_epoch": run.best_epoch,
-                "history": run.history,
-                "rng": rng_state(),
-                "config": self.cfg.to_dict(),
-                "world_size": self.dist.world,
-            }
+            state = run.state(self.cfg, self.dist.world)
             summary = {
                 "epoch": run.epoch,
                 "history": run.history[-1:],
@@ -531,14 +510,15 @@ class _Trainer:
         barrier(self.dist)
         return last
 
-    def _finish(self, model: PlaceModel, run: _Progress) -> Path:
-        """Best (else last) weights + PCA-whitening fitted on the training database -> model.pt."""
-        best = self.run_dir / BEST
-        if run.best_epoch is not None and best.is_file():
-            model.load_state_dict(load_checkpoint(best).state_dict())
-        for p in model.parameters():
-            p.requires_grad_(False)
-        if self.cfg.whitening_dim:
+    def _whiten(self, model: PlaceModel) -> dict[str, Any]:
+        """PCA-whitening fitted on the training database, only with more images than dimensions.
+
+        Fitted on fewer, the smallest components are noise that whitening blows up (corridor:
+        Recall@1 93 -> 75 % whitened to 55-D from 56 images), so the raw descriptor is kept.
+        """
+        asked = min(int(self.cfg.whitening_dim), model.pool_dim)
+        descs = np.zeros((0, model.pool_dim), np.float32)
+        if self.train.num_db > asked:
             descs, _ = compute_descriptors(
                 Forward(model, self.amp_dtype, pooled=True),
                 self.train.db_paths,
@@ -546,11 +526,28 @@ class _Trainer:
                 dist=self.dist,
             )
             descs = descs[np.isfinite(descs).all(axis=1)]
-            if len(descs) >= 2:
-                fit_whitening(model, descs, self.cfg.whitening_dim)
-                self.emit("whitening", dim=model.config.whitening_dim, images=len(descs))
-            else:
-                log.warning("too few database images to fit whitening; model.pt has none")
+        n = len(descs) if len(descs) else self.train.num_db
+        if len(descs) > asked:
+            fit_whitening(model, descs, asked)
+            self.emit("whitening", dim=model.config.whitening_dim, images=n)
+            return {"dim": model.config.whitening_dim, "images": n}
+        message = (
+            f"no PCA-whitening: {asked} dimensions need more than {asked} readable training "
+            f"images, there are {n}; model.pt keeps the {model.pool_dim}-D descriptor "
+            f"(--whitening-dim below {n} whitens anyway)"
+        )
+        log.warning(message)
+        self.emit("whitening_skipped", dim=asked, images=n, message=message)
+        return {"dim": None, "images": n, "skipped": message}
+
+    def _finish(self, model: PlaceModel, run: RunProgress) -> Path:
+        """Best (else last) weights + PCA-whitening fitted on the training database -> model.pt."""
+        best = self.run_dir / BEST
+        if run.best_epoch is not None and best.is_file():
+            model.load_state_dict(load_checkpoint(best).state_dict())
+        for p in model.parameters():
+            p.requires_grad_(False)
+        whitening = self._whiten(model) if self.cfg.whitening_dim else None
         model.meta["training"] = {
             "epochs": len(run.history),
             "best_epoch": run.best_epoch,
@@ -558,6 +555,7 @@ class _Trainer:
             "data": self.cfg.data.describe(),
             "train_images": self.train.num_db,
             "history": run.history,
+            "whitening": whitening,
         }
         path = self.run_dir / FINAL
         if self.rank0:

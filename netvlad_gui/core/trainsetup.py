@@ -1,12 +1,15 @@
 """What a training run starts from: its sets, its model, which of its weights train, and the
-config and state a stored run holds (for ``--resume`` and for fronts that show a run).
+config and state a stored run holds (written every epoch, read by ``--resume`` and by fronts).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from .checkpoint import read_checkpoint_header
@@ -15,6 +18,7 @@ from .datasets import NO_SPLIT, PlaceSet, SplitConfig, split_set
 from .errors import TrainConfigError, TrainError
 from .model import PlaceModel, build_model
 from .runs import LAST
+from .trainenv import rng_state, set_rng_state
 
 STATE_VERSION = 1  # of ``last.pt``'s ``extra["train_state"]``
 
@@ -144,3 +148,55 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
                 "use another --out for a new run"
             )
     return cfg
+
+
+@dataclass
+class RunProgress:
+    """What changes as a run goes: the optimisation state, the caches and the history."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    neg_cache: np.ndarray
+    epoch: int = 0  # finished epochs
+    best_r5: float | None = None
+    best_r1: float | None = None  # breaks ties of R@5 (small validation sets saturate)
+    best_epoch: int | None = None
+    history: list[dict] = field(default_factory=list)
+    db_desc: np.ndarray | None = None
+    q_desc: np.ndarray | None = None
+    stale: bool = False  # weights changed since the descriptor cache was computed
+
+    def state(self, cfg: TrainConfig, world_size: int) -> dict[str, Any]:
+        """``last.pt``'s ``extra["train_state"]``: plain types and tensors (``weights_only``)."""
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "neg_cache": torch.from_numpy(self.neg_cache.copy()),
+            "best_recall5": self.best_r5,
+            "best_recall1": self.best_r1,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "rng": rng_state(),
+            "config": cfg.to_dict(),
+            "world_size": world_size,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a stored ``state`` (this process's random state included)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        cache = state["neg_cache"].numpy()
+        if cache.shape[0] == self.neg_cache.shape[0]:
+            width = min(cache.shape[1], self.neg_cache.shape[1])
+            self.neg_cache[:, :width] = cache[:, :width]
+        self.epoch = int(state["epoch"])
+        self.best_r5, self.best_epoch = state.get("best_recall5"), state.get("best_epoch")
+        self.best_r1 = state.get("best_recall1")
+        self.history = list(state.get("history") or [])
+        set_rng_state(state["rng"])

@@ -632,14 +632,19 @@ class TrainPanel(QWidget):
                 + (" (best)" if ev.get("best") else "")
             )
         elif kind == "epoch":
-            self.charts.add_epoch(int(ev["epoch"]), float(ev["loss"]))
-            self._log_line(
-                f"epoch {ev['epoch']}/{ev.get('epochs', self._epochs)}: loss {ev['loss']:.4f}, "
-                f"{ev.get('seconds', 0):.1f} s"
-            )
+            head = f"epoch {ev['epoch']}/{ev.get('epochs', self._epochs)}"
+            if ev.get("all_easy"):  # no tuple: its loss 0 measures nothing, so no chart point
+                self._log_line(
+                    f"{head}: nothing to learn, every query's negatives already met the margin"
+                )
+            else:
+                self.charts.add_epoch(int(ev["epoch"]), float(ev["loss"]))
+                self._log_line(f"{head}: loss {ev['loss']:.4f}, {ev.get('seconds', 0):.1f} s")
             self._update_buttons()  # last.pt exists now: Resume becomes possible after a stop
         elif kind == "whitening":
             self.status_label.setText(f"Fitting PCA-whitening ({ev.get('dim')}-D)…")
+        elif kind == "whitening_skipped":
+            self._log_line(str(ev.get("message") or "no PCA-whitening"))
         elif kind == "done":
             self.model_path = str(ev.get("model") or "")
             self.progress.setRange(0, 1)
