@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from .config import InitConfig, ModelConfig
 
 #: Soft-assignment ratio the paper's initialisation aims at between the nearest and the
 #: second-nearest cluster of a typical descriptor (``layerVLAD``: alpha = -log(0.01) / gap).
@@ -91,7 +91,13 @@ class NetVLAD(nn.Module):
                 self.conv.bias.copy_(bias)
             self.initialised.fill_(True)
 
-    def initialise(self, descriptors: np.ndarray, *, iters: int = 25, seed: int = 0) -> float:
+    def initialise(
+        self,
+        descriptors: np.ndarray,
+        *,
+        iters: int = InitConfig.kmeans_iters,
+        seed: int = InitConfig.seed,
+    ) -> float:
         """The paper's initialisation from sampled local descriptors (N, D); returns alpha.
 
         k-means (faiss, Euclidean) on L2-normalised descriptors gives the centroids. The
