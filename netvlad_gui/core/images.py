@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor
 
+from .config import ExtractConfig
 from .errors import NetvladError
 
 IMAGE_EXTENSIONS = frozenset(
@@ -24,6 +25,7 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 _heif_registered = False
+_DEFAULTS = ExtractConfig()  # image_size and max_pixels come from here, not from copies
 
 
 class ImageLoadError(NetvladError, ValueError):
@@ -111,8 +113,8 @@ def expand_inputs(items: Iterable[str | os.PathLike]) -> Inputs:
 
 def load_image(
     path: str | os.PathLike,
-    image_size: int = 640,
-    max_pixels: int = 180_000_000,
+    image_size: int = _DEFAULTS.image_size,
+    max_pixels: int = _DEFAULTS.max_pixels,
     *,
     draft: bool = False,
 ):
@@ -176,8 +178,8 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 
 def load_tensor(
     path: str | os.PathLike,
-    image_size: int = 640,
-    max_pixels: int = 180_000_000,
+    image_size: int = _DEFAULTS.image_size,
+    max_pixels: int = _DEFAULTS.max_pixels,
     *,
     draft: bool = False,
 ):

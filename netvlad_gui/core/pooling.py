@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import InitConfig, ModelConfig
+
 log = logging.getLogger(__name__)
 
 #: Soft-assignment ratio the paper's initialisation aims at between the nearest and the
@@ -30,7 +32,7 @@ class NetVLAD(nn.Module):
     cluster, then L2-normalised as a whole.
     """
 
-    def __init__(self, dim: int, num_clusters: int = 64) -> None:
+    def __init__(self, dim: int, num_clusters: int = ModelConfig.num_clusters) -> None:
         super().__init__()
         if dim < 1 or num_clusters < 1:
             raise ValueError(
@@ -94,7 +96,13 @@ class NetVLAD(nn.Module):
                 self.conv.bias.copy_(bias)
             self.initialised.fill_(True)
 
-    def initialise(self, descriptors: np.ndarray, *, iters: int = 25, seed: int = 0) -> float:
+    def initialise(
+        self,
+        descriptors: np.ndarray,
+        *,
+        iters: int = InitConfig.kmeans_iters,
+        seed: int = InitConfig.seed,
+    ) -> float:
         """The paper's initialisation from sampled local descriptors (N, D); returns alpha.
 
         k-means (faiss, Euclidean) on L2-normalised descriptors gives the centroids. The

@@ -38,7 +38,7 @@ def resolve_model(
     spec = str(spec) if spec is not None else DEFAULT_MODEL
     path = Path(spec).expanduser()
     if path.is_dir():
-        from .train import FINAL
+        from .runs import FINAL
 
         if not (path / FINAL).is_file():
             raise ModelSpecError(f"{path} is a folder without {FINAL}; name a checkpoint file")

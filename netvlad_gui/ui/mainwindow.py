@@ -555,7 +555,7 @@ class MainWindow(QMainWindow):
 
     def use_trained_model(self, model_path: str) -> None:
         """Make a trained checkpoint the app's model, with its own index folder (see trainpanel)."""
-        from .trainpanel import model_index_dir
+        from netvlad_gui.core.runs import model_index_dir
 
         if self._building:
             self.show_notice("Wait for the index build to finish first.", WARNING)

@@ -24,7 +24,6 @@ import json
 import logging
 import shlex
 import sys
-import time
 from pathlib import Path
 
 from PySide6.QtCore import Signal
@@ -42,8 +41,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from netvlad_gui.core import paths
-from netvlad_gui.core.config import DEFAULT_MODEL
+from netvlad_gui.core.config import (
+    DEFAULT_MODEL,
+    LOSSES,
+    QUICK_EPOCHS,
+    MiningConfig,
+    TrainConfig,
+)
+from netvlad_gui.core.runs import LAST, has_state, new_run_dir
 
 from .notices import ERROR, INFO, WARNING
 from .settingsdialog import cuda_available
@@ -61,20 +66,9 @@ log = logging.getLogger(__name__)
 
 IDLE, RUNNING, STOPPING = "idle", "running", "stopping"
 KILL_AFTER_MS = 5000
-LAST, FINAL = "last.pt", "model.pt"  # the names train.py writes (not imported: it pulls torch)
-
-
-def new_run_dir() -> Path:
-    """A fresh run folder under the user data directory, named by the time."""
-    return paths.data_dir() / "runs" / time.strftime("%Y%m%d-%H%M%S")
-
-
-def model_index_dir(library: str | Path, model_path: str | Path) -> Path:
-    """Where the library's index for a trained model goes: its default index folder + the run."""
-    base = paths.default_index_dir(library)
-    run = Path(model_path).expanduser().resolve().parent.name or "model"
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in run)[:40]
-    return base.with_name(f"{base.name}-{safe}")
+#: The defaults the form starts from (the CLI's, except a short run), and the two loss margins.
+_DEFAULTS = TrainConfig()
+_MARGINS = {loss: round(MiningConfig.default_margin(loss), 4) for loss in LOSSES}
 
 
 # The shared builders under the names the form below uses.
@@ -163,25 +157,39 @@ class TrainPanel(QWidget):
         grid.setRowStretch(6, 1)  # rows stay together at the top when the box is taller
         self.use_folders.toggled.connect(self._update_data_enabled)
 
-        # Hyper-parameters (defaults: the paper's, see core/train.py), epochs kept short.
+        # Hyper-parameters (defaults: the paper's, see core/config.py), epochs kept short.
+        d = _DEFAULTS
         params = self.params_box = QGroupBox("Training")
         form = QFormLayout(params)
-        self.epochs = _spin(1, 1000, 5, "Passes over the training queries (--epochs)")
+        self.epochs = _spin(1, 1000, QUICK_EPOCHS, "Passes over the training queries (--epochs)")
         self.batch = _spin(
-            1, 256, 4, "Training tuples per SGD step (--batch-size); lower it on out-of-memory"
+            1,
+            256,
+            d.batch_size,
+            "Training tuples per SGD step (--batch-size); lower it on out-of-memory",
         )
-        self.lr = _dspin(1e-6, 1.0, 1e-4, 6, 1e-5, "SGD learning rate, halved every 5 epochs")
+        self.lr = _dspin(
+            1e-6,
+            1.0,
+            d.lr,
+            6,
+            1e-5,
+            f"SGD learning rate, multiplied by {d.lr_gamma:g} every {d.lr_step_epochs} epochs",
+        )
         self.margin = _dspin(
             0,
             2,
-            0.1,
+            _MARGINS[d.mining.loss],
             4,
             0.01,
-            "Triplet loss margin m (the paper: 0.1 on squared distances; √0.1 ≈ 0.316 is the "
-            "usual value for the unsquared loss)",
+            f"Triplet loss margin m (the paper: {_MARGINS['squared']:g} on squared distances; "
+            f"√0.1 ≈ {_MARGINS['unsquared']:.3f} is the usual value for the unsquared loss)",
         )
         self.image_size = _spin(
-            64, 2048, 640, "Longer image side in pixels; smaller is faster and needs less memory"
+            64,
+            2048,
+            d.extract.image_size,
+            "Longer image side in pixels; smaller is faster and needs less memory",
         )
         self.loss = _combo(
             [("squared", "squared distances (paper)"), ("unsquared", "plain distances")],
@@ -274,11 +282,11 @@ class TrainPanel(QWidget):
         self._auto_out = False
 
     def _on_loss_changed(self) -> None:
-        squared = self.loss.currentData() == "squared"
-        if squared and abs(self.margin.value() - 0.3162) < 1e-3:
-            self.margin.setValue(0.1)
-        elif not squared and abs(self.margin.value() - 0.1) < 1e-6:
-            self.margin.setValue(0.3162)
+        # A margin left at the other loss's default follows the loss.
+        loss = self.loss.currentData()
+        other = "unsquared" if loss == "squared" else "squared"
+        if abs(self.margin.value() - _MARGINS[other]) < 1e-3:
+            self.margin.setValue(_MARGINS[loss])
 
     def _update_data_enabled(self) -> None:
         folders = self.use_folders.isChecked()
@@ -310,13 +318,11 @@ class TrainPanel(QWidget):
     def _update_buttons(self) -> None:
         idle = self.state == IDLE
         text = self.out_edit.text().strip()
-        has_state = bool(text) and (
-            (self.run_dir / LAST).is_file() or (self.run_dir / "init.pt").is_file()
-        )
+        resumable = bool(text) and has_state(self.run_dir)
         finished = bool(self.model_path) and Path(self.model_path).is_file()
         self.start_button.setEnabled(idle)
         self.stop_button.setEnabled(self.state == RUNNING)
-        self.resume_button.setEnabled(idle and has_state)
+        self.resume_button.setEnabled(idle and resumable)
         self.use_button.setEnabled(idle and finished)
         self.build_button.setEnabled(idle and finished and bool(self._library()))
         for w in (

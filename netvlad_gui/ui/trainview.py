@@ -112,13 +112,18 @@ class TrainRunView(QWidget):
                 + (" (best)" if ev.get("best") else "")
             )
         elif kind == "epoch":
-            self.charts.add_epoch(int(ev["epoch"]), float(ev["loss"]))
-            self.log_line(
-                f"epoch {ev['epoch']}/{ev.get('epochs', self._epochs)}: loss {ev['loss']:.4f}, "
-                f"{ev.get('seconds', 0):.1f} s"
-            )
+            head = f"epoch {ev['epoch']}/{ev.get('epochs', self._epochs)}"
+            if ev.get("all_easy"):  # no tuple: its loss 0 measures nothing, so no chart point
+                self.log_line(
+                    f"{head}: nothing to learn, every query's negatives already met the margin"
+                )
+            else:
+                self.charts.add_epoch(int(ev["epoch"]), float(ev["loss"]))
+                self.log_line(f"{head}: loss {ev['loss']:.4f}, {ev.get('seconds', 0):.1f} s")
         elif kind == "whitening":
             self.status_label.setText(f"Fitting PCA-whitening ({ev.get('dim')}-D)…")
+        elif kind == "whitening_skipped":
+            self.log_line(str(ev.get("message") or "no PCA-whitening"))
         elif kind == "done":
             self.progress.setRange(0, 1)
             self.progress.setValue(1)

@@ -151,7 +151,7 @@ class EngineWorker(QObject):
                     self._progress("locate", done, len(jobs))
             except Cancelled:
                 cancelled = True
-            except Exception as exc:  # a bug on one photo must not stop the rest
+            except Exception as exc:  # noqa: BLE001 - a bug on one photo must not stop the rest
                 token, path = remaining.pop(0)
                 done += 1
                 error = error_message(exc, f"locate {path}")  # logs a bug's traceback
