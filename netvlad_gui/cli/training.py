@@ -66,7 +66,7 @@ _TRAIN_OPTIONS: list[tuple[str, str, type, str]] = [
         "--whitening-dim",
         "whitening_dim",
         int,
-        "PCA-whitening size after training, 0 for none (default {default}, fewer with fewer images)",
+        "PCA-whitening size after training, 0 for none (default {default}; none with fewer images)",
     ),
     (
         "--num-clusters",
@@ -79,12 +79,12 @@ _TRAIN_OPTIONS: list[tuple[str, str, type, str]] = [
 
 def _train_default(name: str):
     """TrainConfig's default for a field (imported only when help is shown: it loads torch)."""
-    from ..core.train import TrainConfig
+    from ..core.config import MiningConfig, TrainConfig
 
     if name == "margin":
-        sq, unsq = (TrainConfig(loss=loss).effective_margin for loss in ("squared", "unsquared"))
+        sq, unsq = (MiningConfig.default_margin(loss) for loss in ("squared", "unsquared"))
         return f"{sq:g} squared, {unsq:.4g} unsquared"
-    value = getattr(TrainConfig(), name)
+    value = TrainConfig().option(name)
     if name == "num_clusters" and value is None:
         return ModelConfig.num_clusters  # None: the model's own
     return value
