@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # One-step set-up on a fresh Debian/Ubuntu machine: the system libraries QtWebEngine needs,
-# Xvfb for screenshots and the GUI tests, then the app with its test extra.
+# Xvfb for screenshots and the GUI tests, then a virtual environment .venv/ in the checkout with
+# the app, its test extra and Ray (stock Debian/Ubuntu Pythons refuse `pip install` outside one).
+# Downloads several GB the first time (torch with its CUDA libraries, Qt WebEngine, Ray).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
 APT_PACKAGES=(
-  # QtWebEngine (the map) on a minimal system
-  libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libxkbfile1 libxkbcommon0 libasound2
+  # QtWebEngine (the map) on a minimal system; libasound2 is libasound2t64 on Ubuntu 24.04+
+  libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libxkbfile1 libxkbcommon0
   libgbm1 libegl1 libgl1 libfontconfig1 libglib2.0-0 libdbus-1-3
   # a real window under Xvfb (screenshot mode, GUI tests)
   xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0
@@ -18,11 +23,20 @@ if command -v apt-get >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
+  # the package name that exists on this release
+  if apt-cache show libasound2t64 >/dev/null 2>&1; then
+    APT_PACKAGES+=(libasound2t64)
+  else
+    APT_PACKAGES+=(libasound2)
+  fi
+  # Debian's python3 has no venv/ensurepip without this package
+  "$PY" -c "import ensurepip, venv" 2>/dev/null || APT_PACKAGES+=(python3-venv)
   $SUDO apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}"
 else
   echo "setup: no apt-get here; install the Qt WebEngine system libraries with your package manager" >&2
 fi
 
-PY=${PYTHON:-python3}
-"$PY" -m pip install --upgrade pip
-"$PY" -m pip install "torch==2.14.1" "torchvision==0.29.1" -e ".[test,distributed]"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[test,distributed]"
+echo "setup: done. Run the app with $VENV/bin/netvlad-gui, or 'source $VENV/bin/activate' first."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,18 @@ from _lund import TEST_IMAGE_SIZE
 
 pytest.importorskip("PySide6.QtWebEngineWidgets", reason="QtWebEngine is not available")
 
-from PySide6.QtCore import QCoreApplication, QEvent, QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import (
+    QCoreApplication,
+    QEvent,
+    QMimeData,
+    QObject,
+    QPointF,
+    QSettings,
+    Qt,
+    QUrl,
+    Signal,
+    Slot,
+)
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QWidget
 
@@ -49,6 +61,37 @@ def delete_later() -> Iterator[None]:
     """Really delete closed windows (pytest-qt only schedules it), pages before the profile."""
     yield
     QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+class GuiPing(QObject):
+    """Asks the GUI thread for an answer from a worker thread and waits for it.
+
+    ``ask()`` in the engine thread, in the middle of a job, returns True once the GUI thread's
+    event loop has run the answer: it keeps running while the engine works, however loaded the
+    machine (a job on the GUI thread would never get an answer). Make it in the GUI thread.
+    """
+
+    _asked = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._answered = threading.Event()
+        self.answer_threads: set[int] = set()
+        self.ask_threads: set[int] = set()
+        self._asked.connect(self._answer)  # queued when emitted from another thread
+
+    def ask(self, timeout_s: float = 60.0) -> bool:
+        self.ask_threads.add(threading.get_ident())
+        if threading.current_thread() is threading.main_thread():
+            return False  # the job runs on the GUI thread: nobody else can answer
+        self._answered.clear()
+        self._asked.emit()
+        return self._answered.wait(timeout_s)
+
+    @Slot()
+    def _answer(self) -> None:
+        self.answer_threads.add(threading.get_ident())
+        self._answered.set()
 
 
 def open_window(qtbot, **options: Any) -> MainWindow:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -88,12 +89,108 @@ def test_usage_errors_exit_2(argv):
 
 
 def test_runtime_options_reach_the_extraction_config():
-    from netvlad_gui.cli import _extract_cfg, build_parser
+    from netvlad_gui.cli import build_parser, extract_cfg
 
     args = build_parser().parse_args(
         ["index", "LIB", "--jpeg-draft", "--image-size", "480", "--device", "cpu"]
     )
-    cfg = _extract_cfg(args)
+    cfg = extract_cfg(args)
     assert cfg.jpeg_draft and cfg.image_size == 480 and cfg.device == "cpu"
-    plain = _extract_cfg(build_parser().parse_args(["locate", "x.jpg", "--index", "I"]))
+    plain = extract_cfg(build_parser().parse_args(["locate", "x.jpg", "--index", "I"]))
     assert not plain.jpeg_draft and plain.image_size == 640
+
+
+def _locate(lund_index, *items, json_out=False):
+    argv = ["locate", *map(str, items), "--index", str(lund_index), "--image-size", "320"]
+    return main([*argv, "--workers", "0", "-q", *(["--json"] if json_out else [])])
+
+
+def test_locate_lists_failures_and_fails_only_when_all_do(lund_index, shared_dir, tmp_path, capsys):
+    query = min((shared_dir / "data/lund_street/queries").glob("*.jpg"))
+    named = tmp_path / "a\nb.jpg"  # a file name with a newline stays on one line of output
+    named.write_bytes(query.read_bytes())
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (tmp_path / "notes.txt").write_text("x")
+    missing = tmp_path / "missing.jpg"
+
+    assert _locate(lund_index, named, broken, missing, tmp_path / "notes.txt") == 0
+    out = capsys.readouterr().out
+    assert "a\\nb.jpg" in out and "a\nb.jpg" not in out
+    assert f"{missing}\n  cannot locate: file not found" in out
+    assert "notes.txt\n  cannot locate: not a photo" in out
+    assert "broken.jpg\n  cannot locate: " in out
+    assert "  location   " in out and " m  confidence " in out
+
+    assert _locate(lund_index, broken, missing, json_out=True) == 1  # every photo failed
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {Path(r["query"]).name: r["error"] for r in results}["missing.jpg"] == "file not found"
+    assert len(results) == 2 and all(r["lat"] is None for r in results)
+
+
+def test_overlapping_folders_locate_each_photo_once(lund_index, shared_dir, capsys):
+    queries = shared_dir / "data/lund_street/queries"
+    one = min(queries.glob("*.jpg"))
+    assert _locate(lund_index, queries, one, queries / ".", json_out=True) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(results) == len(list(queries.glob("*.jpg")))
+
+
+def test_help_reads_defaults_from_the_dataclasses(capsys):
+    from netvlad_gui.core.config import ExtractConfig, LocateConfig
+    from netvlad_gui.core.train import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"training tuples per SGD step (default {TrainConfig.batch_size})" in text
+    assert f"(default {TrainConfig.epochs})" in text or f"default {TrainConfig.epochs}" in text
+    with pytest.raises(SystemExit):
+        main(["locate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {LocateConfig.top_n})" in text
+    assert f"longer side in pixels (default {ExtractConfig.image_size})" in text
+
+
+def test_a_bug_prints_one_line_and_the_log_of_its_traceback(tmp_path, capsys, monkeypatch):
+    import platformdirs
+
+    from netvlad_gui.cli import library
+
+    def boom(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(library, "cmd_info", boom)
+    monkeypatch.setattr(platformdirs, "user_log_dir", lambda *a, **k: str(tmp_path / "logs"))
+    assert main(["info"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "internal error" in err and "ZeroDivisionError" in err
+    log = Path(err.rsplit(" ", 1)[-1])
+    assert log.parent == tmp_path / "logs" and "in boom" in log.read_text()
+    with pytest.raises(ZeroDivisionError):
+        main(["--verbose", "info"])  # developers get the traceback
+
+
+def test_file_system_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    from netvlad_gui.cli import library
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "idx"))
+
+    monkeypatch.setattr(library, "cmd_info", denied)
+    monkeypatch.setattr("platformdirs.user_log_dir", lambda *a, **k: str(tmp_path / "logs"))
+    assert main(["info"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"netvlad: error: [Errno 13] Permission denied: '{tmp_path / 'idx'}'"
+    assert not (tmp_path / "logs").exists()
+
+
+def test_keyboard_interrupt_exits_130(capsys, monkeypatch):
+    from netvlad_gui.cli import library
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(library, "cmd_info", interrupted)
+    assert main(["info"]) == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _vpr_data import write_street
 
-from netvlad_gui.cli_train import add_train_commands
+from netvlad_gui.cli.training import add_train_commands
 from netvlad_gui.core.datasets import PlaceSet
 from netvlad_gui.core.evaluate import (
     correct_references,

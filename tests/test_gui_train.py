@@ -14,6 +14,7 @@ from _gui import (
 from _library import make_library
 from PySide6.QtGui import QAction
 
+from netvlad_gui.core.config import QUICK_EPOCHS, ExtractConfig, MiningConfig, TrainConfig
 from netvlad_gui.core.paths import default_index_dir
 from netvlad_gui.ui import trainpanel
 from netvlad_gui.ui.notices import ERROR
@@ -157,6 +158,35 @@ def test_form_arguments(qtbot, tmp_path: Path) -> None:
     assert abs(panel.margin.value() - 0.3162) < 1e-4  # the unsquared loss's usual margin
     assert panel.train_args(resume=True)[-1] == "--resume"
     assert panel.margin.toolTip() and panel.epochs.toolTip() and panel.layers.toolTip()
+
+
+def test_form_defaults_come_from_the_config(qtbot) -> None:
+    panel = TrainPanel(lambda: "")
+    qtbot.addWidget(panel)
+    d = TrainConfig()
+    assert panel.epochs.value() == QUICK_EPOCHS and panel.batch.value() == d.batch_size
+    assert panel.lr.value() == pytest.approx(d.lr)
+    assert panel.margin.value() == pytest.approx(MiningConfig.default_margin(d.mining.loss))
+    assert panel.image_size.value() == d.extract.image_size == ExtractConfig().image_size
+    assert panel.loss.currentData() == d.mining.loss
+    assert panel.layers.currentData() == d.train_layers
+
+
+def test_easy_epochs_and_skipped_whitening_are_said_not_charted(qtbot, tmp_path: Path) -> None:
+    panel = TrainPanel(lambda: str(tmp_path))
+    qtbot.addWidget(panel)
+    easy = {"event": "epoch", "epoch": 1, "epochs": 2, "loss": 0.0, "all_easy": True}
+    panel._handle_event(easy)
+    panel._handle_event(
+        {"event": "whitening_skipped", "dim": 4096, "images": 9, "message": "no PCA"}
+    )
+    log = panel.log_view.toPlainText()
+    assert "epoch 1/2: nothing to learn" in log and "loss 0.0000" not in log and "no PCA" in log
+    assert panel.charts.epoch_series.count() == 0
+    panel._handle_event({**easy, "epoch": 2, "loss": 0.25, "all_easy": False})
+    assert panel.charts.epoch_series.count() == 1 and "epoch 2/2: loss 0.2500" in (
+        panel.log_view.toPlainText()
+    )
 
 
 def _fake_train(panel: TrainPanel, monkeypatch, code: str) -> None:

@@ -6,10 +6,13 @@ Offscreen Qt, the shared lund_street index (built once per session at 320 px), n
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 from _gui import (
+    LOCATE_TIMEOUT_MS,
+    GuiPing,
     delete_later,  # noqa: F401 - fixture
     drop_files,
     isolated_settings,  # noqa: F401 - fixture
@@ -28,6 +31,10 @@ pytestmark = pytest.mark.usefixtures("isolated_settings", "delete_later")
 
 TOP_N = 5
 EVIL = "<script>window.pwned=1<script><img src=x onerror=window.pwned=2>.jpg"
+CANARY = (  # an image that cannot load and says so
+    "(() => { const i = new Image(); i.onerror = () => { window.nvCanary = 1 }; "
+    "i.src = 'x'; return 1 })()"
+)
 
 
 @pytest.fixture
@@ -117,6 +124,41 @@ def test_bad_files_give_a_clear_message_and_the_app_keeps_working(
     assert window.queue.entry(good).state == DONE
 
 
+def test_stop_during_a_multi_photo_locate_stops_between_photos(
+    qtbot, window: MainWindow, queries
+) -> None:
+    """Stop while photo 2 of 5 is being located: photo 2 finishes, 3-5 stay in the queue."""
+    locator = window.engine._locator
+    real_locate = locator.locate
+    second_started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def gated_locate(path, top_n=None):  # runs in the worker thread
+        calls.append(str(path))
+        if len(calls) == 2:
+            second_started.set()
+            release.wait(LOCATE_TIMEOUT_MS / 1000)  # until the test has clicked Stop
+        return real_locate(path, top_n)
+
+    locator.locate = gated_locate  # what Locator.locate_many calls per photo
+    finished: list[tuple[int, bool]] = []
+    window.engine.locateFinished.connect(lambda n, cancelled: finished.append((n, cancelled)))
+    photos = sorted(queries.glob("*.jpg"))
+    assert len(photos) == 5
+    try:
+        tokens = window.open_inputs([str(p) for p in photos])
+        qtbot.waitUntil(second_started.is_set, timeout=LOCATE_TIMEOUT_MS)
+        assert window.stop_button.isVisible()
+        qtbot.mouseClick(window.stop_button, Qt.MouseButton.LeftButton)
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: bool(finished), timeout=LOCATE_TIMEOUT_MS)
+    assert finished == [(2, True)] and len(calls) == 2
+    states = [window.queue.entry(t).state for t in tokens]
+    assert states[:2] == [DONE, DONE] and all(s == "waiting" for s in states[2:]), states
+    qtbot.waitUntil(lambda: not window.stop_button.isVisible(), timeout=5_000)
+
+
 def test_a_file_name_with_markup_is_shown_as_text(
     qtbot, window: MainWindow, queries, tmp_path
 ) -> None:
@@ -142,7 +184,10 @@ def test_a_file_name_with_markup_is_shown_as_text(
         ),
         timeout=5_000,
     )
-    qtbot.wait(300)  # time for a wrongly created <img onerror> to fire
+    # A canary image that fails to load: once its onerror ran, a wrongly created <img
+    # onerror> from the tooltip (requested earlier) has had its chance to fire too.
+    run_js(qtbot, window, CANARY)
+    qtbot.waitUntil(lambda: run_js(qtbot, window, "window.nvCanary === 1"), timeout=10_000)
     assert run_js(qtbot, window, "typeof window.pwned") == "undefined"
     assert run_js(qtbot, window, "document.querySelectorAll('img[src=\"x\"]').length") == 0
 
@@ -150,10 +195,21 @@ def test_a_file_name_with_markup_is_shown_as_text(
 def test_many_photos_step_copy_open_and_export(
     qtbot, window: MainWindow, queries, tmp_path
 ) -> None:
+    # After the first result the engine asks the GUI thread for an answer, with four photos
+    # still to go: the window stays responsive while it locates (however loaded the machine).
+    ping, answered = GuiPing(), []
+
+    def on_located(token: int, _result) -> None:
+        if not answered:
+            answered.append(ping.ask())
+
+    window.engine.located.connect(on_located, Qt.ConnectionType.DirectConnection)
     drop_files(window, [queries])  # a folder: every photo in it
     tokens = [e.token for e in window.queue.entries()]
     assert len(tokens) == 5
     wait_results(qtbot, window, tokens)
+    window.engine.located.disconnect(on_located)
+    assert answered == [True] and threading.main_thread().ident not in ping.ask_threads
     located = [window.queue.entry(t).result for t in tokens]
     assert all(r.lat is not None for r in located)
     assert sum(r.error_m < 25 for r in located) >= 4  # Recall@N at 25 m, with the fast model
@@ -196,14 +252,14 @@ def test_many_photos_step_copy_open_and_export(
     assert len((tmp_path / "session.csv").read_text().splitlines()) == 6
     assert '"FeatureCollection"' in (tmp_path / "session.geojson").read_text()
 
-    # The event loop kept breathing while the worker located five photos.
+    # The stall figure is for the log, not a pass mark: it depends on the machine's load.
     worst = window.stalls.worst_ms("locating")
     print(
         f"\nworst GUI stall while locating 5 photos: {worst:.0f} ms; drop to result: "
         + ", ".join(f"{t:.2f}" for t in window.locate_times)
         + " s"
     )
-    assert 0 < worst < 1000
+    assert worst > 0  # the meter watched the locating
 
 
 def test_command_line_photos_are_located(qtbot, lund_index: Path, queries) -> None:

@@ -84,7 +84,8 @@ def test_list_and_expand(tmp_path):
         "b.PNG",
     ]
     got = expand_inputs([tmp_path / "a", tmp_path / "notes.txt"])
-    assert got == [tmp_path / "a/1.jpg", tmp_path / "notes.txt"]
+    assert got.photos == [tmp_path / "a/1.jpg"]
+    assert got.skipped == [(tmp_path / "notes.txt", "not a photo")]
     assert list_images(tmp_path, exclude=[tmp_path / "a"]) == [tmp_path / "b.PNG"]
 
 
@@ -105,3 +106,24 @@ def test_heic_photos_open(tmp_path):
     Image.new("RGB", (64, 48), (200, 10, 10)).save(p)
     img = load_image(p, 32)
     assert img.size == (32, 24) and img.getpixel((16, 12))[0] > 150
+
+
+def test_expand_inputs_gives_reasons_and_no_repeats(tmp_path):
+    (tmp_path / "lib" / "sub").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    for rel in ("lib/1.jpg", "lib/sub/2.jpg"):
+        (tmp_path / rel).write_bytes(b"x")
+    got = expand_inputs(
+        [
+            tmp_path / "lib",
+            tmp_path / "lib" / "sub",  # overlaps the folder above
+            tmp_path / "lib" / "sub" / ".." / "1.jpg",  # the same photo by another path
+            tmp_path / "missing.jpg",
+            tmp_path / "empty",
+        ]
+    )
+    assert got.photos == [tmp_path / "lib/1.jpg", tmp_path / "lib/sub/2.jpg"]
+    assert got.skipped == [
+        (tmp_path / "missing.jpg", "file not found"),
+        (tmp_path / "empty", "a folder with no photos"),
+    ]

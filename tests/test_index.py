@@ -82,6 +82,9 @@ def test_index_keeps_its_model(tmp_path):
     _build(lib, tmp_path / "idx")
     with pytest.raises(LibraryIndexError, match="built with model"):
         _build(lib, tmp_path / "idx", model_spec="alexnet-netvlad")
+    # The GUI's "Update index" asks to go on with the index's own model, whatever is chosen.
+    kept = _build(lib, tmp_path / "idx", model_spec="alexnet-netvlad", keep_index_model=True)
+    assert kept.model == "mobilenet_v2-netvlad" and kept.indexed == 6
     with pytest.raises(LibraryIndexError, match="indexes"):
         make_library(tmp_path / "other", 2)
         _build(tmp_path / "other", tmp_path / "idx")

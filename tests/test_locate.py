@@ -165,3 +165,18 @@ def test_photo_from_another_city_is_not_confident(shared_dir, lund_index):
         assert r["confidence"] < 0.25, r
         assert r["error_m"] > 300_000  # Berlin is ~350 km from Lund
     assert "truncated" in results[3]["error"] and results[3]["lat"] is None
+
+
+@pytest.mark.parametrize(
+    ("metres", "decimals", "text"),
+    [
+        (3.04, 1, "3.0 m"),
+        (999.9, 1, "999.9 m"),
+        (999.96, 1, "1.0 km"),
+        (353_912, 1, "353.9 km"),
+        (42.4, 0, "42 m"),
+        (1500, 0, "1.5 km"),
+    ],
+)
+def test_format_distance(metres, decimals, text):
+    assert geo.format_distance(metres, decimals) == text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,10 @@ from netvlad_gui.ui.mapview import MapView
 
 LOAD_TIMEOUT_MS = 30_000
 EVIL = "<script>window.pwned=1</script><img src=x onerror=window.pwned=2>"
+CANARY = (  # an image that cannot load and says so
+    "(() => { const i = new Image(); i.onerror = () => { window.nvCanary = 1 }; "
+    "i.src = 'x'; return 1 })()"
+)
 
 LUND = (55.698, 13.195)
 REFERENCES = [
@@ -189,7 +194,10 @@ def test_labels_from_files_are_shown_as_text(qtbot, view: MapView) -> None:
     assert EVIL in tips
     # The reference's tooltip, opened on the lone (unclustered) reference marker.
     run_js(qtbot, view, "nv.layers().references.getLayers()[0].openTooltip() && 1")
-    qtbot.wait(300)  # give a wrongly created <img onerror> time to fire
+    # Once a canary image requested now has failed, a wrongly created <img onerror> (requested
+    # earlier) has had its chance to fire too.
+    run_js(qtbot, view, CANARY)
+    qtbot.waitUntil(lambda: run_js(qtbot, view, "window.nvCanary === 1"), timeout=10_000)
     assert run_js(qtbot, view, "typeof window.pwned") == "undefined"
     assert run_js(qtbot, view, "document.querySelectorAll('img[src=\"x\"]').length") == 0
     assert run_js(qtbot, view, "document.querySelectorAll('.leaflet-popup img').length") == 0
@@ -204,10 +212,12 @@ def test_clicking_a_match_emits_its_rank(qtbot, view: MapView) -> None:
     assert run_js(qtbot, view, "nv.count().selected") == 2
 
 
-def test_navigation_away_is_refused(qtbot, view: MapView) -> None:
+def test_navigation_away_is_refused(qtbot, view: MapView, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="netvlad_gui.ui.mapview")
     home = view.url()
     view.run_js("window.location.href = 'file:///';")
-    qtbot.wait(500)
+    # Wait for the page's decision, not for a fixed time: it logs each refusal.
+    qtbot.waitUntil(lambda: "refused navigation to file:///" in caplog.text, timeout=10_000)
     assert view.url() == home
     assert run_js(qtbot, view, "typeof window.nv") == "object"
 
@@ -245,8 +255,7 @@ def test_dropped_files_reach_the_parent_not_the_page(qtbot) -> None:
     QApplication.sendEvent(target, enter)
     drop = QDropEvent(centre, Qt.DropAction.CopyAction, mime, buttons, mods)
     QApplication.sendEvent(target, drop)
-    qtbot.wait(300)
-    assert parent.dropped == ["/tmp/photo.jpg"]
+    qtbot.waitUntil(lambda: parent.dropped == ["/tmp/photo.jpg"], timeout=5_000)
     assert view.url() == home
 
 

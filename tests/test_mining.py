@@ -11,6 +11,7 @@ from _vpr_data import write_street
 
 from netvlad_gui.core.config import ExtractConfig, InitConfig, ModelConfig
 from netvlad_gui.core.datasets import PlaceSet, load_folder
+from netvlad_gui.core.descriptors import set_descriptors
 from netvlad_gui.core.errors import DatasetError
 from netvlad_gui.core.initialise import initialise_from_images
 from netvlad_gui.core.mining import (
@@ -18,7 +19,6 @@ from netvlad_gui.core.mining import (
     MiningConfig,
     mine_tuple,
     new_negative_cache,
-    set_descriptors,
 )
 from netvlad_gui.core.model import build_model
 
@@ -160,3 +160,27 @@ def test_initialise_from_images(tmp_path: Path) -> None:
         ExtractConfig(image_size=64, num_workers=0),
     )
     assert model.is_initialised and alpha > 0 and model.meta["init"]["images"] == 4
+
+
+def _line(positions: list[float], name: str = "line") -> PlaceSet:
+    pos = np.array(positions)[:, None]
+    paths = [Path(f"/d/{i}.jpg") for i in range(len(pos))]
+    return PlaceSet(name, paths, paths, pos, pos, q_same=np.arange(len(pos)))
+
+
+def test_untrainable_data_says_what_it_lacks() -> None:
+    # Photos 30 m apart: nobody has a second photo of its place.
+    apart = GroundTruth(_line([0, 30, 60, 90, 120]))
+    why = apart.why_untrainable()
+    assert why.startswith("line: no training query has a potential positive within 10 m")
+    assert "none of its 5 queries has another photo within 10 m" in why
+    assert "(0 of 5 places have two or more photos)" in why
+    # Pairs 4 m apart, but all within 25 m of each other: nothing is a negative.
+    close = GroundTruth(_line([0, 4, 8, 12]))
+    assert "all 4 queries with a positive lie within 25 m of every photo" in close.why_untrainable()
+    # Two places 100 m apart, two photos each: trainable, nothing to say.
+    assert GroundTruth(_line([0, 4, 100, 104])).why_untrainable() == ""
+    # Queries elsewhere than the database's one repeated place: the count says so.
+    db = [Path("/d/0.jpg"), Path("/d/1.jpg"), Path("/d/2.jpg")]
+    ps = PlaceSet("pair", db, [Path("/q/0.jpg")], np.array([[0.0], [4.0], [300.0]]), [[150.0]])
+    assert "(1 of 2 places have two or more photos)" in GroundTruth(ps).why_untrainable()

@@ -163,3 +163,25 @@ def test_whitening_refuses_too_few_descriptors() -> None:
     with pytest.raises(ValueError, match="out_dim <= in_dim"):
         Whitening(5, 6)
     assert set(Whitening(6, 3).state_dict()) == {"weight", "bias"}
+
+
+def test_small_sample_initialises_without_faiss_warning(capfd) -> None:
+    """A small library gives fewer than faiss's 39 samples per cluster: no faiss print on the
+    console (the CLI showed "please provide at least 2496 training points" on every small one)."""
+    from netvlad_gui.core.initialise import _per_image
+    from netvlad_gui.core.pooling import KMEANS_POINTS_PER_CLUSTER
+
+    x = np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32)
+    NetVLAD(16, num_clusters=8).initialise(x, iters=5)
+    out = capfd.readouterr()
+    assert "please provide" not in out.out + out.err
+
+    class _Model:
+        pool = NetVLAD(16, num_clusters=64)
+
+    from netvlad_gui.core.config import InitConfig
+
+    # 19 photos: 100 per image would give 1 900 samples for 64 clusters; ask for enough instead
+    per = _per_image(_Model(), InitConfig(), 19)
+    assert per * 19 >= KMEANS_POINTS_PER_CLUSTER * 64 > 100 * 19
+    assert _per_image(_Model(), InitConfig(), 500) == InitConfig().descriptors_per_image

@@ -16,7 +16,7 @@ import scipy.io
 import torch
 from _vpr_data import write_street
 
-from netvlad_gui.cli_train import add_train_commands
+from netvlad_gui.cli.training import add_train_commands
 from netvlad_gui.core.checkpoint import load_checkpoint
 from netvlad_gui.core.config import ExtractConfig, InitConfig, ModelConfig
 from netvlad_gui.core.datasets import DataSpec, SplitConfig
@@ -60,10 +60,10 @@ def test_triplet_loss_hand_computed() -> None:
 
 
 def test_default_margins_follow_the_loss() -> None:
-    assert TrainConfig(data=DataSpec(data="x")).effective_margin == 0.1
-    assert TrainConfig(data=DataSpec(data="x"), loss="unsquared").effective_margin == pytest.approx(
-        math.sqrt(0.1)
-    )
+    assert TrainConfig(data=DataSpec(data="x")).mining.effective_margin == 0.1
+    assert TrainConfig(
+        data=DataSpec(data="x"), loss="unsquared"
+    ).mining.effective_margin == pytest.approx(math.sqrt(0.1))
     with pytest.raises(TrainConfigError, match="loss"):
         TrainConfig(data=DataSpec(data="x"), loss="cosine").check()
 
@@ -326,42 +326,108 @@ def test_cli_reports_errors_as_json(tmp_path: Path, capsys) -> None:
     assert last["event"] == "error" and "no training query" in last["message"]
 
 
-def test_train_from_a_dbstruct(tmp_path: Path) -> None:
+def _tiny_dbstruct(tmp_path: Path, queries_are_db_files: bool = False) -> DataSpec:
+    """30 street photos 4 m apart: every third is a query (2 m off), the rest the database."""
     positions = np.arange(30) * 4.0
     paths = write_street(
         tmp_path / "root" / "images" / "000", positions, period_m=60, unique=0.25, gps_csv=False
     )
     names = np.array([f"000/{p.name}" for p in paths], dtype=object)
     utm = np.stack([585000 + positions, np.full(30, 4477000.0)])
+    # Queries that are database files have a positive identical to themselves: always easy.
+    db = np.ones(30, bool) if queries_are_db_files else np.arange(30) % 3 != 0
     struct = {
         "whichSet": "train",
-        "dbImageFns": names,
-        "utmDb": utm,
+        "dbImageFns": names[db],
+        "utmDb": utm[:, db],
         "qImageFns": names[::3],
         "utmQ": utm[:, ::3] + 2.0,
-        "numImages": 30,
+        "numImages": int(db.sum()),
         "numQueries": 10,
         "posDistThr": 25.0,
         "posDistSqThr": 625.0,
         "nonTrivPosDistSqThr": 100.0,
     }
     scipy.io.savemat(tmp_path / "tiny_train.mat", {"dbStruct": struct})
-    cfg = _cfg(
-        tmp_path,
-        epochs=1,
-        split=None,
-        data=DataSpec(dbstruct=str(tmp_path / "tiny_train.mat"), image_root=str(tmp_path / "root")),
-    )
+    return DataSpec(dbstruct=str(tmp_path / "tiny_train.mat"), image_root=str(tmp_path / "root"))
+
+
+def test_train_from_a_dbstruct(tmp_path: Path) -> None:
+    # 20 database images: too few for 64-D whitening, which is then skipped and said so.
+    cfg = _cfg(tmp_path, epochs=1, split=None, whitening_dim=64, data=_tiny_dbstruct(tmp_path))
     events: list[dict] = []
     res = train(cfg, tmp_path / "run", progress=events.append)
     start = next(e for e in events if e["event"] == "start")
     assert start["train"]["queries"] == 10 and start["val"] is None
     assert res.best_epoch is None and res.model_path.is_file()
+    epoch = next(e for e in events if e["event"] == "epoch")
+    assert epoch["tuples"] > 0 and epoch["all_easy"] is False
+    skipped = next(e for e in events if e["event"] == "whitening_skipped")
+    assert skipped["dim"] == 64 and skipped["images"] == 20 and "more than 64" in skipped["message"]
+    assert not any(e["event"] == "whitening" for e in events)
+    final = load_checkpoint(res.model_path)
+    assert final.whiten is None and final.meta["training"]["whitening"]["dim"] is None
+
+
+def test_epochs_of_easy_queries_say_so_and_train_nothing(tmp_path: Path) -> None:
+    data = _tiny_dbstruct(tmp_path, queries_are_db_files=True)
+    events: list[dict] = []
+    with pytest.raises(TrainError, match="nothing trained: in all 2 epochs"):
+        cfg = _cfg(tmp_path, epochs=2, split=None, data=data)
+        train(cfg, tmp_path / "run", progress=events.append)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [e["all_easy"] for e in epochs] == [True, True]
+    assert all(e["tuples"] == 0 and e["skipped"]["easy"] == 10 for e in epochs)
+    assert not any(e["event"] in ("step", "done") for e in events)
+    assert not (tmp_path / "run" / "model.pt").exists()  # nothing for "Use this model"
+
+
+def test_data_that_cannot_train_is_refused_before_the_model(tmp_path: Path) -> None:
+    folder = tmp_path / "far_apart"
+    write_street(folder, np.arange(8) * 30.0)  # no photo has another within 10 m
+    events: list[dict] = []
+    cfg = _cfg(folder, split=SplitConfig(fractions=(1.0, 0.0, 0.0)))
+    with pytest.raises(TrainError, match="no training query") as err:
+        train(cfg, tmp_path / "run", progress=events.append)
+    message = str(err.value)
+    assert "none of its 8 queries has another photo within 10 m" in message
+    assert "0 of 8 places have two or more photos" in message and "\n" not in message
+    assert events == [] and not (tmp_path / "run" / "init.pt").exists()  # refused before k-means
+
+
+def test_configs_nest_their_groups_and_old_flat_runs_still_load() -> None:
+    cfg = TrainConfig(data=DataSpec(data="x"), image_size=96, cache_batch_size=3, margin=0.2)
+    assert cfg.extract.image_size == 96 and cfg.extract.batch_size == 3
+    assert cfg.mining.margin == 0.2 and not cfg.extract_config().channels_last
+    assert TrainConfig().extract.image_size == ExtractConfig().image_size  # nested, not copied
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    flat = {  # a run saved before the options were grouped
+        "data": {"data": "x"},
+        "val": {},
+        "split": {"fractions": [0.6, 0.4, 0.0]},
+        "epochs": 3,
+        "image_size": 96,
+        "cache_batch_size": 3,
+        "num_workers": 0,
+        "device": "cpu",
+        "neg_samples": 40,
+        "neg_cache": 10,
+        "neg_per_tuple": 4,
+        "cache_refresh_queries": 1000,
+        "loss": "unsquared",
+        "margin": None,
+        "init": {"num_images": 12},
+    }
+    old = TrainConfig.from_dict(flat)
+    assert old.extract.device == "cpu" and old.mining.neg_per_tuple == 4 and old.epochs == 3
+    assert old.mining.effective_margin == pytest.approx(math.sqrt(0.1))
+    with pytest.raises(TrainConfigError, match="unknown training options"):
+        TrainConfig.from_dict({**flat, "nonsense": 1})
 
 
 DDP_SCRIPT = """
 import argparse, sys
-from netvlad_gui.cli_train import add_train_commands
+from netvlad_gui.cli.training import add_train_commands
 ap = argparse.ArgumentParser()
 add_train_commands(ap.add_subparsers(dest="command", required=True))
 args = ap.parse_args(sys.argv[1:])

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import geo
-from .catalog import FAILED, INDEXED, PENDING
+from .catalog import FAILED, PENDING
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (
     DEFAULT_MODEL,
@@ -116,13 +116,16 @@ def _prepare_model(
     library: Path,
     progress,
     cancel,
+    keep_index_model: bool = False,
 ):
     """The index's own model if it has one; else a new one, initialised from this library."""
     path = index.dir / MODEL_FILE
     if path.exists():
         model = load_checkpoint(path)
         recorded = index.model_name
-        if model_spec is not None and str(model_spec) != recorded:
+        if keep_index_model and model_spec is not None and str(model_spec) != recorded:
+            log.info("%s keeps its model %s (asked for %s)", index.dir, recorded, model_spec)
+        elif model_spec is not None and str(model_spec) != recorded:
             raise LibraryIndexError(
                 f"this index was built with model {recorded!r}, not {str(model_spec)!r}; "
                 "use another --index folder (or delete this one) to index with a new model"
@@ -193,14 +196,17 @@ def build_index(
     distributed: DistributedConfig | None = None,
     progress: StageProgress | None = None,
     cancel: Callable[[], bool] | None = None,
+    keep_index_model: bool = False,
 ) -> BuildSummary:
     """Index (or update the index of) a folder of photos. Safe to cancel, kill and re-run.
 
     ``index_cfg`` (recorded in the index, so that later searches use it too) picks the search
     index type; by default it is chosen by the library's size. ``distributed`` extracts on Ray
     (``core/distributed.py``) instead of in this process; the index comes out the same.
+    An index that has a model keeps it: asking for another one is an error, unless
+    ``keep_index_model`` (the GUI's "update"), which builds on with the index's own model.
     """
-    from .paths import default_index_dir
+    from .library import no_gps_photos, resolve_index_dir
 
     t0 = time.perf_counter()
     extract_pending = _extract_pending
@@ -217,7 +223,7 @@ def build_index(
     library = Path(library).expanduser().resolve()
     if not library.is_dir():
         raise LibraryIndexError(f"library folder not found: {library}")
-    index_dir = Path(index_dir) if index_dir else default_index_dir(library)
+    index_dir = resolve_index_dir(library, index_dir)
     index = LibraryIndex(index_dir, create=True)
     lock = _lock(index.dir)
     try:
@@ -244,6 +250,7 @@ def build_index(
                 library,
                 progress,
                 cancel,
+                keep_index_model,
             )
             summary.model = index.model_name
             if index.dim is None:
@@ -273,9 +280,7 @@ def build_index(
         summary.indexed = stats.indexed
         summary.with_gps = stats.with_gps
         summary.failed = stats.failures
-        summary.no_gps = [
-            (r.path, r.gps_reason) for r in index.catalog.rows(INDEXED) if not r.has_gps
-        ]
+        summary.no_gps = no_gps_photos(index)
         summary.bytes_per_image = stats.bytes_per_image
         summary.elapsed_s = time.perf_counter() - t0
         if progress:

@@ -1,12 +1,22 @@
 """Every tunable default of the engine, in one place.
 
 The CLI, the GUI and the training code build these dataclasses and pass them down; no module
-keeps its own copy of a default.
+keeps its own copy of a default. Option groups nest (``TrainConfig().extract.image_size``,
+``TrainConfig().mining.margin``) instead of repeating another group's defaults. This module
+imports nothing heavy, so the fronts can read defaults without loading torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import TrainConfigError
+
+if TYPE_CHECKING:
+    from .datasets import DataSpec, SplitConfig
 
 #: The model a fresh install uses: it needs no download (weights ship in models/).
 DEFAULT_MODEL = "mobilenet_v2-netvlad"
@@ -53,6 +63,34 @@ class ExtractConfig:
     channels_last: bool = True  # NHWC convs: fp32, rounding depends a little on the batch size
     bf16: bool = False  # bfloat16 autocast for the backbone (pooling stays fp32); 10x slower
     # without native bf16 instructions (AVX2-only CPUs): turn on for AVX-512 BF16 / AMX or GPUs
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        device: str | None = None,
+        image_size: int | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        jpeg_draft: bool | None = None,
+    ) -> ExtractConfig:
+        """What a front's options ask for: None (or 0 for the sizes) keeps the default.
+
+        The one rule the CLI (flags) and the GUI (settings) share; ``num_workers=0`` is a
+        request (decode in the calling thread), not "unset".
+        """
+        cfg = cls()
+        if device:
+            cfg.device = device
+        if image_size:
+            cfg.image_size = image_size
+        if batch_size:
+            cfg.batch_size = batch_size
+        if num_workers is not None:
+            cfg.num_workers = num_workers
+        if jpeg_draft is not None:
+            cfg.jpeg_draft = bool(jpeg_draft)
+        return cfg
 
 
 @dataclass
@@ -141,3 +179,202 @@ class DistributedConfig:
     cpus_per_actor: int = 1  # CPU actors: cores (torch threads) each one uses
     wave_size: int = 20_000  # photos per Ray job; a killed build loses at most one wave
     rows_per_shard: int = 2_048  # descriptors per parquet shard file
+
+
+# --- training -------------------------------------------------------------------------------
+
+LOSSES = ("squared", "unsquared")
+TRAIN_LAYERS = ("last_block", "pooling", "all")
+#: The Retrain panel's suggestion: a short run on a personal library (the paper trains 30).
+QUICK_EPOCHS = 5
+
+
+@dataclass
+class MiningConfig:
+    """Weak supervision's tuples and their loss (sec. 4; Relja's ``trainWeakly.m`` names)."""
+
+    neg_samples: int = 1000  # nNegChoice: random negatives ranked per query
+    neg_cache: int = 10  # nNegCache: hardest negatives remembered per query
+    neg_per_tuple: int = 10  # nNegCap: violating negatives kept per tuple
+    cache_refresh_queries: int = 1000  # compFeatsFrequency: queries between descriptor caches
+    loss: str = "squared"  # "squared" (the paper) or "unsquared" (the PyTorch ports)
+    margin: float | None = None  # None: default_margin(loss)
+
+    @staticmethod
+    def default_margin(loss: str = "squared") -> float:
+        """The paper's m = 0.1 on squared distances; the ports' sqrt(0.1) on plain ones."""
+        return 0.1 if loss == "squared" else math.sqrt(0.1)
+
+    @property
+    def squared(self) -> bool:
+        return self.loss == "squared"
+
+    @property
+    def effective_margin(self) -> float:
+        return float(self.margin) if self.margin is not None else self.default_margin(self.loss)
+
+
+def _training_extract(**options: Any) -> ExtractConfig:
+    # NCHW: channels_last rounds a little differently per batch size, and the cache of a DDP rank
+    # (its share of the batches) must equal a single process's.
+    return ExtractConfig(**{**options, "channels_last": False})
+
+
+def _data_spec() -> DataSpec:
+    from .datasets import DataSpec  # lazy: datasets pulls numpy, scipy and the image decoder
+
+    return DataSpec()
+
+
+#: Flat option names (the CLI's flags, and runs saved before the options were grouped) and the
+#: group field each one sets.
+FLAT_TRAIN_OPTIONS: dict[str, tuple[str, str]] = {
+    "image_size": ("extract", "image_size"),
+    "cache_batch_size": ("extract", "batch_size"),
+    "num_workers": ("extract", "num_workers"),
+    "device": ("extract", "device"),
+    "neg_samples": ("mining", "neg_samples"),
+    "neg_cache": ("mining", "neg_cache"),
+    "neg_per_tuple": ("mining", "neg_per_tuple"),
+    "cache_refresh_queries": ("mining", "cache_refresh_queries"),
+    "loss": ("mining", "loss"),
+    "margin": ("mining", "margin"),
+}
+#: Options that may change when a run is resumed (they do not change the steps already taken);
+#: everything else must stay as it was.
+RESUMABLE_OVERRIDES = (
+    "epochs",
+    "device",
+    "num_workers",
+    "cache_batch_size",
+    "amp",
+    "amp_dtype",
+    "whitening_dim",
+    "keep_epoch_checkpoints",
+)
+
+
+@dataclass(init=False)
+class TrainConfig:
+    """Every knob of a training run; defaults are the paper's (``trainWeakly.m``).
+
+    Build it with field names or with the flat names of :data:`FLAT_TRAIN_OPTIONS`
+    (``TrainConfig(image_size=320)`` sets ``extract.image_size``), which is what the CLI's flags
+    and runs saved before the grouping hold.
+    """
+
+    data: DataSpec = field(default_factory=_data_spec)
+    val: DataSpec = field(default_factory=_data_spec)  # an explicit validation set (optional)
+    split: SplitConfig | None = None  # None: the source's default (a folder 70/15/15, else whole)
+    model: str = DEFAULT_MODEL
+    backbone_weights: str | None = None  # None: the shipped / torchvision weights
+    num_clusters: int | None = None  # None: the model's own (ModelConfig.num_clusters)
+    epochs: int = 30
+    batch_size: int = 4  # training tuples per SGD step
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    lr_step_epochs: int = 5
+    lr_gamma: float = 0.5
+    train_layers: str = "last_block"  # "last_block", "pooling" (NetVLAD only) or "all"
+    train_assignment_bias: bool = False  # Relja's layerVLAD keeps b_k = 0
+    amp: bool = True  # mixed precision on CUDA
+    amp_dtype: str = "auto"  # "auto" (bfloat16 where supported, else float16 + loss scaling)
+    seed: int = 0
+    whitening_dim: int | None = 4096  # None or 0: no PCA-whitening
+    keep_epoch_checkpoints: bool = False
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    extract: ExtractConfig = field(default_factory=_training_extract)  # the descriptor cache
+    init: InitConfig = field(default_factory=InitConfig)
+
+    def __init__(self, **options: Any) -> None:
+        for f in dataclasses.fields(self):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            setattr(self, f.name, default)
+        self.set_options(**options)
+
+    def set_options(self, **options: Any) -> None:
+        """Set fields and flat options; whole groups first, so a flat name refines its group."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(options) - names - set(FLAT_TRAIN_OPTIONS))
+        if unknown:
+            raise TrainConfigError(f"unknown training options {unknown}")
+        for key in sorted(options, key=lambda k: k in FLAT_TRAIN_OPTIONS):
+            if key in names:
+                setattr(self, key, options[key])
+            else:
+                group, name = FLAT_TRAIN_OPTIONS[key]  # a copy: the caller's group stays as is
+                setattr(
+                    self, group, dataclasses.replace(getattr(self, group), **{name: options[key]})
+                )
+
+    def option(self, key: str) -> Any:
+        """A field's or a flat option's value."""
+        if key in FLAT_TRAIN_OPTIONS:
+            group, name = FLAT_TRAIN_OPTIONS[key]
+            return getattr(getattr(self, group), name)
+        return getattr(self, key)
+
+    def check(self) -> None:
+        m, e = self.mining, self.extract
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "lr_step_epochs": self.lr_step_epochs,
+            "neg_samples": m.neg_samples,
+            "neg_per_tuple": m.neg_per_tuple,
+            "cache_refresh_queries": m.cache_refresh_queries,
+            "image_size": e.image_size,
+            "cache_batch_size": e.batch_size,
+        }
+        for name, value in positive.items():
+            if not (isinstance(value, int | float) and value > 0):
+                raise TrainConfigError(f"{name} must be > 0, got {value!r}")
+        if m.loss not in LOSSES:
+            raise TrainConfigError(f"loss must be one of {LOSSES}, got {m.loss!r}")
+        if self.train_layers not in TRAIN_LAYERS:
+            raise TrainConfigError(
+                f"train_layers must be one of {TRAIN_LAYERS}, got {self.train_layers!r}"
+            )
+        if m.effective_margin <= 0:
+            raise TrainConfigError(f"margin must be > 0, got {m.margin}")
+        if not 0 < self.momentum < 1 and self.momentum != 0:
+            raise TrainConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0 or not 0 < self.lr_gamma <= 1:
+            raise TrainConfigError("weight_decay must be >= 0 and lr_gamma in (0, 1]")
+        if m.neg_cache < 0 or e.num_workers < 0:
+            raise TrainConfigError("neg_cache and num_workers must be >= 0")
+        if self.whitening_dim is not None and self.whitening_dim < 0:
+            raise TrainConfigError(f"whitening_dim must be >= 0, got {self.whitening_dim}")
+        self.data.kind  # noqa: B018 - raises when no (or several) sources are named
+
+    def extract_config(self) -> ExtractConfig:
+        """How the descriptor cache is computed (always NCHW, see ``_training_extract``)."""
+        return _training_extract(**dataclasses.asdict(self.extract))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A config saved by ``to_dict``, grouped or flat (runs saved before the grouping)."""
+        from .datasets import DataSpec, SplitConfig
+
+        d = dict(d)
+        groups = {
+            "data": DataSpec,
+            "val": DataSpec,
+            "init": InitConfig,
+            "mining": MiningConfig,
+            "extract": _training_extract,
+        }
+        try:
+            for name, make in groups.items():
+                if name in d:
+                    d[name] = make(**(d[name] or {}))
+            if d.get("split") is not None:
+                d["split"] = SplitConfig(**d["split"])
+        except TypeError as exc:
+            raise TrainConfigError(f"unreadable training options: {exc}") from None
+        return cls(**d)

@@ -28,4 +28,3 @@ class TrainConfigError(NetvladError, ValueError):
 
 class TrainError(NetvladError, RuntimeError):
     """Training cannot go on (no usable tuples, out of memory, a run folder in the way…)."""
-

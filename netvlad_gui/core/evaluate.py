@@ -20,10 +20,11 @@ from scipy.spatial import cKDTree
 
 from .config import ExtractConfig, InitConfig, ModelConfig
 from .datasets import PlaceSet
+from .descriptors import ProgressFn, set_descriptors
 from .errors import DatasetError
 from .initialise import initialise_from_images
-from .mining import DistInfo, ProgressFn, set_descriptors
 from .model import PlaceModel, build_model
+from .trainenv import DistInfo
 
 log = logging.getLogger(__name__)
 

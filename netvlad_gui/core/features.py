@@ -10,6 +10,7 @@ import copy
 import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,24 +124,68 @@ def fold_batchnorm(model: torch.nn.Module) -> int:
     return folded
 
 
+def model_forward(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    autocast: torch.dtype | None = None,
+    *,
+    pooled: bool = False,
+) -> torch.Tensor:
+    """A place model's descriptors with the backbone under ``autocast`` (when given) and the
+    pooling and whitening in fp32; ``pooled=True`` stops before whitening (what it is fitted on).
+
+    NetVLAD subtracts the soft-assigned centroids from the summed features; in low precision that
+    small residual drowns in rounding (descriptors of a trained model collapse), so it never runs
+    in reduced precision, even inside a caller's autocast region.
+    """
+    if not hasattr(model, "local_features"):  # any other network: as it is
+        return model(images)
+    if autocast is None and not pooled:
+        return model(images)
+    kind = images.device.type
+    if autocast is None:
+        feats = model.local_features(images)
+    else:
+        with torch.autocast(kind, dtype=autocast):
+            feats = model.local_features(images)
+    full = torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext()
+    with full:
+        x = model.pool(feats.float())
+        if not pooled and getattr(model, "whiten", None) is not None:
+            x = model.whiten(x)
+    return x
+
+
+class Forward(torch.nn.Module):
+    """:func:`model_forward` as a module, so that DDP can wrap it and extraction can run it."""
+
+    def __init__(
+        self, model: torch.nn.Module, autocast: torch.dtype | None = None, pooled: bool = False
+    ) -> None:
+        super().__init__()
+        self.model, self.autocast, self.pooled = model, autocast, pooled
+
+    @property
+    def dim(self) -> int:
+        return self.model.pool_dim if self.pooled else self.model.dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return model_forward(self.model, images, self.autocast, pooled=self.pooled)
+
+
 def forward(model: torch.nn.Module, batch: torch.Tensor, cfg: ExtractConfig) -> np.ndarray:
     """Descriptors (B, dim) float32 for a batch of images, with ``cfg``'s speed switches.
 
-    Under ``bf16`` only the backbone runs in bfloat16: NetVLAD's soft-assignment, residual sums
-    and normalisations stay in fp32, where descriptor precision is decided.
+    Under ``bf16`` only the backbone runs in bfloat16 (see :func:`model_forward`); a
+    :class:`Forward` keeps its own precision.
     """
     device = next(model.parameters()).device
     batch = batch.to(device, non_blocking=True)
     if cfg.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
-    if not cfg.bf16 or not hasattr(model, "local_features"):
-        return model(batch).float().cpu().numpy()
-    with torch.autocast(device.type, dtype=torch.bfloat16):
-        local = model.local_features(batch)
-    x = model.pool(local.float())
-    if getattr(model, "whiten", None) is not None:
-        x = model.whiten(x)
-    return x.float().cpu().numpy()
+    if cfg.bf16 and not isinstance(model, Forward):
+        return model_forward(model, batch, torch.bfloat16).float().cpu().numpy()
+    return model(batch).float().cpu().numpy()
 
 
 def iter_images(paths: Sequence[str | os.PathLike], cfg: ExtractConfig):

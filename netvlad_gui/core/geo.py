@@ -442,3 +442,10 @@ class GeoNeighbours:
         order = np.lexsort((idx, dist, query))
         bounds = np.cumsum(np.bincount(query, minlength=len(cands)))[:-1]
         return np.split(idx[order], bounds)
+
+
+def format_distance(metres: float, decimals: int = 1) -> str:
+    """A distance as people read it: metres below 1 km ("12.3 m"), kilometres past ("353.9 km")."""
+    if round(abs(metres), decimals) < 1000:
+        return f"{metres:.{decimals}f} m"
+    return f"{metres / 1000:.1f} km"

@@ -10,12 +10,14 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor
 
+from .config import ExtractConfig
 from .errors import NetvladError
 
 IMAGE_EXTENSIONS = frozenset(
@@ -23,6 +25,7 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 _heif_registered = False
+_DEFAULTS = ExtractConfig()  # image_size and max_pixels come from here, not from copies
 
 
 class ImageLoadError(NetvladError, ValueError):
@@ -61,22 +64,57 @@ def list_images(root: str | os.PathLike, *, exclude: Iterable[Path] = ()) -> lis
     return sorted(found)
 
 
-def expand_inputs(items: Iterable[str | os.PathLike]) -> list[Path]:
-    """Photos and folders as a user names them, flattened to image files (folders recursively)."""
-    out: list[Path] = []
+#: Why a named input gives no photo to locate; both fronts show these words.
+NOT_FOUND = "file not found"
+NOT_A_PHOTO = "not a photo"
+NO_PHOTOS = "a folder with no photos"
+
+
+@dataclass
+class Inputs:
+    """A user's photos and folders, sorted: what to locate and what was skipped (and why)."""
+
+    photos: list[Path] = field(default_factory=list)  # as named (folders expanded), no repeats
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input as named, reason)
+
+
+def expand_inputs(items: Iterable[str | os.PathLike]) -> Inputs:
+    """Photos and folders as a user names them, flattened to image files (folders recursively).
+
+    A missing path, a file that is not a photo (by its extension) and a folder without photos
+    are skipped with the reason; a photo named twice (overlapping folders, a file and its folder)
+    is kept once, by its resolved path.
+    """
+    out = Inputs()
+    seen: set[Path] = set()
+
+    def add(path: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.photos.append(path)
+
     for item in items:
         p = Path(item).expanduser()
         if p.is_dir():
-            out.extend(list_images(p))
+            found = list_images(p)
+            if not found:
+                out.skipped.append((p, NO_PHOTOS))
+            for f in found:
+                add(f)
+        elif not p.exists():
+            out.skipped.append((p, NOT_FOUND))
+        elif not is_image_file(p):
+            out.skipped.append((p, NOT_A_PHOTO))
         else:
-            out.append(p)
+            add(p)
     return out
 
 
 def load_image(
     path: str | os.PathLike,
-    image_size: int = 640,
-    max_pixels: int = 180_000_000,
+    image_size: int = _DEFAULTS.image_size,
+    max_pixels: int = _DEFAULTS.max_pixels,
     *,
     draft: bool = False,
 ):
@@ -140,8 +178,8 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 
 def load_tensor(
     path: str | os.PathLike,
-    image_size: int = 640,
-    max_pixels: int = 180_000_000,
+    image_size: int = _DEFAULTS.image_size,
+    max_pixels: int = _DEFAULTS.max_pixels,
     *,
     draft: bool = False,
 ):

@@ -7,6 +7,7 @@ sample local descriptors and record the result the same way.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from .config import ExtractConfig, InitConfig
 from .errors import DatasetError
 from .features import Cancelled, iter_images
 from .model import PlaceModel, init_netvlad, sample_local_descriptors
+from .pooling import KMEANS_POINTS_PER_CLUSTER
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def initialise_from_images(
 
     model.eval()
     samples = sample_local_descriptors(
-        model, images(), init_cfg.descriptors_per_image, init_cfg.seed
+        model, images(), _per_image(model, init_cfg, len(chosen)), init_cfg.seed
     )
     alpha = init_netvlad(model, samples, init_cfg)
     model.meta["init"] = {
@@ -70,3 +72,11 @@ def initialise_from_images(
         alpha,
     )
     return alpha
+
+
+def _per_image(model: PlaceModel, init_cfg: InitConfig, images: int) -> int:
+    """Descriptors to sample per image: the configured count, more for a small library, so that
+    k-means gets enough samples per cluster (19 photos x 100 is too few for 64 clusters)."""
+    clusters = getattr(model.pool, "num_clusters", 1)
+    wanted = math.ceil(KMEANS_POINTS_PER_CLUSTER * clusters / max(images, 1))
+    return max(init_cfg.descriptors_per_image, wanted)

@@ -7,34 +7,34 @@ The paper (Arandjelović et al. 2016, sec. 4) and its code (Relja/netvlad ``trai
 - definite negatives lie beyond 25 m;
 - per query, ~1000 random negatives plus the 10 hardest from the previous visit are ranked in the
   descriptor cache, and up to 10 of those that violate the margin make the training tuple;
-- the cache holds descriptors of every training image and is refreshed every N queries.
+- the cache holds descriptors of every training image and is refreshed every N queries
+  (computed by :mod:`netvlad_gui.core.descriptors`).
 
-Also here: extracting a whole set's descriptors (the cache; sharded over ranks under DDP), and the
-k-means + alpha initialisation of an untrained NetVLAD from a set of images.
+The numbers (nNegChoice, nNegCache, nNegCap, the margin) are :class:`MiningConfig`'s, in config.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy.spatial import cKDTree
-from torch import nn
 
-from .config import ExtractConfig
+from .config import MiningConfig
 from .datasets import PlaceSet
 from .errors import DatasetError
-from .features import extract
-from .model import PlaceModel
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
+__all__ = [
+    "GroundTruth",
+    "MiningConfig",
+    "TrainTuple",
+    "descriptor_distances",
+    "mine_tuple",
+    "new_negative_cache",
+]
 
 
 # --- who is a positive, who is a negative ---------------------------------------------------
@@ -85,6 +85,41 @@ class GroundTruth:
         )
         return np.flatnonzero(has_pos & has_neg)
 
+    def why_untrainable(self) -> str:
+        """One line on why no query can train, and what photos would let it ("" when some can)."""
+        if len(self.trainable()):
+            return ""
+        ps = self.ps
+        head = (
+            f"{ps.name}: no training query has a potential positive within "
+            f"{ps.pos_radius_m:g} m and a negative beyond {ps.neg_radius_m:g} m"
+        )
+        has_pos = [q for q, p in enumerate(self.positives) if len(p)]
+        if not ps.num_db or not ps.num_queries:
+            return f"{head}: it has {ps.num_db} database photos and {ps.num_queries} queries"
+        if has_pos:  # the places repeat, but nothing lies far enough away
+            return (
+                f"{head}: all {len(has_pos)} queries with a positive lie within "
+                f"{ps.neg_radius_m:g} m of every photo; add photos of places farther away"
+            )
+        repeated, places = self._places()
+        return (
+            f"{head}: none of its {ps.num_queries} queries has another photo within "
+            f"{ps.pos_radius_m:g} m ({repeated} of {places} places have two or more photos); "
+            f"photograph places two or more times, within {ps.pos_radius_m:g} m of each other"
+        )
+
+    def _places(self) -> tuple[int, int]:
+        """(places with two or more database photos, places): photos linked within pos_radius_m."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        n = self.num_db
+        pairs = cKDTree(self.ps.db_pos).query_pairs(self.ps.pos_radius_m, output_type="ndarray")
+        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        count, labels = connected_components(graph, directed=False)
+        return int((np.bincount(labels) >= 2).sum()), int(count)
+
     def is_negative(self, q: int, db: np.ndarray) -> np.ndarray:
         return ~np.isin(db, self.non_negatives[q]) & self.usable_db[db]
 
@@ -106,17 +141,6 @@ class GroundTruth:
 
 
 # --- hard-negative mining -------------------------------------------------------------------
-
-
-@dataclass
-class MiningConfig:
-    """Relja's nNegChoice, nNegCache, nNegCap and the loss's margin."""
-
-    neg_samples: int = 1000
-    neg_cache: int = 10
-    neg_per_tuple: int = 10
-    margin: float = 0.1
-    squared: bool = True  # rank by squared distances (the paper) or plain ones (the ports)
 
 
 @dataclass
@@ -164,7 +188,7 @@ def mine_tuple(
     neg_cache[q] = -1
     keep = negs[: neg_cache.shape[1]]
     neg_cache[q, : len(keep)] = keep
-    violating = negs[d_neg < float(d_pos.min()) + cfg.margin][: cfg.neg_per_tuple]
+    violating = negs[d_neg < float(d_pos.min()) + cfg.effective_margin][: cfg.neg_per_tuple]
     if not len(violating):
         return None, "easy"
     return TrainTuple(q, best, violating), ""
@@ -172,157 +196,3 @@ def mine_tuple(
 
 def new_negative_cache(num_queries: int, size: int) -> np.ndarray:
     return np.full((num_queries, max(size, 1)), -1, dtype=np.int64)
-
-
-# --- descriptors of a whole set (the cache) -------------------------------------------------
-
-
-@dataclass
-class DistInfo:
-    """This process's place in a torch.distributed job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-class Forward(nn.Module):
-    """A PlaceModel's forward with the backbone under autocast (given a dtype) and the pooling and
-    whitening in float32; ``pooled=True`` stops before whitening (what whitening is fitted on).
-
-    NetVLAD subtracts the soft-assigned centroids from the summed features; in bfloat16 that small
-    residual drowns in rounding (descriptors of a trained model collapse), so it never runs in
-    reduced precision.
-    """
-
-    def __init__(
-        self, model: PlaceModel, autocast: torch.dtype | None = None, pooled: bool = False
-    ) -> None:
-        super().__init__()
-        self.model, self.autocast, self.pooled = model, autocast, pooled
-
-    @property
-    def dim(self) -> int:
-        return self.model.pool_dim if self.pooled else self.model.dim
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        if self.autocast is None or images.device.type != "cuda":
-            feats = model.local_features(images)
-        else:
-            with torch.autocast("cuda", dtype=self.autocast):
-                feats = model.local_features(images)
-        with torch.autocast("cuda", enabled=False) if feats.is_cuda else contextlib.nullcontext():
-            x = model.pool(feats.float())
-            if not self.pooled and model.whiten is not None:
-                x = model.whiten(x)
-        return x
-
-
-def compute_descriptors(
-    model: PlaceModel | Forward,
-    paths: Sequence[str | os.PathLike],
-    cfg: ExtractConfig,
-    *,
-    dist: DistInfo | None = None,
-    progress: ProgressFn | None = None,
-) -> tuple[np.ndarray, dict[int, str]]:
-    """(N, dim) float32 descriptors of ``paths`` (NaN rows for unreadable files) and the reasons.
-
-    Under DDP each rank extracts every world-th image and the pieces are all-gathered, so every
-    rank ends with the same full cache.
-    """
-    dist = dist or DistInfo()
-    mine = list(range(dist.rank, len(paths), dist.world))
-    rows: dict[int, np.ndarray] = {}
-    errors: dict[int, str] = {}
-    for res in extract(
-        model,
-        [paths[i] for i in mine],
-        cfg,
-        progress=(lambda d, t: progress(d * dist.world, len(paths))) if progress else None,
-    ):
-        gi = mine[res.index]
-        if res.descriptor is None:
-            errors[gi] = res.error
-        else:
-            rows[gi] = np.asarray(res.descriptor, dtype=np.float32)
-    dim = int(model.dim)
-    local = np.full((len(mine), dim), np.nan, dtype=np.float32)
-    for j, gi in enumerate(mine):
-        if gi in rows:
-            local[j] = rows[gi]
-    if not dist.active:
-        return local, errors
-    return _gather_rows(local, len(paths), dist), _gather_errors(errors, dist)
-
-
-AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def amp_dtype(name: str = "auto") -> torch.dtype:
-    """``auto``: bfloat16 where the GPU has it (no loss scaling needed), else float16."""
-    if name in AMP_DTYPES:
-        return AMP_DTYPES[name]
-    if name != "auto":
-        raise ValueError(f"amp dtype must be auto, bfloat16 or float16, got {name!r}")
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def _gather_rows(local: np.ndarray, total: int, dist: DistInfo) -> np.ndarray:
-    import torch.distributed as tdist
-
-    per_rank = -(-total // dist.world)
-    padded = np.full((per_rank, local.shape[1]), np.nan, dtype=np.float32)
-    padded[: len(local)] = local
-    device = dist.device or torch.device("cpu")
-    mine = torch.from_numpy(padded).to(device)
-    parts = [torch.empty_like(mine) for _ in range(dist.world)]
-    tdist.all_gather(parts, mine)
-    out = np.full((total, local.shape[1]), np.nan, dtype=np.float32)
-    for r, part in enumerate(parts):
-        idx = np.arange(r, total, dist.world)
-        out[idx] = part.cpu().numpy()[: len(idx)]
-    return out
-
-
-def _gather_errors(errors: dict[int, str], dist: DistInfo) -> dict[int, str]:
-    import torch.distributed as tdist
-
-    parts: list[dict[int, str] | None] = [None] * dist.world
-    tdist.all_gather_object(parts, errors)
-    merged: dict[int, str] = {}
-    for part in parts:
-        merged.update(part or {})
-    return merged
-
-
-def set_descriptors(
-    model: PlaceModel,
-    ps: PlaceSet,
-    cfg: ExtractConfig,
-    *,
-    dist: DistInfo | None = None,
-    progress: ProgressFn | None = None,
-    autocast: torch.dtype | None = None,
-    pooled: bool = False,
-) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-    """Database and query descriptors of a set; a query that is a database file is not redone."""
-    extra_q = np.flatnonzero(ps.q_same < 0)
-    paths = list(ps.db_paths) + [ps.q_paths[i] for i in extra_q]
-    desc, errors = compute_descriptors(
-        Forward(model, autocast, pooled), paths, cfg, dist=dist, progress=progress
-    )
-    db = desc[: ps.num_db]
-    q = np.empty((ps.num_queries, desc.shape[1]), dtype=np.float32)
-    same = ps.q_same >= 0
-    q[same] = db[ps.q_same[same]]
-    q[extra_q] = desc[ps.num_db :]
-    reasons = {str(paths[i]): r for i, r in errors.items()}
-    return db, q, reasons

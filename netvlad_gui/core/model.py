@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from netvlad_gui.core.backbones import PADDINGS, Normalization, load_backbone
-from netvlad_gui.core.config import InitConfig, ModelConfig
+from netvlad_gui.core.config import InitConfig, ModelConfig, TrainConfig
 from netvlad_gui.core.errors import NetvladError
 from netvlad_gui.core.pooling import FMax, NetVLAD, Whitening
 
@@ -168,7 +168,9 @@ def init_netvlad(model: PlaceModel, local_descriptors: np.ndarray, cfg: InitConf
     return alpha
 
 
-def fit_whitening(model: PlaceModel, descriptors: np.ndarray, out_dim: int | None = 4096) -> None:
+def fit_whitening(
+    model: PlaceModel, descriptors: np.ndarray, out_dim: int | None = TrainConfig.whitening_dim
+) -> None:
     """Fit PCA-whitening on un-whitened global descriptors (N, pool_dim) from ``model.pooled``.
 
     The output size is ``min(out_dim, N - 1, pool_dim)``; ``config.whitening_dim`` records it.

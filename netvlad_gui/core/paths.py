@@ -35,9 +35,13 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
+def safe_name(name: str, limit: int = 40) -> str:
+    """``name`` as a portable folder-name part: letters, digits, - and _ (others become _)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:limit]
+
+
 def default_index_dir(library: str | Path) -> Path:
     """One index per library folder, keyed by its absolute path, under the user data directory."""
     library = Path(library).expanduser().resolve()
     digest = hashlib.sha1(str(library).encode("utf-8")).hexdigest()[:12]
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in library.name)[:40] or "root"
-    return data_dir() / "indexes" / f"{safe}-{digest}"
+    return data_dir() / "indexes" / f"{safe_name(library.name) or 'root'}-{digest}"

@@ -6,6 +6,7 @@ Parameter names are a contract with the checkpoint importers: ``centroids``, ``c
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -13,9 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import InitConfig, ModelConfig
+
+log = logging.getLogger(__name__)
+
 #: Soft-assignment ratio the paper's initialisation aims at between the nearest and the
 #: second-nearest cluster of a typical descriptor (``layerVLAD``: alpha = -log(0.01) / gap).
 ASSIGNMENT_RATIO = 100.0
+# k-means wants this many samples per centroid (faiss's own minimum before it warns)
+KMEANS_POINTS_PER_CLUSTER = 39
 
 
 class NetVLAD(nn.Module):
@@ -25,7 +32,7 @@ class NetVLAD(nn.Module):
     cluster, then L2-normalised as a whole.
     """
 
-    def __init__(self, dim: int, num_clusters: int = 64) -> None:
+    def __init__(self, dim: int, num_clusters: int = ModelConfig.num_clusters) -> None:
         super().__init__()
         if dim < 1 or num_clusters < 1:
             raise ValueError(
@@ -89,7 +96,13 @@ class NetVLAD(nn.Module):
                 self.conv.bias.copy_(bias)
             self.initialised.fill_(True)
 
-    def initialise(self, descriptors: np.ndarray, *, iters: int = 25, seed: int = 0) -> float:
+    def initialise(
+        self,
+        descriptors: np.ndarray,
+        *,
+        iters: int = InitConfig.kmeans_iters,
+        seed: int = InitConfig.seed,
+    ) -> float:
         """The paper's initialisation from sampled local descriptors (N, D); returns alpha.
 
         k-means (faiss, Euclidean) on L2-normalised descriptors gives the centroids. The
@@ -117,8 +130,21 @@ class NetVLAD(nn.Module):
                 f"NetVLAD init needs at least {self.num_clusters} non-zero descriptors "
                 f"(one per cluster), got {len(x)}"
             )
+        if len(x) < KMEANS_POINTS_PER_CLUSTER * self.num_clusters:
+            log.info(
+                "k-means on %d descriptors for %d clusters (%d per cluster is comfortable)",
+                len(x),
+                self.num_clusters,
+                KMEANS_POINTS_PER_CLUSTER,
+            )
         kmeans = faiss.Kmeans(
-            self.dim, self.num_clusters, niter=iters, seed=seed, spherical=False, verbose=False
+            self.dim,
+            self.num_clusters,
+            niter=iters,
+            seed=seed,
+            spherical=False,
+            verbose=False,
+            min_points_per_centroid=1,  # faiss would print its own warning on small libraries
         )
         kmeans.train(x)
         centroids = np.asarray(kmeans.centroids, dtype=np.float32).reshape(

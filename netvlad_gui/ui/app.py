@@ -7,10 +7,8 @@ netvlad-gui --library DIR --locate PHOTO --screenshot FILE.png   (draw, save, ex
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 
 ORGANIZATION = "netvlad-gui"
@@ -76,36 +74,15 @@ def _prepare_environment() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-def _install_excepthook(window_ref: list) -> None:
-    """An exception escaping a slot becomes a notice and a log line, never a crash."""
-    log = logging.getLogger("netvlad_gui.ui")
-
-    def hook(exc_type, exc, tb) -> None:
-        if issubclass(exc_type, KeyboardInterrupt):
-            sys.__excepthook__(exc_type, exc, tb)
-            return
-        log.error("unexpected error: %s", "".join(traceback.format_exception(exc_type, exc, tb)))
-        window = window_ref[0] if window_ref else None
-        if window is not None:
-            try:
-                window.show_notice(f"Unexpected error: {exc_type.__name__}: {exc}", "error")
-            except RuntimeError:
-                pass
-
-    sys.excepthook = hook
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.locate and not (args.library or args.index):
         print("netvlad-gui: --locate needs --library DIR (or --index DIR)", file=sys.stderr)
         return 2
     _prepare_environment()
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from .errors import install_excepthook, setup_logging
+
+    setup_logging(args.verbose)
     from netvlad_gui.core.runtime import tune_process
 
     tune_process()
@@ -129,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_stalls=args.measure_stalls,
     )
     window_ref: list = []
-    _install_excepthook(window_ref)
+    install_excepthook(lambda text: window_ref and window_ref[0].show_notice(text, "error"))
     window = MainWindow(options)
     window_ref.append(window)
     window.show()

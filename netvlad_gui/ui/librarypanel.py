@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import html
-import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QProgressBar,
     QPushButton,
     QTreeWidget,
@@ -22,7 +20,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .workers import IndexInfo
+from netvlad_gui.core.library import LibraryStatus
+
+from .widgets import EtaClock, dropped_paths, format_eta, plain_label
 
 STAGE_NAMES = {
     "scan": "Scanning the folder",
@@ -30,41 +30,6 @@ STAGE_NAMES = {
     "extract": "Indexing photos",
     "finalize": "Finishing",
 }
-
-
-def plain_label(text: str = "", *, wrap: bool = True) -> QLabel:
-    """A QLabel that never interprets its text as HTML (file names can hold markup)."""
-    label = QLabel()
-    label.setTextFormat(Qt.TextFormat.PlainText)
-    label.setWordWrap(wrap)
-    label.setText(text)
-    return label
-
-
-def format_eta(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-class EtaClock:
-    """Time left in a stage from its rate so far (None until there is a rate)."""
-
-    def __init__(self) -> None:
-        self.stage = ""
-        self.t0 = 0.0
-        self.d0 = 0
-
-    def update(self, stage: str, done: int, total: int, now: float | None = None) -> float | None:
-        now = time.monotonic() if now is None else now
-        if stage != self.stage or done < self.d0:
-            self.stage, self.t0, self.d0 = stage, now, done
-            return None
-        if done <= self.d0 or now <= self.t0:
-            return None
-        rate = (done - self.d0) / (now - self.t0)
-        return (total - done) / rate
 
 
 class SkippedDialog(QDialog):
@@ -116,7 +81,7 @@ class LibraryPanel(QGroupBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Library", parent)
         self.setAcceptDrops(True)
-        self._info: IndexInfo | None = None
+        self._info: LibraryStatus | None = None
         self._eta = EtaClock()
         self._busy = False
         self._library: str | None = None
@@ -179,7 +144,7 @@ class LibraryPanel(QGroupBox):
             self.path_label.setToolTip("")
         self.build_button.setEnabled(bool(library) and not self._busy)
 
-    def set_info(self, info: IndexInfo | None) -> None:
+    def set_info(self, info: LibraryStatus | None) -> None:
         """Show what the index holds (or that there is none yet)."""
         self._info = info
         if info is None or not info.exists:
@@ -259,9 +224,4 @@ class LibraryPanel(QGroupBox):
 
 
 def _dropped_folder(mime) -> str | None:
-    if not mime.hasUrls():
-        return None
-    for url in mime.urls():
-        if url.isLocalFile() and Path(url.toLocalFile()).is_dir():
-            return url.toLocalFile()
-    return None
+    return next((p for p in dropped_paths(mime) if Path(p).is_dir()), None)

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -28,20 +28,23 @@ from PySide6.QtWidgets import (
 )
 
 from netvlad_gui.core.export import ExportError, write_results
-from netvlad_gui.core.images import IMAGE_EXTENSIONS, expand_inputs, is_image_file
-from netvlad_gui.core.paths import default_index_dir
+from netvlad_gui.core.images import IMAGE_EXTENSIONS, expand_inputs
+from netvlad_gui.core.library import LibraryStatus, resolve_index_dir
 
+from .errors import failure_text
 from .librarypanel import LibraryPanel
 from .mapdata import result_to_map
 from .mapview import MapView
-from .notices import ERROR, INFO, WARNING, LogView, NoticeBar, QtLogHandler
+from .menus import build_menus
+from .notices import ERROR, INFO, WARNING, LogDock, NoticeBar
 from .queuepanel import QueuePanel
 from .resultspanel import ResultsPanel
 from .settingsdialog import AppSettings, SettingsDialog, model_problem
 from .stallmeter import StallMeter
 from .thumbnails import ThumbnailLoader
 from .welcome import WelcomePage
-from .workers import EngineWorker, IndexInfo, WorkerThread
+from .widgets import dropped_paths, restore_window_state, save_window_state
+from .workers import EngineWorker, WorkerThread
 
 log = logging.getLogger("netvlad_gui.ui")
 
@@ -97,7 +100,7 @@ class MainWindow(QMainWindow):
                 self.settings.library = ""  # learnt from the index once it is open
         if self.options.library or self.options.index_dir:
             self.settings.save()
-        self.info: IndexInfo | None = None
+        self.info: LibraryStatus | None = None
         self._building = False
         self._in_flight: set[int] = set()
         self._drop_times: dict[int, float] = {}
@@ -107,12 +110,13 @@ class MainWindow(QMainWindow):
         self._auto_built = False
         self.train_panel = None  # the Retrain dock, made on first use
 
-        self.stalls = StallMeter(parent=self)
+        self.stalls = StallMeter(parent=self, on_demand=not self.options.measure_stalls)
         self.thumbs = ThumbnailLoader(parent=self)
         self._build_ui()
-        self._build_menus()
+        actions = build_menus(self)
+        self.open_action, self.export_action = actions["open"], actions["export"]
         self._start_engine()
-        self._restore_geometry()
+        restore_window_state(self, [self.splitter, self._right], (1280, 820))
         self._show_page()
         self._refresh_model_banner()
         if self.options.measure_stalls:
@@ -173,17 +177,10 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.pages, 1)
         self.setCentralWidget(central)
 
-        self.log_view = LogView()
-        self.log_dock = QDockWidget("Log", self)
-        self.log_dock.setObjectName("logDock")
-        self.log_dock.setWidget(self.log_view)
+        self.log_dock = LogDock(self)
+        self.log_view, self.warnings_button = self.log_dock.view, self.log_dock.warnings_button
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
         self.log_dock.hide()
-        self._log_handler = QtLogHandler()
-        self._log_handler.emitter.record.connect(self._on_log_record)
-        logging.getLogger("netvlad_gui").addHandler(self._log_handler)
-        if logging.getLogger("netvlad_gui").getEffectiveLevel() > logging.INFO:
-            logging.getLogger("netvlad_gui").setLevel(logging.INFO)
 
         self.status_text = QLabel()
         self.stall_label = QLabel()
@@ -191,9 +188,6 @@ class MainWindow(QMainWindow):
         self.stall_label.setToolTip("The longest the window was unresponsive while working")
         self.stop_button = QPushButton("Stop locating")
         self.stop_button.hide()
-        self.warnings_button = QPushButton()
-        self.warnings_button.setFlat(True)
-        self.warnings_button.hide()
         self.statusBar().addPermanentWidget(self.warnings_button)
         self.statusBar().addPermanentWidget(self.stop_button)
         self.statusBar().addPermanentWidget(self.stall_label)
@@ -211,61 +205,7 @@ class MainWindow(QMainWindow):
         self.map.matchClicked.connect(self.results.select_rank)
         self.model_banner.actionTriggered.connect(self.open_settings)
         self.stop_button.clicked.connect(self.cancel_locating)
-        self.warnings_button.clicked.connect(self.log_dock.show)
         self.stalls.worstChanged.connect(self._on_stall)
-
-    def _build_menus(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
-        self.open_action = self._action(
-            file_menu, "&Open photos…", self.open_photos_dialog, QKeySequence.StandardKey.Open
-        )
-        self._action(file_menu, "Open a &folder of photos…", self.open_folder_dialog)
-        file_menu.addSeparator()
-        self._action(file_menu, "Choose &library folder…", self.choose_library)
-        self.export_action = self._action(
-            file_menu, "&Export results…", self.export_dialog, QKeySequence("Ctrl+E")
-        )
-        file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
-
-        edit_menu = self.menuBar().addMenu("&Edit")
-        self._action(
-            edit_menu,
-            "&Copy predicted coordinates",
-            self.results.copy_coordinates,
-            QKeySequence("Ctrl+Shift+C"),
-        )
-        self._action(edit_menu, "Open in &OpenStreetMap", self.results.open_in_osm)
-
-        view_menu = self.menuBar().addMenu("&View")
-        view_menu.addAction(self.log_dock.toggleViewAction())
-        self._action(
-            view_menu, "&Previous photo", lambda: self.queue.step(-1), QKeySequence("Ctrl+Left")
-        )
-        self._action(
-            view_menu, "&Next photo", lambda: self.queue.step(1), QKeySequence("Ctrl+Right")
-        )
-        self._action(view_menu, "&Zoom to everything", self.map.fit_all)
-
-        tools = self.menuBar().addMenu("&Tools")
-        self._action(
-            tools, "Model and &settings…", self.open_settings, QKeySequence.StandardKey.Preferences
-        )
-        self._action(
-            tools, "Get the paper's trained &model…", lambda: self.open_settings(download=True)
-        )
-        self._action(tools, "&Retrain…", self.open_training)
-
-        help_menu = self.menuBar().addMenu("&Help")
-        self._action(help_menu, "&About netvlad-gui", self._about)
-
-    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            action.setShortcut(shortcut)
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        return action
 
     def _start_engine(self) -> None:
         self.engine = EngineWorker()
@@ -292,9 +232,9 @@ class MainWindow(QMainWindow):
 
     @property
     def index_dir(self) -> str:
-        if self.settings.index_dir:
-            return self.settings.index_dir
-        return str(default_index_dir(self.library)) if self.library else ""
+        if not (self.library or self.settings.index_dir):
+            return ""
+        return str(resolve_index_dir(self.library, self.settings.index_dir))
 
     @property
     def busy(self) -> bool:
@@ -370,7 +310,7 @@ class MainWindow(QMainWindow):
             return
         self._building = True
         self.library_panel.set_busy(True)
-        self._phase_begin(INDEXING)
+        self.stalls.begin(INDEXING)
         log.info("building the index of %s", self.library)
         self._buildRequested.emit(
             self.library,
@@ -399,7 +339,7 @@ class MainWindow(QMainWindow):
     def _on_build_finished(self, summary) -> None:
         self._building = False
         self.library_panel.set_busy(False)
-        self._phase_end(INDEXING)
+        self.stalls.end(INDEXING)
         self.buildEnded.emit(summary)
         if summary is None:
             return
@@ -418,7 +358,7 @@ class MainWindow(QMainWindow):
         else:
             self.show_notice(f"Index ready: {text}", INFO)
 
-    def _on_index_opened(self, info: IndexInfo) -> None:
+    def _on_index_opened(self, info: LibraryStatus) -> None:
         self.info = info
         if info.library and not self.library:
             self.settings.library = info.library  # an --index given alone names its library
@@ -444,19 +384,8 @@ class MainWindow(QMainWindow):
 
     def _on_failed(self, what: str, message: str) -> None:
         if what == "weights":
-            self._refresh_model_banner(message)
-            self.show_notice(
-                "The model cannot be built: no usable weights. See the message "
-                "above for how to fix it.",
-                ERROR,
-            )
-            return
-        prefix = {
-            "build": "Indexing failed",
-            "open": "Cannot open the index",
-            "locate": "Cannot locate",
-        }.get(what, "Error")
-        self.show_notice(f"{prefix}: {message}", ERROR)
+            self._refresh_model_banner(message)  # the banner says how to fix it
+        self.show_notice(failure_text(what, message), ERROR)
 
     # ---- photos ------------------------------------------------------------------------------
 
@@ -473,20 +402,9 @@ class MainWindow(QMainWindow):
     def open_inputs(self, items: list[str]) -> list[int]:
         """Photos and folders to locate (drops, File → Open, command line). Returns tokens."""
         t0 = time.perf_counter()
-        photos, skipped = [], []
-        for item in items:
-            path = Path(item).expanduser()
-            if path.is_dir():
-                found = expand_inputs([path])
-                if not found:
-                    skipped.append(f"{path.name or path} (a folder with no photos)")
-                photos.extend(str(p) for p in found)
-            elif not path.exists():
-                skipped.append(f"{path.name} (not found)")
-            elif not is_image_file(path):
-                skipped.append(f"{path.name} (not a photo)")
-            else:
-                photos.append(str(path.resolve()))
+        inputs = expand_inputs(items)
+        photos = [str(p.resolve()) for p in inputs.photos]
+        skipped = [f"{p.name or p} ({reason})" for p, reason in inputs.skipped]
         if skipped:
             self.show_notice(
                 f"Skipped {_short_list(skipped)}. Photos can be "
@@ -525,7 +443,7 @@ class MainWindow(QMainWindow):
             return
         jobs = [(e.token, e.path) for e in waiting]
         self._in_flight.update(e.token for e in waiting)
-        self._phase_begin(LOCATING)
+        self.stalls.begin(LOCATING)
         self.stop_button.setVisible(len(jobs) > 1)
         self._locateRequested.emit(jobs, self.settings.top_n)
 
@@ -552,7 +470,7 @@ class MainWindow(QMainWindow):
             self._in_flight.clear()
             self.statusBar().showMessage("Stopped; the rest of the photos wait in the queue.", 5000)
         if not self._in_flight:
-            self._phase_end(LOCATING)
+            self.stalls.end(LOCATING)
             self.stop_button.hide()
             if not cancelled:
                 self.statusBar().clearMessage()
@@ -613,16 +531,6 @@ class MainWindow(QMainWindow):
             self._open_index()
         self._refresh_model_banner()
 
-    def _about(self) -> None:
-        from netvlad_gui import __version__
-
-        self.show_notice(
-            f"netvlad-gui {__version__}: where was this photo taken? NetVLAD place recognition "
-            "(Arandjelović et al., CVPR 2016) against your geotagged photos, on an offline map. "
-            "Map data: Natural Earth via world-atlas; OpenStreetMap links open in your browser.",
-            INFO,
-        )
-
     # ---- retraining (the Train panel: see ui/trainpanel.py) ---------------------------------
 
     def open_training(self) -> QWidget:
@@ -647,7 +555,7 @@ class MainWindow(QMainWindow):
 
     def use_trained_model(self, model_path: str) -> None:
         """Make a trained checkpoint the app's model, with its own index folder (see trainpanel)."""
-        from .trainpanel import model_index_dir
+        from netvlad_gui.core.runs import model_index_dir
 
         if self._building:
             self.show_notice("Wait for the index build to finish first.", WARNING)
@@ -668,37 +576,16 @@ class MainWindow(QMainWindow):
             INFO,
         )
 
-    # ---- stalls, log -------------------------------------------------------------------------
-
-    def _phase_begin(self, phase: str) -> None:
-        self.stalls.begin(phase)
-        if not self.stalls.running:
-            self.stalls.start()
-
-    def _phase_end(self, phase: str) -> None:
-        if phase not in self.stalls.active_phases:
-            return
-        self.stalls.end(phase)
-        log.info("%s: worst GUI stall %.0f ms", phase, self.stalls.worst_ms(phase))
-        if not self.stalls.active_phases and not self.options.measure_stalls:
-            self.stalls.stop()
+    # ---- stalls ------------------------------------------------------------------------------
 
     def _on_stall(self, worst_ms: float) -> None:
         if self.options.measure_stalls:  # otherwise the figures go to the log only
             self.stall_label.setText(f"worst UI stall {worst_ms:.0f} ms")
 
-    def _on_log_record(self, text: str, levelno: int) -> None:
-        self.log_view.append_line(text, levelno)
-        if self.log_view.warnings:
-            n = self.log_view.warnings
-            self.warnings_button.setText(f"⚠ {n} warning{'s' if n > 1 else ''}")
-            self.warnings_button.show()
-
     # ---- drag and drop -----------------------------------------------------------------------
 
     def dragEnterEvent(self, event) -> None:
-        mime = event.mimeData()
-        if mime.hasUrls() and any(u.isLocalFile() for u in mime.urls()):
+        if dropped_paths(event.mimeData()):
             event.acceptProposedAction()
         else:
             event.ignore()
@@ -707,8 +594,7 @@ class MainWindow(QMainWindow):
         self.dragEnterEvent(event)
 
     def dropEvent(self, event) -> None:
-        mime = event.mimeData()
-        paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()] if mime.hasUrls() else []
+        paths = dropped_paths(event.mimeData())
         if not paths:
             event.ignore()
             return
@@ -721,29 +607,6 @@ class MainWindow(QMainWindow):
 
     # ---- geometry, quitting ------------------------------------------------------------------
 
-    def _restore_geometry(self) -> None:
-        store = QSettings()
-        geometry = store.value("window/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1280, 820)
-        state = store.value("window/state")
-        if state is not None:
-            self.restoreState(state)
-        for splitter in (self.splitter, self._right):
-            value = store.value(f"window/{splitter.objectName()}")
-            if value is not None:
-                splitter.restoreState(value)
-
-    def _save_geometry(self) -> None:
-        store = QSettings()
-        store.setValue("window/geometry", self.saveGeometry())
-        store.setValue("window/state", self.saveState())
-        for splitter in (self.splitter, self._right):
-            store.setValue(f"window/{splitter.objectName()}", splitter.saveState())
-        store.sync()
-
     def shutdown(self) -> None:
         """Stop the workers and wait for them (idempotent)."""
         if self._closing:
@@ -754,10 +617,10 @@ class MainWindow(QMainWindow):
             self.train_panel.shutdown()
         self._engine_thread.stop()
         self.thumbs.shutdown()
-        logging.getLogger("netvlad_gui").removeHandler(self._log_handler)
+        self.log_dock.detach()
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        self._save_geometry()
+        save_window_state(self, [self.splitter, self._right])
         if self._building:
             log.info("quitting: cancelling the index build (finished work is kept)")
         self.shutdown()

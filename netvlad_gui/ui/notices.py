@@ -12,6 +12,7 @@ import time
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
+    QDockWidget,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -116,3 +117,34 @@ class LogView(QPlainTextEdit):
 
     def note(self, text: str) -> None:
         self.append_line(time.strftime("%H:%M:%S ") + "INFO    " + text)
+
+
+class LogDock(QDockWidget):
+    """The log window (View → Log): the app's log records, and a status-bar button that counts
+    the warnings and opens it. ``detach()`` stops listening (the window is closing)."""
+
+    def __init__(self, parent: QWidget | None = None, logger: str = "netvlad_gui") -> None:
+        super().__init__("Log", parent)
+        self.setObjectName("logDock")
+        self.view = LogView()
+        self.setWidget(self.view)
+        self.warnings_button = QPushButton()
+        self.warnings_button.setFlat(True)
+        self.warnings_button.hide()
+        self.warnings_button.clicked.connect(self.show)
+        self._logger = logging.getLogger(logger)
+        self._handler = QtLogHandler()
+        self._handler.emitter.record.connect(self._on_record)
+        self._logger.addHandler(self._handler)
+        if self._logger.getEffectiveLevel() > logging.INFO:
+            self._logger.setLevel(logging.INFO)
+
+    def detach(self) -> None:
+        self._logger.removeHandler(self._handler)
+
+    def _on_record(self, text: str, levelno: int) -> None:
+        self.view.append_line(text, levelno)
+        n = self.view.warnings
+        if n:
+            self.warnings_button.setText(f"⚠ {n} warning{'s' if n > 1 else ''}")
+            self.warnings_button.show()

@@ -22,9 +22,9 @@ from PySide6.QtWidgets import (
 
 from netvlad_gui.core.locate import LocateResult
 
-from .librarypanel import plain_label
 from .mapdata import format_distance
 from .thumbnails import ThumbnailLoader
+from .widgets import plain_label
 
 WAITING, DONE, FAILED = "waiting", "done", "failed"
 ICON = QSize(56, 42)

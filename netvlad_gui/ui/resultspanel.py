@@ -21,10 +21,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .librarypanel import plain_label
 from .mapdata import format_coords, format_distance, osm_url
 from .queuepanel import DONE, FAILED, WAITING, Entry
 from .thumbnails import ThumbnailLoader
+from .widgets import plain_label
 
 QUERY_THUMB = QSize(200, 150)
 MATCH_THUMB = QSize(140, 105)

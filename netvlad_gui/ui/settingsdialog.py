@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import (
@@ -16,14 +15,12 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -31,9 +28,15 @@ from PySide6.QtWidgets import (
 from netvlad_gui.core import zoo
 from netvlad_gui.core.config import DEFAULT_MODEL, ExtractConfig, LocateConfig
 from netvlad_gui.core.mappage import DEFAULT_TILE_URL
-from netvlad_gui.core.resolve import looks_like_file
+from netvlad_gui.core.resolve import (
+    MISSING_FILE,
+    MISSING_WEIGHTS_FILE,
+    NO_BACKBONE_WEIGHTS,
+    NOT_DOWNLOADED,
+    check_model,
+)
 
-from .librarypanel import plain_label
+from .widgets import FILE, PathRow, plain_label, spin_box
 from .workers import DownloadWorker, WorkerThread
 
 log = logging.getLogger(__name__)
@@ -93,37 +96,35 @@ def cuda_available() -> bool:
 
 
 def model_problem(model: str, backbone_weights: str = "") -> str:
-    """Why ``model`` cannot be used on this machine, with how to fix it; "" when it can."""
-    spec = (model or DEFAULT_MODEL).strip()
-    if looks_like_file(spec):
-        if not Path(spec).expanduser().is_file():
-            return f"The model file {spec} does not exist. Choose another one in Settings."
+    """Why ``model`` cannot be used on this machine, with how to fix it; "" when it can.
+
+    Core decides (`resolve.check_model`); this only words its answer for the window.
+    """
+    problem = check_model(model, backbone_weights)
+    if problem is None:
         return ""
-    if zoo.is_downloadable(spec):
-        if zoo.model_path(spec) is None:
-            return (
-                f"The model {spec} is not downloaded yet. Fix: Settings → “Get the paper's "
-                "trained model”, or choose another model."
-            )
-        return ""
-    if backbone_weights:
-        if backbone_weights == "none":
-            return ""
-        if not Path(backbone_weights).expanduser().is_file():
-            return (
-                f"The backbone weights file {backbone_weights} does not exist. "
-                "Fix: choose another file in Settings, or clear the field."
-            )
-        return ""
-    if zoo.is_named_model(spec) and not zoo.model_info(spec).available:
-        backbone = spec.split("-", 1)[0]
+    spec = problem.spec
+    if problem.kind == MISSING_FILE:
+        return f"The model file {spec} does not exist. Choose another one in Settings."
+    if problem.kind == NOT_DOWNLOADED:
+        return (
+            f"The model {spec} is not downloaded yet. Fix: Settings → “Get the paper's "
+            "trained model”, or choose another model."
+        )
+    if problem.kind == MISSING_WEIGHTS_FILE:
+        return (
+            f"The backbone weights file {problem.path} does not exist. "
+            "Fix: choose another file in Settings, or clear the field."
+        )
+    if problem.kind == NO_BACKBONE_WEIGHTS:
+        backbone = problem.backbone
         return (
             f"No usable weights for {spec}: the ImageNet weights of {backbone} are not on this "
             "machine and the app does not download them. Fix it in Settings: choose a backbone "
             f"weights file (a torchvision {backbone} state dict), pick {DEFAULT_MODEL} (its "
             "weights ship with the app), or get the paper's trained model."
         )
-    return ""
+    return problem.message[:1].upper() + problem.message[1:] + "."
 
 
 class SettingsDialog(QDialog):
@@ -147,11 +148,20 @@ class SettingsDialog(QDialog):
                 self.model.count() - 1, info.description, Qt.ItemDataRole.ToolTipRole
             )
         self.model.setCurrentText(settings.model)
-        self.model_browse = QPushButton("Checkpoint file…")
-        self.weights = QLineEdit(settings.backbone_weights)
+        checkpoint = {"mode": FILE, "file_filter": CHECKPOINT_FILTER}
+        self.model_row = PathRow(
+            "Choose a model checkpoint",
+            button_text="Checkpoint file…",
+            editor=self.model,
+            **checkpoint,
+        )
+        self.weights_row = PathRow(
+            "Choose backbone weights (torchvision state dict)", button_text="Browse…", **checkpoint
+        )
+        self.weights_row.setText(settings.backbone_weights)
+        self.weights = self.weights_row.editor
         self.weights.setPlaceholderText("default ImageNet weights")
         self.weights.setClearButtonEnabled(True)
-        self.weights_browse = QPushButton("Browse…")
         self.device = QComboBox()
         has_cuda = cuda_available()
         for key, label in DEVICES:
@@ -159,16 +169,14 @@ class SettingsDialog(QDialog):
                 continue
             self.device.addItem(label, key)
         self.device.setCurrentIndex(max(self.device.findData(settings.device), 0))
-        self.top_n = QSpinBox()
-        self.top_n.setRange(1, 100)
-        self.top_n.setValue(settings.top_n)
-        self.image_size = QSpinBox()
-        self.image_size.setRange(128, 2048)
-        self.image_size.setSingleStep(32)
-        self.image_size.setSuffix(" px")
-        self.image_size.setValue(settings.image_size)
-        self.image_size.setToolTip(
-            "Longer side photos are resized to before the network sees them (the paper uses 640)"
+        self.top_n = spin_box(1, 100, settings.top_n)
+        self.image_size = spin_box(
+            128,
+            2048,
+            settings.image_size,
+            "Longer side photos are resized to before the network sees them (the paper uses 640)",
+            step=32,
+            suffix=" px",
         )
         self.online_tiles = QCheckBox("Load street map tiles from the network")
         self.online_tiles.setChecked(settings.online_tiles)
@@ -182,15 +190,9 @@ class SettingsDialog(QDialog):
         self.problem.setObjectName("modelProblem")
         self.problem.setStyleSheet("color: darkred;")
 
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model, 1)
-        model_row.addWidget(self.model_browse)
-        weights_row = QHBoxLayout()
-        weights_row.addWidget(self.weights, 1)
-        weights_row.addWidget(self.weights_browse)
         form = QFormLayout()
-        form.addRow("Backbone or checkpoint", model_row)
-        form.addRow("Backbone weights file", weights_row)
+        form.addRow("Backbone or checkpoint", self.model_row)
+        form.addRow("Backbone weights file", self.weights_row)
         form.addRow("", self.problem)
         form.addRow("Device", self.device)
         form.addRow("Matches shown (top-N)", self.top_n)
@@ -240,8 +242,6 @@ class SettingsDialog(QDialog):
 
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
-        self.model_browse.clicked.connect(self._browse_model)
-        self.weights_browse.clicked.connect(self._browse_weights)
         self.model.currentTextChanged.connect(self._check)
         self.weights.textChanged.connect(self._check)
         self.get_button.clicked.connect(self.start_download)
@@ -330,17 +330,3 @@ class SettingsDialog(QDialog):
         text = model_problem(self.model.currentText(), self.weights.text().strip())
         self.problem.setText(text)
         self.problem.setVisible(bool(text))
-
-    def _browse_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Choose a model checkpoint", "", CHECKPOINT_FILTER
-        )
-        if path:
-            self.model.setCurrentText(path)
-
-    def _browse_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Choose backbone weights (torchvision state dict)", "", CHECKPOINT_FILTER
-        )
-        if path:
-            self.weights.setText(path)

@@ -7,9 +7,12 @@ phases ("indexing", "locating") keep their own worst figure, so one meter serves
 
 from __future__ import annotations
 
+import logging
 import time
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
+
+log = logging.getLogger(__name__)
 
 
 class StallMeter(QObject):
@@ -18,9 +21,13 @@ class StallMeter(QObject):
     #: Emitted when the overall worst stall grows, with the new figure in ms.
     worstChanged = Signal(float)
 
-    def __init__(self, interval_ms: int = 10, parent: QObject | None = None) -> None:
+    def __init__(
+        self, interval_ms: int = 10, parent: QObject | None = None, *, on_demand: bool = False
+    ) -> None:
         super().__init__(parent)
         self.interval_ms = interval_ms
+        #: Tick only while a phase is active (the window's normal mode: no idle wake-ups).
+        self.on_demand = on_demand
         self._timer = QTimer(self)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._timer.setInterval(interval_ms)
@@ -59,12 +66,20 @@ class StallMeter(QObject):
             self._last = time.perf_counter()
 
     def begin(self, phase: str) -> None:
-        """Start attributing stalls to ``phase`` (phases may overlap)."""
+        """Start attributing stalls to ``phase`` (phases may overlap); starts the meter."""
         self._active.add(phase)
         self._phases.setdefault(phase, 0.0)
+        if not self.running:
+            self.start()
 
     def end(self, phase: str) -> None:
+        """Stop attributing to ``phase`` and log its worst stall (stops an on-demand meter)."""
+        if phase not in self._active:
+            return
         self._active.discard(phase)
+        log.info("%s: worst GUI stall %.0f ms", phase, self.worst_ms(phase))
+        if self.on_demand and not self._active:
+            self.stop()
 
     def worst_ms(self, phase: str | None = None) -> float:
         """The worst gap between ticks so far, overall or within ``phase`` (0 if never seen)."""

@@ -13,6 +13,9 @@ keeps an existing index's model), so the new model needs a new index folder: the
 :func:`model_index_dir`, the library's default index folder plus the run's name, and the old index
 stays as it was (switching back to the old model in Settings and clearing the index folder returns
 to it). "Build the index" then indexes the library there with the new model.
+
+The process itself is a :class:`~.trainprocess.LineProcess`; its events are drawn by
+:class:`~.trainview.TrainRunView`. This module holds the form, its command line and the run's state.
 """
 
 from __future__ import annotations
@@ -21,93 +24,55 @@ import json
 import logging
 import shlex
 import sys
-import time
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, QTimer, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QRadioButton,
-    QSpinBox,
-    QSplitter,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from netvlad_gui.core import paths
-from netvlad_gui.core.config import DEFAULT_MODEL
+from netvlad_gui.core.config import (
+    DEFAULT_MODEL,
+    LOSSES,
+    QUICK_EPOCHS,
+    MiningConfig,
+    TrainConfig,
+)
+from netvlad_gui.core.runs import LAST, has_state, new_run_dir
 
-from .librarypanel import plain_label
 from .notices import ERROR, INFO, WARNING
 from .settingsdialog import cuda_available
-from .traincharts import TrainCharts
+from .trainprocess import LineProcess
+from .trainview import TrainRunView
+from .widgets import (
+    PathRow,
+    combo_box,
+    double_spin_box,
+    plain_label,
+    spin_box,
+)
 
 log = logging.getLogger(__name__)
 
 IDLE, RUNNING, STOPPING = "idle", "running", "stopping"
 KILL_AFTER_MS = 5000
-LAST, FINAL = "last.pt", "model.pt"  # the names train.py writes (not imported: it pulls torch)
+#: The defaults the form starts from (the CLI's, except a short run), and the two loss margins.
+_DEFAULTS = TrainConfig()
+_MARGINS = {loss: round(MiningConfig.default_margin(loss), 4) for loss in LOSSES}
 
 
-def new_run_dir() -> Path:
-    """A fresh run folder under the user data directory, named by the time."""
-    return paths.data_dir() / "runs" / time.strftime("%Y%m%d-%H%M%S")
-
-
-def model_index_dir(library: str | Path, model_path: str | Path) -> Path:
-    """Where the library's index for a trained model goes: its default index folder + the run."""
-    base = paths.default_index_dir(library)
-    run = Path(model_path).expanduser().resolve().parent.name or "model"
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in run)[:40]
-    return base.with_name(f"{base.name}-{safe}")
-
-
-def _format_eta(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"
-
-
-def _spin(lo: int, hi: int, value: int, tip: str) -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(lo, hi)
-    box.setValue(value)
-    box.setToolTip(tip)
-    return box
-
-
-def _dspin(lo: float, hi: float, value: float, decimals: int, step: float, tip: str):
-    box = QDoubleSpinBox()
-    box.setDecimals(decimals)
-    box.setRange(lo, hi)
-    box.setSingleStep(step)
-    box.setValue(value)
-    box.setToolTip(tip)
-    return box
-
-
-def _combo(items: list[tuple[str, str]], tip: str) -> QComboBox:
-    box = QComboBox()
-    for value, text in items:
-        box.addItem(text, value)
-    box.setToolTip(tip)
-    return box
+# The shared builders under the names the form below uses.
+_spin, _dspin, _combo = spin_box, double_spin_box, combo_box
 
 
 class TrainPanel(QWidget):
@@ -135,24 +100,13 @@ class TrainPanel(QWidget):
         super().__init__(parent)
         self._library = library
         self.state = IDLE
-        self.process: QProcess | None = None
+        self.process: LineProcess | None = None
         self.last_args: list[str] = []
         self.last_stderr = ""
         self.error_message = ""
         self.model_path = ""
-        self._stdout_buf = b""
-        self._stderr_buf = b""
         self._user_stopped = False
         self._auto_out = True
-        self._t_start = 0.0
-        self._epochs = 0
-        self._start_epoch = 1
-        self._steps_per_epoch = 0
-        self._first_step_time: float | None = None
-        self._steps_done = 0
-        self._kill_timer = QTimer(self)
-        self._kill_timer.setSingleShot(True)
-        self._kill_timer.timeout.connect(self._kill)
         self._build_ui(model, backbone_weights)
         self._set_state(IDLE)
 
@@ -174,8 +128,11 @@ class TrainPanel(QWidget):
         self.use_library.setChecked(True)
         self.library_label = plain_label()
         self.library_label.setStyleSheet("color: #555;")
-        self.database_edit, db_row = self._folder_row("Reference photos (--database)")
-        self.queries_edit, q_row = self._folder_row("Query photos (--queries)")
+        db_row = self.database_row = PathRow("Reference photos (--database)")
+        q_row = self.queries_row = PathRow("Query photos (--queries)")
+        self.database_edit, self.queries_edit = db_row.editor, q_row.editor
+        for row in (db_row, q_row):
+            row.editor.setToolTip(row.title)
         self.spacing = _dspin(
             0,
             10_000,
@@ -192,33 +149,47 @@ class TrainPanel(QWidget):
         grid.addWidget(self.library_label, 1, 0, 1, 2)
         grid.addWidget(self.use_folders, 2, 0, 1, 2)
         grid.addWidget(QLabel("Database"), 3, 0)
-        grid.addLayout(db_row, 3, 1)
+        grid.addWidget(db_row, 3, 1)
         grid.addWidget(QLabel("Queries"), 4, 0)
-        grid.addLayout(q_row, 4, 1)
+        grid.addWidget(q_row, 4, 1)
         grid.addWidget(QLabel("Frame spacing"), 5, 0)
         grid.addWidget(self.spacing, 5, 1)
         grid.setRowStretch(6, 1)  # rows stay together at the top when the box is taller
         self.use_folders.toggled.connect(self._update_data_enabled)
 
-        # Hyper-parameters (defaults: the paper's, see core/train.py), epochs kept short.
+        # Hyper-parameters (defaults: the paper's, see core/config.py), epochs kept short.
+        d = _DEFAULTS
         params = self.params_box = QGroupBox("Training")
         form = QFormLayout(params)
-        self.epochs = _spin(1, 1000, 5, "Passes over the training queries (--epochs)")
+        self.epochs = _spin(1, 1000, QUICK_EPOCHS, "Passes over the training queries (--epochs)")
         self.batch = _spin(
-            1, 256, 4, "Training tuples per SGD step (--batch-size); lower it on out-of-memory"
+            1,
+            256,
+            d.batch_size,
+            "Training tuples per SGD step (--batch-size); lower it on out-of-memory",
         )
-        self.lr = _dspin(1e-6, 1.0, 1e-4, 6, 1e-5, "SGD learning rate, halved every 5 epochs")
+        self.lr = _dspin(
+            1e-6,
+            1.0,
+            d.lr,
+            6,
+            1e-5,
+            f"SGD learning rate, multiplied by {d.lr_gamma:g} every {d.lr_step_epochs} epochs",
+        )
         self.margin = _dspin(
             0,
             2,
-            0.1,
+            _MARGINS[d.mining.loss],
             4,
             0.01,
-            "Triplet loss margin m (the paper: 0.1 on squared distances; √0.1 ≈ 0.316 is the "
-            "usual value for the unsquared loss)",
+            f"Triplet loss margin m (the paper: {_MARGINS['squared']:g} on squared distances; "
+            f"√0.1 ≈ {_MARGINS['unsquared']:.3f} is the usual value for the unsquared loss)",
         )
         self.image_size = _spin(
-            64, 2048, 640, "Longer image side in pixels; smaller is faster and needs less memory"
+            64,
+            2048,
+            d.extract.image_size,
+            "Longer image side in pixels; smaller is faster and needs less memory",
         )
         self.loss = _combo(
             [("squared", "squared distances (paper)"), ("unsquared", "plain distances")],
@@ -260,17 +231,15 @@ class TrainPanel(QWidget):
         form.addRow("More options", self.extra_edit)
 
         # Run folder and buttons
-        self.out_edit = QLineEdit(str(new_run_dir()))
+        self.out_row = PathRow("Run folder", text=str(new_run_dir()))
+        self.out_edit, self.out_browse = self.out_row.editor, self.out_row.button
         self.out_edit.setToolTip("Checkpoints go here (last.pt each epoch, model.pt at the end)")
         self.out_edit.textEdited.connect(self._on_out_edited)
         self.out_edit.textChanged.connect(lambda _: self._update_buttons())
-        browse = self.out_browse = QToolButton()
-        browse.setText("…")
-        browse.clicked.connect(self._browse_out)
+        self.out_row.browsed.connect(self._on_out_edited)
         out_row = QHBoxLayout()
         out_row.addWidget(QLabel("Run folder"))
-        out_row.addWidget(self.out_edit, 1)
-        out_row.addWidget(browse)
+        out_row.addWidget(self.out_row, 1)
 
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start a new training run in the run folder")
@@ -294,26 +263,9 @@ class TrainPanel(QWidget):
         buttons.addWidget(self.use_button)
         buttons.addWidget(self.build_button)
 
-        self.progress = QProgressBar()
-        self.progress.setFormat("%p%")
-        self.status_label = plain_label("Not started.")
-        self.eta_label = QLabel()
-        status_row = QHBoxLayout()
-        status_row.addWidget(self.status_label, 1)
-        status_row.addWidget(self.eta_label)
-
-        self.charts = TrainCharts()
-        self.log_view = QPlainTextEdit()
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(3000)
-        self.log_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.log_view.setPlaceholderText("Training output")
-        bottom = QSplitter(Qt.Orientation.Vertical)
-        bottom.addWidget(self.charts)
-        bottom.addWidget(self.log_view)
-        bottom.setStretchFactor(0, 3)
-        bottom.setStretchFactor(1, 1)
-        bottom.setChildrenCollapsible(False)
+        self.view = TrainRunView()
+        self.progress, self.status_label = self.view.progress, self.view.status_label
+        self.charts, self.log_view = self.view.charts, self.view.log_view
 
         top = QHBoxLayout()
         top.addWidget(data_box, 1)
@@ -322,47 +274,23 @@ class TrainPanel(QWidget):
         layout.addLayout(top)
         layout.addLayout(out_row)
         layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addLayout(status_row)
-        layout.addWidget(bottom, 1)
+        layout.addWidget(self.view, 1)
         self.refresh_library()
         self._update_data_enabled()
-
-    def _folder_row(self, tip: str) -> tuple[QLineEdit, QHBoxLayout]:
-        edit = QLineEdit()
-        edit.setToolTip(tip)
-        button = QToolButton()
-        button.setText("…")
-        button.clicked.connect(lambda: self._browse_into(edit, tip))
-        row = QHBoxLayout()
-        row.addWidget(edit, 1)
-        row.addWidget(button)
-        return edit, row
-
-    def _browse_into(self, edit: QLineEdit, title: str) -> None:
-        folder = QFileDialog.getExistingDirectory(self, title, edit.text() or str(Path.home()))
-        if folder:
-            edit.setText(folder)
-
-    def _browse_out(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Run folder", self.out_edit.text())
-        if folder:
-            self.out_edit.setText(folder)
-            self._auto_out = False
 
     def _on_out_edited(self, _text: str) -> None:
         self._auto_out = False
 
     def _on_loss_changed(self) -> None:
-        squared = self.loss.currentData() == "squared"
-        if squared and abs(self.margin.value() - 0.3162) < 1e-3:
-            self.margin.setValue(0.1)
-        elif not squared and abs(self.margin.value() - 0.1) < 1e-6:
-            self.margin.setValue(0.3162)
+        # A margin left at the other loss's default follows the loss.
+        loss = self.loss.currentData()
+        other = "unsquared" if loss == "squared" else "squared"
+        if abs(self.margin.value() - _MARGINS[other]) < 1e-3:
+            self.margin.setValue(_MARGINS[loss])
 
     def _update_data_enabled(self) -> None:
         folders = self.use_folders.isChecked()
-        for w in (self.database_edit, self.queries_edit, self.spacing):
+        for w in (self.database_row, self.queries_row, self.spacing):
             w.setEnabled(folders)
 
     def refresh_library(self) -> None:
@@ -390,20 +318,17 @@ class TrainPanel(QWidget):
     def _update_buttons(self) -> None:
         idle = self.state == IDLE
         text = self.out_edit.text().strip()
-        has_state = bool(text) and (
-            (self.run_dir / LAST).is_file() or (self.run_dir / "init.pt").is_file()
-        )
+        resumable = bool(text) and has_state(self.run_dir)
         finished = bool(self.model_path) and Path(self.model_path).is_file()
         self.start_button.setEnabled(idle)
         self.stop_button.setEnabled(self.state == RUNNING)
-        self.resume_button.setEnabled(idle and has_state)
+        self.resume_button.setEnabled(idle and resumable)
         self.use_button.setEnabled(idle and finished)
         self.build_button.setEnabled(idle and finished and bool(self._library()))
         for w in (
             self.data_box,
             self.params_box,
-            self.out_edit,
-            self.out_browse,
+            self.out_row,
         ):  # no edits while it runs
             w.setEnabled(idle)
 
@@ -491,32 +416,19 @@ class TrainPanel(QWidget):
             return False
         self.last_args = args
         self.error_message, self.last_stderr, self.model_path = "", "", ""
-        self._stdout_buf = self._stderr_buf = b""
         self._user_stopped = False
-        self._steps_done, self._first_step_time = 0, None
-        self._epochs, self._steps_per_epoch, self._start_epoch = self.epochs.value(), 0, 1
-        if not resume:
-            self.charts.clear()
-        self.charts.set_epochs(self._epochs)
-        self.progress.setRange(0, 0)  # busy until the first step says how many there are
-        self.eta_label.clear()
-        self.status_label.setText("Preparing: reading photos, initialising the model…")
+        self.view.begin(self.epochs.value(), resume)
 
-        proc = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        proc.setProcessEnvironment(env)
-        proc.readyReadStandardOutput.connect(self._read_stdout)
-        proc.readyReadStandardError.connect(self._read_stderr)
+        proc = self.process = LineProcess(self)
+        proc.stdoutLine.connect(self._handle_stdout_line)
+        proc.stderrLine.connect(self._handle_stderr_line)
         proc.finished.connect(self._on_finished)
-        proc.errorOccurred.connect(self._on_process_error)
-        self.process = proc
+        proc.failedToStart.connect(self._on_failed_to_start)
         command = self.command(args)
         self._log_line("$ " + shlex.join(["netvlad", "train", *args]))
         log.info("training: %s", shlex.join(command))
-        self._t_start = time.monotonic()
         self._set_state(RUNNING)
-        proc.start(command[0], command[1:])
+        proc.start(command)
         return True
 
     def command(self, args: list[str]) -> list[str]:
@@ -530,42 +442,16 @@ class TrainPanel(QWidget):
         self._user_stopped = True
         self._set_state(STOPPING)
         self.status_label.setText("Stopping…")
-        self.process.terminate()
-        self._kill_timer.start(KILL_AFTER_MS)
-
-    def _kill(self) -> None:
-        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
-            log.info("training did not stop on SIGTERM: killing it")
-            self.process.kill()
+        self.process.terminate(KILL_AFTER_MS)
 
     def shutdown(self) -> None:
         """Stop training for good (the window is closing); waits briefly for the process."""
-        proc = self.process
-        if proc is None or proc.state() == QProcess.ProcessState.NotRunning:
+        if self.process is None or not self.process.running:
             return
         self._user_stopped = True
-        proc.terminate()
-        if not proc.waitForFinished(KILL_AFTER_MS):
-            proc.kill()
-            proc.waitForFinished(KILL_AFTER_MS)
+        self.process.shutdown(KILL_AFTER_MS)
 
     # ---- process output ----------------------------------------------------------------------
-
-    def _read_stdout(self) -> None:
-        if self.process is None:
-            return
-        self._stdout_buf += bytes(self.process.readAllStandardOutput().data())
-        *lines, self._stdout_buf = self._stdout_buf.split(b"\n")
-        for raw in lines:
-            self._handle_stdout_line(raw.decode("utf-8", "replace").rstrip("\r"))
-
-    def _read_stderr(self) -> None:
-        if self.process is None:
-            return
-        self._stderr_buf += bytes(self.process.readAllStandardError().data())
-        *lines, self._stderr_buf = self._stderr_buf.split(b"\n")
-        for raw in lines:
-            self._handle_stderr_line(raw.decode("utf-8", "replace").rstrip("\r"))
 
     def _handle_stderr_line(self, line: str) -> None:
         if line.strip():
@@ -589,89 +475,20 @@ class TrainPanel(QWidget):
         self.event.emit(ev)
 
     def _handle_event(self, ev: dict) -> None:
+        self.view.show_event(ev)
         kind = ev["event"]
-        if kind == "start":
-            self._t_start = time.monotonic()  # the ETA counts from here: set-up is done
-            self._epochs = int(ev.get("epochs") or self._epochs)
-            self._start_epoch = int(ev.get("start_epoch") or 1)
-            self.charts.set_epochs(self._epochs)
-            val = ev.get("val") or {}
-            self._log_line(
-                f"start on {ev.get('device')}: {ev.get('trainable_queries')} trainable queries, "
-                f"{(ev.get('train') or {}).get('database')} training references"
-                + (f", {val.get('queries')} validation queries" if val else "")
-            )
-            self.status_label.setText(f"Epoch {self._start_epoch} of {self._epochs}: caching…")
-        elif kind == "init":
-            self._log_line(f"NetVLAD initialised from {ev.get('images')} images")
-        elif kind == "cache":
-            self.status_label.setText(
-                f"Epoch {ev['epoch']} of {self._epochs}: computing descriptors "
-                f"{ev['done']}/{ev['total']}"
-            )
-        elif kind == "step":
-            self._on_step(ev)
-        elif kind == "val":
-            recalls = {n: float(ev[f"recall@{n}"]) for n in (1, 5, 10) if f"recall@{n}" in ev}
-            self.charts.add_recalls(int(ev["epoch"]), recalls)
-            self._log_line(
-                f"validation epoch {ev['epoch']}: "
-                + ", ".join(f"R@{n} {100 * r:.1f}%" for n, r in recalls.items())
-                + (" (best)" if ev.get("best") else "")
-            )
-        elif kind == "epoch":
-            self.charts.add_epoch(int(ev["epoch"]), float(ev["loss"]))
-            self._log_line(
-                f"epoch {ev['epoch']}/{ev.get('epochs', self._epochs)}: loss {ev['loss']:.4f}, "
-                f"{ev.get('seconds', 0):.1f} s"
-            )
+        if kind == "epoch":
             self._update_buttons()  # last.pt exists now: Resume becomes possible after a stop
-        elif kind == "whitening":
-            self.status_label.setText(f"Fitting PCA-whitening ({ev.get('dim')}-D)…")
         elif kind == "done":
             self.model_path = str(ev.get("model") or "")
-            self.progress.setRange(0, 1)
-            self.progress.setValue(1)
-            self._log_line(f"done: {self.model_path}")
         elif kind == "error":
             self.error_message = str(ev.get("message") or "")
 
-    def _on_step(self, ev: dict) -> None:
-        epoch, step, steps = int(ev["epoch"]), int(ev["step"]), max(int(ev["steps"]), 1)
-        self._steps_per_epoch = steps
-        self.charts.add_step(epoch, step, steps, float(ev["loss"]))
-        now = time.monotonic()
-        total = max(self._epochs - self._start_epoch + 1, 1) * steps
-        done = (epoch - self._start_epoch) * steps + step
-        self.progress.setRange(0, total)
-        self.progress.setValue(min(done, total))
-        self.progress.setFormat(f"epoch {epoch}/{self._epochs} · step {step}/{steps} · %p%")
-        self.status_label.setText(
-            f"Epoch {epoch} of {self._epochs}, step {step} of {steps}: "
-            f"loss {float(ev['loss']):.4f}, lr {float(ev.get('lr', 0)):g}"
-        )
-        if self._first_step_time is None:
-            self._first_step_time = self._t_start
-        rate = (now - self._first_step_time) / max(done, 1)
-        self.eta_label.setText(f"ETA {_format_eta(rate * (total - done))}")
+    def _on_failed_to_start(self, reason: str) -> None:
+        self._notice(f"Training could not start: {reason}", ERROR)
+        self._finish(-1, False)
 
-    def _on_process_error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self._notice(f"Training could not start: {self.process.errorString()}", ERROR)
-            self._finish(-1, False)
-
-    def _on_finished(self, code: int, status: QProcess.ExitStatus) -> None:
-        self._kill_timer.stop()
-        self._read_stdout()
-        self._read_stderr()
-        for rest, handle in (
-            (self._stdout_buf, self._handle_stdout_line),
-            (self._stderr_buf, self._handle_stderr_line),
-        ):
-            if rest:
-                handle(rest.decode("utf-8", "replace"))
-        self._stdout_buf = self._stderr_buf = b""
-        crashed = status == QProcess.ExitStatus.CrashExit
+    def _on_finished(self, code: int, crashed: bool) -> None:
         ok = code == 0 and not crashed and not self.error_message
         if self._user_stopped:
             self._notice(
@@ -679,14 +496,14 @@ class TrainPanel(QWidget):
                 f"{self.run_dir}: Resume continues from there.",
                 INFO,
             )
-            self.status_label.setText("Stopped.")
+            status = "Stopped."
         elif ok:
             self._notice(
                 f"Training finished: {self.model_path or self.run_dir}. “Use this model” "
                 "switches the app to it.",
                 INFO,
             )
-            self.status_label.setText("Finished.")
+            status = "Finished."
         else:
             reason = self.error_message or self.last_stderr or f"exit code {code}"
             if crashed and not self.error_message:
@@ -695,14 +512,11 @@ class TrainPanel(QWidget):
             if "out of memory" in reason.lower():
                 hint = " Try a smaller batch size or image size, or the CPU."
             self._notice(f"Training failed: {reason}.{hint}".replace("..", "."), ERROR)
-            self.status_label.setText("Failed; see the log below.")
-        self._finish(code, ok and not self._user_stopped)
+            status = "Failed; see the log below."
+        self._finish(code, ok and not self._user_stopped, status)
 
-    def _finish(self, code: int, ok: bool) -> None:
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-        self.eta_label.clear()
+    def _finish(self, code: int, ok: bool, status: str = "") -> None:
+        self.view.end(status)
         proc, self.process = self.process, None
         if proc is not None:
             proc.deleteLater()
@@ -716,7 +530,7 @@ class TrainPanel(QWidget):
             self.useModelRequested.emit(self.model_path)
 
     def _log_line(self, text: str) -> None:
-        self.log_view.appendPlainText(text)
+        self.view.log_line(text)
 
     def _notice(self, text: str, level: str) -> None:
         self._log_line(text)

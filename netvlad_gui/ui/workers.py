@@ -10,58 +10,32 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from netvlad_gui.core.backbones import WeightsUnavailableError
-from netvlad_gui.core.config import ExtractConfig, LocateConfig
-from netvlad_gui.core.errors import LibraryIndexError
-from netvlad_gui.core.images import ImageLoadError
-from netvlad_gui.core.paths import default_index_dir
-from netvlad_gui.core.resolve import ModelSpecError
+from netvlad_gui.core.config import ExtractConfig
+from netvlad_gui.core.library import LibraryStatus, index_exists, open_library, resolve_index_dir
+
+from .errors import error_message
+from .throttle import Throttle
 
 log = logging.getLogger(__name__)
-
-#: Progress signals are thinned to this interval (the last one of a stage always goes out).
-PROGRESS_INTERVAL_S = 0.05
-
-
-@dataclass
-class IndexInfo:
-    """What the GUI shows about the library's index; made in the worker thread."""
-
-    index_dir: str
-    library: str = ""
-    model: str = ""
-    exists: bool = False  # an index folder with a catalogue
-    ready: bool = False  # photos can be located now
-    problem: str = ""  # why not, for the user
-    indexed: int = 0
-    with_gps: int = 0
-    failed: int = 0
-    pending: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not indexed
-    no_gps: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): indexed, no GPS
-    references: list[dict] = field(default_factory=list)  # for MapView.set_references
 
 
 def _extract_cfg(device: str, image_size: int) -> ExtractConfig:
     # Decoding stays in this worker thread: forking DataLoader processes out of a Qt process
     # that runs a browser engine is not safe.
-    return ExtractConfig(
-        image_size=image_size or ExtractConfig.image_size, device=device or "auto", num_workers=0
-    )
+    return ExtractConfig.from_options(device=device, image_size=image_size, num_workers=0)
 
 
 class EngineWorker(QObject):
     """Holds the open LibraryIndex and its Locator; builds, updates and searches.
 
     Signals: ``progress(stage, done, total)`` (build stages, then "locate"), ``buildFinished``
-    (a BuildSummary, or None after a failure), ``indexOpened`` (an IndexInfo), ``located(token, LocateResult)``,
-    ``locateFinished(count, cancelled)`` and ``failed(what, message)`` where ``what`` is one of
+    (a BuildSummary, or None after a failure), ``indexOpened`` (a core.library.LibraryStatus),
+    ``located(token, LocateResult)``, ``locateFinished(count, cancelled)`` and ``failed(what, message)`` where ``what`` is one of
     "open", "build", "locate", "weights".
     """
 
@@ -76,9 +50,8 @@ class EngineWorker(QObject):
         super().__init__()
         self._cancel = threading.Event()
         self._stopping = threading.Event()
-        self._index = None
-        self._locator = None
-        self._last_emit = (0.0, "")
+        self._locator = None  # owns the open LibraryIndex
+        self._throttle = Throttle()
 
     # ---- called from the GUI thread ---------------------------------------------------------
 
@@ -121,132 +94,94 @@ class EngineWorker(QObject):
         if self._stopping.is_set():
             return
         from netvlad_gui.core.builder import build_index
-        from netvlad_gui.core.index import MODEL_FILE
 
         self._cancel.clear()
-        target = Path(index_dir) if index_dir else default_index_dir(library)
+        target = resolve_index_dir(library, index_dir or None)
         self._close()  # the builder opens the folder itself
-        spec = model_spec or None
-        if spec is not None and (target / MODEL_FILE).exists():
-            spec = None  # an existing index keeps the model its descriptors came from
         try:
             summary = build_index(
                 library,
                 target,
-                model_spec=spec,
+                model_spec=model_spec or None,
                 backbone_weights=weights or None,
                 extract_cfg=_extract_cfg(device, image_size),
                 progress=self._progress,
                 cancel=self._cancel.is_set,
+                keep_index_model=True,  # "Update index" goes on with the index's own model
             )
         except Exception as exc:  # noqa: BLE001
             self._report("build", exc)
             summary = None
         self.buildFinished.emit(summary)  # None when the build failed (``failed`` said why)
-        if not self._stopping.is_set() and (target / "catalog.sqlite").exists():
+        if not self._stopping.is_set() and index_exists(target):
             try:
                 self.indexOpened.emit(self._open(target, device, image_size))
             except Exception as exc:  # noqa: BLE001
                 self._report("open", exc)
 
     @Slot(list, int)
-    def locate(self, jobs: list, top_n: int = 5) -> None:
-        """Locate ``jobs`` = [(token, path)], emitting ``located`` per photo as it is done."""
+    def locate(self, jobs: list, top_n: int) -> None:
+        """Locate ``jobs`` = [(token, path)], emitting ``located`` per photo as it is done.
+
+        ``cancel()`` stops between photos: ``locateFinished(done, True)``; the rest is not sent.
+        """
         if self._stopping.is_set():
             return
         self._cancel.clear()
-        done = 0
-        cancelled = False
         if self._locator is None:
             self.failed.emit("locate", "there is no index to search yet: build the library first")
             self.locateFinished.emit(0, False)
             return
+        from netvlad_gui.core.features import Cancelled
         from netvlad_gui.core.locate import LocateResult
 
-        for n, (token, path) in enumerate(jobs):
-            if self._cancel.is_set():
-                cancelled = True
-                break
-            self._progress("locate", n, len(jobs))
+        remaining = list(jobs)
+        done = 0
+        cancelled = False
+        self._progress("locate", 0, len(jobs))
+        while remaining and not cancelled:
+            results = self._locator.locate_many(
+                [path for _, path in remaining], top_n, cancel=self._cancel.is_set
+            )
             try:
-                result = self._locator.locate(path, top_n)
-            except ImageLoadError as exc:
-                result = LocateResult(query=str(path), error=str(exc))
-            except Exception as exc:
-                log.exception("cannot locate %s", path)
-                result = LocateResult(query=str(path), error=f"{type(exc).__name__}: {exc}")
-            done += 1
-            self.located.emit(int(token), result)
+                for result in results:
+                    token, _ = remaining.pop(0)
+                    done += 1
+                    self.located.emit(int(token), result)
+                    self._progress("locate", done, len(jobs))
+            except Cancelled:
+                cancelled = True
+            except Exception as exc:  # noqa: BLE001 - a bug on one photo must not stop the rest
+                token, path = remaining.pop(0)
+                done += 1
+                error = error_message(exc, f"locate {path}")  # logs a bug's traceback
+                self.located.emit(int(token), LocateResult(query=str(path), error=error))
         self._progress("locate", done, len(jobs))
         self.locateFinished.emit(done, cancelled)
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _open(self, index_dir: Path, device: str, image_size: int) -> IndexInfo:
-        from netvlad_gui.core.catalog import INDEXED
-        from netvlad_gui.core.index import CATALOG_FILE, LibraryIndex
-        from netvlad_gui.core.locate import Locator
-
+    def _open(self, index_dir: Path, device: str, image_size: int) -> LibraryStatus:
         self._close()
-        info = IndexInfo(index_dir=str(index_dir))
-        if not (index_dir / CATALOG_FILE).exists():
-            info.problem = "not indexed yet"
-            return info
-        index = LibraryIndex(index_dir)
-        self._index = index
-        stats = index.stats()
-        info.exists = True
-        info.library = str(index.library or "")
-        info.model = index.model_name
-        info.indexed, info.with_gps = stats.indexed, stats.with_gps
-        info.failed, info.pending = stats.failed, stats.pending
-        info.failures = list(stats.failures)
-        info.no_gps = [
-            (r.path, r.gps_reason or "no GPS") for r in index.catalog.rows(INDEXED) if not r.has_gps
-        ]
-        info.references = [
-            {"id": r.id, "lat": r.lat, "lon": r.lon, "label": r.path}
-            for r in index.reference_points()
-        ]
-        if stats.indexed == 0:
-            info.problem = "no photo is indexed yet"
-            return info
-        if not index.model_path.exists():
-            info.problem = "the index has no model: update the index"
-            return info
-        locator = Locator(
-            index, extract_cfg=_extract_cfg(device, image_size), locate_cfg=LocateConfig()
-        )
-        index.faiss_index()  # load the search index now, not on the first drop
-        self._locator = locator
-        info.ready = True
-        return info
+        status, self._locator = open_library(index_dir, _extract_cfg(device, image_size))
+        return status
 
     def _close(self) -> None:
-        self._locator = None
-        if self._index is not None:
+        locator, self._locator = self._locator, None
+        if locator is not None:
             try:
-                self._index.close()
+                locator.index.close()
             except Exception:
                 log.debug("closing the index failed", exc_info=True)
-            self._index = None
 
     def _progress(self, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        last_t, last_stage = self._last_emit
-        if stage == last_stage and done < total and now - last_t < PROGRESS_INTERVAL_S:
-            return
-        self._last_emit = (now, stage)
-        self.progress.emit(stage, int(done), int(total))
+        if self._throttle.ready(stage, done, total):
+            self.progress.emit(stage, int(done), int(total))
 
     def _report(self, what: str, exc: BaseException) -> None:
+        message = error_message(exc, what)  # a bug's traceback goes to the log file
         if isinstance(exc, WeightsUnavailableError):
             what = "weights"
-        elif not isinstance(
-            exc, OSError | ValueError | RuntimeError | LibraryIndexError | ModelSpecError
-        ):
-            log.exception("unexpected error while trying to %s", what)
-        message = str(exc) or type(exc).__name__
         log.warning("%s failed: %s", what, message)
         self.failed.emit(what, message)
 
@@ -270,18 +205,16 @@ class DownloadWorker(QObject):
         from netvlad_gui.core import zoo
 
         self._cancel.clear()
-        last = [0.0]
+        throttle = Throttle()
 
         def progress(done: int, total: int | None) -> None:
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL_S or (total is not None and done >= total):
-                last[0] = now
+            if throttle.ready(name, done, total):
                 self.progress.emit(done, total)
 
         try:
             path = zoo.get_model(name, progress=progress, cancel=self._cancel.is_set)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never raised
-            self.failed.emit(name, str(exc) or type(exc).__name__)
+            self.failed.emit(name, error_message(exc, f"download {name}"))
             return
         self.finished.emit(name, str(path))
 

@@ -17,38 +17,87 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .core.config import DEFAULT_MODEL
+from ..core.config import RECALL_RADIUS_M, InitConfig, ModelConfig
+from .common import (
+    CliError,
+    DefaultsHelpFormatter,
+    add_model_args,
+    add_option,
+    add_runtime_args,
+    extract_cfg,
+    progress_bar,
+    update_bar,
+)
 
-# (option, TrainConfig field, type, help). Defaults stay None so that a resume knows what was given.
+# (option, TrainConfig field, type, help). Defaults stay None so that a resume knows what was given;
+# the help's {default} is read from TrainConfig when help is shown.
 _TRAIN_OPTIONS: list[tuple[str, str, type, str]] = [
-    ("--batch-size", "batch_size", int, "training tuples per SGD step (default 4)"),
-    ("--lr", "lr", float, "learning rate (default 1e-4)"),
-    ("--momentum", "momentum", float, "SGD momentum (default 0.9)"),
-    ("--weight-decay", "weight_decay", float, "default 1e-3"),
-    ("--lr-step", "lr_step_epochs", int, "epochs between lr decays (default 5)"),
-    ("--lr-gamma", "lr_gamma", float, "lr factor at each decay (default 0.5)"),
-    ("--margin", "margin", float, "loss margin (default 0.1 squared, sqrt(0.1) unsquared)"),
-    ("--neg-samples", "neg_samples", int, "random negatives ranked per query (default 1000)"),
-    ("--neg-per-tuple", "neg_per_tuple", int, "hardest violating negatives kept (default 10)"),
-    ("--neg-cache", "neg_cache", int, "hardest negatives remembered per query (default 10)"),
+    ("--batch-size", "batch_size", int, "training tuples per SGD step (default {default})"),
+    ("--lr", "lr", float, "learning rate (default {default})"),
+    ("--momentum", "momentum", float, "SGD momentum (default {default})"),
+    ("--weight-decay", "weight_decay", float, "default {default}"),
+    ("--lr-step", "lr_step_epochs", int, "epochs between lr decays (default {default})"),
+    ("--lr-gamma", "lr_gamma", float, "lr factor at each decay (default {default})"),
+    ("--margin", "margin", float, "loss margin (default {default})"),
+    ("--neg-samples", "neg_samples", int, "random negatives ranked per query (default {default})"),
+    (
+        "--neg-per-tuple",
+        "neg_per_tuple",
+        int,
+        "hardest violating negatives kept (default {default})",
+    ),
+    ("--neg-cache", "neg_cache", int, "hardest negatives remembered per query (default {default})"),
     (
         "--cache-refresh",
         "cache_refresh_queries",
         int,
-        "recompute the descriptor cache every N queries (default 1000)",
+        "recompute the descriptor cache every N queries (default {default})",
     ),
-    ("--image-size", "image_size", int, "longer image side in pixels (default 640)"),
-    ("--cache-batch-size", "cache_batch_size", int, "images per batch when caching (default 8)"),
-    ("--workers", "num_workers", int, "image decoding processes (default 1)"),
-    ("--seed", "seed", int, "random seed (default 0)"),
+    ("--image-size", "image_size", int, "longer image side in pixels (default {default})"),
+    (
+        "--cache-batch-size",
+        "cache_batch_size",
+        int,
+        "images per batch when caching (default {default})",
+    ),
+    ("--workers", "num_workers", int, "image decoding processes (default {default})"),
+    ("--seed", "seed", int, "random seed (default {default})"),
     (
         "--whitening-dim",
         "whitening_dim",
         int,
-        "PCA-whitening size after training, 0 for none (default 4096, fewer with fewer images)",
+        "PCA-whitening size after training, 0 for none (default {default}; none with fewer images)",
     ),
-    ("--num-clusters", "num_clusters", int, "NetVLAD clusters K of a new model (default 64)"),
+    (
+        "--num-clusters",
+        "num_clusters",
+        int,
+        "NetVLAD clusters K of a new model (default {default})",
+    ),
 ]
+
+
+def _train_default(name: str):
+    """TrainConfig's default for a field (imported only when help is shown: it loads torch)."""
+    from ..core.config import MiningConfig, TrainConfig
+
+    if name == "margin":
+        sq, unsq = (MiningConfig.default_margin(loss) for loss in ("squared", "unsquared"))
+        return f"{sq:g} squared, {unsq:.4g} unsquared"
+    value = TrainConfig().option(name)
+    if name == "num_clusters" and value is None:
+        return ModelConfig.num_clusters  # None: the model's own
+    return value
+
+
+def _split_default(name: str):
+    """SplitConfig's default for a field (read when help is shown: core.datasets loads torch)."""
+    from ..core.datasets import NO_SPLIT, SplitConfig
+
+    if name == "fractions":
+        both = (SplitConfig.fractions, NO_SPLIT)
+        return "{} for --data, else {}".format(*(",".join(f"{x:g}" for x in f) for f in both))
+    return getattr(SplitConfig, name)
 
 
 # (option after the prefix, argparse keywords) of the data source options; validation repeats them
@@ -88,31 +137,45 @@ def _add_source_args(p: argparse.ArgumentParser, *, gt: bool) -> None:
     g = p.add_argument_group("data (one of --data, --database/--queries, --dbstruct)")
     _add_data_args(g, gt=gt)
     s = p.add_argument_group("geographic split")
-    s.add_argument(
+    add_option(
+        s,
         "--split-fractions",
         metavar="T,V,T",
-        help="train,val,test shares (default 0.7,0.15,0.15 for --data, else 1,0,0)",
+        default_of=lambda: _split_default("fractions"),
+        help="train,val,test shares (default {default})",
     )
-    s.add_argument(
+    add_option(
+        s,
         "--split-method",
         choices=["track", "grid"],
-        help="consecutive stretches of the route (default) or grid cells",
+        default_of=lambda: _split_default("method"),
+        help="consecutive stretches of the route (track) or grid cells (default {default})",
     )
-    s.add_argument("--cell-m", type=float, help="grid cell size in metres (default 100)")
-    s.add_argument(
+    add_option(
+        s,
+        "--cell-m",
+        type=float,
+        default_of=lambda: _split_default("cell_m"),
+        help="grid cell size in metres (default {default})",
+    )
+    add_option(
+        s,
         "--gap-m",
         type=float,
-        help="drop val/test images this close to training images (default 25)",
+        default_of=lambda: _split_default("gap_m"),
+        help="drop val/test images this close to training images (default {default})",
     )
-    s.add_argument(
+    add_option(
+        s,
         "--query-every",
         type=int,
-        help="a folder's val/test splits: every Nth photo is a query (default 5)",
+        default_of=lambda: _split_default("query_every"),
+        help="a folder's val/test splits: every Nth photo is a query (default {default})",
     )
 
 
 def _data_spec(args, prefix: str = ""):
-    from .core.datasets import DataSpec
+    from ..core.datasets import DataSpec
 
     get = lambda name: getattr(args, prefix + name, None)
     return DataSpec(
@@ -128,7 +191,7 @@ def _data_spec(args, prefix: str = ""):
 
 def _split_config(args):
     """A SplitConfig when any split option is given, else None (the source's default)."""
-    from .core.datasets import SplitConfig
+    from ..core.datasets import SplitConfig
 
     given = {
         "method": args.split_method,
@@ -140,12 +203,12 @@ def _split_config(args):
         try:
             fractions = tuple(float(x) for x in args.split_fractions.split(","))
         except ValueError:
-            raise ValueError(
+            raise CliError(
                 f"--split-fractions wants three numbers like 0.7,0.15,0.15, "
                 f"got {args.split_fractions!r}"
             ) from None
         if len(fractions) != 3:
-            raise ValueError(f"--split-fractions wants three numbers, got {args.split_fractions!r}")
+            raise CliError(f"--split-fractions wants three numbers, got {args.split_fractions!r}")
         given["fractions"] = fractions
     given = {k: v for k, v in given.items() if v is not None}
     if not given:
@@ -213,7 +276,7 @@ def _json_progress(ev: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    from .core.train import LAST, TrainConfig, resume_config, train
+    from ..core.train import LAST, TrainConfig, resume_config, train
 
     options: dict[str, Any] = {field: getattr(args, field) for _, field, _, _ in _TRAIN_OPTIONS}
     options.update(
@@ -246,13 +309,13 @@ def cmd_train(args) -> int:
         )
     else:
         if not data.given:
-            raise ValueError(
+            raise CliError(
                 "name the training data: --data DIR, --database DIR --queries DIR, "
                 "or --dbstruct MAT --image-root DIR"
             )
         given = {k: v for k, v in options.items() if v is not None}
         if args.init_images:
-            from .core.config import InitConfig
+            from ..core.config import InitConfig
 
             given["init"] = InitConfig(num_images=args.init_images)
         cfg = TrainConfig(data=data, val=val, split=split, **given)
@@ -282,12 +345,19 @@ def _add_train(sub) -> None:
         description="Weakly supervised NetVLAD training (Arandjelovic et al. 2016). Writes "
         "RUN_DIR/last.pt each epoch, best.pt (best val R@5) and model.pt (with "
         "PCA-whitening). Runs under torchrun for several GPUs or processes.",
+        formatter_class=DefaultsHelpFormatter,
     )
     _add_source_args(p, gt=True)
     v = p.add_argument_group("validation set (default: the val split of the training data)")
     _add_data_args(v, prefix="val-")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for checkpoints")
-    p.add_argument("--epochs", type=int, help="default 30")
+    add_option(
+        p,
+        "--epochs",
+        type=int,
+        default_of=lambda: _train_default("epochs"),
+        help="default {default}",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR exactly")
     p.add_argument(
@@ -295,24 +365,25 @@ def _add_train(sub) -> None:
         action="store_true",
         help="one JSON object per line on stdout (see netvlad_gui/core/train.py)",
     )
-    p.add_argument(
-        "--model", help=f"BACKBONE-POOLING or a checkpoint to start from (default {DEFAULT_MODEL})"
-    )
-    p.add_argument(
-        "--backbone-weights",
-        metavar="FILE|none",
-        help="torchvision-layout weights (default: shipped / torchvision)",
+    add_model_args(
+        p,
+        "BACKBONE-POOLING or a checkpoint to start from",
+        "torchvision-layout weights (default: shipped / torchvision)",
     )
     t = p.add_argument_group("training options (defaults: the paper's)")
-    t.add_argument(
+    add_option(
+        t,
         "--loss",
         choices=["squared", "unsquared"],
-        help="the paper's squared distances (default) or the PyTorch ports' plain ones",
+        default_of=lambda: _train_default("loss"),
+        help="the paper's squared distances or the PyTorch ports' plain ones (default {default})",
     )
-    t.add_argument(
+    add_option(
+        t,
         "--train-layers",
         choices=["last_block", "pooling", "all"],
-        help="what trains besides NetVLAD (default last_block)",
+        default_of=lambda: _train_default("train_layers"),
+        help="what trains besides NetVLAD (default {default})",
     )
     t.add_argument(
         "--train-assignment-bias",
@@ -323,10 +394,12 @@ def _add_train(sub) -> None:
     t.add_argument(
         "--no-amp", dest="amp", action="store_const", const=False, help="no mixed precision on CUDA"
     )
-    t.add_argument(
+    add_option(
+        t,
         "--amp-dtype",
         choices=["auto", "bfloat16", "float16"],
-        help="mixed-precision type on CUDA (default auto: bfloat16 where supported)",
+        default_of=lambda: _train_default("amp_dtype"),
+        help="mixed-precision type on CUDA, auto: bfloat16 where supported (default {default})",
     )
     t.add_argument(
         "--keep-epochs",
@@ -334,42 +407,25 @@ def _add_train(sub) -> None:
         const=True,
         help="keep a checkpoint per epoch (epoch_NNN.pt)",
     )
-    t.add_argument("--init-images", type=int, help="images sampled for k-means (default 500)")
+    t.add_argument(
+        "--init-images",
+        type=int,
+        help=f"images sampled for k-means (default {InitConfig.num_images})",
+    )
     for flag, field, typ, help_ in _TRAIN_OPTIONS:
-        t.add_argument(flag, dest=field, type=typ, help=help_)
+        add_option(
+            t, flag, dest=field, type=typ, default_of=lambda f=field: _train_default(f), help=help_
+        )
     p.set_defaults(func=cmd_train)
 
 
 # -- eval -------------------------------------------------------------------------------------
 
 
-def _eval_model(spec: str | None, backbone_weights: str | None, num_clusters: int | None):
-    from .core import zoo
-    from .core.config import ModelConfig
-    from .core.model import build_model
-    from .core.resolve import looks_like_file, resolve_model
-    from .core.train import FINAL
-
-    if spec and Path(spec).expanduser().is_dir():
-        run = Path(spec).expanduser()
-        if not (run / FINAL).is_file():
-            raise ValueError(f"{run} is a folder without {FINAL}; name a checkpoint file")
-        spec = str(run / FINAL)
-    if num_clusters is not None:
-        name = spec or DEFAULT_MODEL
-        if looks_like_file(name) or zoo.is_downloadable(name):
-            raise ValueError("--num-clusters applies to a BACKBONE-netvlad model name only")
-        return build_model(ModelConfig.from_name(name, num_clusters=num_clusters), backbone_weights)
-    return resolve_model(spec, backbone_weights)
-
-
 def cmd_eval(args) -> int:
-    from tqdm import tqdm
-
-    from .core.config import ExtractConfig, InitConfig
-    from .core.datasets import SplitConfig, select
-    from .core.evaluate import compare, evaluate_model
-    from .core.features import resolve_device
+    from ..core.datasets import SplitConfig, select
+    from ..core.evaluate import compare, evaluate_model
+    from ..core.features import resolve_device
 
     data = _data_spec(args)
     ps = data.load()
@@ -377,29 +433,22 @@ def cmd_eval(args) -> int:
     split = _split_config(args) or SplitConfig(fractions=data.default_fractions())
     ps = select(ps, which, split)
     if not ps.num_db or not ps.num_queries:
-        raise ValueError(f"{ps.name}: no database or no query images to evaluate")
-    ecfg = ExtractConfig(device=args.device or "auto")
-    if args.image_size:
-        ecfg.image_size = args.image_size
-    if args.batch_size:
-        ecfg.batch_size = args.batch_size
-    if args.workers is not None:
-        ecfg.num_workers = args.workers
+        raise CliError(f"{ps.name}: no database or no query images to evaluate")
+    from ..core.resolve import resolve_model
+
+    ecfg = extract_cfg(args)
     init_cfg = InitConfig(num_images=args.init_images) if args.init_images else InitConfig()
-    model = _eval_model(args.model, args.backbone_weights, args.num_clusters)
+    model = resolve_model(args.model, args.backbone_weights, args.num_clusters)
     model = model.to(resolve_device(ecfg.device))
-    bars: dict[str, tqdm] = {}
+    bars: dict = {}
 
     def progress(name: str, done: int, total: int) -> None:
         if args.quiet:
             return
         bar = bars.get(name)
         if bar is None:
-            bar = bars[name] = tqdm(
-                total=total, desc=name, unit="img", file=sys.stderr, leave=False
-            )
-        bar.n = done
-        bar.refresh()
+            bar = bars[name] = progress_bar(total, name)
+        update_bar(bar, done, total)
 
     try:
         if args.compare:
@@ -454,20 +503,18 @@ def _add_eval(sub) -> None:
         "eval",
         help="Recall@1/5/10/20 of a model on a set (or --compare f_max, off-the-shelf, trained)",
         description="Recall@N: a query is correct when one of its top N references lies within "
-        "25 m (or is listed in --gt). Exact search.",
+        f"{RECALL_RADIUS_M:g} m (or is listed in --gt). Exact search.",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    add_model_args(
+        p,
+        "a checkpoint, a run folder, a named model or BACKBONE-POOLING",
+        "backbone weights (default: the shipped ones)",
     )
     p.add_argument(
-        "--model",
-        help=f"a checkpoint, a run folder, a named model or BACKBONE-POOLING "
-        f"(default {DEFAULT_MODEL})",
-    )
-    p.add_argument(
-        "--backbone-weights",
-        metavar="FILE|none",
-        help="backbone weights (default: the shipped ones)",
-    )
-    p.add_argument(
-        "--num-clusters", type=int, help="K of an untrained BACKBONE-netvlad model (default 64)"
+        "--num-clusters",
+        type=int,
+        help=f"K of an untrained BACKBONE-netvlad model (default {ModelConfig.num_clusters})",
     )
     _add_source_args(p, gt=True)
     p.add_argument(
@@ -481,16 +528,12 @@ def _add_eval(sub) -> None:
         help="also measure f_max and NetVLAD off the shelf on the same backbone",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--image-size", type=int, help="longer side in pixels (default 640)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--workers", type=int, help="image decoding processes")
     p.add_argument(
         "--init-images",
         type=int,
-        help="images sampled for an untrained NetVLAD's k-means (default 500)",
+        help=f"images sampled for an untrained NetVLAD's k-means (default {InitConfig.num_images})",
     )
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    add_runtime_args(p)
     p.set_defaults(func=cmd_eval)
 
 

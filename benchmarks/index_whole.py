@@ -1,0 +1,155 @@
+"""The whole `netvlad index` command on a new library vs the reference port's extraction loop.
+
+    python benchmarks/index_whole.py                         # 96 photos, default model
+    python benchmarks/index_whole.py --sizes 96 500 2000
+    python benchmarks/index_whole.py --model vgg16-netvlad --backbone-weights none --sizes 24
+
+What a user waits for is the whole command: start-up, scan, the NetVLAD initialisation, extraction,
+the search index. For each size this times, in fresh subprocesses:
+
+- ``netvlad index LIB --index DIR`` start to finish on a new library (real photos from
+  ../shared, repeated under other names: symlinks in a temp folder), its peak RSS, and the time
+  from the command to the first photo through the network (from its progress on stderr);
+- the same command again with nothing new (the no-op re-run);
+- the reference port's extraction loop (``extract.py``'s baseline worker, same model file, same
+  photos; on at most ``--port-max`` of them, since its rate does not depend on the count).
+
+The ratio is the whole command's images/s over the port loop's, both measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import machine
+from extract import photos, run_worker
+
+# tqdm's "stage:  3%|...| 3/96" (or "stage: 3/96"): the first count >= 1 outside the scan
+_PROGRESS = re.compile(r"([A-Za-z][\w -]*?):\s[^\r\n]*?(\d+)/(\d+)")
+
+
+def make_library(root: Path, n: int) -> Path:
+    """``n`` real photos under distinct names (symlinks), in folders of 100 like a camera's."""
+    lib = root / f"lib{n}"
+    for i, src in enumerate(photos(n)):
+        sub = lib / f"{i // 100:03d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"IMG_{i:05d}{src.suffix.lower()}").symlink_to(src)
+    return lib
+
+
+def run_index(lib: Path, index_dir: Path, extra: list[str]) -> dict:
+    """One ``netvlad index`` in a subprocess: wall time, first photo, peak RSS, its summary."""
+    cmd = [sys.executable, "-m", "netvlad_gui.cli", "index", str(lib), "--index", str(index_dir)]
+    cmd += ["--json", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first: list[float] = []
+    stages: dict[str, float] = {}
+    err_tail: list[str] = []
+
+    def read_stderr() -> None:
+        buf = ""
+        while chunk := proc.stderr.read1(4096).decode(errors="replace"):
+            now = time.perf_counter() - t0
+            buf = (buf + chunk)[-4000:]
+            err_tail.append(chunk)
+            for m in _PROGRESS.finditer(chunk):
+                stage, done = m.group(1).strip(), int(m.group(2))
+                stages.setdefault(stage, now)
+                if not first and stage != "scan" and done >= 1:
+                    first.append(now)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    out = proc.stdout.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    secs = time.perf_counter() - t0
+    reader.join(5)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"netvlad index failed ({proc.returncode}):\n{''.join(err_tail)[-3000:]}"
+        )
+    summary = json.loads(out.strip().splitlines()[-1])
+    return {
+        "seconds": round(secs, 2),
+        "first_photo_s": round(first[0], 2) if first else None,
+        "stage_starts_s": {k: round(v, 2) for k, v in stages.items()},
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "extracted": summary.get("extracted"),
+        "indexed": summary.get("indexed"),
+    }
+
+
+def one_size(tmp: Path, n: int, args) -> dict:
+    lib = make_library(tmp, n)
+    index_dir = tmp / f"index{n}"
+    extra = ["--model", args.model]
+    if args.backbone_weights:
+        extra += ["--backbone-weights", args.backbone_weights]
+    new = run_index(lib, index_dir, extra)
+    noop = run_index(lib, index_dir, extra)
+    port_paths = [str(p) for p in photos(min(n, args.port_max))]
+    port = run_worker(
+        ["baseline", str(index_dir / "model.pt"), json.dumps(port_paths), str(tmp / "port.npy")]
+    )
+    ours_ips = n / new["seconds"]
+    return {
+        "photos": n,
+        "model": args.model,
+        "whole_s": new["seconds"],
+        "whole_images_per_s": round(ours_ips, 3),
+        "port_images_per_s": round(port["images_per_s"], 3),
+        "port_photos": len(port_paths),
+        "ratio_vs_port": round(ours_ips / port["images_per_s"], 2),
+        "first_photo_s": new["first_photo_s"],
+        "stage_starts_s": new["stage_starts_s"],
+        "noop_rerun_s": noop["seconds"],
+        "peak_rss_mb": new["peak_rss_mb"],
+        "noop_peak_rss_mb": noop["peak_rss_mb"],
+        "extracted": new["extracted"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="mobilenet_v2-netvlad")
+    ap.add_argument("--backbone-weights", help="e.g. none for VGG16 (random weights, same FLOPs)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[96])
+    ap.add_argument("--port-max", type=int, default=96, help="photos for the port's loop")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    info = machine()
+    print(json.dumps({"machine": info}), flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.sizes:
+            row = one_size(Path(tmp), n, args)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print()
+    cols = ("photos", "whole_s", "whole_images_per_s", "port_images_per_s", "ratio_vs_port")
+    cols += ("first_photo_s", "noop_rerun_s", "peak_rss_mb")
+    print("  ".join(f"{c:>18}" for c in cols))
+    for r in rows:
+        print("  ".join(f"{r[c]!s:>18}" for c in cols))
+    result = {"benchmark": "index_whole", "rows": rows, "machine": info}
+    print(json.dumps(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""`netvlad index | locate | info | models | import`: the library's commands, thin shells over core."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..core.config import DEFAULT_MODEL, LocateConfig
+from ..core.geo import format_distance
+from .common import (
+    CliError,
+    DefaultsHelpFormatter,
+    StageBar,
+    add_model_args,
+    add_runtime_args,
+    extract_cfg,
+    plain,
+    progress_bar,
+    update_bar,
+)
+
+
+def _index_dir(args):
+    from ..core.library import resolve_index_dir
+
+    if not (args.index or args.library):
+        raise CliError("say which index to use: --library DIR or --index DIR")
+    return resolve_index_dir(args.library, args.index)
+
+
+def _open_index(args):
+    from ..core.index import LibraryIndex
+
+    return LibraryIndex(_index_dir(args))
+
+
+# -- commands ---------------------------------------------------------------------------------
+def _distributed_cfg(args):
+    """``--ray [ADDRESS]``: None without it; a local Ray for a bare --ray."""
+    if args.ray is None:
+        return None
+    from ..core.config import DistributedConfig
+
+    cfg = DistributedConfig(address=None if args.ray == "local" else args.ray)
+    if args.ray_actors:
+        cfg.actors = args.ray_actors
+    return cfg
+
+
+def cmd_index(args) -> int:
+    from ..core.builder import build_index
+
+    bar = StageBar(not args.quiet)
+    try:
+        s = build_index(
+            args.library,
+            args.index,
+            model_spec=args.model,
+            backbone_weights=args.backbone_weights,
+            extract_cfg=extract_cfg(args),
+            distributed=_distributed_cfg(args),
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(s.to_json()))
+        return 0
+    print(f"library   {s.library}")
+    print(f"index     {s.index_dir}")
+    print(f"model     {s.model}")
+    print(f"indexed   {s.indexed} photos ({s.extracted} new or changed, {s.removed} removed)")
+    print(f"with GPS  {s.with_gps}; no GPS {len(s.no_gps)}")
+    for p, r in s.no_gps[:20]:
+        print(f"  no GPS  {plain(p)}: {plain(r)}")
+    print(f"skipped   {len(s.failed)}")
+    for p, r in s.failed:
+        print(f"  skipped {plain(p)}: {plain(r)}")
+    rate = s.extracted / s.elapsed_s if s.elapsed_s else 0.0
+    print(f"time      {s.elapsed_s:.1f} s ({rate:.2f} images/s)")
+    print(f"size      {s.bytes_per_image / 1024:.1f} KiB per image")
+    return 0
+
+
+def cmd_locate(args) -> int:
+    """One result per named photo; exit 1 when none could be located."""
+    from ..core.images import expand_inputs
+    from ..core.locate import LocateResult, Locator
+
+    index = _open_index(args)
+    inputs = expand_inputs(args.photos)
+    # Inputs that are no photo get a result that says why: the same reasons the GUI shows.
+    results = [LocateResult(query=str(p), error=reason) for p, reason in inputs.skipped]
+    failures = len(results)
+    for res in results:
+        _print_result(res, args.json)
+    total = len(inputs.photos) + failures
+    if inputs.photos:
+        locator = Locator(
+            index, extract_cfg=extract_cfg(args), locate_cfg=LocateConfig(top_n=args.top)
+        )
+        bar = progress_bar(len(inputs.photos), "locate", "photo") if _bars(args, inputs) else None
+        try:
+            for n, res in enumerate(locator.locate_many(inputs.photos, args.top), 1):
+                failures += bool(res.error)
+                _print_result(res, args.json)
+                if bar is not None:
+                    update_bar(bar, n)
+        finally:
+            if bar is not None:
+                bar.close()
+    return 1 if failures == total else 0
+
+
+def _bars(args, inputs) -> bool:
+    return not args.quiet and len(inputs.photos) > 1
+
+
+def _print_result(res, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(res.to_json()), flush=True)
+        return
+    print(plain(res.query))
+    if res.error:
+        print(f"  cannot locate: {plain(res.error)}")
+        return
+    if res.lat is None:
+        print("  no match with GPS")
+    else:
+        print(
+            f"  location   {res.lat:.6f}, {res.lon:.6f}  ±{format_distance(res.radius_m, 0)}  "
+            f"confidence {res.confidence:.2f}"
+        )
+    if res.error_m is not None:
+        print(f"  error      {format_distance(res.error_m)} from the photo's own GPS")
+    for m in res.matches:
+        dist = f"{format_distance(m.distance_m):>9}" if m.distance_m is not None else "   no GPS"
+        print(f"  #{m.rank:<2} {m.score:.3f} {dist}  {plain(m.path)}")
+    sys.stdout.flush()
+
+
+def cmd_info(args) -> int:
+    import torch
+
+    from ..core.paths import data_dir, models_dir
+
+    info = {
+        "default_model": DEFAULT_MODEL,
+        "shipped_models": str(models_dir()),
+        "data_dir": str(data_dir()),
+        "torch": torch.__version__,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+    }
+    if args.index or args.library:
+        index = _open_index(args)
+        st = index.stats()
+        info["index"] = {
+            "dir": str(index.dir),
+            "library": st.library,
+            "model": st.model,
+            "dim": st.dim,
+            "indexed": st.indexed,
+            "with_gps": st.with_gps,
+            "failed": st.failed,
+            "pending": st.pending,
+            "bytes_per_image": round(st.bytes_per_image),
+        }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for k, v in info.items():
+            if isinstance(v, dict):
+                print(f"{k}:")
+                for k2, v2 in v.items():
+                    print(f"  {k2:16} {v2}")
+            else:
+                print(f"{k:18} {v}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from ..core import zoo
+
+    if args.action == "get":
+        if not args.name:
+            raise CliError("usage: netvlad models get NAME")
+        bar = progress_bar(None, args.name, "B", unit_scale=True, disable=args.quiet)
+
+        def progress(done: int, total: int | None) -> None:
+            update_bar(bar, done, total)
+
+        try:
+            path = zoo.get_model(args.name, progress=progress)
+        finally:
+            bar.close()
+        print(path)
+        return 0
+    for m in zoo.list_models():
+        state = "ready" if m.available else "download" if m.kind == "download" else "online"
+        print(f"{m.name:28} {state:9} {m.description}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from ..core.importers import import_checkpoint
+
+    out = import_checkpoint(args.file, args.out)
+    print(out)
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+def _add_index_choice(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--library", help="a library folder: its index in the user data folder")
+    g.add_argument("--index", help="an index folder")
+
+
+def add_library_commands(sub) -> None:
+    """Register index, locate, info, models and import on the CLI's subparsers."""
+    fmt = {"formatter_class": DefaultsHelpFormatter}
+    p = sub.add_parser(
+        "index", help="index (or update the index of) a folder of geotagged photos", **fmt
+    )
+    p.add_argument("library")
+    p.add_argument("--index", help="index folder (default: in the user data folder)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="extract on Ray Data: a local Ray, or the cluster at ADDRESS "
+        '(needs pip install ".[distributed]")',
+    )
+    p.add_argument("--ray-actors", type=int, help="model-holding Ray actors (default: per CPU/GPU)")
+    add_model_args(
+        p,
+        "BACKBONE-POOLING, a named model or a checkpoint file",
+        "a torchvision-layout state dict, or 'none' for random weights (tests)",
+    )
+    add_runtime_args(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("locate", help="tell where photos were taken", **fmt)
+    p.add_argument("photos", nargs="+", help="photos or folders")
+    _add_index_choice(p, required=True)
+    p.add_argument(
+        "--top",
+        type=int,
+        default=LocateConfig.top_n,
+        help=f"matches per photo (default {LocateConfig.top_n})",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per photo")
+    add_runtime_args(p)
+    p.set_defaults(func=cmd_locate)
+
+    p = sub.add_parser("info", help="model, device and library statistics", **fmt)
+    _add_index_choice(p, required=False)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "models", help="list named models, or `models get NAME` to download one", **fmt
+    )
+    p.add_argument("action", nargs="?", choices=["list", "get"], default="list")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser(
+        "import", help="convert a trained NetVLAD (MATLAB, Nanne, Patch-NetVLAD)", **fmt
+    )
+    p.add_argument("file")
+    p.add_argument("--out", required=True, help="our checkpoint file to write")
+    p.set_defaults(func=cmd_import)
