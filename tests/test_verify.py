@@ -168,41 +168,41 @@ def test_no_verified_evidence_gives_no_verified_prediction():
     ("kw", "want"),
     [
         (
-            {"has_location": False, "confidence": 0.0, "global_confidence": 0.0, "inliers": 99},
+            {"has_location": False, "confidence": 0.0, "inliers": 99},
             NOT_FOUND,
         ),
         # verified
         (
-            {"has_location": True, "confidence": 0.9, "global_confidence": 0.1, "inliers": 30},
+            {"has_location": True, "confidence": 0.9, "inliers": 30},
             LOCATED,
         ),
         (
-            {"has_location": True, "confidence": 0.4, "global_confidence": 0.9, "inliers": 80},
+            {"has_location": True, "confidence": 0.4, "inliers": 80},
             UNCERTAIN,
         ),
         (
-            {"has_location": True, "confidence": 0.5, "global_confidence": 0.9, "inliers": 20},
+            {"has_location": True, "confidence": 0.5, "inliers": 20},
             UNCERTAIN,
         ),
         (
-            {"has_location": True, "confidence": 0.0, "global_confidence": 0.3, "inliers": 14},
+            {"has_location": True, "confidence": 0.0, "inliers": 14},
             NOT_FOUND,
         ),
-        (
-            {"has_location": True, "confidence": 0.1, "global_confidence": 0.8, "inliers": 3},
-            UNCERTAIN,
+        (  # no geometry: not found, even where the global score looked strong
+            {"has_location": True, "confidence": 0.1, "inliers": 3},
+            NOT_FOUND,
         ),
         # not verified: the calibrated global confidence alone
         (
-            {"has_location": True, "confidence": 0.5, "global_confidence": 0.5, "inliers": None},
+            {"has_location": True, "confidence": 0.5, "inliers": None},
             LOCATED,
         ),
         (
-            {"has_location": True, "confidence": 0.3, "global_confidence": 0.3, "inliers": None},
+            {"has_location": True, "confidence": 0.3, "inliers": None},
             UNCERTAIN,
         ),
         (
-            {"has_location": True, "confidence": 0.14, "global_confidence": 0.14, "inliers": None},
+            {"has_location": True, "confidence": 0.14, "inliers": None},
             NOT_FOUND,
         ),
     ],

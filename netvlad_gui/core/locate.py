@@ -252,7 +252,6 @@ class Locator:
         if truth.ok:
             res.true_lat, res.true_lon = truth.point.lat, truth.point.lon
         pred = predict(hits[:top_n], self.calibration, self.cfg)
-        global_conf = pred.confidence if pred is not None else 0.0
         inliers: list[int | None] = [None] * len(hits)
         order = list(range(len(hits)))
         best_inliers = None
@@ -290,7 +289,6 @@ class Locator:
         res.verdict = decide(
             has_location=lat is not None,
             confidence=res.confidence,
-            global_confidence=global_conf,
             inliers=best_inliers,
             cfg=self.cfg.verify,
         )

@@ -4,8 +4,11 @@ A nearest neighbour always exists, so a predicted point alone is no answer. The 
 whether the library holds evidence for it:
 
 - verified (core/verify.py ran): geometric inliers are the evidence. Enough inliers on a place
-  that the other verified candidates do not contradict: ``located``. Almost none on every
-  candidate, and the global score looks like a different-place pair too: ``not_found``.
+  that the other verified candidates do not contradict: ``located``. Fewer than
+  ``min_inliers`` on every candidate: ``not_found``, whatever the global score says (photos of
+  Berlin and Portland score like true matches of a Lund library with some models, but share no
+  geometry with it). Texture-poor scenes (tiny corridor frames) get ``not_found`` too: no
+  evidence is no evidence.
 - not verified: the calibrated global confidence of ``locate.predict`` alone.
 
 Both fronts show this verdict; neither decides it.
@@ -101,15 +104,13 @@ def decide(
     *,
     has_location: bool,
     confidence: float,
-    global_confidence: float,
     inliers: int | None,
     cfg: VerifyConfig | None = None,
 ) -> str:
     """The verdict from the figures a result carries.
 
     ``inliers`` is the most inliers on the predicted place (None: verification did not run or
-    could read no candidate); ``confidence`` the result's, ``global_confidence`` predict()'s
-    from the global scores alone.
+    could read no candidate); ``confidence`` the result's.
     """
     cfg = cfg or VerifyConfig()
     if not has_location:
@@ -121,7 +122,5 @@ def decide(
     if inliers >= cfg.located_inliers and confidence >= LOCATED_CONFIDENCE:
         return LOCATED
     if inliers < cfg.min_inliers:
-        # No geometric evidence: a strong global match may still be the place (texture-poor
-        # scenes give few keypoints), so only a weak one is called "not in this library".
-        return NOT_FOUND if global_confidence < LOCATED_CONFIDENCE else UNCERTAIN
+        return NOT_FOUND
     return UNCERTAIN
