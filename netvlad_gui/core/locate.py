@@ -318,6 +318,10 @@ class Locator:
             if cancel is not None and cancel():
                 raise Cancelled()
             try:
-                yield self.locate(p, top_n, verify=verify)
+                yield (
+                    self.locate(p, top_n)
+                    if verify is None  # the configured default; keeps locate(path, top_n) hooks
+                    else self.locate(p, top_n, verify=verify)
+                )
             except ImageLoadError as exc:
                 yield LocateResult(query=str(Path(p)), error=str(exc))
