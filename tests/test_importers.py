@@ -338,3 +338,17 @@ def test_matlab_v73_is_refused_clearly(tmp_path):
 def test_import_refuses_to_overwrite_source(mat_model):
     with pytest.raises(CheckpointError, match="overwrite"):
         importers.import_checkpoint(mat_model[0], mat_model[0])
+
+
+def test_pickled_object_refusal_names_what_was_blocked(tmp_path, alexnet_state):
+    """Not torch's documentation line: the blocked object, and that only weights are loaded."""
+    path = tmp_path / "odd.pth.tar"
+    torch.save({"state_dict": alexnet_state, "args": NotAWeight()}, path)
+    with pytest.raises(CheckpointError) as err:
+        importers.load_any(path)
+    message = str(err.value)
+    assert message.endswith(
+        "refused to load: this file contains code (pickle object test_importers.NotAWeight); "
+        "only plain weights are loaded"
+    ), message
+    assert "documentation" not in message and "\n" not in message
