@@ -389,7 +389,9 @@ def _parse_matlab(net: Any, path: Path) -> _MatLayout:
             f"{path}: net.meta.normalization.averageImage (the RGB mean to subtract) is missing "
             "or not per-channel"
         )
-    average_rgb = average.reshape(-1, 3).mean(axis=0)  # a 1x1x3 mean, or a constant image
+    # MATLAB subtracts averageImage(1,1,:), as hloc and netvlad_tf_open do: the first pixel,
+    # not the mean over all pixels (the two agree only for the published, constant images).
+    average_rgb = average.reshape(-1, 3)[0]
     return _MatLayout(convs, assign, neg_centroids, whiten, average_rgb, k, dim)
 
 
