@@ -151,7 +151,12 @@ def forward(model: torch.nn.Module, batch: torch.Tensor, cfg: ExtractConfig) -> 
 
 
 def iter_images(paths: Sequence[str | os.PathLike], cfg: ExtractConfig):
-    """(index, tensor or None, error) for each path, decoded in ``cfg.num_workers`` processes."""
+    """(index, tensor or None, error) for each path, decoded in ``cfg.num_workers`` processes.
+
+    Every extraction (index builds, their initialisation, training's caches) passes here, so
+    settings out of range are refused here with a ConfigError, before any work.
+    """
+    cfg.validate()
     ds = _ImageFiles(paths, cfg)
     if cfg.num_workers <= 0 or len(ds) < 2:
         yield from (ds[i] for i in range(len(ds)))
@@ -225,7 +230,7 @@ def extract_one(model: torch.nn.Module, path: str | os.PathLike, cfg: ExtractCon
     Pass the model through ``inference_model`` once beforehand to avoid a copy per photo. A
     non-finite descriptor raises ImageLoadError with the reason, like an unreadable photo.
     """
-    cfg = cfg or ExtractConfig()
+    cfg = (cfg or ExtractConfig()).validate()
     tensor = load_tensor(Path(path), cfg.image_size, cfg.max_pixels, draft=cfg.jpeg_draft)
     net = inference_model(model, cfg)
     with torch.inference_mode():
