@@ -8,6 +8,7 @@ imports nothing heavy, so the fronts can read defaults without loading torch.
 
 from __future__ import annotations
 
+<<<<<<< HEAD
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -17,6 +18,12 @@ from .errors import TrainConfigError
 
 if TYPE_CHECKING:
     from .datasets import DataSpec, SplitConfig
+=======
+import math
+from dataclasses import dataclass
+>>>>>>> wip/input
+
+from .errors import ConfigError
 
 #: The model a fresh install uses: it needs no download (weights ship in models/).
 DEFAULT_MODEL = "mobilenet_v2-netvlad"
@@ -25,6 +32,24 @@ DEFAULT_MODEL = "mobilenet_v2-netvlad"
 POSITIVE_RADIUS_M = 10.0
 NEGATIVE_RADIUS_M = 25.0
 RECALL_RADIUS_M = 25.0
+
+#: Input sizes every backbone can take: AlexNet's stride-4 11x11 stem and pools need about 32
+#: pixels; above 4096 a VGG16 forward alone needs gigabytes per image (100 000 was OOM-killed).
+IMAGE_SIZE_RANGE = (32, 4096)
+TOP_N_MAX = 1000  # matches per photo: faiss asserts on 0, and memory grows with it
+
+
+def _check_int(name: str, value: object, lo: int, hi: int, why: str = "") -> None:
+    """Raise ConfigError unless ``lo <= value <= hi`` for an int (bool is no int here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be a whole number from {lo} to {hi}, not {value!r}{why}")
+
+
+def _check_float(name: str, value: object, lo: float, hi: float, *, open_lo: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (lo < value if open_lo else lo <= value) or value > hi:
+        low = f"above {lo:g}" if open_lo else f"from {lo:g}"
+        raise ConfigError(f"{name} must be a number {low} to {hi:g}, not {value!r}")
 
 
 @dataclass
@@ -64,6 +89,7 @@ class ExtractConfig:
     bf16: bool = False  # bfloat16 autocast for the backbone (pooling stays fp32); 10x slower
     # without native bf16 instructions (AVX2-only CPUs): turn on for AVX-512 BF16 / AMX or GPUs
 
+<<<<<<< HEAD
     @classmethod
     def from_options(
         cls,
@@ -91,6 +117,25 @@ class ExtractConfig:
         if jpeg_draft is not None:
             cfg.jpeg_draft = bool(jpeg_draft)
         return cfg
+=======
+    def validate(self) -> ExtractConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        lo, hi = IMAGE_SIZE_RANGE
+        _check_int("image size", self.image_size, lo, hi, " (pixels, longer side)")
+        _check_int("batch size", self.batch_size, 1, 4096)
+        _check_int("decoding workers", self.num_workers, 0, 256)
+        _check_int("max pixels", self.max_pixels, self.image_size, 10**10)
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "mps") or _is_cuda(self.device)
+        ):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        return self
+
+
+def _is_cuda(device: str) -> bool:
+    kind, _, number = device.partition(":")
+    return kind == "cuda" and (number == "" or number.isdigit())
+>>>>>>> wip/input
 
 
 @dataclass
@@ -110,6 +155,14 @@ class LocateConfig:
     top_n: int = 5
     agree_radius_m: float = NEGATIVE_RADIUS_M  # matches this close count as one place
     min_score: float = 0.0
+
+    def validate(self) -> LocateConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        _check_int("top", self.top_n, 1, TOP_N_MAX, " (matches per photo)")
+        _check_float("agreement radius (m)", self.agree_radius_m, 0.0, 20_000_000.0, open_lo=True)
+        # Scores are cosine similarities: a floor outside [-1, 1] keeps all or nothing.
+        _check_float("minimum score", self.min_score, -1.0, 1.0)
+        return self
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -136,8 +136,8 @@ class Locator:
         from .checkpoint import load_checkpoint
 
         self.index = index
-        self.extract_cfg = extract_cfg or ExtractConfig()
-        self.cfg = locate_cfg or LocateConfig()
+        self.extract_cfg = (extract_cfg or ExtractConfig()).validate()
+        self.cfg = (locate_cfg or LocateConfig()).validate()
         self.device = resolve_device(self.extract_cfg.device)
         if not index.model_path.exists():
             raise FileNotFoundError(f"the index in {index.dir} has no model; build it again")
@@ -147,7 +147,10 @@ class Locator:
 
     def locate(self, path: str | os.PathLike, top_n: int | None = None) -> LocateResult:
         """Locate one photo; a bad photo raises ImageLoadError with the reason."""
-        top_n = top_n or self.cfg.top_n
+        if top_n is None:
+            top_n = self.cfg.top_n
+        else:
+            replace(self.cfg, top_n=top_n).validate()
         desc = extract_one(self.model, path, self.extract_cfg)
         hits = self.index.search(desc[None, :], top_n)[0]
         return self._result(str(path), hits)
