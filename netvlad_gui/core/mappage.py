@@ -24,6 +24,7 @@ from folium.template import Template
 
 from netvlad_gui import __version__
 from netvlad_gui.core.errors import NetvladError
+from netvlad_gui.core.geo import haversine_m
 from netvlad_gui.core.paths import resources_dir
 
 #: Sent by the Qt web engine with every request (tile servers ask apps to identify themselves).
@@ -38,11 +39,17 @@ DEFAULT_TILE_ATTRIBUTION = (
 #: browser it fails to load and the page runs without the bridge.
 QWEBCHANNEL_JS = "qrc:///qtwebchannel/qwebchannel.js"
 
+#: Photos taken one after another (in file-name order) at most this far apart are joined into a
+#: track on the map's coverage layer: a walk or drive shows as a line, lone photos as dots.
+COVERAGE_MAX_GAP_M = 60.0
+#: Coverage dots closer than about a metre (5 decimals of a degree) are drawn once.
+_COVERAGE_DECIMALS = 5
+
 PAGE_NAME = "index.html"
 WORLD_SCRIPT = "world.js"
 WORLD_TOPOJSON = "countries-50m.json"
 
-_JS = ["leaflet.js", "leaflet.markercluster.js", "topojson-client.min.js", "nvmap.js"]
+_JS = ["leaflet.js", "leaflet.markercluster.js", "topojson-client.min.js", "nvgeo.js", "nvmap.js"]
 _CSS = ["leaflet.css", "MarkerCluster.css", "MarkerCluster.Default.css", "nvmap.css"]
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
@@ -113,6 +120,63 @@ def js_call(function: str, *args: Any) -> str:
     if not _IDENTIFIER.fullmatch(function):
         raise MapPageError(f"not a JavaScript function name: {function!r}")
     return f"window.nv.{function}({', '.join(to_js(a) for a in args)})"
+
+
+def tile_config(
+    online: bool, tile_url: str = DEFAULT_TILE_URL, attribution: str = DEFAULT_TILE_ATTRIBUTION
+) -> dict[str, Any]:
+    """What ``nv.setTiles`` takes: online tiles from ``tile_url``, or none (offline outline).
+
+    Raises MapPageError for a tile URL that is not http(s) with {z}, {x} and {y}.
+    """
+    if not online:
+        return {"online": False}
+    _check_tile_url(tile_url)
+    return {"online": True, "url": tile_url, "attribution": attribution}
+
+
+def _natural_key(text: str) -> list[Any]:
+    """``img2`` before ``img10``: cameras and phones number their files in shot order."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def reference_coverage(
+    references: list[Mapping[str, Any]], max_gap_m: float = COVERAGE_MAX_GAP_M
+) -> dict[str, list]:
+    """Where the library has photos, for the map's faint coverage layer (no tiles needed).
+
+    ``references`` are ``MapView.set_references`` dicts (lat, lon, label). Returns ``points``,
+    each distinct position once as ``[lat, lon]``, and ``tracks``, runs of photos consecutive in
+    file-name order whose neighbours are at most ``max_gap_m`` apart (two or more points each).
+    Positions that are missing or out of range are left out.
+    """
+    placed = []
+    for ref in references:
+        lat, lon = _clean(ref.get("lat")), _clean(ref.get("lon"))
+        if not isinstance(lat, int | float) or not isinstance(lon, int | float):
+            continue
+        if isinstance(lat, bool) or abs(lat) > 90 or abs(lon) > 180:
+            continue
+        label = ref.get("label")
+        placed.append(
+            (_natural_key(str(label if label is not None else ref.get("id", ""))), lat, lon)
+        )
+    placed.sort(key=lambda item: item[0])
+    points: dict[tuple[float, float], list[float]] = {}
+    tracks: list[list[list[float]]] = []
+    run: list[list[float]] = []
+    for _, lat, lon in placed:
+        here = [round(float(lat), _COVERAGE_DECIMALS), round(float(lon), _COVERAGE_DECIMALS)]
+        points.setdefault((here[0], here[1]), here)
+        if run and haversine_m(run[-1][0], run[-1][1], here[0], here[1]) > max_gap_m:
+            if len(run) > 1:
+                tracks.append(run)
+            run = []
+        if not run or run[-1] != here:
+            run.append(here)
+    if len(run) > 1:
+        tracks.append(run)
+    return {"points": list(points.values()), "tracks": tracks}
 
 
 class _NvInit(MacroElement):

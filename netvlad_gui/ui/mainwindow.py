@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from netvlad_gui.core.export import ExportError, write_results
 from netvlad_gui.core.images import IMAGE_EXTENSIONS, expand_inputs, is_image_file
+from netvlad_gui.core.mappage import MapPageError
 from netvlad_gui.core.paths import default_index_dir
 
 from .librarypanel import LibraryPanel
@@ -209,6 +210,7 @@ class MainWindow(QMainWindow):
         self.results.matchSelected.connect(self.map.select)
         self.results.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.map.matchClicked.connect(self.results.select_rank)
+        self.map.onlineTilesRequested.connect(self.use_online_tiles)
         self.model_banner.actionTriggered.connect(self.open_settings)
         self.stop_button.clicked.connect(self.cancel_locating)
         self.warnings_button.clicked.connect(self.log_dock.show)
@@ -605,6 +607,10 @@ class MainWindow(QMainWindow):
     def apply_settings(self, new: AppSettings) -> None:
         old, self.settings = self.settings, new
         new.save()
+        try:  # at once: the map switches its tiles without a restart
+            self.map.set_tiles(new.online_tiles, new.tile_url)
+        except MapPageError as exc:
+            self.show_notice(f"{exc}. Fix it in Tools → Model and settings.", WARNING)
         if (
             (old.device, old.image_size) != (new.device, new.image_size)
             and (self.library or self.settings.index_dir)
@@ -612,6 +618,12 @@ class MainWindow(QMainWindow):
         ):
             self._open_index()
         self._refresh_model_banner()
+
+    def use_online_tiles(self) -> None:
+        """The map's "Use online map tiles": the same as ticking it in Settings."""
+        new = AppSettings(**self.settings.__dict__)
+        new.online_tiles = True
+        self.apply_settings(new)
 
     def _about(self) -> None:
         from netvlad_gui import __version__
