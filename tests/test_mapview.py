@@ -13,7 +13,8 @@ import pytest
 
 pytest.importorskip("PySide6.QtWebEngineWidgets", reason="QtWebEngine is not available")
 
-from PySide6.QtCore import QEvent, QMimeData, QPointF, Qt, QUrl
+from _gui import delete_later, isolated_settings, open_window  # noqa: F401 - fixtures
+from PySide6.QtCore import QEvent, QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWebEngineCore import (
     QWebEngineProfile,
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import QApplication, QVBoxLayout, QWidget
 
 from netvlad_gui.core.mappage import HTTP_USER_AGENT, MapPageError
 from netvlad_gui.ui.mapview import MapView
+from netvlad_gui.ui.settingsdialog import AppSettings
 
 LOAD_TIMEOUT_MS = 30_000
 EVIL = "<script>window.pwned=1</script><img src=x onerror=window.pwned=2>"
@@ -455,3 +457,31 @@ def test_tiles_switch_on_and_off_live_and_failures_are_shown(
     with pytest.raises(MapPageError):
         view.set_tiles(True, "javascript:alert(1)")
     assert not view.tiles_online
+
+
+@pytest.mark.usefixtures("isolated_settings", "delete_later")
+def test_the_window_applies_the_tile_setting_at_once(qtbot, tile_server: str) -> None:
+    store = QSettings()
+    store.setValue("settings/tile_url", tile_server)  # never the real tile server in tests
+    store.sync()
+    win = open_window(qtbot)
+    qtbot.waitUntil(lambda: win.map.is_ready, timeout=LOAD_TIMEOUT_MS)
+    assert not win.map.tiles_online
+    # The hint's "Use online map tiles" (through the bridge) sets and saves the setting.
+    win.map.run_js("document.querySelector('.nv-hint .nv-use-tiles').click()")
+    qtbot.waitUntil(lambda: win.map.tiles_online, timeout=5_000)
+    assert win.settings.online_tiles
+    assert QSettings().value("settings/online_tiles") in (True, "true")
+    qtbot.waitUntil(lambda: len(_TileHandler.agents) > 0, timeout=10_000)  # no restart
+    # Settings → off: the tiles go at once, and the hint comes back.
+    new = AppSettings(**win.settings.__dict__)
+    new.online_tiles = False
+    win.apply_settings(new)
+    assert not win.map.tiles_online
+    qtbot.waitUntil(lambda: run_js(qtbot, win.map, "nv.ui().hint") is True, timeout=5_000)
+    # A malformed URL is reported, not raised.
+    new = AppSettings(**win.settings.__dict__)
+    new.online_tiles, new.tile_url = True, "https://example.org/tile.png"
+    win.apply_settings(new)
+    assert not win.map.tiles_online
+    assert "tile URL" in win.notice.text
