@@ -453,9 +453,9 @@
         var hint = notice("nv-hint");
         hint.addTo(state.map);
         hint.nvBody.appendChild(el("div", "nv-notice-text",
-            "No street map: map tiles are off, so only coastlines and borders are drawn."));
+            "No street map: tiles are off, only coastlines and borders are drawn."));
         hint.nvCoverageText = el("div", "nv-notice-text",
-            "The faint blue dots and lines show where your library's photos were taken.");
+            "Faint blue: where your library's photos were taken.");
         hint.nvBody.appendChild(hint.nvCoverageText);
         var use = el("button", "nv-use-tiles", "Use online map tiles");
         use.setAttribute("type", "button");
@@ -537,13 +537,13 @@
 
     // What each kind of mark means; a row shows only while that kind is on the map.
     var LEGEND_ROWS = [
-        ["prediction", "nv-pred", "", "Predicted position (shaded circle: how sure)"],
-        ["match", "nv-match", "1", "Matching library photos, best first"],
-        ["spread", "nv-leg", "", "Leg to where a moved-aside match was taken"],
+        ["prediction", "nv-pred", "", "Predicted position (circle: uncertainty)"],
+        ["match", "nv-match", "1", "Best matches, by rank"],
+        ["spread", "nv-leg", "", "Match moved aside: line to its spot"],
         ["truth", "nv-truth", "", "Photo's own GPS position"],
-        ["cluster", "nv-cluster", "5", "Library photos grouped (click to zoom in)"],
+        ["cluster", "nv-cluster", "5", "Library photos, grouped"],
         ["reference", "nv-ref", "", "Library photo"],
-        ["coverage", "nv-coverage", "", "Where the library has photos"],
+        ["coverage", "nv-coverage", "", "Library coverage"],
     ];
 
     function makeLegend() {
@@ -652,7 +652,7 @@
             showCoverageOnHover: false,
             // Near street level only photos that really cover each other stay grouped; at the
             // deepest zoom a click on such a group spreads it out (spiderfy).
-            maxClusterRadius: function (zoom) { return zoom >= 16 ? 12 : 40; },
+            maxClusterRadius: function (zoom) { return zoom >= 16 ? 6 : 40; },
             spiderfyOnMaxZoom: true,
         }).addTo(map);
         state.refs.on("animationend", refreshLegend);
