@@ -207,3 +207,14 @@ def test_shipped_borders_are_stitched_across_the_antimeridian() -> None:
                 jumps += 1
             last = x
     assert jumps > 0
+
+
+def test_reference_coverage_of_a_huge_library_is_drawn_on_a_coarser_grid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mappage, "MAX_COVERAGE_POINTS", 50)
+    # 400 photos 1 m apart along a street: too many dots for the cap at 1 m, fine at 11 m.
+    refs = [_ref(f"{i:04d}.jpg", 55.0 + i * 0.00001, 13.0) for i in range(400)]
+    cov = reference_coverage(refs)
+    assert 0 < len(cov["points"]) <= 50
+    assert len(cov["tracks"]) == 1 and cov["tracks"][0][0] == [55.0, 13.0]

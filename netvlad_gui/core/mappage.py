@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import folium
+import numpy as np
 from branca.element import MacroElement
 from folium.template import Template
 
@@ -42,8 +43,11 @@ QWEBCHANNEL_JS = "qrc:///qtwebchannel/qwebchannel.js"
 #: Photos taken one after another (in file-name order) at most this far apart are joined into a
 #: track on the map's coverage layer: a walk or drive shows as a line, lone photos as dots.
 COVERAGE_MAX_GAP_M = 60.0
-#: Coverage dots closer than about a metre (5 decimals of a degree) are drawn once.
-_COVERAGE_DECIMALS = 5
+#: Coverage dots closer than about a metre (5 decimals of a degree) are drawn once; a library
+#: with more distinct positions than MAX_COVERAGE_POINTS is drawn on a coarser grid (11 m, 110 m,
+#: ...) so that the page stays quick to pan.
+_COVERAGE_DECIMALS = (5, 4, 3, 2, 1)
+MAX_COVERAGE_POINTS = 20_000
 
 PAGE_NAME = "index.html"
 WORLD_SCRIPT = "world.js"
@@ -135,9 +139,24 @@ def tile_config(
     return {"online": True, "url": tile_url, "attribution": attribution}
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
 def _natural_key(text: str) -> list[Any]:
     """``img2`` before ``img10``: cameras and phones number their files in shot order."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+    parts: list[Any] = _DIGITS.split(text.lower())
+    parts[1::2] = map(int, parts[1::2])
+    return parts
+
+
+def _coordinate(value: Any) -> float:
+    """A latitude or longitude as a float; NaN when missing or not a number."""
+    if value is None or isinstance(value, bool | str):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def reference_coverage(
@@ -150,33 +169,33 @@ def reference_coverage(
     file-name order whose neighbours are at most ``max_gap_m`` apart (two or more points each).
     Positions that are missing or out of range are left out.
     """
-    placed = []
+    labels, lats, lons = [], [], []
     for ref in references:
-        lat, lon = _clean(ref.get("lat")), _clean(ref.get("lon"))
-        if not isinstance(lat, int | float) or not isinstance(lon, int | float):
-            continue
-        if isinstance(lat, bool) or abs(lat) > 90 or abs(lon) > 180:
-            continue
         label = ref.get("label")
-        placed.append(
-            (_natural_key(str(label if label is not None else ref.get("id", ""))), lat, lon)
-        )
-    placed.sort(key=lambda item: item[0])
-    points: dict[tuple[float, float], list[float]] = {}
-    tracks: list[list[list[float]]] = []
-    run: list[list[float]] = []
-    for _, lat, lon in placed:
-        here = [round(float(lat), _COVERAGE_DECIMALS), round(float(lon), _COVERAGE_DECIMALS)]
-        points.setdefault((here[0], here[1]), here)
-        if run and haversine_m(run[-1][0], run[-1][1], here[0], here[1]) > max_gap_m:
-            if len(run) > 1:
-                tracks.append(run)
-            run = []
-        if not run or run[-1] != here:
-            run.append(here)
-    if len(run) > 1:
-        tracks.append(run)
-    return {"points": list(points.values()), "tracks": tracks}
+        labels.append(str(label if label is not None else ref.get("id", "")))
+        lats.append(_coordinate(ref.get("lat")))
+        lons.append(_coordinate(ref.get("lon")))
+    order = sorted(range(len(labels)), key=lambda i: _natural_key(labels[i]))
+    lats, lons = np.array(lats, dtype=float)[order], np.array(lons, dtype=float)[order]
+    ok = np.isfinite(lats) & np.isfinite(lons) & (np.abs(lats) <= 90) & (np.abs(lons) <= 180)
+    lats, lons = lats[ok], lons[ok]
+    for decimals in _COVERAGE_DECIMALS:
+        grid = np.stack([lats.round(decimals), lons.round(decimals)], axis=1).reshape(-1, 2)
+        points = np.unique(grid, axis=0)
+        if len(points) <= MAX_COVERAGE_POINTS:
+            break
+    # Runs: break where the next photo (in file order) is farther than max_gap_m.
+    gaps = haversine_m(grid[:-1, 0], grid[:-1, 1], grid[1:, 0], grid[1:, 1])
+    starts = np.concatenate([[0], np.flatnonzero(np.atleast_1d(gaps) > max_gap_m) + 1])
+    ends = np.append(starts[1:], len(grid))
+    tracks = []
+    for a, b in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist()):
+        run = grid[a:b]
+        keep = np.ones(len(run), dtype=bool)
+        keep[1:] = np.any(run[1:] != run[:-1], axis=1)  # a burst on one spot is one point
+        if keep.sum() > 1:
+            tracks.append(run[keep].tolist())
+    return {"points": points.tolist(), "tracks": tracks}
 
 
 class _NvInit(MacroElement):

@@ -495,7 +495,7 @@
 
     function onTileError() {
         // One missing tile among loaded ones is the server's business; none loading is ours.
-        if (state.tileLoads > 0 || !state.tiles) return;
+        if (state.tileLoads > 0) return;
         state.tileError.nvText.textContent =
             "Map tiles could not be loaded from " + tileHost(state.tileConfig.url) +
             " (no network, or the server refused). Showing the offline map.";
@@ -514,17 +514,20 @@
         if (config.online && config.url) {
             state.tileConfig = { online: true, url: String(config.url) };
             // The browser engine sends the app's User-Agent (set on the Qt profile) with each tile.
-            state.tiles = L.tileLayer(String(config.url), {
+            var tiles = L.tileLayer(String(config.url), {
                 attribution: config.attribution || "",
                 maxNativeZoom: MAX_NATIVE_TILE_ZOOM,
                 maxZoom: MAX_ZOOM,
             });
-            state.tiles.on("tileload", function () {
+            tiles.on("tileload", function () {
+                if (tiles !== state.tiles) return; // a late answer for a replaced layer
                 state.tileLoads += 1;
                 show(state.tileError, false);
             });
-            state.tiles.on("tileerror", onTileError);
-            state.tiles.addTo(state.map);
+            tiles.on("tileerror", function () {
+                if (tiles === state.tiles) onTileError();
+            });
+            state.tiles = tiles.addTo(state.map);
             var overlays = {};
             if (state.base) overlays["Offline outline map"] = state.base;
             overlays["Online map tiles"] = state.tiles;
@@ -577,13 +580,12 @@
         var kinds = [];
         var clusters = 0;
         var singles = 0;
-        if (state.map && state.refs.getLayers().length) {
-            state.refs.eachLayer(function (marker) {
-                var parent = state.refs.getVisibleParent(marker);
-                if (!parent) return;
-                if (parent === marker) singles += 1;
-                else clusters += 1;
-            });
+        var refs = state.refs.getLayers();
+        for (var i = 0; i < refs.length && !(clusters && singles); i++) {
+            var parent = state.refs.getVisibleParent(refs[i]);
+            if (!parent) continue;
+            if (parent === refs[i]) singles += 1;
+            else clusters += 1;
         }
         if (state.prediction) kinds.push("prediction");
         if (Object.keys(state.matches).length) kinds.push("match");
