@@ -485,3 +485,18 @@ def test_the_window_applies_the_tile_setting_at_once(qtbot, tile_server: str) ->
     win.apply_settings(new)
     assert not win.map.tiles_online
     assert "tile URL" in win.notice.text
+
+
+def test_library_photos_on_one_spot_spread_out_on_click_at_the_deepest_zoom(
+    qtbot, view: MapView
+) -> None:
+    burst = [{"id": i, "lat": LUND[0], "lon": LUND[1], "label": f"burst_{i}.jpg"} for i in range(3)]
+    view.set_references(burst)
+    view.run_js(f"nv.layers().map.setView({list(LUND)}, 20, {{animate: false}})")
+    qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.ui().zoom") == 20, timeout=5_000)
+    cluster_js = "nv.layers().references.getVisibleParent(nv.layers().references.getLayers()[0])"
+    assert run_js(qtbot, view, f"{cluster_js}.getChildCount()") == 3
+    view.run_js(f"{cluster_js}.fire('click', {{}}, true)")  # as a real click bubbles
+    qtbot.waitUntil(
+        lambda: run_js(qtbot, view, "!!nv.layers().references._spiderfied"), timeout=5_000
+    )

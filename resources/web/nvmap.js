@@ -544,7 +544,7 @@
         ["match", "nv-match", "1", "Best matches, by rank"],
         ["spread", "nv-leg", "", "Match moved aside: line to its spot"],
         ["truth", "nv-truth", "", "Photo's own GPS position"],
-        ["cluster", "nv-cluster", "5", "Library photos, grouped"],
+        ["cluster", "nv-cluster", "5", "Library photos, grouped (count)"],
         ["reference", "nv-ref", "", "Library photo"],
         ["coverage", "nv-coverage", "", "Library coverage"],
     ];
