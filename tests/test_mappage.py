@@ -129,9 +129,10 @@ def test_missing_asset_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_page_script_never_uses_inner_html() -> None:
-    script = (mappage.web_dir() / "nvmap.js").read_text(encoding="utf-8")
-    assert "innerHTML" not in script and "insertAdjacentHTML" not in script
-    assert "textContent" in script
+    for name in ("nvmap.js", "nvcontrols.js", "nvgeo.js"):
+        script = (mappage.web_dir() / name).read_text(encoding="utf-8")
+        assert "innerHTML" not in script and "insertAdjacentHTML" not in script, name
+    assert "textContent" in (mappage.web_dir() / "nvmap.js").read_text(encoding="utf-8")
 
 
 def test_vendored_files_have_licences() -> None:

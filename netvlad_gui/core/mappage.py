@@ -53,7 +53,14 @@ PAGE_NAME = "index.html"
 WORLD_SCRIPT = "world.js"
 WORLD_TOPOJSON = "countries-50m.json"
 
-_JS = ["leaflet.js", "leaflet.markercluster.js", "topojson-client.min.js", "nvgeo.js", "nvmap.js"]
+_JS = [
+    "leaflet.js",
+    "leaflet.markercluster.js",
+    "topojson-client.min.js",
+    "nvgeo.js",
+    "nvcontrols.js",
+    "nvmap.js",
+]
 _CSS = ["leaflet.css", "MarkerCluster.css", "MarkerCluster.Default.css", "nvmap.css"]
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 

@@ -1,7 +1,8 @@
 /*
  * netvlad-gui map page logic (project code, MIT; not vendored).
  *
- * Loaded after Leaflet, leaflet.markercluster, topojson-client and nvgeo.js. The page calls
+ * Loaded after Leaflet, leaflet.markercluster, topojson-client, nvgeo.js and nvcontrols.js.
+ * The page calls
  * nvInit(map, config) once; Python then drives window.nv through runJavaScript.
  * Every string that may come from a file name or EXIF reaches the DOM through
  * textContent or an attribute setter; no label is ever parsed as HTML.
@@ -416,76 +417,16 @@
         };
     }
 
-    // ---- tiles, notices and legend ---------------------------------------------------------
+    // ---- tiles, notices and legend (the controls themselves: nvcontrols.js) ----------------
 
-    function tileHost(url) {
-        try {
-            return new URL(String(url).replace(/\{[^}]*\}/g, "0")).host || String(url);
-        } catch (e) {
-            return String(url);
-        }
-    }
+    var controls = window.nvControls;
+    var show = controls.show;
 
-    // A small dismissable box in the top-right corner; its text is always set as text.
-    function notice(className) {
-        var box = el("div", "nv-notice leaflet-bar " + className);
-        var close = el("button", "nv-notice-close", "\u00d7");
-        close.setAttribute("type", "button");
-        close.setAttribute("title", "Hide this message");
-        box.appendChild(close);
-        var body = el("div", "nv-notice-body");
-        box.appendChild(body);
-        L.DomEvent.disableClickPropagation(box);
-        L.DomEvent.disableScrollPropagation(box);
-        var control = L.control({ position: "topright" });
-        control.onAdd = function () { return box; };
-        control.nvBody = body;
-        control.nvClose = close;
-        return control;
-    }
-
-    function show(control, visible) {
-        var node = control.getContainer();
-        if (node) node.style.display = visible ? "" : "none";
-    }
-
-    function makeHint() {
-        var hint = notice("nv-hint");
-        hint.addTo(state.map);
-        hint.nvBody.appendChild(el("div", "nv-notice-text",
-            "No street map: tiles are off, only coastlines and borders are drawn."));
-        hint.nvCoverageText = el("div", "nv-notice-text",
-            "Faint blue: where your library's photos were taken.");
-        hint.nvBody.appendChild(hint.nvCoverageText);
-        var use = el("button", "nv-use-tiles", "Use online map tiles");
-        use.setAttribute("type", "button");
-        use.setAttribute("title",
-            "Load street map tiles from the network (the tile server set in Settings)");
-        hint.nvBody.appendChild(use);
-        L.DomEvent.on(use, "click", function () {
-            var bridge = window.nvBridge;
-            if (bridge && typeof bridge.useOnlineTiles === "function") {
-                bridge.useOnlineTiles();
-            } else {
-                use.textContent = "Turn on map tiles in the app's Settings";
-                use.disabled = true;
-            }
-        });
-        L.DomEvent.on(hint.nvClose, "click", function () {
-            state.hintDismissed = true;
-            show(hint, false);
-        });
-        return hint;
-    }
-
-    function makeTileError() {
-        var box = notice("nv-tile-error");
-        box.addTo(state.map);
-        box.nvText = el("div", "nv-notice-text");
-        box.nvBody.appendChild(box.nvText);
-        L.DomEvent.on(box.nvClose, "click", function () { show(box, false); });
-        show(box, false);
-        return box;
+    function useOnlineTiles() {
+        var bridge = window.nvBridge;
+        if (!bridge || typeof bridge.useOnlineTiles !== "function") return false;
+        bridge.useOnlineTiles();
+        return true;
     }
 
     function updateHint() {
@@ -497,7 +438,7 @@
         // One missing tile among loaded ones is the server's business; none loading is ours.
         if (state.tileLoads > 0) return;
         state.tileError.nvText.textContent =
-            "Map tiles could not be loaded from " + tileHost(state.tileConfig.url) +
+            "Map tiles could not be loaded from " + controls.tileHost(state.tileConfig.url) +
             " (no network, or the server refused). Showing the offline map.";
         show(state.tileError, true);
     }
@@ -538,44 +479,6 @@
         return { online: !!state.tiles };
     }
 
-    // What each kind of mark means; a row shows only while that kind is on the map.
-    var LEGEND_ROWS = [
-        ["prediction", "nv-pred", "", "Predicted position (circle: uncertainty)"],
-        ["match", "nv-match", "1", "Best matches, by rank"],
-        ["spread", "nv-leg", "", "Match moved aside: line to its spot"],
-        ["truth", "nv-truth", "", "Photo's own GPS position"],
-        ["cluster", "nv-cluster", "5", "Library photos, grouped (count)"],
-        ["reference", "nv-ref", "", "Library photo"],
-        ["coverage", "nv-coverage", "", "Library coverage"],
-    ];
-
-    function makeLegend() {
-        var control = L.control({ position: "bottomright" });
-        var box = el("div", "nv-legend leaflet-bar");
-        var title = el("div", "nv-legend-title", "Legend");
-        title.setAttribute("title", "Click to show or hide");
-        box.appendChild(title);
-        var list = el("div", "nv-legend-rows");
-        box.appendChild(list);
-        control.nvRows = {};
-        LEGEND_ROWS.forEach(function (spec) {
-            var row = el("div", "nv-legend-row");
-            row.setAttribute("data-kind", spec[0]);
-            var swatch = el("span", "nv-legend-swatch");
-            swatch.appendChild(el("span", spec[1], spec[2] || null));
-            row.appendChild(swatch);
-            row.appendChild(el("span", "nv-legend-text", spec[3]));
-            list.appendChild(row);
-            control.nvRows[spec[0]] = row;
-        });
-        L.DomEvent.disableClickPropagation(box);
-        L.DomEvent.on(title, "click", function () {
-            box.classList.toggle("nv-collapsed");
-        });
-        control.onAdd = function () { return box; };
-        return control.addTo(state.map);
-    }
-
     function legendKinds() {
         var kinds = [];
         var clusters = 0;
@@ -598,20 +501,11 @@
     }
 
     function refreshLegend() {
-        if (!state.legend) return [];
-        var kinds = legendKinds();
-        Object.keys(state.legend.nvRows).forEach(function (kind) {
-            state.legend.nvRows[kind].style.display = kinds.indexOf(kind) >= 0 ? "" : "none";
-        });
-        show(state.legend, kinds.length > 0);
-        return kinds;
+        if (state.legend) state.legend.setKinds(legendKinds());
     }
 
     function ui() {
-        var visible = function (control) {
-            var node = control && control.getContainer();
-            return !!node && node.style.display !== "none";
-        };
+        var visible = controls.visible;
         return {
             hint: visible(state.hint),
             tileError: visible(state.tileError) ? state.tileError.nvText.textContent : null,
@@ -659,9 +553,11 @@
         }).addTo(map);
         state.refs.on("animationend", refreshLegend);
         state.result = L.featureGroup().addTo(map);
-        state.hint = makeHint();
-        state.tileError = makeTileError();
-        state.legend = makeLegend();
+        state.hint = controls.hint(map, useOnlineTiles, function () {
+            state.hintDismissed = true;
+        });
+        state.tileError = controls.tileError(map);
+        state.legend = controls.legend(map);
         setTiles(config.tiles_online ? {
             online: true, url: config.tile_url, attribution: config.attribution,
         } : { online: false });
