@@ -504,3 +504,11 @@ def test_library_photos_on_one_spot_spread_out_on_click_at_the_deepest_zoom(
         return run_js(qtbot, view, "!!nv.layers().references._spiderfied")
 
     qtbot.waitUntil(click_spreads, timeout=5_000)
+
+
+def test_a_bad_saved_tile_url_starts_the_map_offline(qtbot) -> None:
+    view = make_view(qtbot, tiles_online=True, tile_url="https://example.org/no-zxy.png")
+    with qtbot.waitSignal(view.ready, timeout=LOAD_TIMEOUT_MS):
+        pass
+    assert not view.tiles_online
+    assert run_js(qtbot, view, "nv.ui().hint") is True

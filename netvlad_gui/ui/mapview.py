@@ -29,6 +29,7 @@ from netvlad_gui.core.mappage import (
     DEFAULT_TILE_ATTRIBUTION,
     DEFAULT_TILE_URL,
     HTTP_USER_AGENT,
+    MapPageError,
     js_call,
     reference_coverage,
     tile_config,
@@ -121,6 +122,11 @@ class MapView(QWebEngineView):
         # Drops go to the parent window (which opens dropped photos), not to Chromium.
         self.setAcceptDrops(False)
 
+        try:
+            self._tiles = tile_config(tiles_online, tile_url, attribution)
+        except MapPageError as exc:  # a bad saved URL must not stop the app from starting
+            log.warning("map tiles off: %s", exc)
+            tiles_online, self._tiles = False, tile_config(False)
         self._tmp = tempfile.TemporaryDirectory(prefix="netvlad-map-")
         self._html = write_map_page(
             Path(self._tmp.name),
@@ -148,7 +154,6 @@ class MapView(QWebEngineView):
         self._bridge.page_ready.connect(self._mark_ready)
         self._bridge.match_clicked.connect(self.matchClicked)
         self._bridge.online_tiles_requested.connect(self.onlineTilesRequested)
-        self._tiles = tile_config(tiles_online, tile_url, attribution)
 
         self.setPage(page)
         app = QCoreApplication.instance()
