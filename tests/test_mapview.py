@@ -447,6 +447,13 @@ def test_tiles_switch_on_and_off_live_and_failures_are_shown(
     qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.ui().tileError") is not None, timeout=10_000)
     assert "127.0.0.1" in run_js(qtbot, view, "nv.ui().tileError")
     assert run_js(qtbot, view, "nv.layers().tiles.options.maxNativeZoom") == 19
+    # Dismissed, it stays away while the map goes on failing (panning loads more tiles).
+    view.run_js("document.querySelector('.nv-tile-error .nv-notice-close').click()")
+    asked = len(_TileHandler.agents)
+    view.run_js("nv.layers().map.setView([55.7, 13.2], 12, {animate: false})")
+    qtbot.waitUntil(lambda: len(_TileHandler.agents) > asked, timeout=10_000)
+    qtbot.wait(300)
+    assert run_js(qtbot, view, "nv.ui().tileError") is None
 
     view.set_tiles(False)
     assert not view.tiles_online

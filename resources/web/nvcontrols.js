@@ -79,8 +79,8 @@
         return control;
     }
 
-    function tileError(map) {
-        var control = notice(map, "nv-tile-error");
+    function tileError(map, onClose) {
+        var control = notice(map, "nv-tile-error", onClose);
         control.nvText = el("div", "nv-notice-text");
         control.nvBody.appendChild(control.nvText);
         show(control, false);

@@ -37,6 +37,7 @@
         hint: null,
         hintDismissed: false,
         tileError: null,
+        tileErrorDismissed: false,
         legend: null,
     };
 
@@ -436,7 +437,7 @@
 
     function onTileError() {
         // One missing tile among loaded ones is the server's business; none loading is ours.
-        if (state.tileLoads > 0) return;
+        if (state.tileLoads > 0 || state.tileErrorDismissed) return;
         state.tileError.nvText.textContent =
             "Map tiles could not be loaded from " + controls.tileHost(state.tileConfig.url) +
             " (no network, or the server refused). Showing the offline map.";
@@ -450,6 +451,7 @@
         state.tiles = null;
         state.layersControl = null;
         state.tileLoads = 0;
+        state.tileErrorDismissed = false;
         state.tileConfig = { online: false };
         show(state.tileError, false);
         if (config.online && config.url) {
@@ -556,7 +558,9 @@
         state.hint = controls.hint(map, useOnlineTiles, function () {
             state.hintDismissed = true;
         });
-        state.tileError = controls.tileError(map);
+        state.tileError = controls.tileError(map, function () {
+            state.tileErrorDismissed = true; // until the tile setting changes
+        });
         state.legend = controls.legend(map);
         setTiles(config.tiles_online ? {
             online: true, url: config.tile_url, attribution: config.attribution,
