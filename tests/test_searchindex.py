@@ -108,7 +108,8 @@ def test_saved_index_is_reused_then_updated_when_the_catalogue_changes(tmp_path,
         raise AssertionError("retrained although the saved index was still good")
 
     monkeypatch.setattr(searchindex, "train_approx", no_training)
-    index = LibraryIndex(tmp_path / "idx")  # the recorded config is not needed: cfg passed in
+    # Writable, as a build opens it: this test changes the catalogue.
+    index = LibraryIndex(tmp_path / "idx", writable=True)
     index.config = cfg
     assert index.search_kind == "ivfpq" and index.faiss_index().ntotal == 1200
 
@@ -139,7 +140,7 @@ def test_rebuilt_when_config_changes_file_is_corrupt_or_library_shrinks(tmp_path
     index.close()
 
     (tmp_path / "idx" / SEARCH_FILE).write_bytes(b"not a faiss index")
-    index = LibraryIndex(tmp_path / "idx", config=other)
+    index = LibraryIndex(tmp_path / "idx", config=other, writable=True)
     assert _top1(index, vecs[:5]) == ids[:5]  # rebuilt, not crashed
     index.catalog.delete(ids[:1150])
     index.invalidate()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import geo
-from .catalog import FAILED, INDEXED, PENDING
+from .catalog import FAILED, INDEXED, PENDING, CatalogDamagedError, display_name
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (
     DEFAULT_MODEL,
@@ -30,13 +30,23 @@ from .config import (
 from .errors import LibraryIndexError
 from .features import Cancelled, extract, resolve_device
 from .images import list_images
-from .index import MODEL_FILE, LibraryIndex, StageProgress
+from .index import (
+    CATALOG_FILE,
+    MODEL_FILE,
+    MODEL_SHA_KEY,
+    LibraryIndex,
+    StageProgress,
+    model_state_sha,
+)
 from .initialise import initialise_from_images
 from .resolve import resolve_model
+from .searchindex import META_KEY as SEARCH_META_KEY
+from .searchindex import remove_saved
 
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 32  # images per catalogue transaction: bounds the work a kill can lose
+SIDECAR_STAMP_KEY = "gps_csv_stamp"  # size and mtime of gps.csv when GPS was last read from it
 
 
 @dataclass
@@ -54,6 +64,7 @@ class BuildSummary:
     elapsed_s: float = 0.0
     bytes_per_image: float = 0.0
     cancelled: bool = False
+    warnings: list[str] = field(default_factory=list)  # one line each: what the build worked round
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
@@ -62,23 +73,66 @@ class BuildSummary:
         return d
 
 
+def _is_unchanged(row, st: os.stat_result) -> bool:
+    """Whether a catalogued photo's file is as it was indexed: same size and same mtime.
+
+    Either one differing counts as a change and the photo is extracted again. A same-size edit
+    (a retouch, a rotated JPEG) changes the pixels without the size; a size change can come with
+    an mtime set back (a copy with preserved times). A bare ``touch`` (new mtime, same bytes) is
+    extracted again too: telling it from an edit would mean hashing every photo at every scan,
+    while extracting one photo again costs little and is never wrong.
+    """
+    return row.size == st.st_size and abs(row.mtime - st.st_mtime) < 1e-3
+
+
+def _sidecar_stamp(library: Path) -> str:
+    try:
+        st = (library / geo.SIDECAR_NAME).stat()
+    except OSError:
+        return "absent"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _gps_fields(gps) -> tuple:
+    pt = gps.point
+    return (
+        pt.lat if pt else None,
+        pt.lon if pt else None,
+        pt.alt if pt else None,
+        gps.source,
+        gps.reason,
+    )
+
+
 def _scan(index: LibraryIndex, library: Path, progress: StageProgress | None) -> tuple[int, int]:
-    """Bring the catalogue in line with the folder: returns (files found, rows removed)."""
+    """Bring the catalogue in line with the folder: returns (files found, rows removed).
+
+    Unchanged photos keep their descriptors; when gps.csv changed since the last scan, those
+    whose GPS did not come from the photo itself (EXIF or XMP, which gps.csv never overrides)
+    have it read again, so a fix in gps.csv reaches the catalogue without any extraction.
+    """
     files = list_images(library, exclude=[index.dir])
     sidecar = geo.load_sidecar_csv(library)
+    stamp = _sidecar_stamp(library)
+    recheck_csv = index.catalog.get_meta(SIDECAR_STAMP_KEY) != stamp
     known = {r.path: r for r in index.catalog.rows()}
     seen: set[str] = set()
     changed = []
+    gps_fixes = []
     for n, path in enumerate(files, 1):
         rel = path.relative_to(library).as_posix()
         seen.add(rel)
         try:
             st = path.stat()
         except OSError as exc:
-            log.warning("cannot stat %s: %s", path, exc)
+            log.warning("cannot stat %s: %s", display_name(str(path)), exc)
             continue
         row = known.get(rel)
-        if row is not None and row.size == st.st_size and abs(row.mtime - st.st_mtime) < 1e-3:
+        if row is not None and _is_unchanged(row, st):
+            if recheck_csv and row.gps_source in ("csv", ""):
+                fields = _gps_fields(geo.read_gps(path, root=library, sidecar=sidecar))
+                if fields != (row.lat, row.lon, row.alt, row.gps_source, row.gps_reason):
+                    gps_fixes.append((row.id, *fields))
             continue
         gps = geo.read_gps(path, root=library, sidecar=sidecar)
         pt = gps.point
@@ -99,8 +153,12 @@ def _scan(index: LibraryIndex, library: Path, progress: StageProgress | None) ->
     removed = [r.id for p, r in known.items() if p not in seen]
     if changed:
         index.catalog.upsert_pending(changed)
+    if gps_fixes:
+        index.catalog.update_gps(gps_fixes)
+        log.info("GPS updated from %s for %d photos", geo.SIDECAR_NAME, len(gps_fixes))
     if removed:
         index.catalog.delete(removed)
+    index.catalog.set_meta(SIDECAR_STAMP_KEY, stamp)
     if progress:
         progress("scan", len(files), len(files))
     return len(files), len(removed)
@@ -116,17 +174,34 @@ def _prepare_model(
     library: Path,
     progress,
     cancel,
+    warnings: list[str] | None = None,
 ):
-    """The index's own model if it has one; else a new one, initialised from this library."""
+    """The index's own model if it has one; else a new one, initialised from this library.
+
+    Descriptors of two models are never mixed: the catalogue records a hash of the weights
+    that made its descriptors, and when model.pt is missing (a backup or sync tool lost it) or
+    holds other weights, every photo is extracted again with the model now used, and the build
+    says so in ``warnings``.
+    """
+    warnings = warnings if warnings is not None else []
     path = index.dir / MODEL_FILE
     if path.exists():
         model = load_checkpoint(path)
         recorded = index.model_name
-        if model_spec is not None and str(model_spec) != recorded:
+        if model_spec is not None and recorded and str(model_spec) != recorded:
             raise LibraryIndexError(
                 f"this index was built with model {recorded!r}, not {str(model_spec)!r}; "
                 "use another --index folder (or delete this one) to index with a new model"
             )
+        made_by = index.catalog.get_meta(MODEL_SHA_KEY)
+        if made_by is None or made_by != model_state_sha(model):
+            if made_by is not None:
+                _restart_all(
+                    index,
+                    warnings,
+                    f"{path} is not the model that made this index's descriptors",
+                )
+            index.record_model(model, recorded or str(model_spec or MODEL_FILE))
         return model.to(device)
     spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
     model = resolve_model(spec, backbone_weights).to(device)
@@ -143,9 +218,50 @@ def _prepare_model(
             cancel=cancel,
             meta={"library": str(library)},
         )
-    save_checkpoint(model.cpu(), path)
-    index.catalog.set_meta("model", spec)
+    model = model.cpu()
+    made_by = index.catalog.get_meta(MODEL_SHA_KEY)
+    has_descriptors = int(index.catalog.get_meta("store_rows", "0") or 0) > 0
+    if has_descriptors and (made_by is None or made_by != model_state_sha(model)):
+        _restart_all(index, warnings, f"{path} is missing and a new model was made")
+    _save_model(model, path)
+    index.record_model(model, spec)
     return model.to(device)
+
+
+def _restart_all(index: LibraryIndex, warnings: list[str], why: str) -> None:
+    """Drop every descriptor of the old model: all photos pending, store and search emptied."""
+    n = index.catalog.restart_all({"store_rows": "0", SEARCH_META_KEY: ""})
+    remove_saved(index.dir)
+    index.invalidate()
+    msg = f"{why}: extracting all {n} photos again with it, so that no answer mixes two models"
+    log.warning(msg)
+    warnings.append(msg)
+
+
+def _save_model(model, path: Path) -> None:
+    """save_checkpoint, with a full disk said as such (torch says "enforce fail at …")."""
+    import errno
+    import shutil
+
+    try:
+        save_checkpoint(model, path)
+    except (OSError, RuntimeError) as exc:
+        full = getattr(exc, "errno", None) == errno.ENOSPC
+        if not full:
+            try:
+                full = shutil.disk_usage(path.parent).free < _state_bytes(model)
+            except OSError:
+                pass
+        why = "no space left on device" if full else str(exc).strip().splitlines()[0]
+        raise LibraryIndexError(
+            f"cannot save the model in {path.parent}: {why}; free some space and run again"
+            if full
+            else f"cannot save the model in {path.parent}: {why}"
+        ) from exc
+
+
+def _state_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
 def _calibrate(index: LibraryIndex, max_refs: int = 2000, seed: int = 0) -> dict[str, float]:
@@ -218,8 +334,14 @@ def build_index(
     if not library.is_dir():
         raise LibraryIndexError(f"library folder not found: {library}")
     index_dir = Path(index_dir) if index_dir else default_index_dir(library)
-    index = LibraryIndex(index_dir, create=True)
-    lock = _lock(index.dir)
+    index_dir.expanduser().mkdir(parents=True, exist_ok=True)
+    lock = _lock(index_dir.expanduser())
+    warnings: list[str] = []
+    try:
+        index = _open_for_build(index_dir, warnings)
+    except BaseException:
+        lock.close()
+        raise
     try:
         recorded = index.library
         if recorded is not None and recorded != library:
@@ -230,9 +352,8 @@ def build_index(
         if index_cfg is not None:
             index.record_config(index_cfg)
         device = resolve_device(extract_cfg.device)
-        summary = BuildSummary(str(library), str(index_dir), "")
+        summary = BuildSummary(str(library), str(index_dir), "", warnings=warnings)
         summary.total, summary.removed = _scan(index, library, progress)
-        pending = index.catalog.rows(PENDING)
         try:
             model = _prepare_model(
                 index,
@@ -244,6 +365,7 @@ def build_index(
                 library,
                 progress,
                 cancel,
+                warnings,
             )
             summary.model = index.model_name
             if index.dim is None:
@@ -252,12 +374,14 @@ def build_index(
                 raise LibraryIndexError(
                     f"model gives {model.dim}-D descriptors, index holds {index.dim}-D"
                 )
+            pending = index.catalog.rows(PENDING)  # after the model check: it may add photos
             summary.extracted = extract_pending(
                 index, model, library, pending, extract_cfg, progress, cancel
             )
         except Cancelled:
             summary.cancelled = True
         index.invalidate()
+        index.compact_store()
         if progress:
             progress("finalize", 0, 1)
         if index.dim is not None:
@@ -274,7 +398,7 @@ def build_index(
         summary.with_gps = stats.with_gps
         summary.failed = stats.failures
         summary.no_gps = [
-            (r.path, r.gps_reason) for r in index.catalog.rows(INDEXED) if not r.has_gps
+            (r.display_path, r.gps_reason) for r in index.catalog.rows(INDEXED) if not r.has_gps
         ]
         summary.bytes_per_image = stats.bytes_per_image
         summary.elapsed_s = time.perf_counter() - t0
@@ -286,7 +410,82 @@ def build_index(
         lock.close()
 
 
-def _lock(index_dir: Path):
+def _open_for_build(index_dir: Path, warnings: list[str]) -> LibraryIndex:
+    """Open the index for writing (under the build lock); a damaged catalogue is set aside.
+
+    The catalogue is what ties descriptor rows to photos, so with it gone the descriptors are
+    useless: they are set aside with it, and every photo is extracted again. model.pt is kept.
+    """
+    try:
+        index = LibraryIndex(index_dir, create=True)
+    except CatalogDamagedError:
+        index = None
+    else:
+        try:
+            index.catalog.check()
+        except CatalogDamagedError:
+            index.close()
+            index = None
+    if index is not None:
+        index.remove_orphan_stores()
+        return index
+    folder = Path(index_dir).expanduser()
+    aside = folder / f"{CATALOG_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(folder / CATALOG_FILE, aside)
+    for name in (f"{CATALOG_FILE}-wal", f"{CATALOG_FILE}-shm"):
+        (folder / name).unlink(missing_ok=True)
+    remove_saved(folder)
+    for p in folder.glob("descriptors*.f32"):
+        p.unlink()
+    msg = (
+        f"the index catalogue was damaged: set aside as {aside.name}; "
+        "every photo is extracted again"
+    )
+    log.warning(msg)
+    warnings.append(msg)
+    index = LibraryIndex(index_dir, create=True)
+    return index
+
+
+_held_locks: dict[int, int] = {}  # id(lock file) -> its descriptor, while a build holds it
+
+
+def _release_in_child() -> None:
+    """In a forked child (a DataLoader worker), let go of the parent's build lock.
+
+    flock belongs to the open file, which fork shares: an orphaned worker that outlives a killed
+    build would hold the lock until it exits. Pointing the child's copy of the descriptor at
+    /dev/null drops its share (the number stays valid, so nothing else can reuse it).
+    """
+    if not _held_locks:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        for fd in _held_locks.values():
+            try:
+                os.dup2(null, fd)
+            except OSError:
+                pass
+    finally:
+        os.close(null)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_release_in_child)
+
+
+class _Lock:
+    def __init__(self, f):
+        self.f = f
+        _held_locks[id(self)] = f.fileno()
+
+    def close(self) -> None:
+        _held_locks.pop(id(self), None)
+        self.f.close()
+
+
+def _lock(index_dir: Path) -> _Lock:
     """One build per index at a time: a second one (the GUI and the CLI, say) is refused."""
     f = open(index_dir / "build.lock", "w")  # noqa: SIM115 - held for the whole build
     try:
@@ -300,7 +499,7 @@ def _lock(index_dir: Path):
         raise LibraryIndexError(
             f"another build is already updating {index_dir}; wait for it"
         ) from None
-    return f
+    return _Lock(f)
 
 
 def _extract_pending(index, model, library, pending, extract_cfg, progress, cancel) -> int:
@@ -337,7 +536,7 @@ def _extract_pending(index, model, library, pending, extract_cfg, progress, canc
             if item.descriptor is not None:
                 done_ok.append((item.index, item.descriptor))
             else:
-                log.warning("skipped %s: %s", paths[item.index], item.error)
+                log.warning("skipped %s: %s", display_name(str(paths[item.index])), item.error)
                 done_bad.append((item.index, item.error))
             if len(done_ok) + len(done_bad) >= COMMIT_EVERY:
                 commit()
