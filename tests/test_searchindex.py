@@ -205,3 +205,28 @@ def test_after_a_build_only_an_approximate_index_is_made_and_a_stale_one_removed
     assert index._search is None and not (tmp_path / "idx" / SEARCH_FILE).exists()
     assert _top1(index, vecs[1150:1155]) == ids[1150:1155]
     index.close()
+
+
+def test_a_search_index_damaged_in_place_is_rebuilt_not_trusted(tmp_path, caplog):
+    # Same size, valid structure, wrong ids: without a checksum it loads and answers wrongly.
+    cfg = IndexConfig(**SMALL)
+    index, vecs, ids = _make(tmp_path, 1200, cfg)
+    index.faiss_index()  # trained and saved
+    index.close()
+    path = tmp_path / "idx" / SEARCH_FILE
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # the last lists' ids are the file's last bytes
+        f.seek(size - 4000)
+        f.write(b"\x7f" * 4000)
+    assert path.stat().st_size == size
+    index = LibraryIndex(tmp_path / "idx", config=cfg, writable=True)  # what `netvlad index` does
+    with caplog.at_level("WARNING"):
+        found = [hits[0].id if hits else None for hits in index.search(vecs, 1)]
+    assert found == ids and "checksum" in caplog.text
+    index.close()
+    caplog.clear()
+    index = LibraryIndex(tmp_path / "idx", config=cfg)  # the rebuilt file was saved
+    with caplog.at_level("WARNING"):
+        assert [hits[0].id for hits in index.search(vecs[-50:], 1)] == ids[-50:]
+    assert "checksum" not in caplog.text
+    index.close()
