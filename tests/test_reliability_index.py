@@ -341,3 +341,22 @@ def test_a_full_disk_while_saving_the_model_says_so(tmp_path, monkeypatch):
     with pytest.raises(LibraryIndexError, match="no space left on device") as err:
         _build(lib, tmp_path / "idx")
     assert "enforce fail" not in str(err.value) and "\n" not in str(err.value)
+
+
+# -- also: unreadable subfolders --------------------------------------------------------------
+def test_an_unreadable_subfolder_is_listed_and_its_photos_kept(tmp_path, monkeypatch):
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    make_library(lib, 6)
+    make_library(lib / "private", 2, seed=3, gps=False)
+    assert _build(lib, idx).indexed == 8
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # what a folder without read permission does (even as root)
+        if Path(path).name == "private":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    s = _build(lib, idx)
+    assert any("private" in w and "Permission denied" in w for w in s.warnings)
+    assert s.removed == 0 and s.indexed == 8  # not taken for deleted photos

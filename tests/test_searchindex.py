@@ -215,9 +215,9 @@ def test_a_search_index_damaged_in_place_is_rebuilt_not_trusted(tmp_path, caplog
     index.close()
     path = tmp_path / "idx" / SEARCH_FILE
     size = path.stat().st_size
-    with open(path, "r+b") as f:  # the last lists' ids are the file's last bytes
-        f.seek(size - 4000)
-        f.write(b"\x7f" * 4000)
+    with open(path, "r+b") as f:  # the file ends with the last list's ids: make 16 of them wrong
+        f.seek(size - 16 * 8)
+        f.write(b"\x01" * 16 * 8)
     assert path.stat().st_size == size
     index = LibraryIndex(tmp_path / "idx", config=cfg, writable=True)  # what `netvlad index` does
     with caplog.at_level("WARNING"):

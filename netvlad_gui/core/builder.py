@@ -104,14 +104,50 @@ def _gps_fields(gps) -> tuple:
     )
 
 
-def _scan(index: LibraryIndex, library: Path, progress: StageProgress | None) -> tuple[int, int]:
+def _unreadable_folders(library: Path, exclude: Path) -> list[tuple[str, str]]:
+    """(folder relative to the library, why) for each folder the scan cannot list.
+
+    ``list_images`` skips them as ``os.walk`` does; a build must say so, and must not take their
+    photos for deleted ones.
+    """
+    excluded = exclude.resolve()
+    bad: list[tuple[str, str]] = []
+
+    def note(err: OSError) -> None:
+        rel = Path(err.filename).relative_to(library).as_posix() if err.filename else "?"
+        bad.append((rel, err.strerror or str(err)))
+
+    for dirpath, dirnames, _ in os.walk(library, onerror=note):
+        here = Path(dirpath)
+        dirnames[:] = [
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() != excluded
+        ]
+    return bad
+
+
+def _scan(
+    index: LibraryIndex,
+    library: Path,
+    progress: StageProgress | None,
+    warnings: list[str] | None = None,
+) -> tuple[int, int]:
     """Bring the catalogue in line with the folder: returns (files found, rows removed).
+
+    Photos in a folder that cannot be read (permissions, a share gone half away) are neither
+    indexed nor removed from the catalogue; each such folder is listed in ``warnings``.
 
     Unchanged photos keep their descriptors; when gps.csv changed since the last scan, those
     whose GPS did not come from the photo itself (EXIF or XMP, which gps.csv never overrides)
     have it read again, so a fix in gps.csv reaches the catalogue without any extraction.
     """
     files = list_images(library, exclude=[index.dir])
+    unreadable = _unreadable_folders(library, index.dir)
+    for rel, why in unreadable:
+        msg = f"cannot read folder {display_name(rel)} ({why}): its photos are not indexed"
+        log.warning(msg)
+        if warnings is not None:
+            warnings.append(msg)
+    hidden = tuple(f"{rel}/" for rel, _ in unreadable)
     sidecar = geo.load_sidecar_csv(library)
     stamp = _sidecar_stamp(library)
     recheck_csv = index.catalog.get_meta(SIDECAR_STAMP_KEY) != stamp
@@ -150,7 +186,7 @@ def _scan(index: LibraryIndex, library: Path, progress: StageProgress | None) ->
         )
         if progress and n % 50 == 0:
             progress("scan", n, len(files))
-    removed = [r.id for p, r in known.items() if p not in seen]
+    removed = [r.id for p, r in known.items() if p not in seen and not p.startswith(hidden)]
     if changed:
         index.catalog.upsert_pending(changed)
     if gps_fixes:
@@ -353,7 +389,7 @@ def build_index(
             index.record_config(index_cfg)
         device = resolve_device(extract_cfg.device)
         summary = BuildSummary(str(library), str(index_dir), "", warnings=warnings)
-        summary.total, summary.removed = _scan(index, library, progress)
+        summary.total, summary.removed = _scan(index, library, progress, warnings)
         try:
             model = _prepare_model(
                 index,
