@@ -177,6 +177,13 @@ class Catalog:
         return row[0] if row else default
 
     @_guarded
+    def get_metas(self, keys: Iterable[str]) -> dict[str, str]:
+        """Several meta values read in one statement (one consistent snapshot)."""
+        keys = list(keys)
+        marks = ",".join("?" * len(keys))
+        return dict(self.db.execute(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys))
+
+    @_guarded
     def set_meta(self, key: str, value: str, *, commit: bool = True) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
         if commit:

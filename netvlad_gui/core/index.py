@@ -228,8 +228,11 @@ class LibraryIndex:
         if self._store is None:
             if self.dim is None:
                 raise LibraryIndexError(f"the index in {self.dir} has no descriptors yet")
-            rows = int(self.catalog.get_meta("store_rows", "0") or 0)
-            self._store = DescriptorStore(self.store_path, self.dim, rows, writable=self.writable)
+            # One snapshot of both: a compaction commits a new file and its row count together.
+            meta = self.catalog.get_metas(("store_rows", STORE_FILE_KEY))
+            rows = int(meta.get("store_rows") or 0)
+            path = self.dir / (meta.get(STORE_FILE_KEY) or STORE_FILE)
+            self._store = DescriptorStore(path, self.dim, rows, writable=self.writable)
         return self._store
 
     @property
@@ -283,9 +286,11 @@ class LibraryIndex:
     def search_index(self, progress: Callable[[int, int], None] | None = None) -> SearchIndex:
         """The search index on first use: exact and in memory for a small library; for a large
         one, the saved approximate index, updated or (re)trained as the catalogue requires."""
-        if self._search is None:
+        for _ in range(3):
+            if self._search is not None:
+                break
             store = self.store() if self.dim is not None else None
-            self._search = open_search(
+            search = open_search(
                 self.dir,
                 self.catalog,
                 store,
@@ -294,6 +299,13 @@ class LibraryIndex:
                 progress,
                 save=self.writable,
             )
+            if store is not None and store.path != self.store_path:
+                # A build compacted the store meanwhile: rows now mean the new file's rows.
+                self.invalidate()
+                continue
+            self._search = search
+        if self._search is None:
+            raise LibraryIndexError(f"the index in {self.dir} keeps changing; try again")
         return self._search
 
     def refresh_saved_search(self, progress: Callable[[int, int], None] | None = None) -> None:

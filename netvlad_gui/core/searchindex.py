@@ -388,6 +388,10 @@ def open_search(
     an index that is out of date is brought up to date in memory only.
     """
     ids, rows = catalogue_pairs(catalog)
+    if store is not None and len(rows) and rows.max() >= store.rows:
+        # Committed by a build after this store was opened: searched next time it is opened.
+        keep = rows < store.rows
+        ids, rows = ids[keep], rows[keep]
     n = len(ids)
     kind = choose_kind(n, cfg)
     if kind == "flat" or n == 0 or store is None:
