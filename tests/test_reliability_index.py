@@ -216,10 +216,15 @@ def test_a_read_only_index_is_searched_without_writing_a_byte(tmp_path, monkeypa
 # -- 11. the build lock and forked workers ----------------------------------------------------
 def test_a_forked_worker_does_not_keep_the_build_lock_of_a_dead_build(tmp_path):
     lock = builder._lock(tmp_path)
+    ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # a DataLoader worker that outlives its killed parent
+        os.write(ready_w, b"1")  # running (fork's handlers are done)
         time.sleep(5)
         os._exit(0)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b"1"
+    os.close(ready_r)
     try:
         lock.close()  # the build is gone
         again = builder._lock(tmp_path)  # … so the next build may start at once
