@@ -367,3 +367,24 @@ def test_an_unreadable_subfolder_is_listed_and_its_photos_kept(tmp_path, monkeyp
     s = _build(lib, idx)
     assert any("private" in w and "Permission denied" in w for w in s.warnings)
     assert s.removed == 0 and s.indexed == 8  # not taken for deleted photos
+
+
+# -- 9 (store side): a non-finite descriptor is never stored ----------------------------------
+def test_a_non_finite_descriptor_is_not_stored_and_the_photo_says_why(tmp_path, monkeypatch):
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    paths = make_library(lib, 6)
+    real_extract = builder.extract
+
+    def some_nan(model, files, *a, **k):
+        for item in real_extract(model, files, *a, **k):
+            if Path(files[item.index]).name == paths[2].name:
+                item.descriptor = np.full_like(item.descriptor, np.nan)
+            yield item
+
+    monkeypatch.setattr(builder, "extract", some_nan)
+    s = _build(lib, idx)
+    assert s.indexed == 5 and [p for p, _ in s.failed] == [paths[2].name]
+    assert "NaN" in s.failed[0][1]
+    index = LibraryIndex(idx)
+    assert np.isfinite(index.store().read(list(range(index.store().rows)))).all()
+    index.close()

@@ -47,6 +47,7 @@ from .searchindex import remove_saved
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 32  # images per catalogue transaction: bounds the work a kill can lose
+NON_FINITE = "the model gave a descriptor with NaN or infinity (broken weights?); not indexed"
 SIDECAR_STAMP_KEY = "gps_csv_stamp"  # size and mtime of gps.csv when GPS was last read from it
 
 
@@ -515,11 +516,15 @@ def _extract_pending(index, model, library, pending, extract_cfg, progress, canc
 
     try:
         for item in extract(model, paths, extract_cfg, progress=report, cancel=cancel):
-            if item.descriptor is not None:
+            error = item.error
+            if item.descriptor is not None and not np.isfinite(item.descriptor).all():
+                # A NaN row would match nothing and poison exact search: never stored.
+                error = NON_FINITE
+            if item.descriptor is not None and not error:
                 done_ok.append((item.index, item.descriptor))
             else:
-                log.warning("skipped %s: %s", display_name(str(paths[item.index])), item.error)
-                done_bad.append((item.index, item.error))
+                log.warning("skipped %s: %s", display_name(str(paths[item.index])), error)
+                done_bad.append((item.index, error))
             if len(done_ok) + len(done_bad) >= COMMIT_EVERY:
                 commit()
     finally:
