@@ -388,3 +388,33 @@ def test_a_non_finite_descriptor_is_not_stored_and_the_photo_says_why(tmp_path, 
     index = LibraryIndex(idx)
     assert np.isfinite(index.store().read(list(range(index.store().rows)))).all()
     index.close()
+
+
+def test_after_kill_9_the_next_build_is_not_refused_by_orphaned_workers(tmp_path):
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    make_library(lib, 80, size=72)
+    cmd = [sys.executable, "-m", "netvlad_gui.cli", "index", str(lib), "--index", str(idx)]
+    cmd += ["--backbone-weights", "none", "--image-size", "96", "--batch-size", "2"]
+    cmd += ["--workers", "2", "--device", "cpu", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            con = sqlite3.connect(idx / CATALOG_FILE, timeout=5)
+            n = con.execute("SELECT COUNT(*) FROM images WHERE status='indexed'").fetchone()[0]
+            con.close()
+        except sqlite3.Error:
+            n = 0
+        if n >= 2:  # extracting: the DataLoader workers are running
+            break
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.fail(f"build ended before it could be killed: {proc.stderr.read().decode()}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    builder._lock(idx).close()  # at once: the workers (alive for a few seconds) hold nothing
