@@ -3,7 +3,8 @@
 The layout follows the real files (uzh-rpg/netvlad_tf_open exports, as hloc reads them): 35
 MatConvNet layers — VGG16 conv1_1 .. conv5_3 (0..28), preL2, vlad:core (assignment D x K and
 NEGATED centroids D x K), vlad intra-norm, postL2, WPCA (1 x 1 x K*D x OUT conv), finalL2 — and
-``net.meta.normalization.averageImage``. Only K and the whitening size are shrunk.
+``net.meta.normalization.averageImage`` (an H x W x 3 image; MATLAB, hloc and netvlad_tf_open
+subtract its first pixel). Only K, the whitening size and the mean image's size are shrunk.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import scipy.io
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 AVERAGE_RGB = (122.68, 116.67, 104.01)
+AVERAGE_SIZE = (6, 4)  # averageImage is H x W x 3 in the real files (constant there), not 1x1x3
 
 
 def cell(*arrays: np.ndarray) -> np.ndarray:
@@ -94,17 +96,31 @@ def head_layers(
     return layers
 
 
-def save_net(path: Path, layers: list[dict], average=AVERAGE_RGB, compress: bool = False) -> Path:
+def average_image(rgb=AVERAGE_RGB, size: tuple[int, int] = AVERAGE_SIZE) -> np.ndarray:
+    """A constant H x W x 3 mean image, as the real files store the RGB mean."""
+    return np.broadcast_to(np.asarray(rgb, np.float32), (*size, 3)).copy()
+
+
+def save_net(path: Path, layers: list[dict], average=None, compress: bool = False) -> Path:
+    """``average``: the H x W x 3 ``averageImage`` (default: constant AVERAGE_RGB)."""
+    average = average_image() if average is None else np.asarray(average, np.float32)
+    assert average.ndim == 3 and average.shape[-1] == 3, "averageImage is H x W x 3"
     net = {
         "layers": cell(*layers),
-        "meta": {"normalization": {"averageImage": np.array(average, np.float32).reshape(1, 1, 3)}},
+        "meta": {"normalization": {"averageImage": average}},
     }
     scipy.io.savemat(str(path), {"net": net}, do_compression=compress)
     return path
 
 
 def write_mat_model(
-    path: Path, *, k: int = 4, out: int = 16, seed: int | None = 0, compress: bool = False
+    path: Path,
+    *,
+    k: int = 4,
+    out: int = 16,
+    seed: int | None = 0,
+    compress: bool = False,
+    average: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Write a VGG16 NetVLAD .mat; seed None gives all-zero weights (compresses to ~70 KB).
 
@@ -124,5 +140,5 @@ def write_mat_model(
         wpca = (rng.standard_normal((k * d, out)) / np.sqrt(k * d)).astype(np.float32)
         bias = (rng.standard_normal(out) * 0.01).astype(np.float32)
     layers = vgg16_layers(rng) + head_layers(assign, -centroids, wpca, bias)
-    save_net(path, layers, compress=compress)
+    save_net(path, layers, average, compress=compress)
     return {"assign": assign, "centroids": centroids, "wpca": wpca, "bias": bias}

@@ -107,6 +107,10 @@ class _Evil:
         return (Path.touch, (self.marker,))
 
 
+class _Plain:
+    """A harmless class: still code that unpickling would import and call."""
+
+
 def test_bad_files(tmp_path: Path, saved: Path) -> None:
     def expect(path: Path, pattern: str, kind: type = CheckpointError) -> None:
         with pytest.raises(kind, match=pattern) as err:
@@ -124,9 +128,17 @@ def test_bad_files(tmp_path: Path, saved: Path) -> None:
     evil = tmp_path / "evil.pt"
     torch.save({"format": FORMAT, "payload": _Evil(marker)}, evil)
     expect(evil, "refused for safety")
+    # what was blocked, not torch's advice and documentation link
+    expect(evil, r"this file contains code \(pickle object [\w.]*getattr\); only plain weights")
     evil_pickle = tmp_path / "evil.pkl"
     evil_pickle.write_bytes(pickle.dumps(_Evil(marker), protocol=2))
     expect(evil_pickle, "refused for safety")
+    expect(evil_pickle, r"pickle object [\w.]*getattr\)")
+    odd = tmp_path / "odd.pt"
+    torch.save({"format": FORMAT, "payload": _Plain()}, odd)
+    expect(
+        odd, r"^[^(]*: refused for safety: this file contains code \(pickle object [\w.]*_Plain\)"
+    )
     assert not marker.exists()
     foreign = tmp_path / "foreign.pth"
     torch.save({"state_dict": {"a": torch.zeros(1)}}, foreign)
@@ -158,3 +170,20 @@ def test_version_and_shape_checks(tmp_path: Path, saved: Path) -> None:
     unknown = _rewrite(saved, tmp_path / "unknown.pt", config={"backbone": "vgg99"})
     with pytest.raises(CheckpointError, match="invalid model description.*vgg99"):
         load_checkpoint(unknown)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused(tmp_path: Path, saved: Path, bad: float) -> None:
+    """NaN weights once loaded fine and filled the index with NaN ("no match" for every photo)."""
+    raw = torch.load(saved, weights_only=True)
+    key = next(k for k, v in raw["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    raw["state_dict"][key] = raw["state_dict"][key].clone()
+    raw["state_dict"][key].view(-1)[1] = bad
+    path = tmp_path / "diverged.pt"
+    torch.save(raw, path)
+    with pytest.raises(
+        CheckpointError, match=rf"NaN or infinity \(1 tensors, first: {key}\)"
+    ) as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)
+    read_checkpoint_header(path)  # the header alone (no weights) still reads

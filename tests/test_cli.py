@@ -194,3 +194,22 @@ def test_keyboard_interrupt_exits_130(capsys, monkeypatch):
     monkeypatch.setattr(library, "cmd_info", interrupted)
     assert main(["info"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_index_prints_the_builds_warnings_and_info_the_dead_rows(tmp_path, capsys):
+    """A lost model.pt: the rebuild says every photo is extracted again; info shows dead rows."""
+    from _library import make_library
+
+    make_library(tmp_path / "lib", 6)
+    fast = ["--backbone-weights", "none", "--image-size", "96", "--workers", "0", "-q"]
+    argv = ["index", str(tmp_path / "lib"), "--index", str(tmp_path / "idx"), *fast]
+    assert main(argv) == 0
+    capsys.readouterr()
+    (tmp_path / "idx" / "model.pt").unlink()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning")]
+    assert warnings and "again" in warnings[0], out
+    assert main(["info", "--index", str(tmp_path / "idx"), "--json"]) == 0
+    index = json.loads(capsys.readouterr().out)["index"]
+    assert index["indexed"] == 6 and index["dead_rows"] >= 0 and 0 <= index["dead_share"] <= 1

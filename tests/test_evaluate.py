@@ -125,9 +125,50 @@ def test_cli_eval_json_with_gt(pair: Path, capsys) -> None:
     assert _run(argv) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(out) == {"recall@1", "recall@5", "recall@10", "recall@20", "queries"}
+    # 12 references: recall@20 is 1 for any ranking; the ranking itself is checked by
+    # test_cli_eval_recall_tells_right_rankings_from_wrong.
     assert (
         out["queries"] == 12 and 0 <= out["recall@1"] <= out["recall@5"] <= out["recall@20"] == 1.0
     )
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory) -> Path:
+    """Queries that are the references' own frames, named in a shuffled order.
+
+    With one positive per query (a permutation), only the right ranking gives recall@1 = 1: the
+    identical frame is always the nearest, so every query's first hit is its positive exactly
+    when the search ranks nearest first and the ground truth is read right.
+    """
+    root = tmp_path_factory.mktemp("mirror")
+    refs = write_street(root / "ref", np.arange(12) * 5.0, gps_csv=False, prefix="")
+    perm = np.random.default_rng(5).permutation(12)
+    (root / "query").mkdir()
+    rows = ["query,positive_refs"]
+    wrong = ["query,positive_refs"]
+    for k, j in enumerate(perm):
+        (root / "query" / f"q{k:02d}.jpg").write_bytes(refs[j].read_bytes())
+        rows.append(f"query/q{k:02d}.jpg,ref/{j:03d}.jpg")
+        wrong.append(f"query/q{k:02d}.jpg,ref/{(j + 6) % 12:03d}.jpg")  # 30 m off: never nearest
+    (root / "gt.csv").write_text("\n".join(rows) + "\n")
+    (root / "wrong.csv").write_text("\n".join(wrong) + "\n")
+    return root
+
+
+def test_cli_eval_recall_tells_right_rankings_from_wrong(mirror: Path, capsys) -> None:
+    """recall@20 on 12 references is 1 for any ranking; recall@1 here is 1 only for the right one."""
+
+    def recalls(gt: str) -> dict:
+        argv = ["eval", "--model", "alexnet-netvlad", "--database", str(mirror / "ref")]
+        argv += ["--queries", str(mirror / "query"), "--gt", str(mirror / gt), "--json", *COMMON]
+        assert _run(argv) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    right = recalls("gt.csv")
+    assert right["queries"] == 12
+    assert right["recall@1"] == 1.0 and right["recall@5"] == 1.0
+    wrong = recalls("wrong.csv")  # the same ranking judged against the wrong references
+    assert wrong["recall@1"] == 0.0 and wrong["recall@20"] == 1.0
 
 
 def test_cli_eval_compare_by_frame_spacing(pair: Path, capsys) -> None:

@@ -48,3 +48,53 @@ def test_cancel_stops_between_batches(tmp_path, model):
         for r in extract(model, paths, cfg, cancel=lambda: len(seen) >= 2):
             seen.append(r)  # noqa: PERF402 - the generator raises mid-way
     assert 2 <= len(seen) < 8
+
+
+def test_non_finite_descriptors_are_skipped_with_a_reason(tmp_path, model):
+    """A model with a NaN weight (a diverged training) gives NaN descriptors: none is returned."""
+    import copy
+
+    import torch
+
+    from netvlad_gui.core.features import NON_FINITE
+    from netvlad_gui.core.images import ImageLoadError
+
+    paths = make_library(tmp_path, 3, size=64)
+    cfg = ExtractConfig(image_size=64, batch_size=2, num_workers=0, device="cpu")
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        next(broken.parameters()).view(-1)[0] = float("nan")
+    got = {r.index: r for r in extract(broken, paths, cfg)}
+    assert sorted(got) == [0, 1, 2]
+    assert all(r.descriptor is None and r.error == NON_FINITE for r in got.values())
+    assert "non-finite descriptor" in NON_FINITE
+    with pytest.raises(ImageLoadError, match="non-finite descriptor"):
+        extract_one(broken, paths[0], cfg)
+    # only the photo whose descriptor is bad is skipped
+    got = {r.index: r for r in extract(_NanForBright(), paths + [_white(tmp_path)], cfg)}
+    assert [i for i, r in sorted(got.items()) if r.descriptor is None] == [3]
+    assert got[3].error == NON_FINITE
+
+
+def _white(root):
+    Image.new("RGB", (64, 48), (255, 255, 255)).save(root / "white.png")
+    return root / "white.png"
+
+
+class _NanForBright:
+    """Stands in for a model whose descriptor overflows on some photos only."""
+
+    def __new__(cls):
+        import torch
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.ones(1))
+
+            def forward(self, x):
+                d = x.mean(dim=(2, 3)) * self.w
+                d[x.mean(dim=(1, 2, 3)) > 0.9] = float("nan")
+                return d
+
+        return Net()

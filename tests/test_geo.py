@@ -244,7 +244,52 @@ def test_sidecar_missing_or_without_columns(tmp_path: Path, caplog) -> None:
         assert load_sidecar_csv(tmp_path) == {}
     assert "no column file, lat, lon" in caplog.text
     (tmp_path / "gps.csv").write_bytes(b"file,lat,lon\n\xff\xfe\xfa,1,2\n")
-    assert load_sidecar_csv(tmp_path) == {}  # not UTF-8: warned, nothing kept
+    # not UTF-8: read as cp1252 with a warning (it once dropped every row, issue 13 item 14)
+    assert load_sidecar_csv(tmp_path) == {"\xff\xfe\xfa": GeoPoint(1.0, 2.0)}
+
+
+def test_sidecar_empty_file_names_skipped_each_with_its_own_reason(tmp_path, caplog) -> None:
+    # The first data row without a name once raised UnboundLocalError, and later nameless rows
+    # were logged with the previous bad row's reason.
+    _write_csv(tmp_path, "file,lat,lon\n,1,2\nfar.jpg,91,2\n  ,3,4\nok.jpg,5,6\n")
+    with caplog.at_level(logging.WARNING, logger="netvlad_gui.core.geo"):
+        points = load_sidecar_csv(tmp_path)
+    assert points == {"ok.jpg": GeoPoint(5.0, 6.0)}
+    by_line = {r.args[1]: r.getMessage() for r in caplog.records}
+    assert by_line[2].endswith("line 2: no file name; row skipped")
+    assert "latitude 91 out of range" in by_line[3]
+    assert by_line[4].endswith("line 4: no file name; row skipped")
+
+
+def test_sidecar_in_cp1252_keeps_every_good_row(tmp_path, caplog) -> None:
+    """A Windows-saved gps.csv (cp1252) once lost every row to one non-UTF-8 byte."""
+    text = "file,lat,lon\ncafé.jpg,55.1,13.1\nplain.jpg,55.2,13.2\nbad.jpg,x,1\nÅre.jpg,63.4,13.1\n"
+    (tmp_path / "gps.csv").write_bytes(text.encode("cp1252"))
+    _plain_jpeg(tmp_path / "café.jpg")
+    with caplog.at_level(logging.WARNING, logger="netvlad_gui.core.geo"):
+        points = load_sidecar_csv(tmp_path)
+    assert points == {
+        "café.jpg": GeoPoint(55.1, 13.1),
+        "plain.jpg": GeoPoint(55.2, 13.2),
+        "Åre.jpg": GeoPoint(63.4, 13.1),
+    }
+    assert "line 2, 5 not UTF-8; read as cp1252" in caplog.text
+    assert "line 4: unreadable lat/lon" in caplog.text
+    assert read_gps(tmp_path / "café.jpg", root=tmp_path).point == GeoPoint(55.1, 13.1)
+
+
+def test_sidecar_mixed_utf8_and_cp1252_lines_and_utf16(tmp_path) -> None:
+    # A UTF-8 file a Windows tool appended to: each line is read in its own encoding.
+    data = "file,lat,lon\nMalmö.jpg,55.6,13.0\n".encode() + "Lund é.jpg,55.7,13.2\n".encode(
+        "cp1252"
+    )
+    (tmp_path / "gps.csv").write_bytes(data)
+    assert load_sidecar_csv(tmp_path) == {
+        "Malmö.jpg": GeoPoint(55.6, 13.0),
+        "Lund é.jpg": GeoPoint(55.7, 13.2),
+    }
+    (tmp_path / "gps.csv").write_bytes("file,lat,lon\r\nÖ.jpg,1,2\r\n".encode("utf-16"))
+    assert load_sidecar_csv(tmp_path) == {"Ö.jpg": GeoPoint(1.0, 2.0)}
 
 
 def test_sidecar_reloaded_when_changed(tmp_path: Path) -> None:
@@ -341,6 +386,51 @@ def test_truncated_exif_never_raises(tmp_path: Path) -> None:
         path = tmp_path / f"cut{cut}.jpg"
         path.write_bytes(full[:cut])
         assert isinstance(read_gps(path), GpsResult)
+
+
+def _webp_with_gps(path: Path, *, exif_prefix: bool) -> Path:
+    """A WebP whose EXIF chunk holds S 33°51'36" W 70°30' (with or without "Exif\\0\\0")."""
+    exif = Image.Exif()
+    gps = exif.get_ifd(0x8825)
+    gps.update({1: "S", 2: (33.0, 51.0, 36.0), 3: "W", 4: (70.0, 30.0, 0.0)})
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (40, 80, 120)).save(buf, "WEBP", exif=exif)
+    data = buf.getvalue()
+    at = data.index(b"EXIF")
+    size = struct.unpack("<I", data[at + 4 : at + 8])[0]
+    payload = data[at + 8 : at + 8 + size]
+    assert payload[:2] in (b"II", b"MM")  # Pillow writes the spec's form: TIFF header first
+    if exif_prefix:  # what older writers put there, and what exifread expects
+        payload = b"Exif\0\0" + payload
+        pad = b"\0" * (len(payload) & 1)
+        chunk = b"EXIF" + struct.pack("<I", len(payload)) + payload + pad
+        data = data[:at] + chunk + data[at + 8 + size + (size & 1) :]
+        data = data[:4] + struct.pack("<I", len(data) - 8) + data[8:]
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("exif_prefix", [False, True])
+def test_webp_exif_gps_is_read(tmp_path: Path, exif_prefix: bool) -> None:
+    path = _webp_with_gps(tmp_path / "p.webp", exif_prefix=exif_prefix)
+    with Image.open(path) as img:  # still a valid WebP
+        assert img.size == (16, 16)
+    result = read_exif_gps(path)
+    assert result.source == "exif", result.reason
+    assert result.point.lat == pytest.approx(-(33 + 51 / 60 + 36 / 3600))
+    assert result.point.lon == pytest.approx(-70.5)
+    plain = tmp_path / "plain.webp"
+    Image.new("RGB", (8, 8)).save(plain, "WEBP")
+    assert read_exif_gps(plain).reason == "no EXIF data"
+
+
+def test_exifread_quiet_for_photos_without_exif(tmp_path: Path, caplog) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.webp", "WEBP")
+    with caplog.at_level(logging.WARNING):
+        for name in ("a.png", "a.webp"):
+            assert read_exif_gps(tmp_path / name).reason == "no EXIF data"
+    assert not [r for r in caplog.records if r.name.startswith("exifread")], caplog.text
 
 
 # --- synthetic XMP -----------------------------------------------------------------------------

@@ -127,3 +127,53 @@ def test_expand_inputs_gives_reasons_and_no_repeats(tmp_path):
         (tmp_path / "missing.jpg", "file not found"),
         (tmp_path / "empty", "a folder with no photos"),
     ]
+
+
+@pytest.fixture(scope="module")
+def phone_108mp(tmp_path_factory):
+    """A 12000x9000 (108 MP) JPEG of flat colour: a few hundred KB on disk."""
+    p = tmp_path_factory.mktemp("big") / "phone_108mp.jpg"
+    Image.new("RGB", (12000, 9000), (90, 140, 200)).save(p, quality=50)
+    return p
+
+
+def test_108mp_phone_photo_loads_under_the_configured_limit(phone_108mp):
+    # Pillow warns at 89.5 MP; the configured limit (180 MP) is what decides.
+    img = load_image(phone_108mp, image_size=640)
+    assert img.size == (640, 480)
+    assert img.getpixel((320, 240)) == pytest.approx((90, 140, 200), abs=3)
+    with pytest.raises(ImageLoadError, match=r"too large \(12000x9000 = 108 MP, limit 100 MP\)"):
+        load_image(phone_108mp, max_pixels=100_000_000)
+
+
+def test_configured_limit_above_pillows_own_is_respected(tmp_path, monkeypatch):
+    # Pillow refuses in Image.open above twice its MAX_IMAGE_PIXELS; shrink that to test cheaply.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    p = tmp_path / "wide.png"
+    Image.new("RGB", (100, 100), (1, 2, 3)).save(p)  # 10 000 px: 5x Pillow's error threshold
+    assert load_image(p, 50, max_pixels=20_000).size == (50, 50)
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(p, 50, max_pixels=5_000)
+
+
+def test_big_jpeg_decodes_at_reduced_size(phone_108mp):
+    """Peak memory of loading the 108 MP photo stays far below a full decode (430 MB)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys\n"
+        "from netvlad_gui.core.images import load_image\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "img = load_image(sys.argv[1], 640)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(img.size, (after - before) // 1024)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(phone_108mp)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out[:2] == ["(640,", "480)"]
+    assert int(out[2]) < 100, f"loading grew peak memory by {out[2]} MB"

@@ -12,7 +12,15 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 import torchvision
-from _mat_models import AVERAGE_RGB, cell, head_layers, save_net, vgg16_layers, write_mat_model
+from _mat_models import (
+    AVERAGE_RGB,
+    average_image,
+    cell,
+    head_layers,
+    save_net,
+    vgg16_layers,
+    write_mat_model,
+)
 
 from netvlad_gui.core import importers
 from netvlad_gui.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -38,7 +46,8 @@ def matlab_reference(path: Path, images: torch.Tensor, *, d_major: bool = True) 
     """The MATLAB/hloc pipeline with plain torch ops, VLAD flattened D-major (d*K + k)."""
     net = scipy.io.loadmat(str(path), struct_as_record=False, squeeze_me=True)["net"]
     layers = list(net.layers)
-    avg = torch.tensor(np.asarray(net.meta.normalization.averageImage, np.float32).reshape(3))
+    # MATLAB subtracts averageImage(1,1,:), hloc and netvlad_tf_open averageImage[0, 0]
+    avg = torch.tensor(np.asarray(net.meta.normalization.averageImage, np.float32)[0, 0])
     x = images * 255.0 - avg.view(1, 3, 1, 1)
     for layer in layers[:29]:
         if layer.type == "conv":
@@ -110,6 +119,22 @@ def test_import_matlab_to_our_checkpoint(mat_model, images, tmp_path):
         torch.testing.assert_close(
             again(images), matlab_reference(mat_model[0], images), atol=1e-5, rtol=0
         )
+
+
+def test_matlab_mean_is_the_first_pixel_of_average_image(tmp_path, images):
+    """MATLAB subtracts averageImage(1,1,:), as hloc and netvlad_tf_open do; the mean over all
+    pixels differs as soon as the mean image is not constant (cosine 0.65 to hloc's)."""
+    average = average_image()
+    assert average.shape == (6, 4, 3)  # H x W x 3, as in the real files
+    average[1:] = (10.0, 200.0, 30.0)
+    average[0, 1:] = (250.0, 5.0, 60.0)
+    path = tmp_path / "mean_image.mat"
+    write_mat_model(path, k=K, out=OUT, seed=0, average=average)
+    model = importers.load_any(path)
+    np.testing.assert_allclose(model.normalization.mean, np.array(AVERAGE_RGB) / 255, rtol=1e-6)
+    assert model.meta["average_rgb"] == [round(v, 4) for v in np.float32(AVERAGE_RGB).tolist()]
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), matlab_reference(path, images), atol=1e-5, rtol=0)
 
 
 def test_matlab_without_whitening(tmp_path, images):
@@ -338,3 +363,17 @@ def test_matlab_v73_is_refused_clearly(tmp_path):
 def test_import_refuses_to_overwrite_source(mat_model):
     with pytest.raises(CheckpointError, match="overwrite"):
         importers.import_checkpoint(mat_model[0], mat_model[0])
+
+
+def test_pickled_object_refusal_names_what_was_blocked(tmp_path, alexnet_state):
+    """Not torch's documentation line: the blocked object, and that only weights are loaded."""
+    path = tmp_path / "odd.pth.tar"
+    torch.save({"state_dict": alexnet_state, "args": NotAWeight()}, path)
+    with pytest.raises(CheckpointError) as err:
+        importers.load_any(path)
+    message = str(err.value)
+    assert message.endswith(
+        "refused to load: this file contains code (pickle object test_importers.NotAWeight); "
+        "only plain weights are loaded"
+    ), message
+    assert "documentation" not in message and "\n" not in message

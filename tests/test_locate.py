@@ -12,6 +12,7 @@ import pytest
 
 from netvlad_gui.core import geo
 from netvlad_gui.core.catalog import ImageRow
+from netvlad_gui.core.config import LocateConfig
 from netvlad_gui.core.index import SearchHit
 from netvlad_gui.core.locate import LocateResult, Match, predict
 
@@ -53,6 +54,76 @@ def test_no_gps_hits_give_no_prediction():
     assert predict([_hit(0, 0.9, None)], CAL) is None
     p = predict([_hit(0, 0.9, None), _hit(1, 0.5, 0)], CAL)
     assert p.members == [1]
+
+
+def test_hits_30_to_40_m_apart_do_not_agree():
+    # Within 25 m (NEGATIVE_RADIUS_M) two photos are one place; 30-40 m apart they are not, so
+    # a lone best match wins over neighbours that would join it under a 50 m radius.
+    hits = [_hit(0, 0.60, 0), _hit(1, 0.59, 35), _hit(2, 0.58, 70), _hit(3, 0.57, 105)]
+    p = predict(hits, CAL)
+    assert p.members == [0]
+    assert geo.haversine_m(p.lat, p.lon, 55.7, 13.2) < 0.01
+    w = [s - 0.2 for s in (0.60, 0.59, 0.58, 0.57)]
+    assert p.confidence == pytest.approx(w[0] / sum(w) * (0.60 - 0.3) / (0.6 - 0.3), rel=1e-4)
+    # 24 m apart they do agree (the radius is inclusive up to 25 m)
+    near = predict([_hit(0, 0.60, 0), _hit(1, 0.59, 24), _hit(2, 0.58, 70)], CAL)
+    assert near.members == [0, 1]
+    wide = predict(hits, CAL, LocateConfig(agree_radius_m=40.0))
+    assert wide.members == [0, 1, 2]  # the radius is the config's, not a constant
+
+
+def test_confidence_without_calibration_is_agreement_halved():
+    # A library without GPS pairs has no calibration: agreement alone, halved.
+    agreeing = [_hit(0, 0.8, 0), _hit(1, 0.7, 5), _hit(2, 0.6, 10)]
+    p = predict(agreeing, None)
+    assert p.members == [0, 1, 2]
+    assert p.confidence == pytest.approx(0.5, abs=1e-6)
+    assert predict(agreeing, {}).confidence == pytest.approx(0.5, abs=1e-6)
+    split = [_hit(0, 0.8, 0), _hit(1, 0.7, 5), _hit(2, 0.6, 500)]
+    w = [0.8 - 0.55, 0.7 - 0.55, 0.6 - 0.55]  # floor: the lowest score - 0.05
+    assert predict(split, None).confidence == pytest.approx(0.5 * (w[0] + w[1]) / sum(w), rel=1e-4)
+    # the radius grows as confidence falls: 25 m x (1 - confidence) on top of the GPS noise
+    assert p.radius_m == pytest.approx(10.0 + 25.0 * 0.5, rel=1e-3)
+
+
+def test_confidence_with_negative_pairs_only():
+    # Calibration from a library with different-place pairs only (no same-place pairs).
+    neg_only = {"neg_median": 0.2, "neg_best_median": 0.3}
+    agreeing = [_hit(0, 0.5, 0), _hit(1, 0.45, 5), _hit(2, 0.4, 10)]
+    p = predict(agreeing, neg_only)
+    assert p.confidence == pytest.approx((0.5 - 0.3) / (1.0 - 0.3) * 2.0, rel=1e-4)
+    # a degenerate same-place level (not above the different-place one) is treated the same
+    degenerate = neg_only | {"pos_best_median": 0.3}
+    assert predict(agreeing, degenerate).confidence == pytest.approx(p.confidence, rel=1e-9)
+    # scores like a different place: no confidence at all
+    assert predict([_hit(0, 0.29, 0), _hit(1, 0.28, 5)], neg_only).confidence == 0.0
+
+
+def test_min_score_drops_weak_hits_inclusively():
+    # Three weak agreeing hits would outvote a strong lone one; min_score leaves them out.
+    hits = [_hit(0, 0.55, 500), _hit(1, 0.45, 0), _hit(2, 0.44, 5), _hit(3, 0.43, 10)]
+    assert predict(hits, CAL).members == [1, 2, 3]
+    p = predict(hits, CAL, LocateConfig(min_score=0.5))
+    assert p.members == [0]
+    assert geo.haversine_m(p.lat, p.lon, 55.7 + 500 / M_PER_DEG_LAT, 13.2) < 0.01
+    # a score equal to min_score is kept: the two hits at 0.45 outvote the lone 0.55 again
+    level = [_hit(0, 0.55, 500), _hit(1, 0.45, 0), _hit(2, 0.45, 5), _hit(3, 0.43, 10)]
+    assert predict(level, CAL, LocateConfig(min_score=0.45)).members == [1, 2]
+    assert predict(hits, CAL, LocateConfig(min_score=0.6)) is None
+
+
+def test_ties_go_to_the_better_ranked_hit():
+    # Equal support at two places: the one ranked first (the search's order) wins, both ways.
+    a, b = _hit(0, 0.5, 0), _hit(1, 0.5, 1000)
+    p = predict([a, b], CAL)
+    assert p.members == [0]
+    assert geo.haversine_m(p.lat, p.lon, 55.7, 13.2) < 0.01
+    b0, a1 = _hit(0, 0.5, 1000), _hit(1, 0.5, 0)
+    p = predict([b0, a1], CAL)
+    assert p.members == [0]
+    assert geo.haversine_m(p.lat, p.lon, 55.7 + 1000 / M_PER_DEG_LAT, 13.2) < 0.01
+    pairs = [_hit(0, 0.5, 0), _hit(1, 0.4, 5), _hit(2, 0.5, 800), _hit(3, 0.4, 805)]
+    assert predict(pairs, CAL).members == [0, 1]
 
 
 def test_json_contract_keys():

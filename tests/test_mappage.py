@@ -19,6 +19,8 @@ from netvlad_gui.core.mappage import (
     MapAssetsMissingError,
     MapPageError,
     js_call,
+    reference_coverage,
+    tile_config,
     to_js,
     write_map_page,
 )
@@ -127,9 +129,10 @@ def test_missing_asset_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_page_script_never_uses_inner_html() -> None:
-    script = (mappage.web_dir() / "nvmap.js").read_text(encoding="utf-8")
-    assert "innerHTML" not in script and "insertAdjacentHTML" not in script
-    assert "textContent" in script
+    for name in ("nvmap.js", "nvcontrols.js", "nvgeo.js"):
+        script = (mappage.web_dir() / name).read_text(encoding="utf-8")
+        assert "innerHTML" not in script and "insertAdjacentHTML" not in script, name
+    assert "textContent" in (mappage.web_dir() / "nvmap.js").read_text(encoding="utf-8")
 
 
 def test_vendored_files_have_licences() -> None:
@@ -141,3 +144,78 @@ def test_vendored_files_have_licences() -> None:
         assert package in notes
     for name in ("marker-icon.png", "marker-icon-2x.png", "marker-shadow.png"):
         assert (web / "images" / name).is_file()
+
+
+def test_tile_config_checks_the_url_only_when_online() -> None:
+    assert tile_config(False, "nonsense") == {"online": False}
+    on = tile_config(True, DEFAULT_TILE_URL, "by someone")
+    assert on == {"online": True, "url": DEFAULT_TILE_URL, "attribution": "by someone"}
+    with pytest.raises(MapPageError, match="tile URL"):
+        tile_config(True, "file:///{z}/{x}/{y}.png")
+
+
+def _ref(label: str, lat: float | None, lon: float | None) -> dict:
+    return {"id": label, "lat": lat, "lon": lon, "label": label}
+
+
+def test_reference_coverage_joins_photos_in_file_order_within_the_gap() -> None:
+    step = 0.0001  # about 11 m of latitude
+    refs = [
+        _ref("walk/img10.jpg", 55.0 + 2 * step, 13.0),  # natural order: img2 < img3 < img10
+        _ref("walk/img2.jpg", 55.0, 13.0),
+        _ref("walk/img3.jpg", 55.0 + step, 13.0),
+        _ref("walk/img11.jpg", 55.01, 13.0),  # about 1.1 km further: a new run
+        _ref("walk/img12.jpg", 55.01 + step, 13.0),
+        _ref("walk/img13.jpg", 40.0, 0.0),  # alone: a dot, no track
+    ]
+    cov = reference_coverage(refs)
+    assert cov["tracks"] == [
+        [[55.0, 13.0], [55.0001, 13.0], [55.0002, 13.0]],
+        [[55.01, 13.0], [55.0101, 13.0]],
+    ]
+    assert len(cov["points"]) == 6 and [40.0, 0.0] in cov["points"]
+    # A tighter gap leaves only dots.
+    assert reference_coverage(refs, max_gap_m=5.0)["tracks"] == []
+
+
+def test_reference_coverage_skips_bad_positions_and_draws_repeats_once() -> None:
+    refs = [
+        _ref("a.jpg", 55.0, 13.0),
+        _ref("b.jpg", 55.0, 13.0),  # same spot (a burst): one dot, no zero-length track
+        _ref("c.jpg", None, 13.0),
+        _ref("d.jpg", 95.0, 13.0),
+        _ref("e.jpg", math.nan, 13.0),
+        _ref("f.jpg", np.float64(55.0001), np.float32(13.0)),
+    ]
+    cov = reference_coverage(refs)
+    assert len(cov["points"]) == 2
+    assert cov["tracks"] == [[[55.0, 13.0], [55.0001, 13.0]]]
+    json.loads(to_js(cov))  # plain JSON for the page
+    assert reference_coverage([]) == {"points": [], "tracks": []}
+
+
+def test_shipped_borders_are_stitched_across_the_antimeridian() -> None:
+    """The vendored world-atlas data is stitched across ±180° (the cause of the stray lines), so
+    the page must cut it: test_mapview checks that nothing drawn jumps across the map."""
+    topo = json.loads((mappage.web_dir() / "countries-50m.json").read_text(encoding="utf-8"))
+    sx = topo["transform"]["scale"][0]
+    jumps = 0
+    for arc in topo["arcs"]:
+        x, last = 0, None
+        for dx, _ in arc:
+            x += dx
+            if last is not None and abs(x - last) * sx > 180:
+                jumps += 1
+            last = x
+    assert jumps > 0
+
+
+def test_reference_coverage_of_a_huge_library_is_drawn_on_a_coarser_grid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mappage, "MAX_COVERAGE_POINTS", 50)
+    # 400 photos 1 m apart along a street: too many dots for the cap at 1 m, fine at 11 m.
+    refs = [_ref(f"{i:04d}.jpg", 55.0 + i * 0.00001, 13.0) for i in range(400)]
+    cov = reference_coverage(refs)
+    assert 0 < len(cov["points"]) <= 50
+    assert len(cov["tracks"]) == 1 and cov["tracks"][0][0] == [55.0, 13.0]

@@ -14,7 +14,8 @@ import pytest
 
 pytest.importorskip("PySide6.QtWebEngineWidgets", reason="QtWebEngine is not available")
 
-from PySide6.QtCore import QEvent, QMimeData, QPointF, Qt, QUrl
+from _gui import delete_later, isolated_settings, open_window  # noqa: F401 - fixtures
+from PySide6.QtCore import QEvent, QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWebEngineCore import (
     QWebEngineProfile,
@@ -23,8 +24,9 @@ from PySide6.QtWebEngineCore import (
 )
 from PySide6.QtWidgets import QApplication, QVBoxLayout, QWidget
 
-from netvlad_gui.core.mappage import HTTP_USER_AGENT
+from netvlad_gui.core.mappage import HTTP_USER_AGENT, MapPageError
 from netvlad_gui.ui.mapview import MapView
+from netvlad_gui.ui.settingsdialog import AppSettings
 
 LOAD_TIMEOUT_MS = 30_000
 EVIL = "<script>window.pwned=1</script><img src=x onerror=window.pwned=2>"
@@ -306,3 +308,223 @@ def test_evaluate_returns_python_data(qtbot, view: MapView) -> None:
 def test_html_path_is_a_file(view: MapView) -> None:
     assert isinstance(view.html_path, Path) and view.html_path.is_file()
     assert view.url() == QUrl.fromLocalFile(str(view.html_path))
+
+
+# ---- antimeridian, zoom and overlapping markers, legend, coverage, tiles (issue 12) -------------
+
+# Every drawn polyline/polygon of a layer group as flat [lng, lat] lists, and the largest step.
+# Polygons are closed (last point back to the first). A step along a pole is off the Mercator
+# world (|lat| > 85.05) and only closes a fill there, so it does not count.
+MAX_JUMP_JS = """(function (group) {
+    var worst = 0, rings = 0;
+    function step(a, b) {
+        if (Math.abs(a.lat) > 85.06 && Math.abs(b.lat) > 85.06) return;
+        worst = Math.max(worst, Math.abs(b.lng - a.lng));
+    }
+    function walk(lls, closed) {
+        if (!lls.length) return;
+        if (Array.isArray(lls[0])) { lls.forEach(function (l) { walk(l, closed); }); return; }
+        rings += 1;
+        for (var i = 1; i < lls.length; i++) step(lls[i - 1], lls[i]);
+        if (closed) step(lls[lls.length - 1], lls[0]);
+    }
+    group.eachLayer(function (geo) {
+        geo.eachLayer(function (layer) {
+            if (layer.getLatLngs) walk(layer.getLatLngs(), layer instanceof L.Polygon);
+        });
+    });
+    return {worst: worst, rings: rings};
+})(nv.layers().base)"""
+
+RAW_JUMP_JS = """(function () {
+    var worst = 0;
+    topojson.feature(nvWorld, nvWorld.objects.countries).features.forEach(function (f) {
+        var polys = f.geometry.type === 'Polygon' ? [f.geometry.coordinates]
+            : f.geometry.coordinates;
+        polys.forEach(function (rings) { rings.forEach(function (ring) {
+            for (var i = 1; i < ring.length; i++) {
+                worst = Math.max(worst, Math.abs(ring[i][0] - ring[i - 1][0]));
+            }
+        }); });
+    });
+    return worst;
+})()"""
+
+
+def test_world_outline_has_no_line_across_the_map(qtbot, view: MapView) -> None:
+    assert run_js(qtbot, view, RAW_JUMP_JS) > 300  # the shipped data is stitched at ±180°
+    drawn = run_js(qtbot, view, MAX_JUMP_JS)
+    assert drawn["rings"] > 1000
+    assert drawn["worst"] <= 180  # cut at the antimeridian: no segment spans the world
+    # Antarctica is still land down to the pole (its ring was closed along it, not dropped).
+    south = run_js(
+        qtbot,
+        view,
+        """(function () { var lowest = 0;
+            nv.layers().base.getLayers()[0].eachLayer(function (l) {
+                if (l.feature.properties.name !== 'Antarctica') return;
+                l.getLatLngs().flat(3).forEach(function (p) { lowest = Math.min(lowest, p.lat); });
+            }); return lowest; })()""",
+    )
+    assert south == -90
+
+
+def overlap_result() -> dict:
+    """Three matches on one spot (a burst of photos) and one a metre away."""
+    spot = {"lat": LUND[0] + 0.001, "lon": LUND[1]}
+    matches = [{**RESULT["matches"][0], "rank": r, "id": r, **spot} for r in (1, 2, 3)]
+    matches.append({**RESULT["matches"][0], "rank": 4, "id": 4, "lat": spot["lat"] + 1e-5})
+    return {"query": {**RESULT["query"], "radius_m": None}, "matches": matches}
+
+
+MARKER_GAPS_JS = """(function () {
+    var map = nv.layers().map, pts = [];
+    for (var r = 1; r <= 4; r++) pts.push(map.latLngToContainerPoint(nv.matchMarker(r).getLatLng()));
+    var gap = Infinity;
+    for (var i = 0; i < pts.length; i++) for (var j = i + 1; j < pts.length; j++)
+        gap = Math.min(gap, pts[i].distanceTo(pts[j]));
+    return gap;
+})()"""
+
+
+def test_overlapping_matches_are_spread_out_even_at_the_deepest_zoom(qtbot, view: MapView) -> None:
+    view.show_result(overlap_result())
+    qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.count().matches") == 4, timeout=5_000)
+    ui = run_js(qtbot, view, "nv.ui()")
+    assert ui["maxZoom"] >= 19
+    for zoom in (ui["maxZoom"], 12):
+        view.run_js(
+            f"nv.layers().map.setView({[LUND[0] + 0.001, LUND[1]]}, {zoom}, {{animate: false}})"
+        )
+        qtbot.waitUntil(lambda z=zoom: run_js(qtbot, view, "nv.ui().zoom") == z, timeout=5_000)
+        assert run_js(qtbot, view, MARKER_GAPS_JS) >= 24  # the markers are 24 px wide
+        assert run_js(qtbot, view, "nv.count().spread") >= 3  # each moved one has a leg
+    # A moved marker keeps where its photo was taken (for bounds, legs and the popup).
+    true_pos = run_js(qtbot, view, "nv.matchMarker(2).nvTrue")
+    assert true_pos == {"lat": LUND[0] + 0.001, "lng": LUND[1]}
+
+
+def test_legend_explains_the_marks_on_the_map(qtbot, view: MapView) -> None:
+    assert run_js(qtbot, view, "nv.ui().legend") == []  # nothing drawn, no legend
+    view.set_references(REFERENCES)
+    view.show_result(RESULT)
+    qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.count().matches") == 3, timeout=5_000)
+    kinds = run_js(qtbot, view, "nv.ui().legend")
+    assert {"prediction", "match", "truth", "coverage"} <= set(kinds)
+    assert {"reference", "cluster"} & set(kinds)
+    text = run_js(qtbot, view, "document.querySelector('.nv-legend').innerText")
+    assert "Predicted position" in text and "Photo's own GPS position" in text
+    view.clear(references=True)
+    assert run_js(qtbot, view, "nv.ui().legend") == []
+
+
+def test_references_draw_a_coverage_layer(qtbot, view: MapView) -> None:
+    step = 0.0001  # about 11 m: one walk, joined into a track
+    walk = [
+        {"id": i, "lat": LUND[0] + step * i, "lon": LUND[1], "label": f"walk/{i:02d}.jpg"}
+        for i in range(5)
+    ]
+    lone = {"id": 9, "lat": 10.0, "lon": 10.0, "label": "far.jpg"}
+    view.set_references([*walk, lone])
+    qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.count().references") == 6, timeout=5_000)
+    assert run_js(qtbot, view, "nv.count().coverage") == {"points": 6, "tracks": 1}
+    # Drawn on its own canvas pane, under the markers.
+    assert run_js(qtbot, view, "!!document.querySelector('.leaflet-nvCoverage-pane canvas')")
+    view.clear(references=True)
+    assert run_js(qtbot, view, "nv.count().coverage") == {"points": 0, "tracks": 0}
+
+
+def test_offline_hint_offers_online_tiles_through_the_bridge(qtbot, view: MapView) -> None:
+    assert run_js(qtbot, view, "nv.ui().hint") is True
+    assert not view.tiles_online
+    with qtbot.waitSignal(view.onlineTilesRequested, timeout=5_000):
+        view.run_js("document.querySelector('.nv-hint .nv-use-tiles').click()")
+    # Dismissed, it stays away.
+    view.run_js("document.querySelector('.nv-hint .nv-notice-close').click()")
+    qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.ui().hint") is False, timeout=5_000)
+
+
+def test_tiles_switch_on_and_off_live_and_failures_are_shown(
+    qtbot, view: MapView, tile_server: str
+) -> None:
+    view.set_tiles(True, tile_server, "local test")
+    assert view.tiles_online
+    qtbot.waitUntil(lambda: len(_TileHandler.agents) > 0, timeout=10_000)  # no reload needed
+    assert run_js(qtbot, view, "nv.ui().hint") is False
+    assert run_js(qtbot, view, "nv.count().tiles") is True
+    # The server answers 404 to everything: the map says so.
+    qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.ui().tileError") is not None, timeout=10_000)
+    assert "127.0.0.1" in run_js(qtbot, view, "nv.ui().tileError")
+    assert run_js(qtbot, view, "nv.layers().tiles.options.maxNativeZoom") == 19
+    # Dismissed, it stays away while the map goes on failing (panning loads more tiles).
+    view.run_js("document.querySelector('.nv-tile-error .nv-notice-close').click()")
+    asked = len(_TileHandler.agents)
+    view.run_js("nv.layers().map.setView([55.7, 13.2], 12, {animate: false})")
+    qtbot.waitUntil(lambda: len(_TileHandler.agents) > asked, timeout=10_000)
+    qtbot.wait(300)
+    assert run_js(qtbot, view, "nv.ui().tileError") is None
+
+    view.set_tiles(False)
+    assert not view.tiles_online
+    qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.ui().hint") is True, timeout=5_000)
+    ui = run_js(qtbot, view, "nv.ui()")
+    assert ui["tileError"] is None
+    assert run_js(qtbot, view, "nv.count().tiles") is False
+    with pytest.raises(MapPageError):
+        view.set_tiles(True, "javascript:alert(1)")
+    assert not view.tiles_online
+
+
+@pytest.mark.usefixtures("isolated_settings", "delete_later")
+def test_the_window_applies_the_tile_setting_at_once(qtbot, tile_server: str) -> None:
+    store = QSettings()
+    store.setValue("settings/tile_url", tile_server)  # never the real tile server in tests
+    store.sync()
+    win = open_window(qtbot)
+    qtbot.waitUntil(lambda: win.map.is_ready, timeout=LOAD_TIMEOUT_MS)
+    assert not win.map.tiles_online
+    # The hint's "Use online map tiles" (through the bridge) sets and saves the setting.
+    win.map.run_js("document.querySelector('.nv-hint .nv-use-tiles').click()")
+    qtbot.waitUntil(lambda: win.map.tiles_online, timeout=5_000)
+    assert win.settings.online_tiles
+    assert QSettings().value("settings/online_tiles") in (True, "true")
+    qtbot.waitUntil(lambda: len(_TileHandler.agents) > 0, timeout=10_000)  # no restart
+    # Settings → off: the tiles go at once, and the hint comes back.
+    new = AppSettings(**win.settings.__dict__)
+    new.online_tiles = False
+    win.apply_settings(new)
+    assert not win.map.tiles_online
+    qtbot.waitUntil(lambda: run_js(qtbot, win.map, "nv.ui().hint") is True, timeout=5_000)
+    # A malformed URL is reported, not raised.
+    new = AppSettings(**win.settings.__dict__)
+    new.online_tiles, new.tile_url = True, "https://example.org/tile.png"
+    win.apply_settings(new)
+    assert not win.map.tiles_online
+    assert "tile URL" in win.notice.text
+
+
+def test_library_photos_on_one_spot_spread_out_on_click_at_the_deepest_zoom(
+    qtbot, view: MapView
+) -> None:
+    burst = [{"id": i, "lat": LUND[0], "lon": LUND[1], "label": f"burst_{i}.jpg"} for i in range(3)]
+    view.set_references(burst)
+    view.run_js(f"nv.layers().map.setView({list(LUND)}, 20, {{animate: false}})")
+    qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.ui().zoom") == 20, timeout=5_000)
+    cluster_js = "nv.layers().references.getVisibleParent(nv.layers().references.getLayers()[0])"
+    assert run_js(qtbot, view, f"{cluster_js}.getChildCount()") == 3
+
+    def click_spreads() -> bool:
+        # A real click bubbles to the group; it is ignored while the group still animates the
+        # zoom (about 200 ms), so click until it spreads.
+        view.run_js(f"{cluster_js}.fire('click', {{}}, true)")
+        return run_js(qtbot, view, "!!nv.layers().references._spiderfied")
+
+    qtbot.waitUntil(click_spreads, timeout=5_000)
+
+
+def test_a_bad_saved_tile_url_starts_the_map_offline(qtbot) -> None:
+    view = make_view(qtbot, tiles_online=True, tile_url="https://example.org/no-zxy.png")
+    with qtbot.waitSignal(view.ready, timeout=LOAD_TIMEOUT_MS):
+        pass
+    assert not view.tiles_online
+    assert run_js(qtbot, view, "nv.ui().hint") is True

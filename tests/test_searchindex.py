@@ -108,7 +108,8 @@ def test_saved_index_is_reused_then_updated_when_the_catalogue_changes(tmp_path,
         raise AssertionError("retrained although the saved index was still good")
 
     monkeypatch.setattr(searchindex, "train_approx", no_training)
-    index = LibraryIndex(tmp_path / "idx")  # the recorded config is not needed: cfg passed in
+    # Writable, as a build opens it: this test changes the catalogue.
+    index = LibraryIndex(tmp_path / "idx", writable=True)
     index.config = cfg
     assert index.search_kind == "ivfpq" and index.faiss_index().ntotal == 1200
 
@@ -139,7 +140,7 @@ def test_rebuilt_when_config_changes_file_is_corrupt_or_library_shrinks(tmp_path
     index.close()
 
     (tmp_path / "idx" / SEARCH_FILE).write_bytes(b"not a faiss index")
-    index = LibraryIndex(tmp_path / "idx", config=other)
+    index = LibraryIndex(tmp_path / "idx", config=other, writable=True)
     assert _top1(index, vecs[:5]) == ids[:5]  # rebuilt, not crashed
     index.catalog.delete(ids[:1150])
     index.invalidate()
@@ -203,4 +204,29 @@ def test_after_a_build_only_an_approximate_index_is_made_and_a_stale_one_removed
     # Exact search keeps no file and is not built in memory (24 KB per photo) until a search.
     assert index._search is None and not (tmp_path / "idx" / SEARCH_FILE).exists()
     assert _top1(index, vecs[1150:1155]) == ids[1150:1155]
+    index.close()
+
+
+def test_a_search_index_damaged_in_place_is_rebuilt_not_trusted(tmp_path, caplog):
+    # Same size, valid structure, wrong ids: without a checksum it loads and answers wrongly.
+    cfg = IndexConfig(**SMALL)
+    index, vecs, ids = _make(tmp_path, 1200, cfg)
+    index.faiss_index()  # trained and saved
+    index.close()
+    path = tmp_path / "idx" / SEARCH_FILE
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # the file ends with the last list's ids: make 16 of them wrong
+        f.seek(size - 16 * 8)
+        f.write(b"\x01" * 16 * 8)
+    assert path.stat().st_size == size
+    index = LibraryIndex(tmp_path / "idx", config=cfg, writable=True)  # what `netvlad index` does
+    with caplog.at_level("WARNING"):
+        found = [hits[0].id if hits else None for hits in index.search(vecs, 1)]
+    assert found == ids and "checksum" in caplog.text
+    index.close()
+    caplog.clear()
+    index = LibraryIndex(tmp_path / "idx", config=cfg)  # the rebuilt file was saved
+    with caplog.at_level("WARNING"):
+        assert [hits[0].id for hits in index.search(vecs[-50:], 1)] == ids[-50:]
+    assert "checksum" not in caplog.text
     index.close()

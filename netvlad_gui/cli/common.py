@@ -144,4 +144,8 @@ def plain(text: object) -> str:
     s = str(text)
     if s.isprintable():
         return s
+    # a name that is not UTF-8 on disk (surrogate escapes): shown with replacement characters
+    s = s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if s.isprintable():
+        return s
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)

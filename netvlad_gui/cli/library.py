@@ -77,6 +77,8 @@ def cmd_index(args) -> int:
     print(f"skipped   {len(s.failed)}")
     for p, r in s.failed:
         print(f"  skipped {plain(p)}: {plain(r)}")
+    for w in s.warnings:
+        print(f"warning   {plain(w)}")
     rate = s.extracted / s.elapsed_s if s.elapsed_s else 0.0
     print(f"time      {s.elapsed_s:.1f} s ({rate:.2f} images/s)")
     print(f"size      {s.bytes_per_image / 1024:.1f} KiB per image")
@@ -166,6 +168,8 @@ def cmd_info(args) -> int:
             "failed": st.failed,
             "pending": st.pending,
             "bytes_per_image": round(st.bytes_per_image),
+            "dead_rows": st.dead_rows,  # store rows no photo uses; compacted past a share
+            "dead_share": round(st.dead_share, 3),
         }
     if args.json:
         print(json.dumps(info))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import urllib.error
 from collections import OrderedDict
 from collections.abc import Callable
@@ -243,16 +244,27 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def code_refusal(exc: BaseException) -> str | None:
+    """What a weights-only ``torch.load`` blocked, as one sentence; None for other failures.
+
+    torch names the blocked global ("GLOBAL posix.system") between lines of advice that end in
+    its documentation link; the user needs the name, not the advice.
+    """
+    blocked = re.search(r"\bGLOBAL ([\w.]+)", str(exc))
+    if blocked is None:
+        return None
+    name = blocked[1].rstrip(".")
+    return f"this file contains code (pickle object {name}); only plain weights are loaded"
+
+
 def describe_load_error(exc: BaseException) -> str:
     """One line on why ``torch.load(weights_only=True)`` failed, without torch's advice to
     retry with ``weights_only=False`` (which would run code from the file)."""
     text = str(exc)
     if "Weights only load failed" in text:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        refused = next((line for line in lines if "GLOBAL" in line), None)
-        if refused:
-            refused = refused.removeprefix("WeightsUnpickler error:").strip().split(". ")[0]
-            return f"it holds Python objects, refused for safety: {refused}"
+        if refusal := code_refusal(exc):
+            return refusal
         detail = next(
             (
                 line.removeprefix("WeightsUnpickler error:").strip()

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from . import geo
-from .catalog import FAILED, PENDING
+from .buildlock import lock_index as _lock
+from .catalog import FAILED, PENDING, CatalogDamagedError, display_name
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (
     DEFAULT_MODEL,
@@ -30,13 +31,24 @@ from .config import (
 from .errors import LibraryIndexError
 from .features import Cancelled, extract, resolve_device
 from .images import list_images
-from .index import MODEL_FILE, LibraryIndex, StageProgress
+from .index import (
+    CATALOG_FILE,
+    MODEL_FILE,
+    MODEL_SHA_KEY,
+    LibraryIndex,
+    StageProgress,
+    model_state_sha,
+)
 from .initialise import initialise_from_images
 from .resolve import resolve_model
+from .searchindex import META_KEY as SEARCH_META_KEY
+from .searchindex import remove_saved
 
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 32  # images per catalogue transaction: bounds the work a kill can lose
+NON_FINITE = "the model gave a descriptor with NaN or infinity (broken weights?); not indexed"
+SIDECAR_STAMP_KEY = "gps_csv_stamp"  # size and mtime of gps.csv when GPS was last read from it
 
 
 @dataclass
@@ -54,6 +66,7 @@ class BuildSummary:
     elapsed_s: float = 0.0
     bytes_per_image: float = 0.0
     cancelled: bool = False
+    warnings: list[str] = field(default_factory=list)  # one line each: what the build worked round
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
@@ -62,23 +75,102 @@ class BuildSummary:
         return d
 
 
-def _scan(index: LibraryIndex, library: Path, progress: StageProgress | None) -> tuple[int, int]:
-    """Bring the catalogue in line with the folder: returns (files found, rows removed)."""
+def _is_unchanged(row, st: os.stat_result) -> bool:
+    """Whether a catalogued photo's file is as it was indexed: same size and same mtime.
+
+    Either one differing counts as a change and the photo is extracted again. A same-size edit
+    (a retouch, a rotated JPEG) changes the pixels without the size; a size change can come with
+    an mtime set back (a copy with preserved times). A bare ``touch`` (new mtime, same bytes) is
+    extracted again too: telling it from an edit would mean hashing every photo at every scan,
+    while extracting one photo again costs little and is never wrong.
+    """
+    return row.size == st.st_size and abs(row.mtime - st.st_mtime) < 1e-3
+
+
+def _sidecar_stamp(library: Path) -> str:
+    try:
+        st = (library / geo.SIDECAR_NAME).stat()
+    except OSError:
+        return "absent"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _gps_fields(gps) -> tuple:
+    pt = gps.point
+    return (
+        pt.lat if pt else None,
+        pt.lon if pt else None,
+        pt.alt if pt else None,
+        gps.source,
+        gps.reason,
+    )
+
+
+def _unreadable_folders(library: Path, exclude: Path) -> list[tuple[str, str]]:
+    """(folder relative to the library, why) for each folder the scan cannot list.
+
+    ``list_images`` skips them as ``os.walk`` does; a build must say so, and must not take their
+    photos for deleted ones.
+    """
+    excluded = exclude.resolve()
+    bad: list[tuple[str, str]] = []
+
+    def note(err: OSError) -> None:
+        rel = Path(err.filename).relative_to(library).as_posix() if err.filename else "?"
+        bad.append((rel, err.strerror or str(err)))
+
+    for dirpath, dirnames, _ in os.walk(library, onerror=note):
+        here = Path(dirpath)
+        dirnames[:] = [
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() != excluded
+        ]
+    return bad
+
+
+def _scan(
+    index: LibraryIndex,
+    library: Path,
+    progress: StageProgress | None,
+    warnings: list[str] | None = None,
+) -> tuple[int, int]:
+    """Bring the catalogue in line with the folder: returns (files found, rows removed).
+
+    Photos in a folder that cannot be read (permissions, a share gone half away) are neither
+    indexed nor removed from the catalogue; each such folder is listed in ``warnings``.
+
+    Unchanged photos keep their descriptors; when gps.csv changed since the last scan, those
+    whose GPS did not come from the photo itself (EXIF or XMP, which gps.csv never overrides)
+    have it read again, so a fix in gps.csv reaches the catalogue without any extraction.
+    """
     files = list_images(library, exclude=[index.dir])
+    unreadable = _unreadable_folders(library, index.dir)
+    for rel, why in unreadable:
+        msg = f"cannot read folder {display_name(rel)} ({why}): its photos are not indexed"
+        log.warning(msg)
+        if warnings is not None:
+            warnings.append(msg)
+    hidden = tuple(f"{rel}/" for rel, _ in unreadable)
     sidecar = geo.load_sidecar_csv(library)
+    stamp = _sidecar_stamp(library)
+    recheck_csv = index.catalog.get_meta(SIDECAR_STAMP_KEY) != stamp
     known = {r.path: r for r in index.catalog.rows()}
     seen: set[str] = set()
     changed = []
+    gps_fixes = []
     for n, path in enumerate(files, 1):
         rel = path.relative_to(library).as_posix()
         seen.add(rel)
         try:
             st = path.stat()
         except OSError as exc:
-            log.warning("cannot stat %s: %s", path, exc)
+            log.warning("cannot stat %s: %s", display_name(str(path)), exc)
             continue
         row = known.get(rel)
-        if row is not None and row.size == st.st_size and abs(row.mtime - st.st_mtime) < 1e-3:
+        if row is not None and _is_unchanged(row, st):
+            if recheck_csv and row.gps_source in ("csv", ""):
+                fields = _gps_fields(geo.read_gps(path, root=library, sidecar=sidecar))
+                if fields != (row.lat, row.lon, row.alt, row.gps_source, row.gps_reason):
+                    gps_fixes.append((row.id, *fields))
             continue
         gps = geo.read_gps(path, root=library, sidecar=sidecar)
         pt = gps.point
@@ -96,11 +188,15 @@ def _scan(index: LibraryIndex, library: Path, progress: StageProgress | None) ->
         )
         if progress and n % 50 == 0:
             progress("scan", n, len(files))
-    removed = [r.id for p, r in known.items() if p not in seen]
+    removed = [r.id for p, r in known.items() if p not in seen and not p.startswith(hidden)]
     if changed:
         index.catalog.upsert_pending(changed)
+    if gps_fixes:
+        index.catalog.update_gps(gps_fixes)
+        log.info("GPS updated from %s for %d photos", geo.SIDECAR_NAME, len(gps_fixes))
     if removed:
         index.catalog.delete(removed)
+    index.catalog.set_meta(SIDECAR_STAMP_KEY, stamp)
     if progress:
         progress("scan", len(files), len(files))
     return len(files), len(removed)
@@ -117,19 +213,36 @@ def _prepare_model(
     progress,
     cancel,
     keep_index_model: bool = False,
+    warnings: list[str] | None = None,
 ):
-    """The index's own model if it has one; else a new one, initialised from this library."""
+    """The index's own model if it has one; else a new one, initialised from this library.
+
+    Descriptors of two models are never mixed: the catalogue records a hash of the weights
+    that made its descriptors, and when model.pt is missing (a backup or sync tool lost it) or
+    holds other weights, every photo is extracted again with the model now used, and the build
+    says so in ``warnings``.
+    """
+    warnings = warnings if warnings is not None else []
     path = index.dir / MODEL_FILE
     if path.exists():
         model = load_checkpoint(path)
         recorded = index.model_name
         if keep_index_model and model_spec is not None and str(model_spec) != recorded:
             log.info("%s keeps its model %s (asked for %s)", index.dir, recorded, model_spec)
-        elif model_spec is not None and str(model_spec) != recorded:
+        elif model_spec is not None and recorded and str(model_spec) != recorded:
             raise LibraryIndexError(
                 f"this index was built with model {recorded!r}, not {str(model_spec)!r}; "
                 "use another --index folder (or delete this one) to index with a new model"
             )
+        made_by = index.catalog.get_meta(MODEL_SHA_KEY)
+        if made_by is None or made_by != model_state_sha(model):
+            if made_by is not None:
+                _restart_all(
+                    index,
+                    warnings,
+                    f"{path} is not the model that made this index's descriptors",
+                )
+            index.record_model(model, recorded or str(model_spec or MODEL_FILE))
         return model.to(device)
     spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
     model = resolve_model(spec, backbone_weights).to(device)
@@ -146,9 +259,50 @@ def _prepare_model(
             cancel=cancel,
             meta={"library": str(library)},
         )
-    save_checkpoint(model.cpu(), path)
-    index.catalog.set_meta("model", spec)
+    model = model.cpu()
+    made_by = index.catalog.get_meta(MODEL_SHA_KEY)
+    has_descriptors = int(index.catalog.get_meta("store_rows", "0") or 0) > 0
+    if has_descriptors and (made_by is None or made_by != model_state_sha(model)):
+        _restart_all(index, warnings, f"{path} is missing and a new model was made")
+    _save_model(model, path)
+    index.record_model(model, spec)
     return model.to(device)
+
+
+def _restart_all(index: LibraryIndex, warnings: list[str], why: str) -> None:
+    """Drop every descriptor of the old model: all photos pending, store and search emptied."""
+    n = index.catalog.restart_all({"store_rows": "0", SEARCH_META_KEY: ""})
+    remove_saved(index.dir)
+    index.invalidate()
+    msg = f"{why}: extracting all {n} photos again with it, so that no answer mixes two models"
+    log.warning(msg)
+    warnings.append(msg)
+
+
+def _save_model(model, path: Path) -> None:
+    """save_checkpoint, with a full disk said as such (torch says "enforce fail at …")."""
+    import errno
+    import shutil
+
+    try:
+        save_checkpoint(model, path)
+    except (OSError, RuntimeError) as exc:
+        full = getattr(exc, "errno", None) == errno.ENOSPC
+        if not full:
+            try:
+                full = shutil.disk_usage(path.parent).free < _state_bytes(model)
+            except OSError:
+                pass
+        why = "no space left on device" if full else str(exc).strip().splitlines()[0]
+        raise LibraryIndexError(
+            f"cannot save the model in {path.parent}: {why}; free some space and run again"
+            if full
+            else f"cannot save the model in {path.parent}: {why}"
+        ) from exc
+
+
+def _state_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
 def _calibrate(index: LibraryIndex, max_refs: int = 2000, seed: int = 0) -> dict[str, float]:
@@ -218,14 +372,20 @@ def build_index(
         def extract_pending(*args):
             return extract_pending_ray(*args, distributed)
 
-    extract_cfg = extract_cfg or ExtractConfig()
+    extract_cfg = (extract_cfg or ExtractConfig()).validate()  # before any work
     init_cfg = init_cfg or InitConfig()
     library = Path(library).expanduser().resolve()
     if not library.is_dir():
         raise LibraryIndexError(f"library folder not found: {library}")
     index_dir = resolve_index_dir(library, index_dir)
-    index = LibraryIndex(index_dir, create=True)
-    lock = _lock(index.dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(index_dir)
+    warnings: list[str] = []
+    try:
+        index = _open_for_build(index_dir, warnings)
+    except BaseException:
+        lock.close()
+        raise
     try:
         recorded = index.library
         if recorded is not None and recorded != library:
@@ -236,9 +396,8 @@ def build_index(
         if index_cfg is not None:
             index.record_config(index_cfg)
         device = resolve_device(extract_cfg.device)
-        summary = BuildSummary(str(library), str(index_dir), "")
-        summary.total, summary.removed = _scan(index, library, progress)
-        pending = index.catalog.rows(PENDING)
+        summary = BuildSummary(str(library), str(index_dir), "", warnings=warnings)
+        summary.total, summary.removed = _scan(index, library, progress, warnings)
         try:
             model = _prepare_model(
                 index,
@@ -251,6 +410,7 @@ def build_index(
                 progress,
                 cancel,
                 keep_index_model,
+                warnings,
             )
             summary.model = index.model_name
             if index.dim is None:
@@ -259,12 +419,14 @@ def build_index(
                 raise LibraryIndexError(
                     f"model gives {model.dim}-D descriptors, index holds {index.dim}-D"
                 )
+            pending = index.catalog.rows(PENDING)  # after the model check: it may add photos
             summary.extracted = extract_pending(
                 index, model, library, pending, extract_cfg, progress, cancel
             )
         except Cancelled:
             summary.cancelled = True
         index.invalidate()
+        index.compact_store()
         if progress:
             progress("finalize", 0, 1)
         if index.dim is not None:
@@ -291,21 +453,41 @@ def build_index(
         lock.close()
 
 
-def _lock(index_dir: Path):
-    """One build per index at a time: a second one (the GUI and the CLI, say) is refused."""
-    f = open(index_dir / "build.lock", "w")  # noqa: SIM115 - held for the whole build
-    try:
-        import fcntl
+def _open_for_build(index_dir: Path, warnings: list[str]) -> LibraryIndex:
+    """Open the index for writing (under the build lock); a damaged catalogue is set aside.
 
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # Windows: no advisory locks; SQLite still serialises writes
-        pass
-    except OSError:
-        f.close()
-        raise LibraryIndexError(
-            f"another build is already updating {index_dir}; wait for it"
-        ) from None
-    return f
+    The catalogue is what ties descriptor rows to photos, so with it gone the descriptors are
+    useless: they are set aside with it, and every photo is extracted again. model.pt is kept.
+    """
+    try:
+        index = LibraryIndex(index_dir, create=True)
+    except CatalogDamagedError:
+        index = None
+    else:
+        try:
+            index.catalog.check()
+        except CatalogDamagedError:
+            index.close()
+            index = None
+    if index is not None:
+        index.remove_orphan_stores()
+        return index
+    folder = Path(index_dir).expanduser()
+    aside = folder / f"{CATALOG_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(folder / CATALOG_FILE, aside)
+    for name in (f"{CATALOG_FILE}-wal", f"{CATALOG_FILE}-shm"):
+        (folder / name).unlink(missing_ok=True)
+    remove_saved(folder)
+    for p in folder.glob("descriptors*.f32"):
+        p.unlink()
+    msg = (
+        f"the index catalogue was damaged: set aside as {aside.name}; "
+        "every photo is extracted again"
+    )
+    log.warning(msg)
+    warnings.append(msg)
+    index = LibraryIndex(index_dir, create=True)
+    return index
 
 
 def _extract_pending(index, model, library, pending, extract_cfg, progress, cancel) -> int:
@@ -339,11 +521,15 @@ def _extract_pending(index, model, library, pending, extract_cfg, progress, canc
 
     try:
         for item in extract(model, paths, extract_cfg, progress=report, cancel=cancel):
-            if item.descriptor is not None:
+            error = item.error
+            if item.descriptor is not None and not np.isfinite(item.descriptor).all():
+                # A NaN row would match nothing and poison exact search: never stored.
+                error = NON_FINITE
+            if item.descriptor is not None and not error:
                 done_ok.append((item.index, item.descriptor))
             else:
-                log.warning("skipped %s: %s", paths[item.index], item.error)
-                done_bad.append((item.index, item.error))
+                log.warning("skipped %s: %s", display_name(str(paths[item.index])), error)
+                done_bad.append((item.index, error))
             if len(done_ok) + len(done_bad) >= COMMIT_EVERY:
                 commit()
     finally:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from netvlad_gui.core.backbones import Normalization, describe_load_error
+from netvlad_gui.core.backbones import Normalization, code_refusal, describe_load_error
 from netvlad_gui.core.config import ModelConfig
 from netvlad_gui.core.errors import NetvladError
 from netvlad_gui.core.model import PlaceModel, build_model
@@ -102,6 +102,8 @@ def _read(path: str | Path, *, mmap: bool) -> dict[str, Any]:
     except Exception as exc:  # zip/pickle/EOF errors and weights-only refusals
         if mmap and "mmap" in str(exc):  # an old-style (non-zip) file: read it in full
             return _read(path, mmap=False)
+        if refusal := code_refusal(exc):
+            raise CheckpointError(f"{path}: refused for safety: {refusal}") from None
         raise CheckpointError(
             f"{path}: unreadable checkpoint ({describe_load_error(exc)})"
         ) from exc
@@ -132,6 +134,23 @@ def read_checkpoint_header(path: str | Path) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k != "state_dict"}
 
 
+def non_finite_keys(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` that hold a NaN or an infinity.
+
+    Such weights make every descriptor NaN, which a search then silently never matches. A finite
+    sum proves a tensor finite and is much faster than ``isfinite`` on big ones; only an
+    infinite sum (NaN, inf or overflow) needs the element-wise check.
+    """
+    return [
+        key
+        for key, value in state.items()
+        if torch.is_tensor(value)
+        and value.is_floating_point()
+        and not torch.isfinite(value.sum())
+        and not torch.isfinite(value).all()
+    ]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> PlaceModel:
     """Rebuild the model from a checkpoint; ``model.extra`` holds the checkpoint's extra dict."""
     obj = _read(path, mmap=False)
@@ -159,6 +178,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path}: weights do not match {config.name} ({len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(mismatched)} wrong shape; first: {first})"
+        )
+    if bad := non_finite_keys(state):
+        raise CheckpointError(
+            f"{path}: weights hold NaN or infinity ({len(bad)} tensors, first: {bad[0]}): the file "
+            "is damaged or its training diverged; use another checkpoint"
         )
     model.load_state_dict(state, strict=True)
     model.meta = dict(obj["meta"])

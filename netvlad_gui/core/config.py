@@ -18,6 +18,8 @@ from .errors import TrainConfigError
 if TYPE_CHECKING:
     from .datasets import DataSpec, SplitConfig
 
+from .errors import ConfigError
+
 #: The model a fresh install uses: it needs no download (weights ship in models/).
 DEFAULT_MODEL = "mobilenet_v2-netvlad"
 
@@ -25,6 +27,24 @@ DEFAULT_MODEL = "mobilenet_v2-netvlad"
 POSITIVE_RADIUS_M = 10.0
 NEGATIVE_RADIUS_M = 25.0
 RECALL_RADIUS_M = 25.0
+
+#: Input sizes every backbone can take: AlexNet's stride-4 11x11 stem and pools need about 32
+#: pixels; above 4096 a VGG16 forward alone needs gigabytes per image (100 000 was OOM-killed).
+IMAGE_SIZE_RANGE = (32, 4096)
+TOP_N_MAX = 1000  # matches per photo: faiss asserts on 0, and memory grows with it
+
+
+def _check_int(name: str, value: object, lo: int, hi: int, why: str = "") -> None:
+    """Raise ConfigError unless ``lo <= value <= hi`` for an int (bool is no int here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be a whole number from {lo} to {hi}, not {value!r}{why}")
+
+
+def _check_float(name: str, value: object, lo: float, hi: float, *, open_lo: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (lo < value if open_lo else lo <= value) or value > hi:
+        low = f"above {lo:g}" if open_lo else f"from {lo:g}"
+        raise ConfigError(f"{name} must be a number {low} to {hi:g}, not {value!r}")
 
 
 @dataclass
@@ -90,7 +110,25 @@ class ExtractConfig:
             cfg.num_workers = num_workers
         if jpeg_draft is not None:
             cfg.jpeg_draft = bool(jpeg_draft)
-        return cfg
+        return cfg.validate()
+
+    def validate(self) -> ExtractConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        lo, hi = IMAGE_SIZE_RANGE
+        _check_int("image size", self.image_size, lo, hi, " (pixels, longer side)")
+        _check_int("batch size", self.batch_size, 1, 4096)
+        _check_int("decoding workers", self.num_workers, 0, 256)
+        _check_int("max pixels", self.max_pixels, self.image_size, 10**10)
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "mps") or _is_cuda(self.device)
+        ):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        return self
+
+
+def _is_cuda(device: str) -> bool:
+    kind, _, number = device.partition(":")
+    return kind == "cuda" and (number == "" or number.isdigit())
 
 
 @dataclass
@@ -127,6 +165,20 @@ class VerifyConfig:
     keep_ratio: float = 0.5
     cache_size: int = 256  # references' local features kept in memory (LRU)
 
+    def validate(self) -> VerifyConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        if self.features not in ("sift", "patch"):
+            raise ConfigError(f"verify features must be sift or patch, not {self.features!r}")
+        if self.geometry not in ("homography", "fundamental"):
+            raise ConfigError(
+                f"verify geometry must be homography or fundamental, not {self.geometry!r}"
+            )
+        _check_int("verify top", self.top_k, 1, 1000)
+        _check_int("minimum inliers", self.min_inliers, 0, 100_000)
+        _check_int("located inliers", self.located_inliers, self.min_inliers, 100_000)
+        _check_float("ratio test", self.ratio, 0.0, 1.0, open_lo=True)
+        return self
+
 
 @dataclass
 class LocateConfig:
@@ -136,6 +188,15 @@ class LocateConfig:
     agree_radius_m: float = NEGATIVE_RADIUS_M  # matches this close count as one place
     min_score: float = 0.0
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+    def validate(self) -> LocateConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        _check_int("top", self.top_n, 1, TOP_N_MAX, " (matches per photo)")
+        _check_float("agreement radius (m)", self.agree_radius_m, 0.0, 20_000_000.0, open_lo=True)
+        # Scores are cosine similarities: a floor outside [-1, 1] keeps all or nothing.
+        _check_float("minimum score", self.min_score, -1.0, 1.0)
+        self.verify.validate()
+        return self
 
 
 @dataclass

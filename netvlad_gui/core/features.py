@@ -26,6 +26,13 @@ ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 
 
+#: Why a photo whose descriptor holds NaN or inf is skipped: such a row would never match in a
+#: search (nor let others match), so it is never stored; the model is the usual cause.
+NON_FINITE = (
+    "the model gave a non-finite descriptor (NaN or inf); photo skipped (damaged model weights?)"
+)
+
+
 class Cancelled(Exception):
     """The user asked to stop; whatever was finished before is kept."""
 
@@ -189,7 +196,12 @@ def forward(model: torch.nn.Module, batch: torch.Tensor, cfg: ExtractConfig) -> 
 
 
 def iter_images(paths: Sequence[str | os.PathLike], cfg: ExtractConfig):
-    """(index, tensor or None, error) for each path, decoded in ``cfg.num_workers`` processes."""
+    """(index, tensor or None, error) for each path, decoded in ``cfg.num_workers`` processes.
+
+    Every extraction (index builds, their initialisation, training's caches) passes here, so
+    settings out of range are refused here with a ConfigError, before any work.
+    """
+    cfg.validate()
     ds = _ImageFiles(paths, cfg)
     if cfg.num_workers <= 0 or len(ds) < 2:
         yield from (ds[i] for i in range(len(ds)))
@@ -215,6 +227,9 @@ def extract(
 ) -> Iterator[Extracted]:
     """Yield one ``Extracted`` per path (in completion order, not input order).
 
+    A photo whose descriptor is not finite comes back without one, with the reason
+    (``NON_FINITE``), so that no caller ever stores it.
+
     Raises ``Cancelled`` between batches when ``cancel()`` turns true; results already yielded
     stay valid.
     """
@@ -239,9 +254,10 @@ def extract(
                 done += 1
                 yield failures.pop(0)
             desc = forward(net, batch, cfg)
-            for i, d in zip(idxs, desc, strict=True):
+            finite = np.isfinite(desc).all(axis=1)
+            for i, d, ok in zip(idxs, desc, finite, strict=True):
                 done += 1
-                yield Extracted(i, d)
+                yield Extracted(i, d) if ok else Extracted(i, None, NON_FINITE)
             if progress is not None:
                 progress(done + len(failures), total)
             if cancel is not None and cancel():
@@ -256,10 +272,14 @@ def extract(
 def extract_one(model: torch.nn.Module, path: str | os.PathLike, cfg: ExtractConfig | None = None):
     """The descriptor of a single photo, decoded in this thread (the warm locate path).
 
-    Pass the model through ``inference_model`` once beforehand to avoid a copy per photo.
+    Pass the model through ``inference_model`` once beforehand to avoid a copy per photo. A
+    non-finite descriptor raises ImageLoadError with the reason, like an unreadable photo.
     """
-    cfg = cfg or ExtractConfig()
+    cfg = (cfg or ExtractConfig()).validate()
     tensor = load_tensor(Path(path), cfg.image_size, cfg.max_pixels, draft=cfg.jpeg_draft)
     net = inference_model(model, cfg)
     with torch.inference_mode():
-        return forward(net, tensor.unsqueeze(0), cfg)[0]
+        desc = forward(net, tensor.unsqueeze(0), cfg)[0]
+    if not np.isfinite(desc).all():
+        raise ImageLoadError(NON_FINITE)
+    return desc

@@ -8,10 +8,12 @@ wrong geotag silently poisons training (positives/negatives by distance) and eva
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
 import re
+import struct
 import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,6 +33,14 @@ EARTH_RADIUS_M = 6_371_008.8  # mean radius; the sphere is within 0.5% of WGS-84
 SIDECAR_NAME = "gps.csv"
 XMP_SCAN_BYTES = 1 << 20  # XMP sits in the header; never read a whole 50 MB raw file for it
 _ALT_RANGE_M = (-12_000.0, 100_000.0)  # deepest mine to high balloon; beyond that is garbage
+WEBP_EXIF_MAX_BYTES = 1 << 24  # an EXIF chunk larger than this is not read
+
+# exifread logs a warning for every file without EXIF (each PNG and WebP of a library); a missing
+# EXIF block is normal here and read_exif_gps says so in its reason. An app that configured the
+# logger itself keeps its setting.
+_exifread_log = logging.getLogger("exifread")
+if _exifread_log.level == logging.NOTSET:
+    _exifread_log.setLevel(logging.ERROR)
 
 
 class GeoError(NetvladError, ValueError):
@@ -146,12 +156,36 @@ def _exif_altitude(tags: dict) -> float | None:
     return _clean_alt(alt)
 
 
+def _webp_exif(fh) -> bytes | None:
+    """The TIFF block of a WebP's EXIF chunk (b"" when it has none); None when not a WebP.
+
+    exifread skips six bytes of that chunk for an "Exif\\0\\0" prefix, which spec-compliant
+    writers (libwebp, Pillow) do not write, so their GPS was never found; older writers do
+    write it, and both forms are read here.
+    """
+    head = fh.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    while len(chunk := fh.read(8)) == 8:
+        fourcc, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if fourcc == b"EXIF":
+            data = fh.read(min(size, WEBP_EXIF_MAX_BYTES))
+            return data[6:] if data.startswith(b"Exif\0\0") else data
+        fh.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to an even size
+    return b""
+
+
 def read_exif_gps(path: str | Path) -> GpsResult:
     """GPS from the EXIF block (any format exifread knows: JPEG/MPO, TIFF, HEIC, PNG, WebP)."""
     try:
         with open(path, "rb") as fh:
             try:
-                tags = exifread.process_file(fh, details=False, extract_thumbnail=False)
+                source = fh
+                if (webp := _webp_exif(fh)) is not None:
+                    if not webp:
+                        return _none("no EXIF data")
+                    source = io.BytesIO(webp)
+                tags = exifread.process_file(source, details=False, extract_thumbnail=False)
             except Exception as exc:  # the parser fails in many ways on broken files
                 log.debug("exifread failed on %s", path, exc_info=True)
                 return _none(f"EXIF unreadable ({type(exc).__name__}: {str(exc)[:80]})")
@@ -254,43 +288,80 @@ def _key(relpath: str) -> str:
     return PurePosixPath(text).as_posix() if text else ""
 
 
+def _decode_sidecar(data: bytes, path: Path) -> str:
+    """gps.csv as text: UTF-8 (with or without BOM), else cp1252 line by line, never failing.
+
+    A spreadsheet saved on Windows writes cp1252, and a tool appending to a UTF-8 file may too:
+    each line that is not UTF-8 is read as cp1252 (latin-1 for its 5 unassigned bytes), so a
+    stray byte costs at most its own row's name, never the whole file. A UTF-16 BOM (Excel's
+    "Unicode text") is honoured.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", "replace")
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    lines, legacy = [], []
+    for n, raw in enumerate(data.splitlines(keepends=True), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            legacy.append(n)
+            try:
+                lines.append(raw.decode("cp1252"))
+            except UnicodeDecodeError:
+                lines.append(raw.decode("latin-1"))
+    shown = ", ".join(map(str, legacy[:5])) + (" …" if len(legacy) > 5 else "")
+    log.warning("%s: line %s not UTF-8; read as cp1252 (Windows)", path, shown)
+    return "".join(lines)
+
+
 def load_sidecar_csv(root: str | Path) -> dict[str, GeoPoint]:
     """<root>/gps.csv (file, lat, lon[, alt_m]) keyed by POSIX path relative to root.
 
-    A missing file gives {}; a bad row is skipped with a warning naming its line.
+    A missing file gives {}; a bad row is skipped with a warning naming its line and why.
     """
     path = Path(root) / SIDECAR_NAME
     points: dict[str, GeoPoint] = {}
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
-            if missing := [c for c in ("file", "lat", "lon") if c not in fields]:
-                log.warning("%s: no column %s; sidecar ignored", path, ", ".join(missing))
-                return {}
-            for row in reader:
-                line = reader.line_num
-                key = _key(row.get(fields["file"]) or "")
-                try:
-                    lat, lon = float(row[fields["lat"]]), float(row[fields["lon"]])
-                except (TypeError, ValueError):
-                    log.warning("%s line %d: unreadable lat/lon; row skipped", path, line)
-                    continue
-                if not key or (problem := _check_point(lat, lon)):
-                    log.warning("%s line %d: %s; row skipped", path, line, problem or "no file")
-                    continue
-                alt = None
-                if "alt_m" in fields and (alt_text := (row[fields["alt_m"]] or "").strip()):
-                    try:
-                        alt = _clean_alt(float(alt_text))
-                    except ValueError:
-                        log.warning("%s line %d: altitude %r ignored", path, line, alt_text)
-                if key in points:
-                    log.warning("%s line %d: %r listed again; the later row wins", path, line, key)
-                points[key] = GeoPoint(lat, lon, alt)
+        text = _decode_sidecar(path.read_bytes(), path)
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except OSError as exc:
+        log.warning("%s unreadable (%s); sidecar ignored", path, exc.strerror or exc)
+        return {}
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
+        if missing := [c for c in ("file", "lat", "lon") if c not in fields]:
+            log.warning("%s: no column %s; sidecar ignored", path, ", ".join(missing))
+            return {}
+        for row in reader:
+            line = reader.line_num
+            key = _key(row.get(fields["file"]) or "")
+            if not key:
+                log.warning("%s line %d: no file name; row skipped", path, line)
+                continue
+            try:
+                lat, lon = float(row[fields["lat"]]), float(row[fields["lon"]])
+            except (TypeError, ValueError):
+                log.warning("%s line %d: unreadable lat/lon; row skipped", path, line)
+                continue
+            if problem := _check_point(lat, lon):
+                log.warning("%s line %d: %s; row skipped", path, line, problem)
+                continue
+            alt = None
+            if "alt_m" in fields and (alt_text := (row[fields["alt_m"]] or "").strip()):
+                try:
+                    alt = _clean_alt(float(alt_text))
+                except ValueError:
+                    log.warning("%s line %d: altitude %r ignored", path, line, alt_text)
+            if key in points:
+                log.warning("%s line %d: %r listed again; the later row wins", path, line, key)
+            points[key] = GeoPoint(lat, lon, alt)
+    except csv.Error as exc:
         log.warning("%s unreadable (%s); %d rows kept", path, exc, len(points))
     return points
 

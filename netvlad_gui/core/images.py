@@ -122,15 +122,20 @@ def load_image(
 
     ``draft`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (in the DCT domain) when it stays at
     least ``image_size`` pixels: a 12 MP photo decodes several times faster, and pixels differ
-    slightly from a full decode + resize (see benchmarks/README.md).
+    slightly from a full decode + resize (see benchmarks/README.md). JPEGs above
+    ``DRAFT_ABOVE_PIXELS`` are decoded reduced either way, so that memory stays bounded.
+    Images above ``max_pixels`` are refused from their header, before anything is decoded.
     """
     _register_heif()
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise ImageLoadError("empty file (0 bytes)")
+        _allow_pillow_up_to(max_pixels)
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our own limit (checked on the header, before any pixel is decoded) is the policy;
+            # Pillow's warning at 89.5 MP would refuse ordinary 108 MP phone photos.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 w, h = img.size
                 if w * h > max_pixels:
@@ -138,9 +143,8 @@ def load_image(
                         f"image too large ({w}x{h} = {w * h / 1e6:.0f} MP, limit "
                         f"{max_pixels / 1e6:.0f} MP): possible decompression bomb"
                     )
-                if draft and img.format in ("JPEG", "MPO") and max(w, h) > 2 * image_size:
-                    scale = image_size / max(w, h)
-                    img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+                if img.format in ("JPEG", "MPO") and max(w, h) > 2 * image_size:
+                    _draft(img, image_size, always=draft)
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 img = img.convert("RGB")
@@ -154,12 +158,46 @@ def load_image(
         raise ImageLoadError("permission denied") from None
     except UnidentifiedImageError:
         raise ImageLoadError("not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageLoadError(f"possible decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncation and corrupt data as OSError ("image file is truncated").
         raise ImageLoadError(f"corrupt or truncated image: {exc}") from None
     return resize_longer_side(img, image_size)
+
+
+#: JPEGs above this many pixels are always decoded at reduced size (``Image.draft``): a full
+#: decode of a 108 MP photo takes 430 MB per decoding worker, for a 640-pixel model input.
+DRAFT_ABOVE_PIXELS = 40_000_000
+
+
+def _allow_pillow_up_to(max_pixels: int) -> None:
+    """Raise Pillow's process-wide bomb error threshold (2 x MAX_IMAGE_PIXELS) to our limit.
+
+    Pillow refuses images above twice its limit in ``Image.open``, before we see the size; the
+    configured ``max_pixels`` decides instead. The threshold is only ever raised, never lowered.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and 2 * limit < max_pixels:
+        Image.MAX_IMAGE_PIXELS = (max_pixels + 1) // 2
+
+
+def _draft(img: Image.Image, image_size: int, *, always: bool) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale in the DCT domain.
+
+    With ``always`` (the ``jpeg_draft`` speed switch) the decode stays at least ``image_size``
+    pixels; otherwise only photos above ``DRAFT_ABOVE_PIXELS`` are reduced, to at least twice
+    ``image_size``, so that memory stays bounded and the resize still downsamples.
+    """
+    w, h = img.size
+    if always:
+        target = image_size
+    elif w * h > DRAFT_ABOVE_PIXELS:
+        target = 2 * image_size
+    else:
+        return
+    scale = target / max(w, h)
+    img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
 
 
 def resize_longer_side(img: Image.Image, size: int) -> Image.Image:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backbones import IMAGENET, Normalization
+from .backbones import IMAGENET, Normalization, code_refusal, describe_load_error
 from .checkpoint import (
     FORMAT as NATIVE_FORMAT,
 )
@@ -389,7 +389,9 @@ def _parse_matlab(net: Any, path: Path) -> _MatLayout:
             f"{path}: net.meta.normalization.averageImage (the RGB mean to subtract) is missing "
             "or not per-channel"
         )
-    average_rgb = average.reshape(-1, 3).mean(axis=0)  # a 1x1x3 mean, or a constant image
+    # MATLAB subtracts averageImage(1,1,:), as hloc and netvlad_tf_open do: the first pixel,
+    # not the mean over all pixels (the two agree only for the published, constant images).
+    average_rgb = average.reshape(-1, 3)[0]
     return _MatLayout(convs, assign, neg_centroids, whiten, average_rgb, k, dim)
 
 
@@ -472,11 +474,8 @@ def _torch_load(path: Path) -> Any:
                 path, map_location="cpu", weights_only=True, mmap=head.startswith(_ZIP_MAGIC)
             )
     except torch.serialization.pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"{path}: refused to load: it holds Python objects besides weights, or is damaged "
-            f"({first[:200]})"
-        ) from None
+        reason = code_refusal(exc) or f"damaged file ({describe_load_error(exc)[:200]})"
+        raise CheckpointError(f"{path}: refused to load: {reason}") from None
     except Exception as exc:
         raise CheckpointError(
             f"{path}: cannot read the PyTorch checkpoint (truncated or corrupt?): "

@@ -54,7 +54,9 @@ def index_exists(index_dir: str | os.PathLike) -> bool:
 def no_gps_photos(index: LibraryIndex) -> list[tuple[str, str]]:
     """(path, reason) of the indexed photos without a location: searchable, never a prediction."""
     return [
-        (r.path, r.gps_reason or "no GPS") for r in index.catalog.rows(INDEXED) if not r.has_gps
+        (r.display_path, r.gps_reason or "no GPS")
+        for r in index.catalog.rows(INDEXED)
+        if not r.has_gps
     ]
 
 
@@ -92,7 +94,7 @@ def library_status(index: LibraryIndex) -> LibraryStatus:
         failures=list(stats.failures),
         no_gps=no_gps_photos(index),
         references=[
-            {"id": r.id, "lat": r.lat, "lon": r.lon, "label": r.path}
+            {"id": r.id, "lat": r.lat, "lon": r.lon, "label": r.display_path}
             for r in index.reference_points()
         ],
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +148,8 @@ class Locator:
         from .verify import Verifier
 
         self.index = index
-        self.extract_cfg = extract_cfg or ExtractConfig()
-        self.cfg = locate_cfg or LocateConfig()
+        self.extract_cfg = (extract_cfg or ExtractConfig()).validate()
+        self.cfg = (locate_cfg or LocateConfig()).validate()
         self.device = resolve_device(self.extract_cfg.device)
         if not index.model_path.exists():
             raise FileNotFoundError(f"the index in {index.dir} has no model; build it again")
@@ -169,7 +169,10 @@ class Locator:
         candidates geometrically, re-ranks them by inliers and bases the confidence and the
         verdict on them. A GUI can show ``verify=False`` at once and refine with ``verify=True``.
         """
-        top_n = top_n or self.cfg.top_n
+        if top_n is None:
+            top_n = self.cfg.top_n
+        else:
+            replace(self.cfg, top_n=top_n).validate()
         vcfg = self.cfg.verify
         verify = vcfg.enabled if verify is None else verify
         img, desc, local_map = self.describe(path, with_map=verify and vcfg.features == "patch")

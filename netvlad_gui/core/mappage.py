@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import folium
+import numpy as np
 from branca.element import MacroElement
 from folium.template import Template
 
 from netvlad_gui import __version__
 from netvlad_gui.core.errors import NetvladError
+from netvlad_gui.core.geo import haversine_m
 from netvlad_gui.core.paths import resources_dir
 
 #: Sent by the Qt web engine with every request (tile servers ask apps to identify themselves).
@@ -38,11 +40,27 @@ DEFAULT_TILE_ATTRIBUTION = (
 #: browser it fails to load and the page runs without the bridge.
 QWEBCHANNEL_JS = "qrc:///qtwebchannel/qwebchannel.js"
 
+#: Photos taken one after another (in file-name order) at most this far apart are joined into a
+#: track on the map's coverage layer: a walk or drive shows as a line, lone photos as dots.
+COVERAGE_MAX_GAP_M = 60.0
+#: Coverage dots closer than about a metre (5 decimals of a degree) are drawn once; a library
+#: with more distinct positions than MAX_COVERAGE_POINTS is drawn on a coarser grid (11 m, 110 m,
+#: ...) so that the page stays quick to pan.
+_COVERAGE_DECIMALS = (5, 4, 3, 2, 1)
+MAX_COVERAGE_POINTS = 20_000
+
 PAGE_NAME = "index.html"
 WORLD_SCRIPT = "world.js"
 WORLD_TOPOJSON = "countries-50m.json"
 
-_JS = ["leaflet.js", "leaflet.markercluster.js", "topojson-client.min.js", "nvmap.js"]
+_JS = [
+    "leaflet.js",
+    "leaflet.markercluster.js",
+    "topojson-client.min.js",
+    "nvgeo.js",
+    "nvcontrols.js",
+    "nvmap.js",
+]
 _CSS = ["leaflet.css", "MarkerCluster.css", "MarkerCluster.Default.css", "nvmap.css"]
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
@@ -113,6 +131,78 @@ def js_call(function: str, *args: Any) -> str:
     if not _IDENTIFIER.fullmatch(function):
         raise MapPageError(f"not a JavaScript function name: {function!r}")
     return f"window.nv.{function}({', '.join(to_js(a) for a in args)})"
+
+
+def tile_config(
+    online: bool, tile_url: str = DEFAULT_TILE_URL, attribution: str = DEFAULT_TILE_ATTRIBUTION
+) -> dict[str, Any]:
+    """What ``nv.setTiles`` takes: online tiles from ``tile_url``, or none (offline outline).
+
+    Raises MapPageError for a tile URL that is not http(s) with {z}, {x} and {y}.
+    """
+    if not online:
+        return {"online": False}
+    _check_tile_url(tile_url)
+    return {"online": True, "url": tile_url, "attribution": attribution}
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _natural_key(text: str) -> list[Any]:
+    """``img2`` before ``img10``: cameras and phones number their files in shot order."""
+    parts: list[Any] = _DIGITS.split(text.lower())
+    parts[1::2] = map(int, parts[1::2])
+    return parts
+
+
+def _coordinate(value: Any) -> float:
+    """A latitude or longitude as a float; NaN when missing or not a number."""
+    if value is None or isinstance(value, bool | str):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def reference_coverage(
+    references: list[Mapping[str, Any]], max_gap_m: float = COVERAGE_MAX_GAP_M
+) -> dict[str, list]:
+    """Where the library has photos, for the map's faint coverage layer (no tiles needed).
+
+    ``references`` are ``MapView.set_references`` dicts (lat, lon, label). Returns ``points``,
+    each distinct position once as ``[lat, lon]``, and ``tracks``, runs of photos consecutive in
+    file-name order whose neighbours are at most ``max_gap_m`` apart (two or more points each).
+    Positions that are missing or out of range are left out.
+    """
+    labels, lats, lons = [], [], []
+    for ref in references:
+        label = ref.get("label")
+        labels.append(str(label if label is not None else ref.get("id", "")))
+        lats.append(_coordinate(ref.get("lat")))
+        lons.append(_coordinate(ref.get("lon")))
+    order = sorted(range(len(labels)), key=lambda i: _natural_key(labels[i]))
+    lats, lons = np.array(lats, dtype=float)[order], np.array(lons, dtype=float)[order]
+    ok = np.isfinite(lats) & np.isfinite(lons) & (np.abs(lats) <= 90) & (np.abs(lons) <= 180)
+    lats, lons = lats[ok], lons[ok]
+    for decimals in _COVERAGE_DECIMALS:
+        grid = np.stack([lats.round(decimals), lons.round(decimals)], axis=1).reshape(-1, 2)
+        points = np.unique(grid, axis=0)
+        if len(points) <= MAX_COVERAGE_POINTS:
+            break
+    # Runs: break where the next photo (in file order) is farther than max_gap_m.
+    gaps = haversine_m(grid[:-1, 0], grid[:-1, 1], grid[1:, 0], grid[1:, 1])
+    starts = np.concatenate([[0], np.flatnonzero(np.atleast_1d(gaps) > max_gap_m) + 1])
+    ends = np.append(starts[1:], len(grid))
+    tracks = []
+    for a, b in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist()):
+        run = grid[a:b]
+        keep = np.ones(len(run), dtype=bool)
+        keep[1:] = np.any(run[1:] != run[:-1], axis=1)  # a burst on one spot is one point
+        if keep.sum() > 1:
+            tracks.append(run[keep].tolist())
+    return {"points": points.tolist(), "tracks": tracks}
 
 
 class _NvInit(MacroElement):

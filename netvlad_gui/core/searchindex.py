@@ -83,9 +83,12 @@ def _build_fields(kind: str, cfg: IndexConfig) -> dict:
     return out
 
 
-def catalogue_pairs(db: sqlite3.Connection) -> tuple[np.ndarray, np.ndarray]:
+def catalogue_pairs(catalog) -> tuple[np.ndarray, np.ndarray]:
     """(ids, store rows) of the indexed photos, sorted by id, straight from SQLite."""
-    cur = db.execute("SELECT id, row FROM images WHERE status='indexed' ORDER BY id")
+    if isinstance(catalog, sqlite3.Connection):
+        cur = catalog.execute("SELECT id, row FROM images WHERE status='indexed' ORDER BY id")
+    else:
+        cur = catalog.indexed_pairs()
     flat = np.fromiter((v for pair in cur for v in pair), dtype=np.int64)
     pairs = flat.reshape(-1, 2)
     return np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
@@ -285,6 +288,11 @@ def _sha1(a: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
+def _file_sha1(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()
+
+
 def _save(folder: Path, catalog, kind, index, ids, rows, cfg, trained_on: int) -> None:
     """Pairs first, then the index, then the meta that vouches for both (all atomic)."""
     pairs = np.stack([ids, rows])
@@ -298,6 +306,8 @@ def _save(folder: Path, catalog, kind, index, ids, rows, cfg, trained_on: int) -
     faiss.write_index(index, str(tmp))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
+        f.seek(0)
+        index_sha1 = hashlib.file_digest(f, "sha1").hexdigest()
     os.replace(tmp, folder / SEARCH_FILE)
     meta = {
         "kind": kind,
@@ -305,6 +315,7 @@ def _save(folder: Path, catalog, kind, index, ids, rows, cfg, trained_on: int) -
         "trained_on": int(trained_on),
         "ntotal": int(index.ntotal),
         "pairs_sha1": _sha1(pairs),
+        "index_sha1": index_sha1,
     }
     catalog.set_meta(META_KEY, json.dumps(meta))
 
@@ -320,6 +331,11 @@ def _load(folder: Path, catalog, kind: str, cfg: IndexConfig):
             return None
         pairs = np.load(folder / PAIRS_FILE)
         if _sha1(pairs) != meta.get("pairs_sha1"):
+            log.warning("%s does not match its checksum: rebuilding it", folder / PAIRS_FILE)
+            return None
+        # Damage in place (same size) would otherwise load and answer "no match".
+        if _file_sha1(folder / SEARCH_FILE) != meta.get("index_sha1"):
+            log.warning("%s does not match its checksum: rebuilding it", folder / SEARCH_FILE)
             return None
         index = faiss.read_index(str(folder / SEARCH_FILE))
         if index.ntotal != pairs.shape[1] or index.ntotal != meta.get("ntotal"):
@@ -363,13 +379,23 @@ def open_search(
     dim: int,
     cfg: IndexConfig,
     progress: Progress | None = None,
+    *,
+    save: bool = True,
 ) -> SearchIndex:
-    """The search index for the catalogue as it is now: loaded, updated or (re)built."""
-    ids, rows = catalogue_pairs(catalog.db)
+    """The search index for the catalogue as it is now: loaded, updated or (re)built.
+
+    ``save=False`` (a reader: a search next to a build, or a read-only index) changes no file:
+    an index that is out of date is brought up to date in memory only.
+    """
+    ids, rows = catalogue_pairs(catalog)
+    if store is not None and len(rows) and rows.max() >= store.rows:
+        # Committed by a build after this store was opened: searched next time it is opened.
+        keep = rows < store.rows
+        ids, rows = ids[keep], rows[keep]
     n = len(ids)
     kind = choose_kind(n, cfg)
     if kind == "flat" or n == 0 or store is None:
-        if kind == "flat" and (folder / SEARCH_FILE).exists():
+        if save and kind == "flat" and (folder / SEARCH_FILE).exists():
             remove_saved(folder)
         return SearchIndex("flat", build_flat(store, ids, rows, dim, progress), ids, rows, cfg)
     saved = _load(folder, catalog, kind, cfg)
@@ -378,7 +404,7 @@ def open_search(
         if n <= cfg.retrain_growth * max(trained_on, 1):
             changed = _sync(kind, index, s_ids, s_rows, ids, rows, store, progress)
             if changed is not None:
-                if changed:
+                if changed and save:
                     _try_save(folder, catalog, kind, index, ids, rows, cfg, trained_on)
                 return SearchIndex(kind, index, ids, rows, cfg)
     t0 = time.perf_counter()
@@ -388,7 +414,8 @@ def open_search(
     train_approx(index, store, rows, cfg)
     _fill(index, store, ids, rows, progress)
     log.info("built a %s index of %d references in %.1f s", kind, n, time.perf_counter() - t0)
-    _try_save(folder, catalog, kind, index, ids, rows, cfg, n)
+    if save:
+        _try_save(folder, catalog, kind, index, ids, rows, cfg, n)
     return SearchIndex(kind, index, ids, rows, cfg)
 
 

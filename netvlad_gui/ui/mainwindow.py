@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 from netvlad_gui.core.export import ExportError, write_results
 from netvlad_gui.core.images import IMAGE_EXTENSIONS, expand_inputs
 from netvlad_gui.core.library import LibraryStatus, resolve_index_dir
+from netvlad_gui.core.mappage import MapPageError
 
 from .errors import failure_text
 from .librarypanel import LibraryPanel
@@ -203,6 +204,7 @@ class MainWindow(QMainWindow):
         self.results.matchSelected.connect(self.map.select)
         self.results.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.map.matchClicked.connect(self.results.select_rank)
+        self.map.onlineTilesRequested.connect(self.use_online_tiles)
         self.model_banner.actionTriggered.connect(self.open_settings)
         self.stop_button.clicked.connect(self.cancel_locating)
         self.stalls.worstChanged.connect(self._on_stall)
@@ -523,6 +525,10 @@ class MainWindow(QMainWindow):
     def apply_settings(self, new: AppSettings) -> None:
         old, self.settings = self.settings, new
         new.save()
+        try:  # at once: the map switches its tiles without a restart
+            self.map.set_tiles(new.online_tiles, new.tile_url)
+        except MapPageError as exc:
+            self.show_notice(f"{exc}. Fix it in Tools → Model and settings.", WARNING)
         if (
             (old.device, old.image_size) != (new.device, new.image_size)
             and (self.library or self.settings.index_dir)
@@ -530,6 +536,12 @@ class MainWindow(QMainWindow):
         ):
             self._open_index()
         self._refresh_model_banner()
+
+    def use_online_tiles(self) -> None:
+        """The map's "Use online map tiles": the same as ticking it in Settings."""
+        new = AppSettings(**self.settings.__dict__)
+        new.online_tiles = True
+        self.apply_settings(new)
 
     # ---- retraining (the Train panel: see ui/trainpanel.py) ---------------------------------
 

@@ -29,7 +29,10 @@ from netvlad_gui.core.mappage import (
     DEFAULT_TILE_ATTRIBUTION,
     DEFAULT_TILE_URL,
     HTTP_USER_AGENT,
+    MapPageError,
     js_call,
+    reference_coverage,
+    tile_config,
     write_map_page,
 )
 
@@ -43,10 +46,15 @@ class _Bridge(QObject):
 
     page_ready = Signal()
     match_clicked = Signal(int)
+    online_tiles_requested = Signal()
 
     @Slot()
     def pageReady(self) -> None:
         self.page_ready.emit()
+
+    @Slot()
+    def useOnlineTiles(self) -> None:
+        self.online_tiles_requested.emit()
 
     @Slot(int)
     def matchClicked(self, rank: int) -> None:
@@ -91,12 +99,14 @@ class MapView(QWebEngineView):
     """The map widget: references, the located query and its matches.
 
     Signals: ``ready`` once the page can take calls; ``matchClicked(rank)`` when the user clicks a
-    numbered match marker. Data dicts follow ``nv.setReferences`` / ``nv.showResult`` in
+    numbered match marker; ``onlineTilesRequested`` when the user clicks "Use online map tiles" on
+    the map (the owner saves the setting and calls ``set_tiles``). Data dicts follow ``nv.setReferences`` / ``nv.showResult`` in
     resources/web/nvmap.js; labels are shown as plain text, never as HTML.
     """
 
     ready = Signal()
     matchClicked = Signal(int)
+    onlineTilesRequested = Signal()
 
     def __init__(
         self,
@@ -112,6 +122,11 @@ class MapView(QWebEngineView):
         # Drops go to the parent window (which opens dropped photos), not to Chromium.
         self.setAcceptDrops(False)
 
+        try:
+            self._tiles = tile_config(tiles_online, tile_url, attribution)
+        except MapPageError as exc:  # a bad saved URL must not stop the app from starting
+            log.warning("map tiles off: %s", exc)
+            tiles_online, self._tiles = False, tile_config(False)
         self._tmp = tempfile.TemporaryDirectory(prefix="netvlad-map-")
         self._html = write_map_page(
             Path(self._tmp.name),
@@ -138,6 +153,7 @@ class MapView(QWebEngineView):
         page.setWebChannel(self._channel)
         self._bridge.page_ready.connect(self._mark_ready)
         self._bridge.match_clicked.connect(self.matchClicked)
+        self._bridge.online_tiles_requested.connect(self.onlineTilesRequested)
 
         self.setPage(page)
         app = QCoreApplication.instance()
@@ -160,9 +176,40 @@ class MapView(QWebEngineView):
         """The page file this view shows (in a temporary folder owned by the view)."""
         return self._html
 
+    @property
+    def tiles_online(self) -> bool:
+        """Whether the map loads street tiles from the network (else the offline outline only)."""
+        return bool(self._tiles["online"])
+
+    def set_tiles(
+        self,
+        online: bool,
+        tile_url: str = DEFAULT_TILE_URL,
+        attribution: str = DEFAULT_TILE_ATTRIBUTION,
+    ) -> None:
+        """Turn online street tiles on or off now, without reloading the page.
+
+        Raises MapPageError (before changing anything) for a malformed tile URL; a call that
+        changes nothing does nothing.
+        """
+        config = tile_config(online, tile_url, attribution)
+        if config == self._tiles:
+            return
+        self._tiles = config
+        # Off: the file:// page cannot reach the network at all.
+        self.page().settings().setAttribute(
+            QWebEngineSettings.WebAttribute.LocalContentCanAccessRemoteUrls, bool(online)
+        )
+        self.run_js(js_call("setTiles", config))
+
     def set_references(self, references: Sequence[Mapping[str, Any]]) -> None:
-        """Show the library's photos as clustered dots: dicts with id, lat, lon, label."""
-        self.run_js(js_call("setReferences", list(references)))
+        """Show the library's photos: dicts with id, lat, lon, label.
+
+        Drawn twice: as clustered markers, and as a faint coverage layer of positions and tracks
+        (core's ``reference_coverage``) that shows the library's streets without any tiles.
+        """
+        references = list(references)
+        self.run_js(js_call("setReferences", references, reference_coverage(references)))
 
     def show_result(self, result: Mapping[str, Any]) -> None:
         """Draw a located query: ``{"query": {...}, "matches": [...]}`` (replaces the last one)."""

@@ -182,7 +182,7 @@ class SettingsDialog(QDialog):
         self.online_tiles.setChecked(settings.online_tiles)
         self.online_tiles.setToolTip(
             "Off: the map draws only the bundled country borders and coastlines, with no network "
-            "use. On: tiles from the URL below, with its attribution (applies after a restart)."
+            "use. On: tiles from the URL below, with its attribution (applies at once)."
         )
         self.tile_url = QLineEdit(settings.tile_url)
         self.tile_url.setToolTip("Tile URL template, e.g. " + DEFAULT_TILE_URL)

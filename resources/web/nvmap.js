@@ -1,7 +1,8 @@
 /*
  * netvlad-gui map page logic (project code, MIT; not vendored).
  *
- * Loaded after Leaflet, leaflet.markercluster and topojson-client. The page calls
+ * Loaded after Leaflet, leaflet.markercluster, topojson-client, nvgeo.js and nvcontrols.js.
+ * The page calls
  * nvInit(map, config) once; Python then drives window.nv through runJavaScript.
  * Every string that may come from a file name or EXIF reaches the DOM through
  * textContent or an attribute setter; no label is ever parsed as HTML.
@@ -11,6 +12,11 @@
 
     var WORLD_VIEW = { center: [20, 0], zoom: 2 };
     var FIT_OPTIONS = { maxZoom: 17, padding: [24, 24] };
+    // Street level and beyond: vectors need no tiles, and tiles are scaled up past their
+    // deepest level (maxNativeZoom), so markers a few metres apart can be told apart.
+    var MAX_ZOOM = 20;
+    var MAX_NATIVE_TILE_ZOOM = 19;
+    var MATCH_GAP = 27; // px between the centres of numbered match markers (24 px wide)
 
     var state = {
         map: null,
@@ -22,6 +28,17 @@
         prediction: null,
         truth: null,
         selected: null,
+        coverage: null,
+        legs: null,
+        tiles: null,
+        tileConfig: { online: false },
+        tileLoads: 0,
+        layersControl: null,
+        hint: null,
+        hintDismissed: false,
+        tileError: null,
+        tileErrorDismissed: false,
+        legend: null,
     };
 
     // ---- small helpers -------------------------------------------------------------------
@@ -104,13 +121,15 @@
         pane.style.zIndex = 150; // under the tile pane (200): online tiles hide it when they load
         pane.style.pointerEvents = "none";
         var renderer = L.canvas({ pane: "nvBase", padding: 0.5 });
-        var countries = topojson.feature(topo, topo.objects.countries);
-        var borders = topojson.mesh(topo, topo.objects.countries, function (a, b) {
+        // world-atlas joins polygons across the antimeridian; cut them for a flat map.
+        var fix = window.nvGeo.fixAntimeridian;
+        var countries = fix(topojson.feature(topo, topo.objects.countries));
+        var borders = fix(topojson.mesh(topo, topo.objects.countries, function (a, b) {
             return a !== b;
-        });
-        var coast = topojson.mesh(topo, topo.objects.countries, function (a, b) {
+        }));
+        var coast = fix(topojson.mesh(topo, topo.objects.countries, function (a, b) {
             return a === b;
-        });
+        }));
         var common = { pane: "nvBase", renderer: renderer, interactive: false };
         var land = L.geoJSON(countries, Object.assign({}, common, {
             style: { stroke: false, fill: true, fillColor: "#f2efe9", fillOpacity: 1 },
@@ -129,7 +148,7 @@
 
     var refIcon = null;
 
-    function setReferences(list) {
+    function setReferences(list, coverage) {
         state.refs.clearLayers();
         if (!refIcon) {
             refIcon = L.divIcon({ className: "nv-ref", iconSize: [10, 10], iconAnchor: [5, 5] });
@@ -147,7 +166,46 @@
             markers.push(marker);
         });
         state.refs.addLayers(markers);
+        setCoverage(coverage || { points: markers.map(function (m) {
+            var ll = m.getLatLng();
+            return [ll.lat, ll.lng];
+        }) });
+        updateHint();
+        refreshLegend();
         return markers.length;
+    }
+
+    // Where the library has photos, drawn faintly under everything else: with no tiles it is
+    // the only thing at street zoom that says where the streets with photos are. What to
+    // draw (tracks, distinct points) is decided by core/mappage.py's reference_coverage.
+    function setCoverage(coverage) {
+        state.coverage.clearLayers();
+        var renderer = state.coverageRenderer;
+        var style = { pane: "nvCoverage", renderer: renderer, interactive: false };
+        (coverage.tracks || []).forEach(function (track) {
+            var line = (track || []).map(function (p) { return toLatLng(p[0], p[1]); })
+                .filter(Boolean);
+            if (line.length < 2) return;
+            L.polyline(line, Object.assign({
+                color: "#4a6fa5", weight: 5, opacity: 0.3, lineCap: "round", lineJoin: "round",
+            }, style)).addTo(state.coverage);
+        });
+        (coverage.points || []).forEach(function (p) {
+            var ll = toLatLng(p[0], p[1]);
+            if (!ll) return;
+            L.circleMarker(ll, Object.assign({
+                radius: 3, stroke: false, fillColor: "#2c4d7a", fillOpacity: 0.45,
+            }, style)).addTo(state.coverage);
+        });
+    }
+
+    function coverageCount() {
+        var out = { points: 0, tracks: 0 };
+        state.coverage.eachLayer(function (layer) {
+            if (layer instanceof L.CircleMarker) out.points += 1;
+            else out.tracks += 1;
+        });
+        return out;
     }
 
     // ---- result ----------------------------------------------------------------------------
@@ -181,6 +239,7 @@
 
     function clearResult() {
         state.result.clearLayers();
+        state.legs.clearLayers();
         state.matches = {};
         state.prediction = null;
         state.truth = null;
@@ -219,6 +278,7 @@
                 riseOnHover: true,
             });
             marker.nvRank = rank;
+            marker.nvTrue = ll; // where the photo was taken; the marker may be moved aside
             marker.bindPopup(function () { return matchPopup(match, rank); }, { maxWidth: 260 });
             marker.on("click", function () {
                 highlight(rank);
@@ -248,10 +308,57 @@
                 }, { sticky: true }).addTo(state.result);
             }
         }
-        if (state.result.getLayers().length) {
-            state.map.fitBounds(state.result.getBounds(), FIT_OPTIONS);
-        }
+        var bounds = resultBounds();
+        if (bounds.isValid()) state.map.fitBounds(bounds, FIT_OPTIONS);
+        layoutMatches();
+        refreshLegend();
         return count();
+    }
+
+    // The drawn result's true extent (match markers may sit beside their true positions).
+    function resultBounds() {
+        var bounds = L.latLngBounds([]);
+        state.result.eachLayer(function (layer) {
+            if (layer.nvTrue) bounds.extend(layer.nvTrue);
+            else if (layer.getBounds) bounds.extend(layer.getBounds());
+            else if (layer.getLatLng) bounds.extend(layer.getLatLng());
+        });
+        return bounds;
+    }
+
+    // Numbered matches that would cover each other (or the predicted pin) at this zoom are
+    // laid round it on a circle, each with a thin leg to the spot where its photo was taken.
+    function layoutMatches() {
+        state.legs.clearLayers();
+        var map = state.map;
+        var ranks = Object.keys(state.matches).map(Number).sort(function (a, b) {
+            return a - b;
+        });
+        if (!ranks.length) return;
+        var points = ranks.map(function (rank) {
+            return map.latLngToLayerPoint(state.matches[rank].nvTrue);
+        });
+        var anchors = [state.prediction, state.truth].filter(Boolean).map(function (marker) {
+            return map.latLngToLayerPoint(marker.getLatLng());
+        });
+        var spread = window.nvGeo.spread(points, anchors, MATCH_GAP);
+        ranks.forEach(function (rank, i) {
+            var marker = state.matches[rank];
+            var p = spread[i];
+            if (Math.abs(p.x - points[i].x) < 0.5 && Math.abs(p.y - points[i].y) < 0.5) {
+                marker.setLatLng(marker.nvTrue);
+                return;
+            }
+            var moved = map.layerPointToLatLng(L.point(p.x, p.y));
+            marker.setLatLng(moved);
+            L.polyline([marker.nvTrue, moved], {
+                color: "#1f5fbf", weight: 1.5, opacity: 0.9, interactive: false,
+            }).addTo(state.legs);
+            L.circleMarker(marker.nvTrue, {
+                radius: 3, color: "#1f5fbf", weight: 1.5, fillColor: "#fff", fillOpacity: 1,
+                interactive: false,
+            }).addTo(state.legs);
+        });
     }
 
     function highlight(rank) {
@@ -281,14 +388,18 @@
 
     function clear(options) {
         clearResult();
-        if (options && options.references) state.refs.clearLayers();
+        if (options && options.references) {
+            state.refs.clearLayers();
+            state.coverage.clearLayers();
+            updateHint();
+        }
+        refreshLegend();
         return count();
     }
 
     function fitAll() {
-        var bounds = L.latLngBounds([]);
+        var bounds = resultBounds();
         if (state.refs.getLayers().length) bounds.extend(state.refs.getBounds());
-        if (state.result.getLayers().length) bounds.extend(state.result.getBounds());
         if (bounds.isValid()) state.map.fitBounds(bounds, FIT_OPTIONS);
         else state.map.setView(WORLD_VIEW.center, WORLD_VIEW.zoom);
     }
@@ -301,6 +412,108 @@
             prediction: state.prediction ? 1 : 0,
             base: state.baseFeatures,
             selected: state.selected,
+            coverage: coverageCount(),
+            spread: state.legs.getLayers().length / 2,
+            tiles: !!state.tiles,
+        };
+    }
+
+    // ---- tiles, notices and legend (the controls themselves: nvcontrols.js) ----------------
+
+    var controls = window.nvControls;
+    var show = controls.show;
+
+    function useOnlineTiles() {
+        var bridge = window.nvBridge;
+        if (!bridge || typeof bridge.useOnlineTiles !== "function") return false;
+        bridge.useOnlineTiles();
+        return true;
+    }
+
+    function updateHint() {
+        show(state.hint, !state.tiles && !state.hintDismissed);
+        state.hint.nvCoverageText.style.display = state.coverage.getLayers().length ? "" : "none";
+    }
+
+    function onTileError() {
+        // One missing tile among loaded ones is the server's business; none loading is ours.
+        if (state.tileLoads > 0 || state.tileErrorDismissed) return;
+        state.tileError.nvText.textContent =
+            "Map tiles could not be loaded from " + controls.tileHost(state.tileConfig.url) +
+            " (no network, or the server refused). Showing the offline map.";
+        show(state.tileError, true);
+    }
+
+    function setTiles(config) {
+        config = config || {};
+        if (state.tiles) state.map.removeLayer(state.tiles);
+        if (state.layersControl) state.layersControl.remove();
+        state.tiles = null;
+        state.layersControl = null;
+        state.tileLoads = 0;
+        state.tileErrorDismissed = false;
+        state.tileConfig = { online: false };
+        show(state.tileError, false);
+        if (config.online && config.url) {
+            state.tileConfig = { online: true, url: String(config.url) };
+            // The browser engine sends the app's User-Agent (set on the Qt profile) with each tile.
+            var tiles = L.tileLayer(String(config.url), {
+                attribution: config.attribution || "",
+                maxNativeZoom: MAX_NATIVE_TILE_ZOOM,
+                maxZoom: MAX_ZOOM,
+            });
+            tiles.on("tileload", function () {
+                if (tiles !== state.tiles) return; // a late answer for a replaced layer
+                state.tileLoads += 1;
+                show(state.tileError, false);
+            });
+            tiles.on("tileerror", function () {
+                if (tiles === state.tiles) onTileError();
+            });
+            state.tiles = tiles.addTo(state.map);
+            var overlays = {};
+            if (state.base) overlays["Offline outline map"] = state.base;
+            overlays["Online map tiles"] = state.tiles;
+            state.layersControl = L.control.layers(null, overlays, { collapsed: true })
+                .addTo(state.map);
+        }
+        updateHint();
+        return { online: !!state.tiles };
+    }
+
+    function legendKinds() {
+        var kinds = [];
+        var clusters = 0;
+        var singles = 0;
+        var refs = state.refs.getLayers();
+        for (var i = 0; i < refs.length && !(clusters && singles); i++) {
+            var parent = state.refs.getVisibleParent(refs[i]);
+            if (!parent) continue;
+            if (parent === refs[i]) singles += 1;
+            else clusters += 1;
+        }
+        if (state.prediction) kinds.push("prediction");
+        if (Object.keys(state.matches).length) kinds.push("match");
+        if (state.legs.getLayers().length) kinds.push("spread");
+        if (state.truth) kinds.push("truth");
+        if (clusters) kinds.push("cluster");
+        if (singles) kinds.push("reference");
+        if (state.coverage.getLayers().length) kinds.push("coverage");
+        return kinds;
+    }
+
+    function refreshLegend() {
+        if (state.legend) state.legend.setKinds(legendKinds());
+    }
+
+    function ui() {
+        var visible = controls.visible;
+        return {
+            hint: visible(state.hint),
+            tileError: visible(state.tileError) ? state.tileError.nvText.textContent : null,
+            legend: visible(state.legend) ? legendKinds() : [],
+            zoom: state.map.getZoom(),
+            maxZoom: state.map.getMaxZoom(),
         };
     }
 
@@ -322,27 +535,41 @@
         config = config || {};
         state.map = map;
         map.setMinZoom(1);
-        map.setMaxZoom(19);
+        map.setMaxZoom(MAX_ZOOM);
         state.base = drawBase(map, window.nvWorld);
-        var overlays = {};
-        if (state.base) overlays["Offline outline map"] = state.base;
-        if (config.tiles_online && config.tile_url) {
-            // The browser engine sends the app's User-Agent (set on the Qt profile) with each tile.
-            var tiles = L.tileLayer(config.tile_url, {
-                attribution: config.attribution || "",
-                maxZoom: 19,
-            }).addTo(map);
-            overlays["Online map tiles"] = tiles;
-            L.control.layers(null, overlays, { collapsed: true }).addTo(map);
-        }
+        var coveragePane = map.createPane("nvCoverage");
+        coveragePane.style.zIndex = 350; // over tiles (200), under legs (400) and markers (600)
+        coveragePane.style.pointerEvents = "none";
+        state.coverageRenderer = L.canvas({ pane: "nvCoverage", padding: 0.5 });
+        state.coverage = L.layerGroup().addTo(map);
+        state.legs = L.layerGroup().addTo(map);
         state.refs = L.markerClusterGroup({
             // One synchronous add: the page has its own renderer process, so a big library
             // stalls only the map for a moment, and counts are exact when setReferences returns.
             chunkedLoading: false,
             showCoverageOnHover: false,
-            maxClusterRadius: 40,
+            // Near street level only photos that really cover each other stay grouped; at the
+            // deepest zoom a click on such a group spreads it out (spiderfy).
+            maxClusterRadius: function (zoom) { return zoom >= 16 ? 6 : 40; },
+            spiderfyOnMaxZoom: true,
         }).addTo(map);
+        state.refs.on("animationend", refreshLegend);
         state.result = L.featureGroup().addTo(map);
+        state.hint = controls.hint(map, useOnlineTiles, function () {
+            state.hintDismissed = true;
+        });
+        state.tileError = controls.tileError(map, function () {
+            state.tileErrorDismissed = true; // until the tile setting changes
+        });
+        state.legend = controls.legend(map);
+        setTiles(config.tiles_online ? {
+            online: true, url: config.tile_url, attribution: config.attribution,
+        } : { online: false });
+        map.on("zoomend", function () {
+            layoutMatches();
+            refreshLegend();
+        });
+        refreshLegend();
         window.nv = {
             setReferences: setReferences,
             showResult: showResult,
@@ -350,12 +577,15 @@
             clear: clear,
             fitAll: fitAll,
             count: count,
+            setTiles: setTiles,
+            ui: ui,
             // For tests and debugging: the live Leaflet objects.
             matchMarker: function (rank) { return state.matches[rank] || null; },
             layers: function () {
                 return {
                     map: state.map, base: state.base, references: state.refs,
                     result: state.result, prediction: state.prediction, truth: state.truth,
+                    coverage: state.coverage, legs: state.legs, tiles: state.tiles,
                 };
             },
         };
