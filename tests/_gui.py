@@ -109,8 +109,11 @@ def wait_ready(qtbot, window: MainWindow) -> None:
 
 
 def wait_results(qtbot, window: MainWindow, tokens: list[int]) -> None:
+    """Until every photo has its final result (verified, when verification is on)."""
+
     def done() -> bool:
-        return all(window.queue.entry(t).state != "waiting" for t in tokens)
+        entries = [window.queue.entry(t) for t in tokens]
+        return all(e.state != "waiting" and not e.verifying for e in entries)
 
     qtbot.waitUntil(done, timeout=LOCATE_TIMEOUT_MS)
 

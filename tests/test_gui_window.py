@@ -133,14 +133,15 @@ def test_stop_during_a_multi_photo_locate_stops_between_photos(
     second_started, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
-    def gated_locate(path, top_n=None):  # runs in the worker thread
-        calls.append(str(path))
-        if len(calls) == 2:
+    def gated_locate(path, top_n=None, *, verify=None):  # runs in the worker thread
+        if not verify:  # the global search that starts each photo (verification follows)
+            calls.append(str(path))
+        if len(calls) == 2 and not verify:
             second_started.set()
             release.wait(LOCATE_TIMEOUT_MS / 1000)  # until the test has clicked Stop
-        return real_locate(path, top_n)
+        return real_locate(path, top_n, verify=verify)
 
-    locator.locate = gated_locate  # what Locator.locate_many calls per photo
+    locator.locate = gated_locate  # what the engine worker calls per photo and phase
     finished: list[tuple[int, bool]] = []
     window.engine.locateFinished.connect(lambda n, cancelled: finished.append((n, cancelled)))
     photos = sorted(queries.glob("*.jpg"))

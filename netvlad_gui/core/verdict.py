@@ -38,6 +38,24 @@ VERDICTS = (LOCATED, UNCERTAIN, NOT_FOUND)
 LOCATED_CONFIDENCE = 0.5
 NOT_FOUND_CONFIDENCE = 0.2
 
+# What each verdict is called in front of a user, in one place for both fronts: a headline
+# (result panel, plain CLI output) and a short form (a row in a list of photos).
+_HEADLINES = {LOCATED: "Located", UNCERTAIN: "Uncertain", NOT_FOUND: "Not found in this library"}
+_SHORT = {LOCATED: "Located", UNCERTAIN: "Uncertain", NOT_FOUND: "Not in library"}
+
+
+def describe(verdict: str | None, *, short: bool = False) -> str:
+    """The user-facing words for ``verdict`` ("" for None, i.e. a photo that could not be read).
+
+    ``short`` is for narrow places (a row in the photo list): "Not in library".
+    """
+    if verdict is None:
+        return ""
+    words = _SHORT if short else _HEADLINES
+    if verdict not in words:
+        raise ValueError(f"unknown verdict {verdict!r}; expected one of {', '.join(VERDICTS)}")
+    return words[verdict]
+
 
 def inlier_evidence(inliers: int, cfg: VerifyConfig) -> float:
     """How much ``inliers`` say "same place", in [0, 1]: a logistic from min to located inliers.

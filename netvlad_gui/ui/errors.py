@@ -71,6 +71,7 @@ FAILURES = {
     "build": "Indexing failed",
     "open": "Cannot open the index",
     "locate": "Cannot locate",
+    "verify": "Cannot verify (the global result stands)",
 }
 
 

@@ -73,7 +73,10 @@ def _short_list(names: list[str], limit: int = 3) -> str:
 
 
 class MainWindow(QMainWindow):
-    """netvlad-gui's window. Public signals serve the screenshot mode and the tests."""
+    """netvlad-gui's window. Public signals serve the screenshot mode and the tests.
+
+    ``resultArrived(token)`` is a photo's final result: the verified one when verification is on.
+    """
 
     indexChanged = Signal(object)
     resultArrived = Signal(int)
@@ -219,6 +222,9 @@ class MainWindow(QMainWindow):
         self.engine.buildFinished.connect(self._on_build_finished)
         self.engine.indexOpened.connect(self._on_index_opened)
         self.engine.located.connect(self._on_located)
+        self.engine.verifying.connect(self._on_verifying)
+        self.engine.refined.connect(self._on_refined)
+        self.engine.set_verify(self.settings.verify, self.settings.verify_top)
         self.engine.locateFinished.connect(self._on_locate_finished)
         self.engine.failed.connect(self._on_failed)
 
@@ -465,6 +471,21 @@ class MainWindow(QMainWindow):
         current = self.queue.current()
         if current is not None and current.token == token:
             self._show_token(token)
+        if not entry.verifying:  # else the refined result is the final one
+            self.resultArrived.emit(token)
+
+    def _on_verifying(self, token: int) -> None:
+        self.queue.set_verifying(token, True)  # its quick result follows at once
+
+    def _on_refined(self, token: int, result) -> None:
+        """The geometric check of a shown photo is done (or was stopped): its final result."""
+        entry = self.queue.set_result(token, result)
+        if entry is None:
+            return
+        self.queue.set_verifying(token, False)
+        current = self.queue.current()
+        if current is not None and current.token == token:
+            self._show_token(token)
         self.resultArrived.emit(token)
 
     def _on_locate_finished(self, count: int, cancelled: bool) -> None:
@@ -525,6 +546,7 @@ class MainWindow(QMainWindow):
     def apply_settings(self, new: AppSettings) -> None:
         old, self.settings = self.settings, new
         new.save()
+        self.engine.set_verify(new.verify, new.verify_top)
         try:  # at once: the map switches its tiles without a restart
             self.map.set_tiles(new.online_tiles, new.tile_url)
         except MapPageError as exc:

@@ -6,18 +6,26 @@ from pathlib import Path
 from typing import Any
 
 from netvlad_gui.core.locate import LocateResult
+from netvlad_gui.core.verdict import NOT_FOUND
 
 OSM_ZOOM = 18
 
 
 def result_to_map(res: LocateResult) -> dict[str, Any]:
-    """The ``MapView.show_result`` dict of a located photo (labels are file names)."""
+    """The ``MapView.show_result`` dict of a located photo (labels are file names).
+
+    A photo not found in this library gets no confidence circle (``radius_m`` None) and no
+    confidence: its marker is the nearest guess, and its label says so.
+    """
+    guess = res.verdict == NOT_FOUND
+    label = Path(res.query).name
     query = {
-        "label": Path(res.query).name,
+        "label": f"{label} (a guess: not found in this library)" if guess else label,
         "lat": res.lat,
         "lon": res.lon,
-        "radius_m": res.radius_m,
-        "confidence": res.confidence if res.lat is not None else None,
+        "radius_m": None if guess else res.radius_m,
+        "confidence": res.confidence if res.lat is not None and not guess else None,
+        "verdict": res.verdict,
         "true_lat": res.true_lat,
         "true_lon": res.true_lon,
         "error_m": res.error_m,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QBrush, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
@@ -21,9 +21,11 @@ from PySide6.QtWidgets import (
 )
 
 from netvlad_gui.core.locate import LocateResult
+from netvlad_gui.core.verdict import LOCATED, NOT_FOUND
 
 from .mapdata import format_distance
 from .thumbnails import ThumbnailLoader
+from .verdictstyle import describe, verdict_colour
 from .widgets import plain_label
 
 WAITING, DONE, FAILED = "waiting", "done", "failed"
@@ -40,6 +42,7 @@ class Entry:
     state: str = WAITING
     result: LocateResult | None = None
     error: str = ""
+    verifying: bool = False  # shown from the global search; its geometric check is running
 
     @property
     def name(self) -> str:
@@ -51,12 +54,16 @@ class Entry:
         if self.state == FAILED:
             return f"cannot locate: {self.error}"
         res = self.result
+        verdict = describe(res.verdict, short=True) if res is not None else ""
+        pending = " · verifying…" if self.verifying else ""
         if res is None or res.lat is None:
-            return "no match with GPS"
+            return f"{verdict or 'Not in library'} (no match with GPS){pending}"
+        if res.verdict == NOT_FOUND:  # the nearest guess is no answer: no radius, no error
+            return f"{verdict}{pending}"
         text = f"±{format_distance(res.radius_m)} · {res.confidence * 100:.0f} %"
         if res.error_m is not None:
             text += f" · {format_distance(res.error_m)} off"
-        return text
+        return f"{verdict} · {text}{pending}" if verdict else text + pending
 
 
 class QueuePanel(QGroupBox):
@@ -146,6 +153,17 @@ class QueuePanel(QGroupBox):
         entry.result = result
         entry.state = FAILED if result.error else DONE
         entry.error = result.error
+        if result.error or result.verified:
+            entry.verifying = False
+        self._refresh(entry)
+        return entry
+
+    def set_verifying(self, token: int, verifying: bool) -> Entry | None:
+        """Mark a photo whose geometric check is running (or no longer running)."""
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        entry.verifying = verifying
         self._refresh(entry)
         return entry
 
@@ -187,6 +205,14 @@ class QueuePanel(QGroupBox):
         item.setToolTip(html.escape(f"{entry.path}\n{entry.status_line()}").replace("\n", "<br>"))
         if entry.state == FAILED:
             item.setForeground(Qt.GlobalColor.darkRed)
+        else:
+            colour = verdict_colour(entry.result.verdict) if entry.result is not None else None
+            if entry.result is not None and entry.result.verdict == LOCATED:
+                colour = None  # the ordinary text colour: "located" needs no alarm
+            if colour is not None:
+                item.setForeground(QBrush(colour))
+            else:  # unset, not an empty brush: the palette's text colour
+                item.setData(Qt.ItemDataRole.ForegroundRole, None)
 
     def _set_icon(self, item: QListWidgetItem, image: QImage) -> None:
         pixmap = QPixmap.fromImage(image).scaled(

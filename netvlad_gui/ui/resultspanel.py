@@ -21,9 +21,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from netvlad_gui.core.verdict import NOT_FOUND, UNCERTAIN
+
 from .mapdata import format_coords, format_distance, osm_url
 from .queuepanel import DONE, FAILED, WAITING, Entry
 from .thumbnails import ThumbnailLoader
+from .verdictstyle import GUESS_COLOUR, VERDICT_COLOURS, describe
 from .widgets import plain_label
 
 QUERY_THUMB = QSize(200, 150)
@@ -39,11 +42,13 @@ def _scaled(image: QImage, size: QSize) -> QPixmap:
 class ResultsPanel(QWidget):
     """Shows one Entry: query thumbnail, prediction, actions, and the matches as thumbnails.
 
-    Signals: ``matchSelected(rank)`` when the user picks a match, ``stepRequested(delta)`` for
+    Signals: ``matchSelected(rank)`` when the user picks a match, ``matchActivated(rank)`` when
+    they open it (double-click or Enter: the match viewer opens), ``stepRequested(delta)`` for
     the previous/next photo, ``message(text)`` for the status bar.
     """
 
     matchSelected = Signal(int)
+    matchActivated = Signal(int)
     stepRequested = Signal(int)
     message = Signal(str)
 
@@ -52,6 +57,7 @@ class ResultsPanel(QWidget):
         self._thumbs = thumbs
         self._entry: Entry | None = None
         self._match_items: dict[str, list[QListWidgetItem]] = {}
+        self.viewer = None  # the open MatchViewer (ui/matchviewer.py), if any
 
         # Header: which photo, and stepping through the queue.
         self.title = plain_label(wrap=False)
@@ -149,6 +155,7 @@ class ResultsPanel(QWidget):
         self.copy_button.clicked.connect(self.copy_coordinates)
         self.osm_button.clicked.connect(self.open_in_osm)
         self.matches.itemSelectionChanged.connect(self._on_match_selection)
+        self.matches.itemActivated.connect(self._on_match_activated)
         thumbs.loaded.connect(self._on_thumbnail)
         thumbs.failed.connect(self._on_thumbnail_failed)
         self.show_entry(None)
@@ -180,11 +187,14 @@ class ResultsPanel(QWidget):
         located = entry.state == DONE and entry.result is not None and entry.result.lat is not None
         self.copy_button.setEnabled(located)
         self.osm_button.setEnabled(located)
+        self._label_actions(entry.result if located else None)
         self.prediction.setStyleSheet("color: darkred;" if entry.state == FAILED else "")
         results = entry.result.matches if entry.result is not None else []
         self.matches_title.setText(f"Best {len(results)} matches" if results else "")
         for m in results:
             self._add_match(m)
+        if self.viewer is not None and self.viewer.isVisible():
+            self.viewer.update_entry(entry)  # e.g. the refined result: its lines appear
 
     def select_rank(self, rank: int) -> None:
         """Select match ``rank`` without emitting ``matchSelected`` (the map asked)."""
@@ -220,7 +230,10 @@ class ResultsPanel(QWidget):
             return
         text = format_coords(res.lat, res.lon)
         QGuiApplication.clipboard().setText(text)
-        self.message.emit(f"Copied {text}")
+        if res.verdict == NOT_FOUND:
+            self.message.emit(f"Copied the guess {text} (not found in this library)")
+        else:
+            self.message.emit(f"Copied {text}")
 
     def open_in_osm(self) -> None:
         res = self._entry.result if self._entry else None
@@ -234,25 +247,53 @@ class ResultsPanel(QWidget):
 
     @staticmethod
     def _describe(entry: Entry) -> str:
-        """Rich text for the prediction label; every value is escaped (errors can name files)."""
+        """Rich text for the prediction label, led by the verdict; every value is escaped.
+
+        ``not_found`` shows no bold coordinates: the nearest reference is a guess, greyed and
+        called one. ``uncertain`` shows the place in the verdict's own colour, not in bold.
+        """
         esc = html.escape
         if entry.state == WAITING:
             return "<p>Locating…</p>"
         if entry.state == FAILED:
             return f"<p><b>Cannot locate this photo.</b><br>{esc(entry.error)}</p>"
         res = entry.result
-        parts = []
-        if res is None or res.lat is None:
-            parts.append("<p><b>No match with GPS:</b> this photo cannot be placed.</p>")
+        if res is None:
+            return ""
+        colour = VERDICT_COLOURS.get(res.verdict or "", "")
+        head = esc(describe(res.verdict)) if res.verdict else "No verdict"
+        if entry.verifying:
+            note = "verifying…"
+        elif res.verified:
+            best = max((m.inliers for m in res.matches if m.inliers is not None), default=None)
+            note = f"{best} matching points" if best is not None else "verified"
         else:
+            note = "not verified (global search only)"
+        tint = f"; color:{colour}" if colour else ""
+        headline = (
+            f"<p style='margin:0'><span style='font-size:12pt; font-weight:bold{tint}'>{head}"
+            f"</span><br><span style='color:gray'>{esc(note)}</span></p>"
+        )
+        parts = [headline]
+        if res.lat is None:
+            parts.append("<p>No match with GPS: this photo cannot be placed.</p>")
+        elif res.verdict == NOT_FOUND:
             parts.append(
-                "<p style='margin:0'>"
-                f"<span style='font-size:12pt; font-weight:bold'>"
+                f"<p style='margin-top:4px; color:{GUESS_COLOUR}'>Nearest guess, not an answer:"
+                f"<br>{esc(format_coords(res.lat, res.lon))}<br>"
+                f"confidence {res.confidence * 100:.0f} %</p>"
+            )
+        else:
+            weight = "bold" if res.verdict != UNCERTAIN else "normal"
+            tint = tint if res.verdict == UNCERTAIN else ""
+            parts.append(
+                "<p style='margin-top:4px'>"
+                f"<span style='font-size:12pt; font-weight:{weight}{tint}'>"
                 f"{esc(format_coords(res.lat, res.lon))}</span><br>"
                 f"±{esc(format_distance(res.radius_m))} · confidence "
                 f"<b>{res.confidence * 100:.0f} %</b></p>"
             )
-        if res is not None and res.true_lat is not None:
+        if res.true_lat is not None:
             line = (
                 f"<p style='margin-top:4px'><span style='color:gray'>Own GPS</span> "
                 f"{esc(format_coords(res.true_lat, res.true_lon))}"
@@ -261,6 +302,22 @@ class ResultsPanel(QWidget):
                 line += f"<br>error <b>{esc(format_distance(res.error_m))}</b>"
             parts.append(line + "</p>")
         return "".join(parts)
+
+    def _label_actions(self, res) -> None:
+        """Copy/Open say "guess" when the photo is not in this library."""
+        guess = res is not None and res.verdict == NOT_FOUND
+        if guess:
+            self.copy_button.setText("Copy guessed coordinates")
+            self.copy_button.setToolTip(
+                "Not found in this library: copy the nearest reference's position, a guess"
+            )
+            self.osm_button.setText("Open guess in OpenStreetMap")
+            self.osm_button.setToolTip("Show the guessed position (not evidence) in your browser")
+        else:
+            self.copy_button.setText("Copy coordinates")
+            self.copy_button.setToolTip("Copy the predicted latitude, longitude")
+            self.osm_button.setText("Open in OpenStreetMap")
+            self.osm_button.setToolTip("Show the predicted position in your web browser")
 
     def _set_query_thumb(self, path: str) -> None:
         image = self._thumbs.request(path)
@@ -273,13 +330,20 @@ class ResultsPanel(QWidget):
     def _add_match(self, m) -> None:
         name = Path(m.path).name
         dist = format_distance(m.distance_m) if m.distance_m is not None else "no GPS"
-        item = QListWidgetItem(f"#{m.rank}  {name}\nscore {m.score:.3f} · {dist}")
+        evidence = f"{m.inliers} points" if m.inliers is not None else f"score {m.score:.3f}"
+        item = QListWidgetItem(f"#{m.rank}  {name}\n{evidence} · {dist}")
         item.setData(Qt.ItemDataRole.UserRole, m.rank)
         item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
         agrees = "agrees with the prediction" if m.agrees else "elsewhere"
+        checked = (
+            f"{m.inliers} geometrically consistent points"
+            if m.inliers is not None
+            else "not verified"
+        )
         item.setToolTip(
             html.escape(
-                f"{m.path}\nscore {m.score:.3f}, {dist} from the prediction ({agrees})"
+                f"{m.path}\nscore {m.score:.3f}, {checked}\n{dist} from the prediction "
+                f"({agrees})\nDouble-click or Enter: compare side by side"
             ).replace("\n", "<br>")
         )
         placeholder = QPixmap(MATCH_THUMB)
@@ -300,6 +364,32 @@ class ResultsPanel(QWidget):
     def _on_thumbnail_failed(self, path: str, _reason: str) -> None:
         if self._entry is not None and path == self._entry.path:
             self.query_image.setText("no preview")
+
+    def _on_match_activated(self, item: QListWidgetItem) -> None:
+        rank = item.data(Qt.ItemDataRole.UserRole)
+        if rank is not None:
+            self.open_viewer(int(rank))
+
+    def open_viewer(self, rank: int):
+        """Open (or turn) the match viewer on match ``rank`` of the shown photo; the viewer."""
+        from .matchviewer import MatchViewer
+
+        if self._entry is None or self._entry.result is None or not self._entry.result.matches:
+            return None
+        if self.viewer is None:
+            self.viewer = MatchViewer(self)
+            self.viewer.rankChanged.connect(self._on_viewer_rank)
+        self.viewer.show_entry(self._entry, rank)
+        self.viewer.show()
+        self.viewer.raise_()
+        self.viewer.activateWindow()
+        self.matchActivated.emit(rank)
+        return self.viewer
+
+    def _on_viewer_rank(self, rank: int) -> None:
+        """The viewer stepped: select that match here and on the map."""
+        self.select_rank(rank)
+        self.matchSelected.emit(int(rank))
 
     def _on_match_selection(self) -> None:
         rank = self.selected_rank()

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from netvlad_gui.core import zoo
-from netvlad_gui.core.config import DEFAULT_MODEL, ExtractConfig, LocateConfig
+from netvlad_gui.core.config import DEFAULT_MODEL, ExtractConfig, LocateConfig, VerifyConfig
 from netvlad_gui.core.mappage import DEFAULT_TILE_URL
 from netvlad_gui.core.resolve import (
     MISSING_FILE,
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DEVICES = (("auto", "Automatic"), ("cpu", "CPU"), ("cuda", "CUDA GPU"))
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.tar *.mat *.ckpt);;All files (*)"
+VERIFY_TOP_MAX = 100  # each verified match adds to the time per photo
 
 
 @dataclass
@@ -60,6 +61,9 @@ class AppSettings:
         False  # street tiles from the network; the offline base map is always there
     )
     tile_url: str = DEFAULT_TILE_URL
+    # Geometric verification of the best matches (core/verify.py): the evidence for a verdict.
+    verify: bool = VerifyConfig.enabled
+    verify_top: int = VerifyConfig.top_k
 
     @classmethod
     def load(cls, store: QSettings | None = None) -> AppSettings:
@@ -75,6 +79,7 @@ class AppSettings:
                 log.warning("ignoring the stored setting %s=%r", name, value)
         out.top_n = min(max(out.top_n, 1), 100)
         out.image_size = min(max(out.image_size, 128), 2048)
+        out.verify_top = min(max(out.verify_top, 1), VERIFY_TOP_MAX)
         if out.device not in dict(DEVICES):
             out.device = "auto"
         return out
@@ -178,6 +183,24 @@ class SettingsDialog(QDialog):
             step=32,
             suffix=" px",
         )
+        self.verify = QCheckBox("Check the best matches geometrically")
+        self.verify.setObjectName("verifyCheck")
+        self.verify.setChecked(settings.verify)
+        self.verify.setToolTip(
+            "Matches local features between the photo and each of its best matches and counts "
+            "the points that fit one geometry: the evidence behind “Located” and “Not found in "
+            "this library”. The result shows at once and is refined when the check is done."
+        )
+        self.verify_top = spin_box(
+            1,
+            VERIFY_TOP_MAX,
+            settings.verify_top,
+            "How many of the global search's best matches are checked (more: slower, "
+            f"default {VerifyConfig.top_k})",
+        )
+        self.verify_top.setObjectName("verifyTop")
+        self.verify_top.setEnabled(settings.verify)
+        self.verify.toggled.connect(self.verify_top.setEnabled)
         self.online_tiles = QCheckBox("Load street map tiles from the network")
         self.online_tiles.setChecked(settings.online_tiles)
         self.online_tiles.setToolTip(
@@ -197,6 +220,8 @@ class SettingsDialog(QDialog):
         form.addRow("Device", self.device)
         form.addRow("Matches shown (top-N)", self.top_n)
         form.addRow("Image size", self.image_size)
+        form.addRow("Verification", self.verify)
+        form.addRow("Matches verified (top-K)", self.verify_top)
         form.addRow("Map", self.online_tiles)
         form.addRow("Tile URL", self.tile_url)
         note = plain_label(
@@ -260,6 +285,8 @@ class SettingsDialog(QDialog):
             image_size=self.image_size.value(),
             online_tiles=self.online_tiles.isChecked(),
             tile_url=self.tile_url.text().strip() or DEFAULT_TILE_URL,
+            verify=self.verify.isChecked(),
+            verify_top=self.verify_top.value(),
         )
 
     # ---- download ----------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from netvlad_gui.core.backbones import WeightsUnavailableError
-from netvlad_gui.core.config import ExtractConfig
+from netvlad_gui.core.config import ExtractConfig, VerifyConfig
 from netvlad_gui.core.library import LibraryStatus, index_exists, open_library, resolve_index_dir
 
 from .errors import error_message
@@ -35,14 +36,19 @@ class EngineWorker(QObject):
 
     Signals: ``progress(stage, done, total)`` (build stages, then "locate"), ``buildFinished``
     (a BuildSummary, or None after a failure), ``indexOpened`` (a core.library.LibraryStatus),
-    ``located(token, LocateResult)``, ``locateFinished(count, cancelled)`` and ``failed(what, message)`` where ``what`` is one of
-    "open", "build", "locate", "weights".
+    ``located(token, LocateResult)``, ``locateFinished(count, cancelled)`` and
+    ``failed(what, message)`` where ``what`` is one of "open", "build", "locate", "verify",
+    "weights". With verification on, ``verifying(token)`` comes just before a photo's first
+    (global search) ``located``, and ``refined(token, LocateResult)`` once its geometric check is
+    done (or stopped: then it repeats the global result, which says ``verified=False``).
     """
 
     progress = Signal(str, int, int)
     buildFinished = Signal(object)
     indexOpened = Signal(object)
     located = Signal(int, object)
+    verifying = Signal(int)
+    refined = Signal(int, object)
     locateFinished = Signal(int, bool)
     failed = Signal(str, str)
 
@@ -52,6 +58,7 @@ class EngineWorker(QObject):
         self._stopping = threading.Event()
         self._locator = None  # owns the open LibraryIndex
         self._throttle = Throttle()
+        self._verify = (VerifyConfig.enabled, VerifyConfig.top_k)
 
     # ---- called from the GUI thread ---------------------------------------------------------
 
@@ -63,6 +70,13 @@ class EngineWorker(QObject):
         """Cancel the running job and refuse queued ones (before the thread quits)."""
         self._stopping.set()
         self._cancel.set()
+
+    def set_verify(self, enabled: bool, top_k: int) -> None:
+        """Verification on/off and its top-K for the locate jobs that start from now on.
+
+        A plain method like ``cancel``: one tuple assignment, read once per job in the worker.
+        """
+        self._verify = (bool(enabled), int(top_k))
 
     def release(self) -> None:
         """Close the index; call only once the worker's thread has finished."""
@@ -123,7 +137,11 @@ class EngineWorker(QObject):
     def locate(self, jobs: list, top_n: int) -> None:
         """Locate ``jobs`` = [(token, path)], emitting ``located`` per photo as it is done.
 
-        ``cancel()`` stops between photos: ``locateFinished(done, True)``; the rest is not sent.
+        With verification on (``set_verify``), each photo is shown first from the global search
+        (``verifying(token)``, then ``located``) and refined when its geometric check is done
+        (``refined``). ``cancel()`` stops between photos and between the two phases:
+        ``locateFinished(done, True)``; the rest is not sent, and a photo stopped before its
+        check keeps the global result.
         """
         if self._stopping.is_set():
             return
@@ -132,32 +150,65 @@ class EngineWorker(QObject):
             self.failed.emit("locate", "there is no index to search yet: build the library first")
             self.locateFinished.emit(0, False)
             return
-        from netvlad_gui.core.features import Cancelled
-        from netvlad_gui.core.locate import LocateResult
-
-        remaining = list(jobs)
+        verify = self._apply_verify()
         done = 0
         cancelled = False
         self._progress("locate", 0, len(jobs))
-        while remaining and not cancelled:
-            results = self._locator.locate_many(
-                [path for _, path in remaining], top_n, cancel=self._cancel.is_set
-            )
-            try:
-                for result in results:
-                    token, _ = remaining.pop(0)
-                    done += 1
-                    self.located.emit(int(token), result)
-                    self._progress("locate", done, len(jobs))
-            except Cancelled:
+        for token, path in jobs:
+            if self._cancel.is_set():
                 cancelled = True
-            except Exception as exc:  # noqa: BLE001 - a bug on one photo must not stop the rest
-                token, path = remaining.pop(0)
-                done += 1
-                error = error_message(exc, f"locate {path}")  # logs a bug's traceback
-                self.located.emit(int(token), LocateResult(query=str(path), error=error))
+                break
+            result = self._locate_one(path, top_n, verify=False)
+            done += 1
+            will_refine = verify and not result.error
+            if will_refine:
+                self.verifying.emit(int(token))
+            self.located.emit(int(token), result)
+            if will_refine:
+                if self._cancel.is_set():  # Stop between the phases: the quick result stays
+                    cancelled = True
+                    self.refined.emit(int(token), result)
+                    break
+                self.refined.emit(int(token), self._refine(path, top_n, result))
+            self._progress("locate", done, len(jobs))
         self._progress("locate", done, len(jobs))
         self.locateFinished.emit(done, cancelled)
+
+    def _apply_verify(self) -> bool:
+        """Put ``set_verify``'s top-K into the Locator's config; whether to verify."""
+        enabled, top_k = self._verify
+        locator = self._locator
+        if not enabled:
+            return False
+        cfg = locator.cfg
+        if top_k and top_k != cfg.verify.top_k:
+            try:
+                locator.cfg = replace(cfg, verify=replace(cfg.verify, top_k=top_k)).validate()
+            except Exception as exc:  # noqa: BLE001 - a bad setting: say so, keep the config
+                self._report("locate", exc)
+        return True
+
+    def _refine(self, path: str, top_n: int, quick):
+        """The verified result, or ``quick`` (and a notice) when the check itself failed."""
+        refined = self._locate_one(path, top_n, verify=True)
+        if not refined.error:
+            return refined
+        log.warning("verifying %s failed: %s", path, refined.error)
+        self.failed.emit("verify", f"{Path(path).name}: {refined.error}")
+        return quick
+
+    def _locate_one(self, path: str, top_n: int, *, verify: bool):
+        """One photo's result; a photo that cannot be read, or a bug, gives a result with
+        ``error`` (a bug's traceback goes to the log) instead of stopping the rest."""
+        from netvlad_gui.core.images import ImageLoadError
+        from netvlad_gui.core.locate import LocateResult
+
+        try:
+            return self._locator.locate(path, top_n, verify=verify)
+        except ImageLoadError as exc:
+            return LocateResult(query=str(Path(path)), error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug on one photo must not stop the rest
+            return LocateResult(query=str(path), error=error_message(exc, f"locate {path}"))
 
     # ---- internals --------------------------------------------------------------------------
 
