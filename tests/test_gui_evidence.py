@@ -118,8 +118,9 @@ def test_not_found_shows_a_greyed_guess_no_bold_coordinates_and_guess_buttons(
 ) -> None:
     res = make_result(photos, NOT_FOUND)
     show(panel, res)
+    assert "Not found in this library" in panel.verdict.text()  # leads, next to the name
     text = panel.prediction.text()
-    assert "Not found in this library" in text and "guess" in text.lower()
+    assert "guess" in text.lower()
     fmt = char_format_of(text, format_coords(LAT, LON))
     assert fmt.fontWeight() < 700  # the guess is not drawn like an answer
     assert fmt.foreground().color().name() == "#8a8a8a"  # greyed
@@ -143,26 +144,28 @@ def test_not_found_shows_a_greyed_guess_no_bold_coordinates_and_guess_buttons(
     assert panel.osm_button.text() == "Open in OpenStreetMap"
     text = panel.prediction.text()
     assert char_format_of(text, format_coords(LAT, LON)).fontWeight() >= 700
-    assert "Located" in text and "3 matching points" in text  # the best match's inliers
+    verdict = panel.verdict.text()
+    assert "Located" in verdict and "3 matching points" in verdict  # the best match's inliers
+    assert (
+        char_format_of(verdict, "Located").foreground().color().name() == (VERDICT_COLOURS[LOCATED])
+    )
     assert result_to_map(make_result(photos, LOCATED))["query"]["radius_m"] == 42.0
 
 
 def test_uncertain_has_its_own_colour_and_verifying_is_said(qtbot, panel, photos) -> None:
     show(panel, make_result(photos, UNCERTAIN))
+    headline = char_format_of(panel.verdict.text(), "Uncertain")
+    assert headline.foreground().color().name() == VERDICT_COLOURS[UNCERTAIN]
     text = panel.prediction.text()
-    assert (
-        char_format_of(text, "Uncertain").foreground().color().name()
-        == (VERDICT_COLOURS[UNCERTAIN])
-    )
     coords = char_format_of(text, format_coords(LAT, LON))
     assert coords.fontWeight() < 700
     assert coords.foreground().color().name() == VERDICT_COLOURS[UNCERTAIN]
     assert VERDICT_COLOURS[UNCERTAIN] != VERDICT_COLOURS[LOCATED]
 
     show(panel, make_result(photos, LOCATED, verified=False), verifying=True)
-    assert "verifying…" in panel.prediction.text()
+    assert "verifying…" in panel.verdict.text()
     show(panel, make_result(photos, LOCATED, verified=False))
-    assert "not verified" in panel.prediction.text()
+    assert "not verified" in panel.verdict.text()
 
 
 def test_the_photo_list_shows_the_verdict(qtbot, photos) -> None:
@@ -348,7 +351,7 @@ def test_worker_shows_the_global_result_then_the_verified_one(qtbot, window, que
         (token,) = window.open_inputs([str(queries / "05.jpg")])
 
         def says_verifying() -> bool:
-            text = window.results.prediction.text()
+            text = window.results.verdict.text()
             row = window.queue.list.item(0).text()
             return "verifying…" in text and "verifying…" in row
 
@@ -367,8 +370,8 @@ def test_worker_shows_the_global_result_then_the_verified_one(qtbot, window, que
     ]
     res = window.queue.entry(token).result
     assert res.verified and res.verdict == LOCATED and res.error_m < 25
-    assert "verifying" not in window.results.prediction.text()
-    assert "Located" in window.results.prediction.text()
+    assert "verifying" not in window.results.verdict.text()
+    assert "Located" in window.results.verdict.text()
     assert window.queue.list.item(0).text().split("\n")[1].startswith("Located")
 
     # The viewer on the real, verified best match: one line per inlier.
@@ -387,7 +390,8 @@ def test_a_photo_of_another_city_is_not_found_in_the_window(qtbot, window, share
     wait_results(qtbot, window, [token])
     res = window.queue.entry(token).result
     assert res.verified and res.verdict == NOT_FOUND
-    assert "Not found in this library" in window.results.prediction.text()
+    assert "Not found in this library" in window.results.verdict.text()
+    assert "guess" in window.results.prediction.text()
     assert window.results.copy_button.text() == "Copy guessed coordinates"
     assert "Not in library" in window.queue.list.item(0).text()
 
@@ -403,7 +407,7 @@ def test_verification_off_gives_one_result_and_stop_works_between_phases(
     wait_results(qtbot, window, [token])
     qtbot.waitUntil(lambda: any(e[0] == "finished" for e in events), timeout=LOCATE_TIMEOUT_MS)
     assert events == [("located", token, False), ("finished", 1, False)]
-    assert "not verified" in window.results.prediction.text()
+    assert "not verified" in window.results.verdict.text()
 
     # On again; Stop right after the first photo's global result: it keeps that result, the
     # check and the second photo are not run.

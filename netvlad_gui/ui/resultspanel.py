@@ -66,6 +66,9 @@ class ResultsPanel(QWidget):
         font.setBold(True)
         font.setPointSizeF(font.pointSizeF() * 1.15)
         self.title.setFont(font)
+        self.verdict = QLabel()
+        self.verdict.setObjectName("verdict")
+        self.verdict.setTextFormat(Qt.TextFormat.RichText)  # built from escaped text only
         self.position_label = plain_label(wrap=False)
         self.prev_button = QToolButton()
         self.prev_button.setArrowType(Qt.ArrowType.LeftArrow)
@@ -78,7 +81,9 @@ class ResultsPanel(QWidget):
         self.osm_button = QPushButton("Open in OpenStreetMap")
         self.osm_button.setToolTip("Show the predicted position in your web browser")
         header = QHBoxLayout()
-        header.addWidget(self.title, 1)
+        header.addWidget(self.title)
+        header.addSpacing(10)
+        header.addWidget(self.verdict, 1)  # the verdict leads, right after the photo's name
         header.addWidget(self.copy_button)
         header.addWidget(self.osm_button)
         header.addSpacing(12)
@@ -183,6 +188,7 @@ class ResultsPanel(QWidget):
         self.prev_button.setVisible(count > 1)
         self.next_button.setVisible(count > 1)
         self._set_query_thumb(entry.path)
+        self.verdict.setText(self._verdict_text(entry))
         self.prediction.setText(self._describe(entry))
         located = entry.state == DONE and entry.result is not None and entry.result.lat is not None
         self.copy_button.setEnabled(located)
@@ -246,8 +252,29 @@ class ResultsPanel(QWidget):
     # ---- internals -------------------------------------------------------------------------
 
     @staticmethod
+    def _verdict_text(entry: Entry) -> str:
+        """The verdict headline (rich text, in the verdict's colour) and its evidence."""
+        res = entry.result
+        if entry.state != DONE or res is None:
+            return ""
+        colour = VERDICT_COLOURS.get(res.verdict or "", "")
+        head = html.escape(describe(res.verdict)) if res.verdict else "No verdict"
+        if entry.verifying:
+            note = "verifying…"
+        elif res.verified:
+            best = max((m.inliers for m in res.matches if m.inliers is not None), default=None)
+            note = f"best match {best} matching points" if best is not None else "verified"
+        else:
+            note = "not verified (global search only)"
+        tint = f"; color:{colour}" if colour else ""
+        return (
+            f"<span style='font-size:12pt; font-weight:bold{tint}'>{head}</span>"
+            f"<span style='color:gray'> · {html.escape(note)}</span>"
+        )
+
+    @staticmethod
     def _describe(entry: Entry) -> str:
-        """Rich text for the prediction label, led by the verdict; every value is escaped.
+        """Rich text for the prediction label; every value is escaped (errors can name files).
 
         ``not_found`` shows no bold coordinates: the nearest reference is a guess, greyed and
         called one. ``uncertain`` shows the place in the verdict's own colour, not in bold.
@@ -261,33 +288,19 @@ class ResultsPanel(QWidget):
         if res is None:
             return ""
         colour = VERDICT_COLOURS.get(res.verdict or "", "")
-        head = esc(describe(res.verdict)) if res.verdict else "No verdict"
-        if entry.verifying:
-            note = "verifying…"
-        elif res.verified:
-            best = max((m.inliers for m in res.matches if m.inliers is not None), default=None)
-            note = f"{best} matching points" if best is not None else "verified"
-        else:
-            note = "not verified (global search only)"
-        tint = f"; color:{colour}" if colour else ""
-        headline = (
-            f"<p style='margin:0'><span style='font-size:12pt; font-weight:bold{tint}'>{head}"
-            f"</span><br><span style='color:gray'>{esc(note)}</span></p>"
-        )
-        parts = [headline]
+        parts = []
         if res.lat is None:
             parts.append("<p>No match with GPS: this photo cannot be placed.</p>")
         elif res.verdict == NOT_FOUND:
             parts.append(
-                f"<p style='margin-top:4px; color:{GUESS_COLOUR}'>Nearest guess, not an answer:"
-                f"<br>{esc(format_coords(res.lat, res.lon))}<br>"
-                f"confidence {res.confidence * 100:.0f} %</p>"
+                f"<p style='margin:0; color:{GUESS_COLOUR}'>Nearest guess, not an answer:"
+                f"<br>{esc(format_coords(res.lat, res.lon))}</p>"
             )
         else:
             weight = "bold" if res.verdict != UNCERTAIN else "normal"
-            tint = tint if res.verdict == UNCERTAIN else ""
+            tint = f"; color:{colour}" if res.verdict == UNCERTAIN else ""
             parts.append(
-                "<p style='margin-top:4px'>"
+                "<p style='margin:0'>"
                 f"<span style='font-size:12pt; font-weight:{weight}{tint}'>"
                 f"{esc(format_coords(res.lat, res.lon))}</span><br>"
                 f"±{esc(format_distance(res.radius_m))} · confidence "
