@@ -25,6 +25,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QGuiApplication, QTextDocument, QWheelEvent
 from PySide6.QtWidgets import QApplication, QGraphicsLineItem, QGraphicsPixmapItem
 
+from netvlad_gui.core.config import VerifyConfig
 from netvlad_gui.core.locate import LocateResult, Match
 from netvlad_gui.core.verdict import LOCATED, NOT_FOUND, UNCERTAIN, describe
 from netvlad_gui.ui.mapdata import format_coords, result_to_map
@@ -194,8 +195,6 @@ def test_the_photo_list_shows_the_verdict(qtbot, photos) -> None:
 
 
 def test_verify_settings_default_from_verify_config_and_round_trip(qtbot) -> None:
-    from netvlad_gui.core.config import VerifyConfig
-
     assert (AppSettings().verify, AppSettings().verify_top) == (
         VerifyConfig().enabled,
         VerifyConfig().top_k,
@@ -236,7 +235,9 @@ def test_viewer_opens_on_double_click_draws_inliers_steps_and_closes(qtbot, pane
     # One line per inlier, from the query's pixel to the reference's, in displayed pixels:
     # the reference is shown rotated (EXIF 6), 300 wide and 400 tall.
     lines = line_items(viewer)
-    assert len(lines) == len(QUERY_XY) and not viewer.note.isVisible()
+    assert len(lines) == len(QUERY_XY)
+    needed = VerifyConfig.min_inliers
+    assert f"fewer than the {needed}" in viewer.note.text()  # 3 inliers are no evidence
     sq, sr = ROW_HEIGHT / 300, ROW_HEIGHT / 400
     left = 400 * sq + GAP
     ends = sorted((ln.line().p1().toTuple(), ln.line().p2().toTuple()) for ln in lines)

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from netvlad_gui.core.config import VerifyConfig
 from netvlad_gui.core.images import ImageLoadError, load_image
 from netvlad_gui.core.verdict import NOT_FOUND
 from netvlad_gui.core.verify import oriented_size
@@ -326,6 +327,12 @@ class MatchViewer(QDialog):
             return "Not verified — its photo could not be read for verification."
         if m.inliers == 0 or m.query_xy is None or not len(m.query_xy):
             return "No geometrically consistent points: nothing shows these are the same place."
+        needed = VerifyConfig.min_inliers
+        if m.inliers < needed:
+            return (
+                f"Only {m.inliers} consistent points: fewer than the {needed} that count as "
+                "evidence of the same place (chance matches look like this)."
+            )
         return ""
 
     def _place(self, path: str, x: float) -> QRectF:
