@@ -433,3 +433,15 @@ def test_verification_off_gives_one_result_and_stop_works_between_phases(
     qtbot.waitUntil(lambda: not window.queue.entry(tokens[0]).verifying, timeout=5_000)
     assert window.queue.entry(tokens[0]).state == DONE
     assert window.queue.entry(tokens[1]).state == "waiting"
+
+
+def test_verdict_words_come_from_core() -> None:
+    """One wording for both fronts (core.verdict.describe); an unknown verdict is a bug."""
+    assert [describe(v) for v in (LOCATED, UNCERTAIN, NOT_FOUND)] == [
+        "Located",
+        "Uncertain",
+        "Not found in this library",
+    ]
+    assert describe(None) == ""  # a photo that could not be read has no verdict
+    with pytest.raises(ValueError, match="unknown verdict"):
+        describe("maybe")
