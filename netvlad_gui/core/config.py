@@ -8,7 +8,6 @@ imports nothing heavy, so the fronts can read defaults without loading torch.
 
 from __future__ import annotations
 
-<<<<<<< HEAD
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -18,10 +17,6 @@ from .errors import TrainConfigError
 
 if TYPE_CHECKING:
     from .datasets import DataSpec, SplitConfig
-=======
-import math
-from dataclasses import dataclass
->>>>>>> wip/input
 
 from .errors import ConfigError
 
@@ -89,7 +84,6 @@ class ExtractConfig:
     bf16: bool = False  # bfloat16 autocast for the backbone (pooling stays fp32); 10x slower
     # without native bf16 instructions (AVX2-only CPUs): turn on for AVX-512 BF16 / AMX or GPUs
 
-<<<<<<< HEAD
     @classmethod
     def from_options(
         cls,
@@ -117,7 +111,7 @@ class ExtractConfig:
         if jpeg_draft is not None:
             cfg.jpeg_draft = bool(jpeg_draft)
         return cfg
-=======
+
     def validate(self) -> ExtractConfig:
         """Raise ConfigError naming the first setting out of range; returns self."""
         lo, hi = IMAGE_SIZE_RANGE
@@ -135,7 +129,6 @@ class ExtractConfig:
 def _is_cuda(device: str) -> bool:
     kind, _, number = device.partition(":")
     return kind == "cuda" and (number == "" or number.isdigit())
->>>>>>> wip/input
 
 
 @dataclass

@@ -28,10 +28,7 @@ class TrainConfigError(NetvladError, ValueError):
 
 class TrainError(NetvladError, RuntimeError):
     """Training cannot go on (no usable tuples, out of memory, a run folder in the way…)."""
-<<<<<<< HEAD
-=======
 
 
 class ConfigError(NetvladError, ValueError):
     """A setting out of its range (``--top 0``, ``--image-size 100000``…); says which and why."""
->>>>>>> wip/input
