@@ -222,3 +222,19 @@ def test_eval_set_falls_back_to_leave_one_out_on_a_small_library(shared_dir: Pat
         eval_set(ps, "test", SplitConfig(), "test")
     whole, note = eval_set(ps, "all", SplitConfig(), "test")
     assert whole is ps and note == ""
+
+
+def test_cli_eval_data_on_a_small_library_measures_it_leave_one_out(
+    shared_dir: Path, capsys
+) -> None:
+    """The README's `netvlad eval --model M --data LIBRARY` on the 19-photo lund library, which
+    is too small for a test split: it measures all 19 leave-one-out and says so on stderr."""
+    library = shared_dir / "data" / "lund_street" / "references"
+    if not library.is_dir():
+        pytest.skip(f"lund_street data not found at {library}")
+    argv = ["eval", "--model", "alexnet-netvlad", "--data", str(library), "--json", *COMMON]
+    assert _run(argv) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert out["queries"] == 19
+    assert "leave-one-out" in captured.err

@@ -190,12 +190,13 @@ class MainWindow(QMainWindow):
         self.library_panel.set_library(self.library or None)
 
     def show_notice(
-        self, text: str, level: str = INFO, *, action: str = "", on_action=None, file: str = ""
+        self, text: str, level: str = INFO, *, action="", on_action=None, file="", log_text=""
     ) -> None:
-        """Tell the user something without blocking (and log it). ``action`` is a button on the
-        notice that calls ``on_action``; ``file`` makes the log count one warning per file."""
+        """Tell the user something without blocking (and log it, as ``log_text`` if given).
+        ``action`` is a button on the notice that calls ``on_action``; ``file`` makes the log
+        count one warning per file."""
         levelno = {ERROR: logging.ERROR, WARNING: logging.WARNING}.get(level, logging.INFO)
-        log.log(levelno, text, extra={"file": file} if file else None)
+        log.log(levelno, log_text or text, extra={"file": file} if file else None)
         self.notice.show_notice(text, level, action=action, on_action=on_action)
         self.noticeShown.emit(level, text)
 
@@ -447,6 +448,7 @@ class MainWindow(QMainWindow):
                 action="Show all" if len(self._failed_names) > 1 else "",
                 on_action=self.log_dock.show,
                 file=entry.path,
+                log_text=f"Cannot locate {entry.display_name} ({entry.path}): {result.error}",
             )
         else:
             took = f" in {self.locate_times[-1]:.1f} s" if t0 is not None else ""

@@ -29,10 +29,10 @@ def cannot_place(info: LibraryStatus) -> str:
 
 
 def stale_results(count: int) -> str:
-    were = "s were" if count > 1 else " was"
+    were, them = ("s were", "them") if count > 1 else (" was", "it")
     return (
-        f"{count} photo{were} located against the previous library (or model): locate again "
-        "to place them against this one, or clear the list."
+        f"{count} photo{were} located against the previous library (or model): locate {them} "
+        f"again to place {them} against this one, or clear the list."
     )
 
 

@@ -294,7 +294,8 @@ class ResultsPanel(QWidget):
         self.query_image.setFixedSize(query)
         self.prediction.setFixedWidth(query.width() + 24)
         self.matches.setIconSize(match)
-        self.matches.setGridSize(QSize(match.width() + 12, match.height() + 44))
+        # At least as wide as a match's caption ("score 0.294 · 16 m") on one line.
+        self.matches.setGridSize(QSize(max(match.width() + 12, 124), match.height() + 44))
         self.matches.setMinimumHeight(match.height() + 66)
         if self._entry is not None:
             selected = self.selected_rank()
