@@ -35,7 +35,7 @@ from .mapdata import result_to_map
 from .mapview import MapView
 from .menus import build_menus
 from .notices import ERROR, INFO, WARNING, LogDock, NoticeBar
-from .queuepanel import WAITING, QueuePanel
+from .queuepanel import DONE, QueuePanel
 from .resultspanel import ResultsPanel
 from .settingsdialog import AppSettings, SettingsDialog, model_problem
 from .stallmeter import StallMeter
@@ -377,7 +377,7 @@ class MainWindow(QMainWindow):
     def _mark_stale(self) -> None:
         """The library changed: results located against the old one are marked, not shown as
         current, and the user can locate them again (or clear the list)."""
-        old = [e.token for e in self.queue.entries() if e.state != WAITING and not e.stale]
+        old = [e.token for e in self.queue.entries() if e.state == DONE and not e.stale]
         self._stale_in_flight |= self._in_flight
         if not old:
             return

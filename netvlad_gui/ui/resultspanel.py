@@ -31,7 +31,7 @@ MATCH_THUMB = QSize(140, 105)
 # Narrower than this (the Retrain dock open beside it), the query card and the matches shrink
 # so that three or more matches stay in view.
 COMPACT_WIDTH = 900
-COMPACT_QUERY_THUMB = QSize(120, 90)
+COMPACT_QUERY_THUMB = QSize(96, 72)
 COMPACT_MATCH_THUMB = QSize(100, 75)
 
 
