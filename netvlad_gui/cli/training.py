@@ -520,7 +520,8 @@ def _add_eval(sub) -> None:
     p.add_argument(
         "--split",
         choices=["all", "train", "val", "test"],
-        help="which split to measure (default: test for --data or with --split-fractions, else all)",
+        help="which split to measure (default: test for --data or with --split-fractions, else "
+        "all; a --data folder too small for a test split is measured all, leave-one-out)",
     )
     p.add_argument(
         "--compare",
