@@ -110,7 +110,7 @@ class ExtractConfig:
             cfg.num_workers = num_workers
         if jpeg_draft is not None:
             cfg.jpeg_draft = bool(jpeg_draft)
-        return cfg
+        return cfg.validate()
 
     def validate(self) -> ExtractConfig:
         """Raise ConfigError naming the first setting out of range; returns self."""
@@ -142,12 +142,52 @@ class InitConfig:
 
 
 @dataclass
+class VerifyConfig:
+    """Geometric verification of the top matches (core/verify.py) and the verdict it supports.
+
+    Defaults measured in benchmarks/verify.py (benchmarks/README.md, "Geometric verification").
+    """
+
+    enabled: bool = True
+    top_k: int = 10  # candidates verified (the global search's best K)
+    features: str = "sift"  # "sift" (OpenCV) or "patch" (the model's own feature map)
+    geometry: str = "homography"  # "homography" or "fundamental", fitted with USAC MAGSAC
+    sift_size: int = 320  # SIFT runs on this longer side (it doubles the image internally)
+    max_features: int = 1000  # SIFT keypoints kept per image
+    ratio: float = 0.85  # Lowe's ratio test (SIFT); patches: best / second-best similarity
+    ransac_px: float = 3.0  # inlier threshold, in pixels of a 640 px image
+    # Counts for the default (SIFT): unrelated photos reach 4-6, true lund matches 30-66; 12
+    # instead of 15 let corridor's near-duplicate frames reorder (R@1 0.955 -> 0.946).
+    min_inliers: int = 15  # fewer: no geometric evidence for the place
+    located_inliers: int = 24  # at least: the place is verified
+    # Candidates within this fraction of the best inlier count rank by global score (1: by
+    # inliers alone); see verify.rerank.
+    keep_ratio: float = 0.5
+    cache_size: int = 256  # references' local features kept in memory (LRU)
+
+    def validate(self) -> VerifyConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        if self.features not in ("sift", "patch"):
+            raise ConfigError(f"verify features must be sift or patch, not {self.features!r}")
+        if self.geometry not in ("homography", "fundamental"):
+            raise ConfigError(
+                f"verify geometry must be homography or fundamental, not {self.geometry!r}"
+            )
+        _check_int("verify top", self.top_k, 1, 1000)
+        _check_int("minimum inliers", self.min_inliers, 0, 100_000)
+        _check_int("located inliers", self.located_inliers, self.min_inliers, 100_000)
+        _check_float("ratio test", self.ratio, 0.0, 1.0, open_lo=True)
+        return self
+
+
+@dataclass
 class LocateConfig:
     """How the top matches become one predicted location."""
 
     top_n: int = 5
     agree_radius_m: float = NEGATIVE_RADIUS_M  # matches this close count as one place
     min_score: float = 0.0
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
     def validate(self) -> LocateConfig:
         """Raise ConfigError naming the first setting out of range; returns self."""
@@ -155,6 +195,7 @@ class LocateConfig:
         _check_float("agreement radius (m)", self.agree_radius_m, 0.0, 20_000_000.0, open_lo=True)
         # Scores are cosine similarities: a floor outside [-1, 1] keeps all or nothing.
         _check_float("minimum score", self.min_score, -1.0, 1.0)
+        self.verify.validate()
         return self
 
 
