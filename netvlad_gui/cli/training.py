@@ -423,17 +423,17 @@ def _add_train(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from ..core.datasets import SplitConfig, select
+    from ..core.datasets import SplitConfig, eval_set
     from ..core.evaluate import compare, evaluate_model
     from ..core.features import resolve_device
 
     data = _data_spec(args)
     ps = data.load()
-    which = args.split or ("test" if args.split_fractions else data.default_split())
+    default = "test" if args.split_fractions else data.default_split()
     split = _split_config(args) or SplitConfig(fractions=data.default_fractions())
-    ps = select(ps, which, split)
-    if not ps.num_db or not ps.num_queries:
-        raise CliError(f"{ps.name}: no database or no query images to evaluate")
+    ps, note = eval_set(ps, args.split, split, default)
+    if note:
+        print(f"netvlad eval: {note}", file=sys.stderr)
     from ..core.resolve import resolve_model
 
     ecfg = extract_cfg(args)
@@ -520,7 +520,8 @@ def _add_eval(sub) -> None:
     p.add_argument(
         "--split",
         choices=["all", "train", "val", "test"],
-        help="which split to measure (default: test for --data or with --split-fractions, else all)",
+        help="which split to measure (default: test for --data or with --split-fractions, else "
+        "all; a --data folder too small for a test split is measured all, leave-one-out)",
     )
     p.add_argument(
         "--compare",

@@ -28,6 +28,11 @@ from .widgets import plain_label
 
 QUERY_THUMB = QSize(200, 150)
 MATCH_THUMB = QSize(140, 105)
+# Narrower than this (the Retrain dock open beside it), the query card and the matches shrink
+# so that three or more matches stay in view.
+COMPACT_WIDTH = 900
+COMPACT_QUERY_THUMB = QSize(96, 72)
+COMPACT_MATCH_THUMB = QSize(100, 75)
 
 
 def _scaled(image: QImage, size: QSize) -> QPixmap:
@@ -40,18 +45,21 @@ class ResultsPanel(QWidget):
     """Shows one Entry: query thumbnail, prediction, actions, and the matches as thumbnails.
 
     Signals: ``matchSelected(rank)`` when the user picks a match, ``stepRequested(delta)`` for
-    the previous/next photo, ``message(text)`` for the status bar.
+    the previous/next photo, ``message(text)`` for the status bar, ``browserFailed(url)``.
     """
 
     matchSelected = Signal(int)
     stepRequested = Signal(int)
     message = Signal(str)
+    browserFailed = Signal(str)  # the URL no browser opened: the window offers to copy it
 
     def __init__(self, thumbs: ThumbnailLoader, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._thumbs = thumbs
         self._entry: Entry | None = None
+        self._position = (0, 0)
         self._match_items: dict[str, list[QListWidgetItem]] = {}
+        self._query_size, self._match_size = QUERY_THUMB, MATCH_THUMB
 
         # Header: which photo, and stepping through the queue.
         self.title = plain_label(wrap=False)
@@ -160,14 +168,14 @@ class ResultsPanel(QWidget):
         return self._entry
 
     def show_entry(self, entry: Entry | None, position: tuple[int, int] = (0, 0)) -> None:
-        self._entry = entry
+        self._entry, self._position = entry, position
         self.matches.clear()
         self._match_items.clear()
         if entry is None:
             self.stack.setCurrentIndex(0)
             return
         self.stack.setCurrentIndex(1)
-        self.title.setText(entry.name)
+        self.title.setText(entry.display_name)
         self.title.setToolTip(html.escape(entry.path))
         index, count = position
         self.position_label.setText(f"{index} of {count}" if count > 1 else "")
@@ -177,11 +185,16 @@ class ResultsPanel(QWidget):
         self.next_button.setVisible(count > 1)
         self._set_query_thumb(entry.path)
         self.prediction.setText(self._describe(entry))
-        located = entry.state == DONE and entry.result is not None and entry.result.lat is not None
+        located = (
+            entry.state == DONE
+            and not entry.stale
+            and entry.result is not None
+            and entry.result.lat is not None
+        )
         self.copy_button.setEnabled(located)
         self.osm_button.setEnabled(located)
         self.prediction.setStyleSheet("color: darkred;" if entry.state == FAILED else "")
-        results = entry.result.matches if entry.result is not None else []
+        results = entry.result.matches if entry.result is not None and not entry.stale else []
         self.matches_title.setText(f"Best {len(results)} matches" if results else "")
         for m in results:
             self._add_match(m)
@@ -228,7 +241,7 @@ class ResultsPanel(QWidget):
             return
         url = osm_url(res.lat, res.lon)
         if not QDesktopServices.openUrl(QUrl(url)):
-            self.message.emit(f"Could not open a browser; the link is {url}")
+            self.browserFailed.emit(url)
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -236,6 +249,11 @@ class ResultsPanel(QWidget):
     def _describe(entry: Entry) -> str:
         """Rich text for the prediction label; every value is escaped (errors can name files)."""
         esc = html.escape
+        if entry.stale:
+            return (
+                "<p><b>From another library.</b><br>This photo was located against the "
+                "previous library; locate it again to place it against this one.</p>"
+            )
         if entry.state == WAITING:
             return "<p>Locating…</p>"
         if entry.state == FAILED:
@@ -262,10 +280,33 @@ class ResultsPanel(QWidget):
             parts.append(line + "</p>")
         return "".join(parts)
 
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._set_sizes(self.width() < COMPACT_WIDTH)
+
+    def _set_sizes(self, compact: bool) -> None:
+        query, match = (
+            (COMPACT_QUERY_THUMB, COMPACT_MATCH_THUMB) if compact else (QUERY_THUMB, MATCH_THUMB)
+        )
+        if match == self._match_size:
+            return
+        self._query_size, self._match_size = query, match
+        self.query_image.setFixedSize(query)
+        self.prediction.setFixedWidth(query.width() + 24)
+        self.matches.setIconSize(match)
+        # At least as wide as a match's caption ("score 0.294 · 16 m") on one line.
+        self.matches.setGridSize(QSize(max(match.width() + 12, 124), match.height() + 44))
+        self.matches.setMinimumHeight(match.height() + 66)
+        if self._entry is not None:
+            selected = self.selected_rank()
+            self.show_entry(self._entry, self._position)  # redraw the thumbnails at the new size
+            if selected is not None:
+                self.select_rank(selected)
+
     def _set_query_thumb(self, path: str) -> None:
         image = self._thumbs.request(path)
         if image is not None:
-            self.query_image.setPixmap(_scaled(image, QUERY_THUMB))
+            self.query_image.setPixmap(_scaled(image, self._query_size))
         else:
             self.query_image.clear()
             self.query_image.setText(self._thumbs.error(path) and "no preview" or "…")
@@ -282,20 +323,20 @@ class ResultsPanel(QWidget):
                 f"{m.path}\nscore {m.score:.3f}, {dist} from the prediction ({agrees})"
             ).replace("\n", "<br>")
         )
-        placeholder = QPixmap(MATCH_THUMB)
+        placeholder = QPixmap(self._match_size)
         placeholder.fill(Qt.GlobalColor.lightGray)
         item.setIcon(QIcon(placeholder))
         self.matches.addItem(item)
         self._match_items.setdefault(m.path, []).append(item)
         image = self._thumbs.request(m.path)
         if image is not None:
-            item.setIcon(QIcon(_scaled(image, MATCH_THUMB)))
+            item.setIcon(QIcon(_scaled(image, self._match_size)))
 
     def _on_thumbnail(self, path: str, image: QImage) -> None:
         if self._entry is not None and path == self._entry.path:
-            self.query_image.setPixmap(_scaled(image, QUERY_THUMB))
+            self.query_image.setPixmap(_scaled(image, self._query_size))
         for item in self._match_items.get(path, []):
-            item.setIcon(QIcon(_scaled(image, MATCH_THUMB)))
+            item.setIcon(QIcon(_scaled(image, self._match_size)))
 
     def _on_thumbnail_failed(self, path: str, _reason: str) -> None:
         if self._entry is not None and path == self._entry.path:
