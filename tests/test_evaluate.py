@@ -238,3 +238,22 @@ def test_cli_eval_data_on_a_small_library_measures_it_leave_one_out(
     out = json.loads(captured.out.strip().splitlines()[-1])
     assert out["queries"] == 19
     assert "leave-one-out" in captured.err
+
+
+def test_cli_eval_verify_reranks_within_the_top_k_only(shared_dir: Path, capsys) -> None:
+    """`eval --verify` reports Recall@N after geometric re-ranking beside the plain figures;
+    it only reorders each query's top K (10), so Recall@10 and @20 cannot change."""
+    library = shared_dir / "data" / "lund_street" / "references"
+    if not library.is_dir():
+        pytest.skip(f"lund_street data not found at {library}")
+    argv = ["eval", "--model", "alexnet-netvlad", "--data", str(library), "--json", *COMMON]
+    assert _run([*argv, "--verify"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    verified = out["verified"]
+    assert set(verified) == {"recall@1", "recall@5", "recall@10", "recall@20"}
+    assert verified["recall@10"] == out["recall@10"] and verified["recall@20"] == out["recall@20"]
+    assert all(0.0 <= v <= 1.0 for v in verified.values())
+    from netvlad_gui.cli.common import CliError
+
+    with pytest.raises(CliError, match="leave out --compare"):
+        _run([*argv, "--verify", "--compare"])

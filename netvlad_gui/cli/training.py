@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core.config import RECALL_RADIUS_M, InitConfig, ModelConfig
+from ..core.config import RECALL_RADIUS_M, InitConfig, ModelConfig, VerifyConfig
 from .common import (
     CliError,
     DefaultsHelpFormatter,
@@ -427,6 +427,8 @@ def cmd_eval(args) -> int:
     from ..core.evaluate import compare, evaluate_model
     from ..core.features import resolve_device
 
+    if args.verify and args.compare:
+        raise CliError("--verify measures one model: leave out --compare")
     data = _data_spec(args)
     ps = data.load()
     default = "test" if args.split_fractions else data.default_split()
@@ -464,7 +466,12 @@ def cmd_eval(args) -> int:
             name = model.config.name
             results = {
                 name: evaluate_model(
-                    model, ps, ecfg, init_cfg=init_cfg, progress=lambda d, t: progress(name, d, t)
+                    model,
+                    ps,
+                    ecfg,
+                    init_cfg=init_cfg,
+                    progress=lambda d, t: progress(name, d, t),
+                    verify=VerifyConfig() if args.verify else None,
                 )
             }
     finally:
@@ -489,6 +496,9 @@ def cmd_eval(args) -> int:
     for name, r in results.items():
         cells = " ".join(f"{100 * r.recalls[n]:5.1f}%" for n in (1, 5, 10, 20))
         print(f"{name:34} {cells}")
+        if r.verified is not None:
+            cells = " ".join(f"{100 * r.verified[n]:5.1f}%" for n in (1, 5, 10, 20))
+            print(f"{'  + geometric verification':34} {cells}")
     first = next(iter(results.values()))
     if first.no_positive or first.failed:
         print(
@@ -529,6 +539,12 @@ def _add_eval(sub) -> None:
         help="also measure f_max and NetVLAD off the shelf on the same backbone",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also Recall@N after re-ranking each query's top "
+        f"{VerifyConfig.top_k} by geometric verification, as `netvlad locate` does",
+    )
     p.add_argument(
         "--init-images",
         type=int,
