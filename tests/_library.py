@@ -25,3 +25,16 @@ def make_library(
     if gps:
         (root / "gps.csv").write_text("\n".join(rows) + "\n")
     return paths
+
+
+def build_small(lib: Path, idx: Path, *, init_images: int = 20, **kw):
+    """``build_index`` with test settings (random weights, 96 px, no worker processes)."""
+    from netvlad_gui.core.builder import build_index
+    from netvlad_gui.core.config import ExtractConfig, InitConfig
+
+    kw.setdefault("backbone_weights", "none")
+    kw.setdefault(
+        "extract_cfg", ExtractConfig(image_size=96, batch_size=4, num_workers=0, device="cpu")
+    )
+    kw.setdefault("init_cfg", InitConfig(num_images=init_images, descriptors_per_image=20))
+    return build_index(lib, idx, **kw)

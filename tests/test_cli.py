@@ -213,3 +213,29 @@ def test_index_prints_the_builds_warnings_and_info_the_dead_rows(tmp_path, capsy
     assert main(["info", "--index", str(tmp_path / "idx"), "--json"]) == 0
     index = json.loads(capsys.readouterr().out)["index"]
     assert index["indexed"] == 6 and index["dead_rows"] >= 0 and 0 <= index["dead_share"] <= 1
+
+
+def test_locate_leads_with_the_verdict_and_never_places_a_far_away_photo(
+    lund_index, shared_dir, capsys
+):
+    """Issue 11: Berlin against a Lund library is "not found", with no location line; the JSON
+    gains "verdict" per photo and "inliers" per match (null when not verified)."""
+    berlin = min((shared_dir / "data/exif/gps_photos/opensfm_berlin").glob("*.jpg"))
+    lund = min((shared_dir / "data/lund_street/queries").glob("*.jpg"))
+    assert _locate(lund_index, berlin, lund) == 0
+    out = capsys.readouterr().out
+    far, near = out.split(str(lund))
+    assert far.splitlines()[1].startswith("  verdict    NOT FOUND in this library")
+    assert "  location " not in far and "  guess      " in far
+    assert near.splitlines()[1].startswith("  verdict    located (verified)")
+    assert " inliers" in near
+
+    assert _locate(lund_index, berlin, lund, json_out=True) == 0
+    far_j, near_j = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert far_j["verdict"] == "not_found" and near_j["verdict"] == "located"
+    assert all(isinstance(m["inliers"], int) for m in near_j["matches"])
+
+    assert _locate(lund_index, lund, "--no-verify", json_out=True) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["verdict"] in ("located", "uncertain", "not_found")
+    assert all(m["inliers"] is None for m in res["matches"])

@@ -201,3 +201,59 @@ def test_cli_eval_compare_by_frame_spacing(pair: Path, capsys) -> None:
 def test_cli_eval_needs_one_source(capsys) -> None:
     with pytest.raises(ValueError, match="exactly one"):
         _run(["eval", "--model", "alexnet-fmax", "--backbone-weights", "none"])
+
+
+def test_eval_set_falls_back_to_leave_one_out_on_a_small_library(shared_dir: Path) -> None:
+    """Issue 12: `netvlad eval --data LIBRARY` on the 19-photo library just trained on has no
+    test queries; the default split then measures the whole folder leave-one-out, and says so."""
+    from netvlad_gui.core.datasets import SplitConfig, eval_set, load_folder
+    from netvlad_gui.core.errors import DatasetError
+
+    library = shared_dir / "data" / "lund_street" / "references"
+    if not library.is_dir():
+        pytest.skip(f"lund_street data not found at {library}")
+    ps = load_folder(library)
+    chosen, note = eval_set(ps, None, SplitConfig(), "test")
+    assert chosen is ps and chosen.num_queries == chosen.num_db == 19
+    assert "leave-one-out" in note and "0 queries" in note
+    assert all(chosen.excluded(q).tolist() == [q] for q in range(19))  # never its own file
+    # A split the user names is measured as named, or refused with what to do.
+    with pytest.raises(DatasetError, match="try --split all"):
+        eval_set(ps, "test", SplitConfig(), "test")
+    whole, note = eval_set(ps, "all", SplitConfig(), "test")
+    assert whole is ps and note == ""
+
+
+def test_cli_eval_data_on_a_small_library_measures_it_leave_one_out(
+    shared_dir: Path, capsys
+) -> None:
+    """The README's `netvlad eval --model M --data LIBRARY` on the 19-photo lund library, which
+    is too small for a test split: it measures all 19 leave-one-out and says so on stderr."""
+    library = shared_dir / "data" / "lund_street" / "references"
+    if not library.is_dir():
+        pytest.skip(f"lund_street data not found at {library}")
+    argv = ["eval", "--model", "alexnet-netvlad", "--data", str(library), "--json", *COMMON]
+    assert _run(argv) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert out["queries"] == 19
+    assert "leave-one-out" in captured.err
+
+
+def test_cli_eval_verify_reranks_within_the_top_k_only(shared_dir: Path, capsys) -> None:
+    """`eval --verify` reports Recall@N after geometric re-ranking beside the plain figures;
+    it only reorders each query's top K (10), so Recall@10 and @20 cannot change."""
+    library = shared_dir / "data" / "lund_street" / "references"
+    if not library.is_dir():
+        pytest.skip(f"lund_street data not found at {library}")
+    argv = ["eval", "--model", "alexnet-netvlad", "--data", str(library), "--json", *COMMON]
+    assert _run([*argv, "--verify"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    verified = out["verified"]
+    assert set(verified) == {"recall@1", "recall@5", "recall@10", "recall@20"}
+    assert verified["recall@10"] == out["recall@10"] and verified["recall@20"] == out["recall@20"]
+    assert all(0.0 <= v <= 1.0 for v in verified.values())
+    from netvlad_gui.cli.common import CliError
+
+    with pytest.raises(CliError, match="leave out --compare"):
+        _run([*argv, "--verify", "--compare"])

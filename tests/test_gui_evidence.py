@@ -174,7 +174,7 @@ def test_the_photo_list_shows_the_verdict(qtbot, photos) -> None:
     queue = QueuePanel(thumbs)
     qtbot.addWidget(queue)
     try:
-        a, b, c = queue.add([str(photos["query"])] * 3)
+        a, b, c = queue.add([str(photos[n]) for n in ("query", "ref2", "ref3")])  # no duplicates
         queue.set_verifying(a.token, True)
         queue.set_result(a.token, make_result(photos, LOCATED, verified=False))
         assert "verifying…" in queue.list.item(0).text()

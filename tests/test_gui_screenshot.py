@@ -80,3 +80,25 @@ def test_screenshot_of_the_first_start_page(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     img = Image.open(shot).convert("RGB")
     assert _colours(img) > 50  # text is drawn (anti-aliased), not an empty frame
+
+
+def test_screenshot_locates_the_folders_given_as_arguments(
+    tmp_path: Path, lund_index: Path, shared_dir: Path
+) -> None:
+    """`netvlad-gui --screenshot FILE FOLDER`: the folder's photos are located, then drawn."""
+    shot = tmp_path / "folder.png"
+    queries = shared_dir / "data" / "lund_street" / "queries"
+    proc = _run_gui(
+        tmp_path,
+        "--index",
+        str(lund_index),
+        "--image-size",
+        str(TEST_IMAGE_SIZE),
+        "--screenshot",
+        str(shot),
+        str(queries),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    located = re.findall(r"(\d\d\.jpg): 55\.69", proc.stdout)
+    assert sorted(located) == sorted(p.name for p in queries.glob("*.jpg")), proc.stdout
+    assert shot.is_file() and _colours(Image.open(shot)) > 500

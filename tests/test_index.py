@@ -12,24 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _library import make_library
+from _library import build_small, make_library
 from PIL import Image
 
-from netvlad_gui.core.builder import build_index
-from netvlad_gui.core.config import ExtractConfig, InitConfig
 from netvlad_gui.core.errors import LibraryIndexError
 from netvlad_gui.core.index import LibraryIndex
 from netvlad_gui.core.store import DescriptorStore
 
-FAST = ExtractConfig(image_size=96, batch_size=4, num_workers=0, device="cpu")
-INIT = InitConfig(num_images=20, descriptors_per_image=20)
-
 
 def _build(lib, idx, **kw):
-    kw.setdefault("backbone_weights", "none")
-    kw.setdefault("extract_cfg", FAST)
-    kw.setdefault("init_cfg", INIT)
-    return build_index(lib, idx, **kw)
+    return build_small(lib, idx, **kw)
 
 
 def test_build_search_and_stats(tmp_path):

@@ -41,3 +41,12 @@ def test_open_library_gives_status_and_a_warm_locator(lund_index: Path, shared_d
         assert locator.locate(query).lat is not None
     finally:
         locator.index.close()
+
+
+def test_a_library_without_any_gps_cannot_place() -> None:
+    """Issue 12 item 9: the rule the GUI words as a warning instead of "Index ready"."""
+    from netvlad_gui.core.library import LibraryStatus
+
+    assert LibraryStatus(index_dir="x", indexed=4, with_gps=0).cannot_place
+    assert not LibraryStatus(index_dir="x", indexed=4, with_gps=1).cannot_place
+    assert not LibraryStatus(index_dir="x", indexed=0, with_gps=0).cannot_place  # nothing yet

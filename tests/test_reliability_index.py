@@ -11,27 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _library import make_library
+from _library import build_small, make_library
 from PIL import Image
 
 from netvlad_gui.core import builder
 from netvlad_gui.core import index as index_mod
-from netvlad_gui.core.builder import build_index
 from netvlad_gui.core.catalog import CatalogDamagedError
-from netvlad_gui.core.config import ExtractConfig, InitConfig
 from netvlad_gui.core.errors import LibraryIndexError
 from netvlad_gui.core.index import CATALOG_FILE, MODEL_FILE, LibraryIndex
 from netvlad_gui.core.store import DescriptorStore
 
-FAST = ExtractConfig(image_size=96, batch_size=4, num_workers=0, device="cpu")
-INIT = InitConfig(num_images=12, descriptors_per_image=20)
-
 
 def _build(lib, idx, **kw):
-    kw.setdefault("backbone_weights", "none")
-    kw.setdefault("extract_cfg", FAST)
-    kw.setdefault("init_cfg", INIT)
-    return build_index(lib, idx, **kw)
+    return build_small(lib, idx, init_images=12, **kw)
 
 
 def _self_hits(idx: Path) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..core.config import DEFAULT_MODEL, LocateConfig
+from ..core.config import DEFAULT_MODEL, LocateConfig, VerifyConfig
 from ..core.geo import format_distance
 from .common import (
     CliError,
@@ -99,9 +99,9 @@ def cmd_locate(args) -> int:
         _print_result(res, args.json)
     total = len(inputs.photos) + failures
     if inputs.photos:
-        locator = Locator(
-            index, extract_cfg=extract_cfg(args), locate_cfg=LocateConfig(top_n=args.top)
-        )
+        verify = VerifyConfig(enabled=args.verify, top_k=args.verify_top)
+        locate_cfg = LocateConfig(top_n=args.top, verify=verify)
+        locator = Locator(index, extract_cfg=extract_cfg(args), locate_cfg=locate_cfg)
         bar = progress_bar(len(inputs.photos), "locate", "photo") if _bars(args, inputs) else None
         try:
             for n, res in enumerate(locator.locate_many(inputs.photos, args.top), 1):
@@ -119,16 +119,29 @@ def _bars(args, inputs) -> bool:
     return not args.quiet and len(inputs.photos) > 1
 
 
+# The verdict in words, first on a photo's plain output (the JSON carries the key itself).
+_VERDICT_TEXT = {
+    "located": "located",
+    "uncertain": "UNCERTAIN: weak evidence, check the matches",
+    "not_found": "NOT FOUND in this library (no match shares its geometry)",
+}
+
+
 def _print_result(res, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(res.to_json()), flush=True)
+        print(json.dumps(res.to_json(evidence=True)), flush=True)
         return
     print(plain(res.query))
     if res.error:
         print(f"  cannot locate: {plain(res.error)}")
         return
+    how = "verified" if res.verified else "not verified"
+    print(f"  verdict    {_VERDICT_TEXT.get(res.verdict, res.verdict)} ({how})")
     if res.lat is None:
         print("  no match with GPS")
+    elif res.verdict == "not_found":
+        # A nearest neighbour always exists: show it as what it is, at street precision only.
+        print(f"  guess      {res.lat:.3f}, {res.lon:.3f}  (the nearest match, not a location)")
     else:
         print(
             f"  location   {res.lat:.6f}, {res.lon:.6f}  ±{format_distance(res.radius_m, 0)}  "
@@ -138,7 +151,8 @@ def _print_result(res, as_json: bool) -> None:
         print(f"  error      {format_distance(res.error_m)} from the photo's own GPS")
     for m in res.matches:
         dist = f"{format_distance(m.distance_m):>9}" if m.distance_m is not None else "   no GPS"
-        print(f"  #{m.rank:<2} {m.score:.3f} {dist}  {plain(m.path)}")
+        inl = f"{m.inliers:>4} inliers" if m.inliers is not None else ""
+        print(f"  #{m.rank:<2} {m.score:.3f} {dist}  {plain(m.path)}  {inl}".rstrip())
     sys.stdout.flush()
 
 
@@ -258,6 +272,21 @@ def add_library_commands(sub) -> None:
         help=f"matches per photo (default {LocateConfig.top_n})",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per photo")
+    v = VerifyConfig()
+    p.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=v.enabled,
+        help="check the top matches geometrically (local features + MAGSAC) and say whether "
+        f"the photo is in the library at all (default {'on' if v.enabled else 'off'})",
+    )
+    p.add_argument(
+        "--verify-top",
+        type=int,
+        default=v.top_k,
+        metavar="K",
+        help=f"matches verified per photo (default {v.top_k})",
+    )
     add_runtime_args(p)
     p.set_defaults(func=cmd_locate)
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core.config import RECALL_RADIUS_M, InitConfig, ModelConfig
+from ..core.config import RECALL_RADIUS_M, InitConfig, ModelConfig, VerifyConfig
 from .common import (
     CliError,
     DefaultsHelpFormatter,
@@ -423,17 +423,19 @@ def _add_train(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from ..core.datasets import SplitConfig, select
+    from ..core.datasets import SplitConfig, eval_set
     from ..core.evaluate import compare, evaluate_model
     from ..core.features import resolve_device
 
+    if args.verify and args.compare:
+        raise CliError("--verify measures one model: leave out --compare")
     data = _data_spec(args)
     ps = data.load()
-    which = args.split or ("test" if args.split_fractions else data.default_split())
+    default = "test" if args.split_fractions else data.default_split()
     split = _split_config(args) or SplitConfig(fractions=data.default_fractions())
-    ps = select(ps, which, split)
-    if not ps.num_db or not ps.num_queries:
-        raise CliError(f"{ps.name}: no database or no query images to evaluate")
+    ps, note = eval_set(ps, args.split, split, default)
+    if note:
+        print(f"netvlad eval: {note}", file=sys.stderr)
     from ..core.resolve import resolve_model
 
     ecfg = extract_cfg(args)
@@ -464,7 +466,12 @@ def cmd_eval(args) -> int:
             name = model.config.name
             results = {
                 name: evaluate_model(
-                    model, ps, ecfg, init_cfg=init_cfg, progress=lambda d, t: progress(name, d, t)
+                    model,
+                    ps,
+                    ecfg,
+                    init_cfg=init_cfg,
+                    progress=lambda d, t: progress(name, d, t),
+                    verify=VerifyConfig() if args.verify else None,
                 )
             }
     finally:
@@ -489,6 +496,9 @@ def cmd_eval(args) -> int:
     for name, r in results.items():
         cells = " ".join(f"{100 * r.recalls[n]:5.1f}%" for n in (1, 5, 10, 20))
         print(f"{name:34} {cells}")
+        if r.verified is not None:
+            cells = " ".join(f"{100 * r.verified[n]:5.1f}%" for n in (1, 5, 10, 20))
+            print(f"{'  + geometric verification':34} {cells}")
     first = next(iter(results.values()))
     if first.no_positive or first.failed:
         print(
@@ -520,7 +530,8 @@ def _add_eval(sub) -> None:
     p.add_argument(
         "--split",
         choices=["all", "train", "val", "test"],
-        help="which split to measure (default: test for --data or with --split-fractions, else all)",
+        help="which split to measure (default: test for --data or with --split-fractions, else "
+        "all; a --data folder too small for a test split is measured all, leave-one-out)",
     )
     p.add_argument(
         "--compare",
@@ -528,6 +539,12 @@ def _add_eval(sub) -> None:
         help="also measure f_max and NetVLAD off the shelf on the same backbone",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also Recall@N after re-ranking each query's top "
+        f"{VerifyConfig.top_k} by geometric verification, as `netvlad locate` does",
+    )
     p.add_argument(
         "--init-images",
         type=int,

@@ -664,3 +664,29 @@ def select(ps: PlaceSet, which: str, cfg: SplitConfig | None) -> PlaceSet:
     if cfg is None:
         raise DatasetError(f"split {which!r} needs split fractions")
     return split_set(ps, cfg)[which]
+
+
+def eval_set(
+    ps: PlaceSet, which: str | None, cfg: SplitConfig, default: str
+) -> tuple[PlaceSet, str]:
+    """The set ``eval`` measures, and a note ("" if none) when it is not the split asked for.
+
+    ``which`` is the split the user named (None: ``default``). A folder too small for its default
+    test split (a handful of places, as a library just trained on) is measured whole instead,
+    leave-one-out: every photo asks, its own file is never a match. The note says so, because
+    that set includes the photos a model was trained on.
+    """
+    chosen = select(ps, which or default, cfg)
+    if chosen.num_db and chosen.num_queries:
+        return chosen, ""
+    if which is None and default != "all" and ps.queries_are_db and ps.num_db > 1:
+        return ps, (
+            f"the {default} split of {ps.name} has {chosen.num_queries} queries and "
+            f"{chosen.num_db} database images, too few to measure: measured all "
+            f"{ps.num_db} photos leave-one-out instead (each photo's own file excluded; this "
+            "includes any photos a model was trained on)"
+        )
+    raise DatasetError(
+        f"{chosen.name}: no database or no query images to evaluate "
+        f"({chosen.num_db} database, {chosen.num_queries} queries); try --split all"
+    )

@@ -13,18 +13,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from .config import ExtractConfig, InitConfig, ModelConfig
+from .config import ExtractConfig, InitConfig, ModelConfig, VerifyConfig
 from .datasets import PlaceSet
 from .descriptors import ProgressFn, set_descriptors
 from .errors import DatasetError
 from .initialise import initialise_from_images
 from .model import PlaceModel, build_model
 from .trainenv import DistInfo
+
+if TYPE_CHECKING:
+    from .verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +41,13 @@ class EvalResult:
     queries: int
     no_positive: int = 0
     failed: int = 0
+    # Recall@N after geometric re-ranking of each query's top K (``eval --verify``), else None
+    verified: dict[int, float] | None = None
 
     def to_json(self) -> dict:
         out: dict = {f"recall@{n}": round(float(r), 6) for n, r in sorted(self.recalls.items())}
+        if self.verified is not None:
+            out["verified"] = {f"recall@{n}": round(float(r), 6) for n, r in self.verified.items()}
         out["queries"] = self.queries
         if self.no_positive:
             out["no_positive"] = self.no_positive
@@ -120,8 +128,13 @@ def evaluate_descriptors(
     db_desc: np.ndarray,
     q_desc: np.ndarray,
     ns: Sequence[int] = RECALL_NS,
+    verifier: Verifier | None = None,
 ) -> EvalResult:
-    """Recall@N of precomputed descriptors (NaN rows = unreadable images, left out)."""
+    """Recall@N of precomputed descriptors (NaN rows = unreadable images, left out).
+
+    With a ``verifier``, also Recall@N after each query's top K is re-ranked by geometric
+    verification (core/verify.py), as ``netvlad locate`` ranks its matches.
+    """
     correct = correct_references(ps)
     good_db = np.flatnonzero(np.isfinite(db_desc).all(axis=1))
     good_q = np.flatnonzero(np.isfinite(q_desc).all(axis=1))
@@ -133,8 +146,15 @@ def evaluate_descriptors(
     ranked_local = search(db_desc[good_db], q_desc[good_q], max(ns), ex_local)
     ranked = np.where(ranked_local >= 0, good_db[np.maximum(ranked_local, 0)], -1)
     corr = [correct[int(q)] for q in good_q]
+    verified = None
+    if verifier is not None:
+        from .verify import rerank_ranked
+
+        q_paths = [ps.q_paths[int(q)] for q in good_q]
+        verified = recall_at_n(rerank_ranked(verifier, q_paths, ps.db_paths, ranked), corr, ns)
     return EvalResult(
         recalls=recall_at_n(ranked, corr, ns),
+        verified=verified,
         queries=len(good_q),
         no_positive=int(sum(1 for c in corr if not len(np.intersect1d(c, good_db)))),
         failed=ps.num_queries - len(good_q),
@@ -165,12 +185,19 @@ def evaluate_model(
     init_cfg: InitConfig | None = None,
     dist: DistInfo | None = None,
     progress: ProgressFn | None = None,
+    verify: VerifyConfig | None = None,
 ) -> EvalResult:
+    """Recall@N of ``model`` on ``ps``; with ``verify``, after geometric re-ranking too."""
     prepare_model(model, ps, extract_cfg, init_cfg)
     db, q, errors = set_descriptors(model, ps, extract_cfg, dist=dist, progress=progress)
     for path, reason in list(errors.items())[:20]:
         log.warning("%s: %s", path, reason)
-    return evaluate_descriptors(ps, db, q, ns)
+    verifier = None
+    if verify is not None:
+        from .verify import Verifier
+
+        verifier = Verifier(model, extract_cfg, verify)
+    return evaluate_descriptors(ps, db, q, ns, verifier=verifier)
 
 
 def evaluate_with_and_without_whitening(

@@ -78,6 +78,11 @@ class LibraryStatus:
     no_gps: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): indexed, no GPS
     references: list[dict] = field(default_factory=list)  # id, lat, lon, label: the map's points
 
+    @property
+    def cannot_place(self) -> bool:
+        """Photos are indexed but none has GPS: the index finds similar photos, places nothing."""
+        return self.indexed > 0 and self.with_gps == 0
+
 
 def library_status(index: LibraryIndex) -> LibraryStatus:
     """The status of an open index; ``ready`` says whether its model and photos allow locating."""

@@ -1,7 +1,7 @@
 """`netvlad-gui`: the desktop app's entry point.
 
 netvlad-gui [PHOTO|FOLDER]... [--library DIR] [--index DIR]
-netvlad-gui --library DIR --locate PHOTO --screenshot FILE.png   (draw, save, exit 0)
+netvlad-gui --library DIR --screenshot FILE.png [PHOTO|FOLDER]...   (locate, draw, save, exit 0)
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--screenshot",
         metavar="FILE.png",
-        help="save a screenshot of the window once everything is drawn (with "
-        "--locate: once the result is), then exit",
+        help="save a screenshot of the window once everything is drawn (with photos or "
+        "folders, given as arguments or with --locate: once their results are), then exit",
     )
     ap.add_argument(
         "--image-size",
@@ -76,8 +76,12 @@ def _prepare_environment() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.locate and not (args.library or args.index):
-        print("netvlad-gui: --locate needs --library DIR (or --index DIR)", file=sys.stderr)
+    # In screenshot mode the photos and folders are located (indexing first if needed) before
+    # the picture is taken, whether named as arguments or with --locate.
+    to_locate = [*args.locate, *(args.inputs if args.screenshot else [])]
+    if to_locate and not (args.library or args.index):
+        what = "--locate" if args.locate else "--screenshot with photos"
+        print(f"netvlad-gui: {what} needs --library DIR (or --index DIR)", file=sys.stderr)
         return 2
     _prepare_environment()
     from .errors import install_excepthook, setup_logging
@@ -98,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationDisplayName("netvlad-gui")
     options = LaunchOptions(
-        inputs=list(args.inputs),
+        inputs=[] if args.screenshot else list(args.inputs),
         library=args.library,
         index_dir=args.index,
         image_size=args.image_size,
-        auto_build=bool(args.locate),
+        auto_build=bool(to_locate),
         measure_stalls=args.measure_stalls,
     )
     window_ref: list = []
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         from .screenshot import AutoLocate
 
         runner = AutoLocate(
-            window, [str(Path(p)) for p in args.locate], args.screenshot, timeout_s=args.timeout
+            window, [str(Path(p)) for p in to_locate], args.screenshot, timeout_s=args.timeout
         )
         runner.start()
     code = app.exec()

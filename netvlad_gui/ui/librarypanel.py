@@ -5,15 +5,17 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
+    QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -66,6 +68,37 @@ class SkippedDialog(QDialog):
         layout.addWidget(buttons)
 
 
+class ElidedLabel(QLabel):
+    """One line of plain text elided in the middle to fit (a path keeps both ends visible)."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(40)
+        self._full = ""
+        self.set_full_text(text)
+
+    @property
+    def full_text(self) -> str:
+        return self._full
+
+    def set_full_text(self, text: str) -> None:
+        self._full = text
+        self._elide()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(
+            self._full, Qt.TextElideMode.ElideMiddle, max(self.width(), 1)
+        )
+        if shown != self.text():
+            self.setText(shown)
+
+
 class LibraryPanel(QGroupBox):
     """Choose the reference folder (button or folder drop), build/update it, cancel, stats.
 
@@ -86,7 +119,7 @@ class LibraryPanel(QGroupBox):
         self._busy = False
         self._library: str | None = None
 
-        self.path_label = plain_label("No folder chosen")
+        self.path_label = ElidedLabel("No folder chosen")
         self.path_label.setObjectName("libraryPath")
         self.choose_button = QPushButton("Choose folder…")
         self.choose_button.setToolTip(
@@ -115,9 +148,10 @@ class LibraryPanel(QGroupBox):
         buttons.addWidget(self.build_button, 1)
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
-        row = QHBoxLayout()
-        row.addWidget(self.path_label, 1)
+        row = QHBoxLayout()  # the path gets the panel's whole width: it is elided in the middle
+        row.addStretch(1)
         row.addWidget(self.choose_button)
+        layout.addWidget(self.path_label)
         layout.addLayout(row)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
@@ -137,10 +171,10 @@ class LibraryPanel(QGroupBox):
     def set_library(self, library: str | None) -> None:
         self._library = library or None
         if library:
-            self.path_label.setText(Path(library).name or library)
+            self.path_label.set_full_text(library)
             self.path_label.setToolTip(html.escape(library))
         else:
-            self.path_label.setText("No folder chosen")
+            self.path_label.set_full_text("No folder chosen")
             self.path_label.setToolTip("")
         self.build_button.setEnabled(bool(library) and not self._busy)
 
@@ -159,6 +193,8 @@ class LibraryPanel(QGroupBox):
         text = " · ".join(parts)
         if info.pending:
             text += f"\n{info.pending} not indexed yet: click “Update index” to finish."
+        if info.cannot_place:
+            text += "\nNo photo has GPS: similar photos are found, but nothing can be placed."
         if info.problem and not info.ready:
             text += f"\n{info.problem[0].upper()}{info.problem[1:]}."
         self.stats_label.setText(text)

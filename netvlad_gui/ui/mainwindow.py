@@ -9,67 +9,46 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QApplication,
-    QDockWidget,
-    QFileDialog,
     QLabel,
     QMainWindow,
     QPushButton,
-    QSplitter,
     QStackedWidget,
-    QVBoxLayout,
     QWidget,
 )
 
 from netvlad_gui.core.export import ExportError, write_results
-from netvlad_gui.core.images import IMAGE_EXTENSIONS, expand_inputs
+from netvlad_gui.core.images import expand_inputs
 from netvlad_gui.core.library import LibraryStatus, resolve_index_dir
 from netvlad_gui.core.mappage import MapPageError
 
+from . import filedialogs, messages
 from .errors import failure_text
+from .launch import LaunchOptions, launch_settings
 from .librarypanel import LibraryPanel
 from .mapdata import result_to_map
 from .mapview import MapView
 from .menus import build_menus
 from .notices import ERROR, INFO, WARNING, LogDock, NoticeBar
-from .queuepanel import QueuePanel
+from .queuepanel import DONE, QueuePanel
 from .resultspanel import ResultsPanel
 from .settingsdialog import AppSettings, SettingsDialog, model_problem
 from .stallmeter import StallMeter
 from .thumbnails import ThumbnailLoader
+from .traindock import TrainDock, trained_model_settings
 from .welcome import WelcomePage
 from .widgets import dropped_paths, restore_window_state, save_window_state
+from .workarea import WorkArea, column
 from .workers import EngineWorker, WorkerThread
 
 log = logging.getLogger("netvlad_gui.ui")
 
-IMAGE_FILTER = "Photos ({});;All files (*)".format(
-    " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS))
-)
 INDEXING, LOCATING = "indexing", "locating"
-
-
-@dataclass
-class LaunchOptions:
-    """What the command line asks for (see ``ui.app``)."""
-
-    inputs: list[str] = field(default_factory=list)
-    library: str | None = None
-    index_dir: str | None = None
-    image_size: int | None = None
-    auto_build: bool = False  # build the index when it is missing (screenshot mode)
-    measure_stalls: bool = False
-
-
-def _short_list(names: list[str], limit: int = 3) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 class MainWindow(QMainWindow):
@@ -90,23 +69,15 @@ class MainWindow(QMainWindow):
     def __init__(self, options: LaunchOptions | None = None) -> None:
         super().__init__()
         self.options = options or LaunchOptions()
-        self.setWindowTitle("netvlad-gui — where was this photo taken?")
+        # Qt adds the application's name ("— netvlad-gui") to the title itself.
+        self.setWindowTitle("Where was this photo taken?")
         self.setAcceptDrops(True)
-        self.settings = AppSettings.load()
-        if self.options.library:
-            library = str(Path(self.options.library).expanduser().resolve())
-            if library != self.settings.library:
-                self.settings.index_dir = ""  # the remembered index was for the old library
-            self.settings.library = library
-        if self.options.index_dir:
-            self.settings.index_dir = str(Path(self.options.index_dir).expanduser().resolve())
-            if not self.options.library:
-                self.settings.library = ""  # learnt from the index once it is open
-        if self.options.library or self.options.index_dir:
-            self.settings.save()
+        self.settings = launch_settings(self.options)
         self.info: LibraryStatus | None = None
         self._building = False
         self._in_flight: set[int] = set()
+        self._stale_in_flight: set[int] = set()  # sent before the library changed
+        self._failed_names: list[str] = []  # photos of the current batch that failed
         self._drop_times: dict[int, float] = {}
         self.locate_times: list[float] = []  # seconds from drop to result, per photo
         self.build_summaries: list = []
@@ -142,44 +113,13 @@ class MainWindow(QMainWindow):
         self.library_panel = LibraryPanel()
         self.queue = QueuePanel(self.thumbs)
         self.map = MapView(tiles_online=self.settings.online_tiles, tile_url=self.settings.tile_url)
-        self.map.setMinimumHeight(260)
         self.results = ResultsPanel(self.thumbs)
-        self.results.setMinimumHeight(250)
-
-        # A plain column, not a splitter: the library panel grows and shrinks with its content
-        # (progress, stats) and the photo queue takes the rest.
-        left = QWidget()
-        column = QVBoxLayout(left)
-        column.setContentsMargins(0, 0, 0, 0)
-        column.addWidget(self.library_panel)
-        column.addWidget(self.queue, 1)
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.setObjectName("rightSplitter")
-        right.addWidget(self.map)
-        right.addWidget(self.results)
-        right.setStretchFactor(0, 1)
-        right.setStretchFactor(1, 0)
-        right.setSizes([560, 260])
-        right.setChildrenCollapsible(False)
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.setObjectName("mainSplitter")
-        self.splitter.addWidget(left)
-        self.splitter.addWidget(right)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([250, 1030])
-        self.splitter.setChildrenCollapsible(False)
-        self._right = right
-
+        self.splitter = WorkArea(self.library_panel, self.queue, self.map, self.results)
+        self._right = self.splitter.right
         self.pages = QStackedWidget()
         self.pages.addWidget(self.welcome)
         self.pages.addWidget(self.splitter)
-        central = QWidget()
-        layout = QVBoxLayout(central)
-        layout.setContentsMargins(6, 6, 6, 6)
-        layout.addWidget(self.model_banner)
-        layout.addWidget(self.notice)
-        layout.addWidget(self.pages, 1)
-        self.setCentralWidget(central)
+        self.setCentralWidget(column([self.model_banner, self.notice, self.pages]))
 
         self.log_dock = LogDock(self)
         self.log_view, self.warnings_button = self.log_dock.view, self.log_dock.warnings_button
@@ -203,9 +143,11 @@ class MainWindow(QMainWindow):
         self.library_panel.buildRequested.connect(self.build_index)
         self.library_panel.cancelRequested.connect(self.cancel_build)
         self.queue.currentChanged.connect(self._show_token)
+        self.queue.relocateRequested.connect(self.locate_again)
         self.results.stepRequested.connect(self.queue.step)
         self.results.matchSelected.connect(self.map.select)
         self.results.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        self.results.browserFailed.connect(self._on_browser_failed)
         self.map.matchClicked.connect(self.results.select_rank)
         self.map.onlineTilesRequested.connect(self.use_online_tiles)
         self.model_banner.actionTriggered.connect(self.open_settings)
@@ -253,10 +195,15 @@ class MainWindow(QMainWindow):
         self.pages.setCurrentIndex(1 if has_library else 0)
         self.library_panel.set_library(self.library or None)
 
-    def show_notice(self, text: str, level: str = INFO) -> None:
-        """Tell the user something without blocking (and log it)."""
-        log.log({ERROR: logging.ERROR, WARNING: logging.WARNING}.get(level, logging.INFO), text)
-        self.notice.show_notice(text, level)
+    def show_notice(
+        self, text: str, level: str = INFO, *, action="", on_action=None, file="", log_text=""
+    ) -> None:
+        """Tell the user something without blocking (and log it, as ``log_text`` if given).
+        ``action`` is a button on the notice that calls ``on_action``; ``file`` makes the log
+        count one warning per file."""
+        levelno = {ERROR: logging.ERROR, WARNING: logging.WARNING}.get(level, logging.INFO)
+        log.log(levelno, log_text or text, extra={"file": file} if file else None)
+        self.notice.show_notice(text, level, action=action, on_action=on_action)
         self.noticeShown.emit(level, text)
 
     def _refresh_model_banner(self, message: str = "") -> None:
@@ -276,10 +223,7 @@ class MainWindow(QMainWindow):
     # ---- library and index -------------------------------------------------------------------
 
     def choose_library(self) -> None:
-        start = self.library or str(Path.home())
-        folder = QFileDialog.getExistingDirectory(
-            self, "Choose a folder of geotagged photos", start
-        )
+        folder = filedialogs.choose_library(self, self.library)
         if folder:
             self.set_library(folder)
 
@@ -296,7 +240,8 @@ class MainWindow(QMainWindow):
         if not path.is_dir():
             self.show_notice(f"Not a folder: {folder}", WARNING)
             return
-        if str(path) != self.library:
+        changed = str(path) != self.library
+        if changed:
             self.settings.index_dir = ""  # a custom index folder was for the old library
         self.settings.library = str(path)
         self.settings.save()
@@ -304,6 +249,8 @@ class MainWindow(QMainWindow):
         self.map.clear(references=True)
         self.library_panel.set_info(None)
         self._show_page()
+        if changed:
+            self._mark_stale()
         self._open_index()
         log.info("library: %s", path)
 
@@ -368,6 +315,8 @@ class MainWindow(QMainWindow):
 
     def _on_index_opened(self, info: LibraryStatus) -> None:
         self.info = info
+        if info.cannot_place:
+            self.show_notice(messages.cannot_place(info), WARNING)
         if info.library and not self.library:
             self.settings.library = info.library  # an --index given alone names its library
             self.settings.save()
@@ -398,12 +347,12 @@ class MainWindow(QMainWindow):
     # ---- photos ------------------------------------------------------------------------------
 
     def open_photos_dialog(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Photos to locate", "", IMAGE_FILTER)
+        files = filedialogs.photos(self, self.library)
         if files:
             self.open_inputs(files)
 
     def open_folder_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "A folder of photos to locate")
+        folder = filedialogs.photo_folder(self, self.library)
         if folder:
             self.open_inputs([folder])
 
@@ -414,19 +363,50 @@ class MainWindow(QMainWindow):
         photos = [str(p.resolve()) for p in inputs.photos]
         skipped = [f"{p.name or p} ({reason})" for p, reason in inputs.skipped]
         if skipped:
-            self.show_notice(
-                f"Skipped {_short_list(skipped)}. Photos can be "
-                f"{', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}.",
-                WARNING,
-            )
+            self.show_notice(messages.skipped_inputs(skipped), WARNING)
         if not photos:
             return []
-        entries = self.queue.add(photos)
+        entries = self.queue.add(photos)  # photos already in the list are not added again
+        if len(entries) < len(photos):
+            self.statusBar().showMessage(
+                f"{len(photos) - len(entries)} of the photos are in the list already.", 5000
+            )
+        first = entries[0] if entries else self.queue.find(photos[0])
         for e in entries:
             self._drop_times[e.token] = t0
-        self.queue.set_current(entries[0].token)
+        if first is not None:
+            self.queue.set_current(first.token)
+        self._failed_names = []
         self._send_waiting()
         return [e.token for e in entries]
+
+    def _mark_stale(self) -> None:
+        """The library changed: results located against the old one are marked, not shown as
+        current, and the user can locate them again (or clear the list)."""
+        old = [e.token for e in self.queue.entries() if e.state == DONE and not e.stale]
+        self._stale_in_flight |= self._in_flight
+        if not old:
+            return
+        self.queue.mark_stale(old)
+        current = self.queue.current()
+        if current is not None:
+            self._show_token(current.token)
+        self.show_notice(
+            messages.stale_results(len(old)),
+            WARNING,
+            action="Locate again",
+            on_action=self.locate_again,
+        )
+
+    def locate_again(self) -> None:
+        """Locate the photos marked as from another library against the current one."""
+        stale = [e.token for e in self.queue.entries() if e.stale]
+        self.queue.requeue(stale)
+        self.notice.hide()
+        current = self.queue.current()
+        if current is not None:
+            self._show_token(current.token)
+        self._send_waiting()
 
     def _send_waiting(self) -> None:
         waiting = [e for e in self.queue.waiting() if e.token not in self._in_flight]
@@ -460,11 +440,22 @@ class MainWindow(QMainWindow):
         entry = self.queue.set_result(token, result)
         if entry is None:
             return  # the queue was cleared meanwhile
+        if token in self._stale_in_flight:  # located against the library before the change
+            self._stale_in_flight.discard(token)
+            self.queue.mark_stale([token])
         t0 = self._drop_times.pop(token, None)
         if t0 is not None:
             self.locate_times.append(time.perf_counter() - t0)
         if result.error:
-            self.show_notice(f"Cannot locate {entry.name}: {result.error}", WARNING)
+            self._failed_names.append(entry.display_name)
+            self.show_notice(  # one notice for the batch, naming them all
+                messages.failed_photos(self._failed_names, result.error),
+                WARNING,
+                action="Show all" if len(self._failed_names) > 1 else "",
+                on_action=self.log_dock.show,
+                file=entry.path,
+                log_text=f"Cannot locate {entry.display_name} ({entry.path}): {result.error}",
+            )
         else:
             took = f" in {self.locate_times[-1]:.1f} s" if t0 is not None else ""
             log.info("located %s%s", entry.name, took)
@@ -498,10 +489,14 @@ class MainWindow(QMainWindow):
             if not cancelled:
                 self.statusBar().clearMessage()
 
+    def _on_browser_failed(self, url: str) -> None:
+        copy = lambda: QApplication.clipboard().setText(url)
+        self.show_notice(messages.no_browser(url), WARNING, action="Copy link", on_action=copy)
+
     def _show_token(self, token: int) -> None:
         entry = self.queue.entry(token) if token else None
         self.results.show_entry(entry, self.queue.position())
-        if entry is None or entry.result is None or entry.result.error:
+        if entry is None or entry.stale or entry.result is None or entry.result.error:
             self.map.clear()
         else:
             self.map.show_result(result_to_map(entry.result))
@@ -513,17 +508,9 @@ class MainWindow(QMainWindow):
         if not results:
             self.show_notice("Nothing to export yet: locate some photos first.", INFO)
             return
-        path, chosen = QFileDialog.getSaveFileName(
-            self,
-            "Export results",
-            str(Path.home() / "netvlad-results.csv"),
-            "CSV (*.csv);;GeoJSON (*.geojson)",
-        )
-        if not path:
-            return
-        if Path(path).suffix.lower() not in (".csv", ".geojson", ".json"):
-            path += ".geojson" if chosen.startswith("GeoJSON") else ".csv"
-        self.export_results(path)
+        path = filedialogs.export_path(self, self.library)
+        if path:
+            self.export_results(path)
 
     def export_results(self, path: str) -> bool:
         try:
@@ -569,19 +556,12 @@ class MainWindow(QMainWindow):
 
     def open_training(self) -> QWidget:
         """Show the Train panel in a dock (made on first use: QtCharts loads only then)."""
-        from .trainpanel import TrainPanel
-
         if self.train_panel is None:
-            self.train_panel = TrainPanel(
-                lambda: self.library, self.settings.model, self.settings.backbone_weights
-            )
+            self.train_dock = TrainDock(lambda: self.library, self.settings, self)
+            self.train_panel = self.train_dock.panel
             self.train_panel.notice.connect(self.show_notice)
             self.train_panel.useModelRequested.connect(self.use_trained_model)
             self.train_panel.buildRequested.connect(self.build_index)
-            self.train_dock = QDockWidget("Retrain", self)
-            self.train_dock.setObjectName("trainDock")
-            self.train_dock.setWidget(self.train_panel)
-            self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.train_dock)
         self.train_panel.refresh_library()
         self.train_dock.show()
         self.train_dock.raise_()
@@ -589,16 +569,10 @@ class MainWindow(QMainWindow):
 
     def use_trained_model(self, model_path: str) -> None:
         """Make a trained checkpoint the app's model, with its own index folder (see trainpanel)."""
-        from netvlad_gui.core.runs import model_index_dir
-
         if self._building:
             self.show_notice("Wait for the index build to finish first.", WARNING)
             return
-        new = AppSettings(**self.settings.__dict__)
-        new.model, new.backbone_weights = str(Path(model_path).resolve()), ""
-        if self.library:
-            new.index_dir = str(model_index_dir(self.library, model_path))
-        self.apply_settings(new)
+        self.apply_settings(trained_model_settings(self.settings, self.library, model_path))
         if self.library:
             self.info = None
             self.map.clear(references=True)
@@ -609,6 +583,8 @@ class MainWindow(QMainWindow):
             "index” (or “Build the index” in the Retrain panel).",
             INFO,
         )
+        if self.library:
+            self._mark_stale()  # located with the previous model's index
 
     # ---- stalls ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase
@@ -32,7 +33,11 @@ INFO_TIMEOUT_MS = 10_000
 
 
 class NoticeBar(QFrame):
-    """A closable message bar. Info notices fade after a while; warnings and errors stay."""
+    """A closable message bar. Info notices fade after a while; warnings and errors stay.
+
+    ``action`` is the bar's own button (``actionTriggered``); a notice can bring its own instead
+    (``show_notice(..., action="Copy link", on_action=...)``), for as long as it is shown.
+    """
 
     actionTriggered = Signal()
 
@@ -40,6 +45,7 @@ class NoticeBar(QFrame):
         super().__init__(parent)
         self.setObjectName("noticeBar")
         self.level = INFO
+        self._action, self._on_action = action, None
         self.text_label = QLabel()
         self.text_label.setObjectName("noticeText")
         self.text_label.setTextFormat(Qt.TextFormat.PlainText)  # file names can hold markup
@@ -60,15 +66,25 @@ class NoticeBar(QFrame):
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.hide)
         self.close_button.clicked.connect(self.hide)
-        self.action_button.clicked.connect(self.actionTriggered)
+        self.action_button.clicked.connect(self._clicked)
         self.hide()
 
     @property
     def text(self) -> str:
         return self.text_label.text()
 
-    def show_notice(self, text: str, level: str = INFO) -> None:
+    def show_notice(
+        self,
+        text: str,
+        level: str = INFO,
+        *,
+        action: str = "",
+        on_action: Callable[[], None] | None = None,
+    ) -> None:
         self.level = level
+        self._on_action = on_action if action else None
+        self.action_button.setText(action or self._action)
+        self.action_button.setVisible(bool(action or self._action))
         self.setStyleSheet(
             f"#noticeBar {{ {_STYLE.get(level, _STYLE[INFO])} border-radius: 4px; }}"
         )
@@ -79,9 +95,15 @@ class NoticeBar(QFrame):
         else:
             self._timer.stop()
 
+    def _clicked(self) -> None:
+        if self._on_action is not None:
+            self._on_action()
+        else:
+            self.actionTriggered.emit()
+
 
 class _Emitter(QObject):
-    record = Signal(str, int)
+    record = Signal(str, int, str)
 
 
 class QtLogHandler(logging.Handler):
@@ -94,7 +116,9 @@ class QtLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.emitter.record.emit(self.format(record), record.levelno)
+            # A warning about a file counts once, however many steps (locate, thumbnail) met it.
+            key = str(getattr(record, "file", "") or record.getMessage())
+            self.emitter.record.emit(self.format(record), record.levelno, key)
         except RuntimeError:  # the emitter is gone (the window closed)
             pass
 
@@ -108,11 +132,16 @@ class LogView(QPlainTextEdit):
         self.setReadOnly(True)
         self.setMaximumBlockCount(5000)
         self.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        self.warnings = 0
+        self._warned: set[str] = set()
 
-    def append_line(self, text: str, levelno: int = logging.INFO) -> None:
+    @property
+    def warnings(self) -> int:
+        """Distinct warnings: one per file (or per message when it names none)."""
+        return len(self._warned)
+
+    def append_line(self, text: str, levelno: int = logging.INFO, key: str = "") -> None:
         if levelno >= logging.WARNING:
-            self.warnings += 1
+            self._warned.add(key or text)
         self.appendPlainText(text)
 
     def note(self, text: str) -> None:
@@ -142,8 +171,8 @@ class LogDock(QDockWidget):
     def detach(self) -> None:
         self._logger.removeHandler(self._handler)
 
-    def _on_record(self, text: str, levelno: int) -> None:
-        self.view.append_line(text, levelno)
+    def _on_record(self, text: str, levelno: int, key: str = "") -> None:
+        self.view.append_line(text, levelno, key)
         n = self.view.warnings
         if n:
             self.warnings_button.setText(f"⚠ {n} warning{'s' if n > 1 else ''}")

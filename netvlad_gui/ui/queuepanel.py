@@ -42,13 +42,21 @@ class Entry:
     state: str = WAITING
     result: LocateResult | None = None
     error: str = ""
+    label: str = ""  # the name, with its folder when another photo of the list has the same name
+    stale: bool = False  # located against another library: listed, never shown as current
     verifying: bool = False  # shown from the global search; its geometric check is running
 
     @property
     def name(self) -> str:
         return Path(self.path).name
 
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name
+
     def status_line(self) -> str:
+        if self.stale:
+            return "from another library: locate again"
         if self.state == WAITING:
             return "waiting…"
         if self.state == FAILED:
@@ -70,6 +78,7 @@ class QueuePanel(QGroupBox):
     """Lists the session's photos; ``currentChanged(token)`` when the user picks one."""
 
     currentChanged = Signal(int)
+    relocateRequested = Signal()  # "Locate again": the photos from another library
 
     def __init__(self, thumbs: ThumbnailLoader, parent: QWidget | None = None) -> None:
         super().__init__("Photos", parent)
@@ -79,13 +88,18 @@ class QueuePanel(QGroupBox):
         self.list = QListWidget()
         self.list.setObjectName("queueList")
         self.list.setIconSize(ICON)
-        self.list.setUniformItemSizes(True)
+        self.list.setUniformItemSizes(True)  # with a fixed row height: rows never squeeze
         self.list.setWordWrap(False)
         self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.clear_button = QPushButton("Clear")
         self.clear_button.setToolTip("Forget the photos of this session")
         self.clear_button.setEnabled(False)
+        self.relocate_button = QPushButton("Locate again")
+        self.relocate_button.setToolTip(
+            "Locate the photos marked “from another library” against the current library"
+        )
+        self.relocate_button.hide()
         self.empty = plain_label(
             "Drop photos or a folder anywhere on the window, or use File → Open photos…"
         )
@@ -97,22 +111,28 @@ class QueuePanel(QGroupBox):
         layout = QVBoxLayout(self)
         layout.addWidget(self.stack)
         row = QHBoxLayout()
+        row.addWidget(self.relocate_button)
         row.addStretch(1)
         row.addWidget(self.clear_button)
         layout.addLayout(row)
         self.list.currentItemChanged.connect(self._on_current)
         self.clear_button.clicked.connect(self.clear)
+        self.relocate_button.clicked.connect(self.relocateRequested)
         thumbs.loaded.connect(self._on_thumbnail)
 
     # ---- the session ---------------------------------------------------------------------
 
     def add(self, paths: list[str]) -> list[Entry]:
-        """Append photos (each gets a fresh token) and return their entries."""
+        """Append photos (each gets a fresh token) and return their entries; a photo already in
+        the list is not added again (see ``find``)."""
         added = []
         for path in paths:
+            if self.find(str(path)) is not None:
+                continue
             entry = Entry(next(_tokens), str(path))
             item = QListWidgetItem()
             item.setData(Qt.ItemDataRole.UserRole, entry.token)
+            item.setSizeHint(QSize(0, self._row_height()))
             self._entries[entry.token] = entry
             self._items[entry.token] = item
             self.list.addItem(item)
@@ -121,11 +141,37 @@ class QueuePanel(QGroupBox):
             if image is not None:
                 self._set_icon(item, image)
             added.append(entry)
+        self._update_labels()
         self._update_empty()
         return added
 
     def entry(self, token: int) -> Entry | None:
         return self._entries.get(token)
+
+    def find(self, path: str) -> Entry | None:
+        """The entry of this photo (the same path) if it is in the list."""
+        return next((e for e in self._entries.values() if e.path == path), None)
+
+    def mark_stale(self, tokens: list[int]) -> None:
+        """These results were located against another library (see ``Entry.stale``)."""
+        for token in tokens:
+            entry = self._entries.get(token)
+            if entry is not None:
+                entry.stale = True
+                self._refresh(entry)
+        self._update_empty()
+
+    def requeue(self, tokens: list[int]) -> list[Entry]:
+        """Forget these photos' results: they wait to be located again."""
+        out = []
+        for token in tokens:
+            entry = self._entries.get(token)
+            if entry is not None:
+                entry.state, entry.result, entry.error, entry.stale = WAITING, None, "", False
+                self._refresh(entry)
+                out.append(entry)
+        self._update_empty()
+        return out
 
     def entries(self) -> list[Entry]:
         return [
@@ -197,13 +243,34 @@ class QueuePanel(QGroupBox):
 
     def _update_empty(self) -> None:
         self.clear_button.setEnabled(bool(self._entries))
+        self.relocate_button.setVisible(any(e.stale for e in self._entries.values()))
         self.stack.setCurrentIndex(1 if self._entries else 0)
+
+    def _row_height(self) -> int:
+        """Thumbnail or two text lines, whichever is taller, plus a margin."""
+        return max(ICON.height(), 2 * self.list.fontMetrics().lineSpacing()) + 8
+
+    def _update_labels(self) -> None:
+        """Photos with the same name from different folders show their parent folder."""
+        by_name: dict[str, list[Entry]] = {}
+        for e in self._entries.values():
+            by_name.setdefault(e.name, []).append(e)
+        for same in by_name.values():
+            for e in same:
+                parent = Path(e.path).parent.name
+                label = f"{parent}/{e.name}" if len(same) > 1 and parent else e.name
+                if label != e.display_name:
+                    e.label = label
+                    self._refresh(e)
 
     def _refresh(self, entry: Entry) -> None:
         item = self._items[entry.token]
-        item.setText(f"{entry.name}\n{entry.status_line()}")
+        # Each line is elided to the list's width; the tooltip has both in full.
+        item.setText(f"{entry.display_name}\n{entry.status_line()}")
         item.setToolTip(html.escape(f"{entry.path}\n{entry.status_line()}").replace("\n", "<br>"))
-        if entry.state == FAILED:
+        if entry.stale:
+            item.setForeground(Qt.GlobalColor.gray)
+        elif entry.state == FAILED:
             item.setForeground(Qt.GlobalColor.darkRed)
         else:
             colour = verdict_colour(entry.result.verdict) if entry.result is not None else None

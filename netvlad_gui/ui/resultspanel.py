@@ -31,6 +31,11 @@ from .widgets import plain_label
 
 QUERY_THUMB = QSize(200, 150)
 MATCH_THUMB = QSize(140, 105)
+# Narrower than this (the Retrain dock open beside it), the query card and the matches shrink
+# so that three or more matches stay in view.
+COMPACT_WIDTH = 900
+COMPACT_QUERY_THUMB = QSize(96, 72)
+COMPACT_MATCH_THUMB = QSize(100, 75)
 
 
 def _scaled(image: QImage, size: QSize) -> QPixmap:
@@ -44,19 +49,22 @@ class ResultsPanel(QWidget):
 
     Signals: ``matchSelected(rank)`` when the user picks a match, ``matchActivated(rank)`` when
     they open it (double-click or Enter: the match viewer opens), ``stepRequested(delta)`` for
-    the previous/next photo, ``message(text)`` for the status bar.
+    the previous/next photo, ``message(text)`` for the status bar, ``browserFailed(url)``.
     """
 
     matchSelected = Signal(int)
     matchActivated = Signal(int)
     stepRequested = Signal(int)
     message = Signal(str)
+    browserFailed = Signal(str)  # the URL no browser opened: the window offers to copy it
 
     def __init__(self, thumbs: ThumbnailLoader, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._thumbs = thumbs
         self._entry: Entry | None = None
+        self._position = (0, 0)
         self._match_items: dict[str, list[QListWidgetItem]] = {}
+        self._query_size, self._match_size = QUERY_THUMB, MATCH_THUMB
         self.viewer = None  # the open MatchViewer (ui/matchviewer.py), if any
 
         # Header: which photo, and stepping through the queue.
@@ -172,14 +180,14 @@ class ResultsPanel(QWidget):
         return self._entry
 
     def show_entry(self, entry: Entry | None, position: tuple[int, int] = (0, 0)) -> None:
-        self._entry = entry
+        self._entry, self._position = entry, position
         self.matches.clear()
         self._match_items.clear()
         if entry is None:
             self.stack.setCurrentIndex(0)
             return
         self.stack.setCurrentIndex(1)
-        self.title.setText(entry.name)
+        self.title.setText(entry.display_name)
         self.title.setToolTip(html.escape(entry.path))
         index, count = position
         self.position_label.setText(f"{index} of {count}" if count > 1 else "")
@@ -190,12 +198,17 @@ class ResultsPanel(QWidget):
         self._set_query_thumb(entry.path)
         self.verdict.setText(self._verdict_text(entry))
         self.prediction.setText(self._describe(entry))
-        located = entry.state == DONE and entry.result is not None and entry.result.lat is not None
+        located = (
+            entry.state == DONE
+            and not entry.stale
+            and entry.result is not None
+            and entry.result.lat is not None
+        )
         self.copy_button.setEnabled(located)
         self.osm_button.setEnabled(located)
         self._label_actions(entry.result if located else None)
         self.prediction.setStyleSheet("color: darkred;" if entry.state == FAILED else "")
-        results = entry.result.matches if entry.result is not None else []
+        results = entry.result.matches if entry.result is not None and not entry.stale else []
         self.matches_title.setText(f"Best {len(results)} matches" if results else "")
         for m in results:
             self._add_match(m)
@@ -247,7 +260,7 @@ class ResultsPanel(QWidget):
             return
         url = osm_url(res.lat, res.lon)
         if not QDesktopServices.openUrl(QUrl(url)):
-            self.message.emit(f"Could not open a browser; the link is {url}")
+            self.browserFailed.emit(url)
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -255,7 +268,7 @@ class ResultsPanel(QWidget):
     def _verdict_text(entry: Entry) -> str:
         """The verdict headline (rich text, in the verdict's colour) and its evidence."""
         res = entry.result
-        if entry.state != DONE or res is None:
+        if entry.state != DONE or entry.stale or res is None:  # stale: another library's
             return ""
         colour = VERDICT_COLOURS.get(res.verdict or "", "")
         head = html.escape(describe(res.verdict)) if res.verdict else "No verdict"
@@ -280,6 +293,11 @@ class ResultsPanel(QWidget):
         called one. ``uncertain`` shows the place in the verdict's own colour, not in bold.
         """
         esc = html.escape
+        if entry.stale:
+            return (
+                "<p><b>From another library.</b><br>This photo was located against the "
+                "previous library; locate it again to place it against this one.</p>"
+            )
         if entry.state == WAITING:
             return "<p>Locating…</p>"
         if entry.state == FAILED:
@@ -332,10 +350,33 @@ class ResultsPanel(QWidget):
             self.osm_button.setText("Open in OpenStreetMap")
             self.osm_button.setToolTip("Show the predicted position in your web browser")
 
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._set_sizes(self.width() < COMPACT_WIDTH)
+
+    def _set_sizes(self, compact: bool) -> None:
+        query, match = (
+            (COMPACT_QUERY_THUMB, COMPACT_MATCH_THUMB) if compact else (QUERY_THUMB, MATCH_THUMB)
+        )
+        if match == self._match_size:
+            return
+        self._query_size, self._match_size = query, match
+        self.query_image.setFixedSize(query)
+        self.prediction.setFixedWidth(query.width() + 24)
+        self.matches.setIconSize(match)
+        # At least as wide as a match's caption ("score 0.294 · 16 m") on one line.
+        self.matches.setGridSize(QSize(max(match.width() + 12, 124), match.height() + 44))
+        self.matches.setMinimumHeight(match.height() + 66)
+        if self._entry is not None:
+            selected = self.selected_rank()
+            self.show_entry(self._entry, self._position)  # redraw the thumbnails at the new size
+            if selected is not None:
+                self.select_rank(selected)
+
     def _set_query_thumb(self, path: str) -> None:
         image = self._thumbs.request(path)
         if image is not None:
-            self.query_image.setPixmap(_scaled(image, QUERY_THUMB))
+            self.query_image.setPixmap(_scaled(image, self._query_size))
         else:
             self.query_image.clear()
             self.query_image.setText(self._thumbs.error(path) and "no preview" or "…")
@@ -359,20 +400,20 @@ class ResultsPanel(QWidget):
                 f"({agrees})\nDouble-click or Enter: compare side by side"
             ).replace("\n", "<br>")
         )
-        placeholder = QPixmap(MATCH_THUMB)
+        placeholder = QPixmap(self._match_size)
         placeholder.fill(Qt.GlobalColor.lightGray)
         item.setIcon(QIcon(placeholder))
         self.matches.addItem(item)
         self._match_items.setdefault(m.path, []).append(item)
         image = self._thumbs.request(m.path)
         if image is not None:
-            item.setIcon(QIcon(_scaled(image, MATCH_THUMB)))
+            item.setIcon(QIcon(_scaled(image, self._match_size)))
 
     def _on_thumbnail(self, path: str, image: QImage) -> None:
         if self._entry is not None and path == self._entry.path:
-            self.query_image.setPixmap(_scaled(image, QUERY_THUMB))
+            self.query_image.setPixmap(_scaled(image, self._query_size))
         for item in self._match_items.get(path, []):
-            item.setIcon(QIcon(_scaled(image, MATCH_THUMB)))
+            item.setIcon(QIcon(_scaled(image, self._match_size)))
 
     def _on_thumbnail_failed(self, path: str, _reason: str) -> None:
         if self._entry is not None and path == self._entry.path:

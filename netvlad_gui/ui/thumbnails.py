@@ -116,5 +116,5 @@ class ThumbnailLoader(QObject):
     def _on_error(self, path: str, reason: str) -> None:
         self._pending.discard(path)
         self._errors[path] = reason
-        log.warning("no thumbnail for %s: %s", path, reason)
+        log.warning("no thumbnail for %s: %s", path, reason, extra={"file": path})
         self.failed.emit(path, reason)

@@ -1,0 +1,47 @@
+"""How the window words what happened to the user's photos and library (text only, no widgets).
+
+The rules live elsewhere (core decides, e.g. ``LibraryStatus.cannot_place``); this module only
+turns their answers into the sentences the notices show.
+"""
+
+from __future__ import annotations
+
+from netvlad_gui.core.images import IMAGE_EXTENSIONS
+from netvlad_gui.core.library import LibraryStatus
+
+
+def short_list(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def skipped_inputs(skipped: list[str]) -> str:
+    kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+    return f"Skipped {short_list(skipped)}. Photos can be {kinds}."
+
+
+def cannot_place(info: LibraryStatus) -> str:
+    return (
+        f"None of the {info.indexed} indexed photos has GPS: the library can show similar "
+        "photos but cannot place anything. Add positions (GPS in the photos' EXIF or XMP, or "
+        "a gps.csv with name, lat, lon in the folder), then click “Update index”."
+    )
+
+
+def stale_results(count: int) -> str:
+    were, them = ("s were", "them") if count > 1 else (" was", "it")
+    return (
+        f"{count} photo{were} located against the previous library (or model): locate {them} "
+        f"again to place {them} against this one, or clear the list."
+    )
+
+
+def failed_photos(names: list[str], reason: str) -> str:
+    """One notice for a batch's failures: the reason when one photo failed, else the names."""
+    if len(names) == 1:
+        return f"Cannot locate {names[0]}: {reason}"
+    return f"Cannot locate {len(names)} photos: {short_list(names)}."
+
+
+def no_browser(url: str) -> str:
+    return f"Could not open a web browser. The OpenStreetMap link is {url}"
