@@ -191,14 +191,16 @@ def test_end_to_end_lund(shared_dir, lund_index):
         truth[f] = (float(lat), float(lon))
     hits_at_1 = 0
     for r in results:
-        assert set(r) == {"query", "lat", "lon", "confidence", "radius_m", "error_m", "matches"}
+        # issue 11's contract: the old keys, plus "verdict" per photo and "inliers" per match
+        keys = {"query", "lat", "lon", "confidence", "radius_m", "error_m", "matches", "verdict"}
+        assert set(r) == keys and r["verdict"] == "located"
         assert math.isfinite(r["error_m"]) and 0 <= r["confidence"] <= 1 and r["radius_m"] > 0
         assert len(r["matches"]) == 5
         # Verification (on by default) re-ranks the matches by inliers, so global scores are
         # no longer sorted; the order is tested in test_verify.py.
         assert len({m["path"] for m in r["matches"]}) == 5
         for m in r["matches"]:
-            assert set(m) == {"path", "lat", "lon", "score", "distance_m"}
+            assert set(m) == {"path", "lat", "lon", "score", "distance_m", "inliers"}
             assert Path(m["path"]).exists()
         q = truth["queries/" + Path(r["query"]).name]
         assert geo.haversine_m(*q, r["lat"] - 0, r["lon"]) == pytest.approx(r["error_m"], abs=0.01)
