@@ -528,3 +528,25 @@ def test_a_bad_saved_tile_url_starts_the_map_offline(qtbot) -> None:
         pass
     assert not view.tiles_online
     assert run_js(qtbot, view, "nv.ui().hint") is True
+
+
+def test_a_not_found_photo_is_drawn_as_a_grey_guess(qtbot, view: MapView) -> None:
+    """Issue 11: a photo not in the library gets no circle and a grey "guess" mark, and the
+    legend says so; a located photo keeps the red predicted position."""
+    guess = {**RESULT, "query": {**RESULT["query"], "verdict": "not_found", "radius_m": None}}
+    view.show_result(guess)
+    qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.count().matches") == 3, timeout=5_000)
+    assert (
+        run_js(qtbot, view, "document.querySelectorAll('.leaflet-marker-pane .nv-guess').length")
+        == 1
+    )
+    kinds = run_js(qtbot, view, "nv.ui().legend")
+    assert "guess" in kinds and "prediction" not in kinds
+    text = run_js(qtbot, view, "document.querySelector('.nv-legend').innerText")
+    assert "Nearest guess" in text
+    view.show_result(RESULT)
+    qtbot.waitUntil(lambda: "prediction" in run_js(qtbot, view, "nv.ui().legend"), timeout=5_000)
+    assert (
+        run_js(qtbot, view, "document.querySelectorAll('.leaflet-marker-pane .nv-guess').length")
+        == 0
+    )

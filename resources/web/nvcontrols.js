@@ -90,6 +90,7 @@
     // What each kind of mark means; setKinds shows only the rows for marks on the map.
     var LEGEND_ROWS = [
         ["prediction", "nv-pred", "", "Predicted position (circle: uncertainty)"],
+        ["guess", "nv-pred nv-guess", "", "Nearest guess: not found in this library"],
         ["match", "nv-match", "1", "Best matches, by rank"],
         ["spread", "nv-leg", "", "Match moved aside: line to its spot"],
         ["truth", "nv-truth", "", "Photo's own GPS position"],

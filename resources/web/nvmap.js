@@ -227,7 +227,8 @@
 
     function predictionTooltip(query) {
         var box = el("div", "nv-popup");
-        box.appendChild(el("div", "nv-title", "Predicted: " + (query.label || "query")));
+        var head = query.verdict === "not_found" ? "Nearest guess, not an answer: " : "Predicted: ";
+        box.appendChild(el("div", "nv-title", head + (query.label || "query")));
         var conf = num(query.confidence);
         if (conf !== null) {
             box.appendChild(el("div", "nv-meta", "confidence " + Math.round(conf * 100) + "%"));
@@ -259,8 +260,11 @@
                     interactive: false,
                 }).addTo(state.result);
             }
+            // A photo not found in this library: its nearest match is drawn grey, as a guess.
+            state.guess = query.verdict === "not_found";
             var predIcon = L.divIcon({
-                className: "", html: wrap("nv-pred"), iconSize: [22, 22], iconAnchor: [11, 11],
+                className: "", html: wrap(state.guess ? "nv-pred nv-guess" : "nv-pred"),
+                iconSize: [22, 22], iconAnchor: [11, 11],
                 tooltipAnchor: [11, 0],
             });
             state.prediction = L.marker(predicted, { icon: predIcon, zIndexOffset: 2000 })
@@ -492,7 +496,7 @@
             if (parent === refs[i]) singles += 1;
             else clusters += 1;
         }
-        if (state.prediction) kinds.push("prediction");
+        if (state.prediction) kinds.push(state.guess ? "guess" : "prediction");
         if (Object.keys(state.matches).length) kinds.push("match");
         if (state.legs.getLayers().length) kinds.push("spread");
         if (state.truth) kinds.push("truth");
