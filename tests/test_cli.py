@@ -225,9 +225,9 @@ def test_locate_leads_with_the_verdict_and_never_places_a_far_away_photo(
     assert _locate(lund_index, berlin, lund) == 0
     out = capsys.readouterr().out
     far, near = out.split(str(lund))
-    assert far.splitlines()[1].startswith("  verdict    NOT FOUND in this library")
+    assert far.splitlines()[1].startswith("  verdict    Not found in this library")
     assert "  location " not in far and "  guess      " in far
-    assert near.splitlines()[1].startswith("  verdict    located (verified)")
+    assert near.splitlines()[1].startswith("  verdict    Located (verified)")
     assert " inliers" in near
 
     assert _locate(lund_index, berlin, lund, json_out=True) == 0

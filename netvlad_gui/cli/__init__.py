@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("netvlad: interrupted; finished work is kept, run again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `netvlad locate … | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 141
     except (NetvladError, CliError, OSError) as exc:
         # OSError: the file system's word (permission denied, disk full…), the user's to fix.
         if args.verbose:

@@ -119,11 +119,10 @@ def _bars(args, inputs) -> bool:
     return not args.quiet and len(inputs.photos) > 1
 
 
-# The verdict in words, first on a photo's plain output (the JSON carries the key itself).
-_VERDICT_TEXT = {
-    "located": "located",
-    "uncertain": "UNCERTAIN: weak evidence, check the matches",
-    "not_found": "NOT FOUND in this library (no match shares its geometry)",
+# What a plain-text reader should do about a verdict (core/verdict.py words the verdict itself).
+_VERDICT_HINT = {
+    "uncertain": ": weak evidence, check the matches",
+    "not_found": ": no match shares its geometry",
 }
 
 
@@ -135,8 +134,11 @@ def _print_result(res, as_json: bool) -> None:
     if res.error:
         print(f"  cannot locate: {plain(res.error)}")
         return
+    from ..core.verdict import describe
+
     how = "verified" if res.verified else "not verified"
-    print(f"  verdict    {_VERDICT_TEXT.get(res.verdict, res.verdict)} ({how})")
+    hint = _VERDICT_HINT.get(res.verdict, "")
+    print(f"  verdict    {describe(res.verdict)}{hint} ({how})")
     if res.lat is None:
         print("  no match with GPS")
     elif res.verdict == "not_found":
