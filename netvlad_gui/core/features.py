@@ -19,6 +19,7 @@ import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.data import DataLoader, Dataset
 
+from .cancel import Cancelled
 from .config import ExtractConfig
 from .images import ImageLoadError, batched_by_shape, load_tensor
 
@@ -31,10 +32,6 @@ CancelFn = Callable[[], bool]
 NON_FINITE = (
     "the model gave a non-finite descriptor (NaN or inf); photo skipped (damaged model weights?)"
 )
-
-
-class Cancelled(Exception):
-    """The user asked to stop; whatever was finished before is kept."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:

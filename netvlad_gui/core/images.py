@@ -12,13 +12,15 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms.functional import pil_to_tensor
 
 from .config import ExtractConfig
 from .errors import NetvladError
+
+if TYPE_CHECKING:  # torch loads only when a photo is turned into a tensor (not for a scan)
+    import torch
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".mpo"}
@@ -211,6 +213,8 @@ def resize_longer_side(img: Image.Image, size: int) -> Image.Image:
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB float in [0, 1], (3, H, W): the model normalises for its own weights."""
+    from torchvision.transforms.functional import pil_to_tensor
+
     return pil_to_tensor(img).float().div_(255.0)
 
 
@@ -228,6 +232,8 @@ def batched_by_shape(
     items: Iterable[tuple[int, torch.Tensor]], batch_size: int
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Group (index, image) pairs into same-size batches, so portrait and landscape mix safely."""
+    import torch
+
     buckets: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
     for idx, tensor in items:
         bucket = buckets.setdefault(tuple(tensor.shape), [])
