@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..core.config import DEFAULT_MODEL, ExtractConfig
+from ..core.config import DEFAULT_MODEL, PRECISIONS, ExtractConfig
 
 #: Progress bars show no rate (img/s) until this many items are done: the first ones include
 #: loading the model and say nothing about the speed.
@@ -74,6 +74,13 @@ def add_runtime_args(p: argparse.ArgumentParser, *, jpeg_draft: bool = True) -> 
             help="decode large JPEGs at 1/2-1/8 scale first: 4x faster decoding of 8 MP photos, "
             "descriptors within cosine 0.99 of a full decode (off by default)",
         )
+    p.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        help="the backbone's arithmetic (pooling stays fp32): auto is bf16 where the CPU "
+        "(AVX-512 BF16, AMX) or GPU has it natively, else fp32 "
+        f"(default {ExtractConfig.precision}; `netvlad info` says which is used)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
@@ -85,6 +92,7 @@ def extract_cfg(args: argparse.Namespace) -> ExtractConfig:
         batch_size=getattr(args, "batch_size", None),
         num_workers=getattr(args, "workers", None),
         jpeg_draft=getattr(args, "jpeg_draft", None),
+        precision=getattr(args, "precision", None),
     )
 
 

@@ -22,6 +22,7 @@ from .features import Cancelled, inference_model, iter_images
 from .images import batched_by_shape
 from .model import PlaceModel, init_netvlad, sample_from_feature_maps, sample_local_descriptors
 from .pooling import KMEANS_POINTS_PER_CLUSTER
+from .runtime import backbone_precision
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def initialise_one_pass(
                 batch = batch.to(device)
                 if extract_cfg.channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
-                if extract_cfg.bf16:
+                if backbone_precision(extract_cfg, device.type) == "bf16":
                     with torch.autocast(device.type, dtype=torch.bfloat16):
                         feats = net.local_features(batch)
                 else:
