@@ -69,10 +69,12 @@ def add_runtime_args(p: argparse.ArgumentParser, *, jpeg_draft: bool = True) -> 
     if jpeg_draft:
         p.add_argument(
             "--jpeg-draft",
-            action="store_true",
+            action=argparse.BooleanOptionalAction,
             default=None,
-            help="decode large JPEGs at 1/2-1/8 scale first: 4x faster decoding of 8 MP photos, "
-            "descriptors within cosine 0.99 of a full decode (off by default)",
+            help="decode JPEGs at least twice the input size at 1/2-1/8 scale first: 4x faster "
+            "decoding of 8 MP photos, descriptors within cosine 0.99 of a full decode; "
+            "--no-jpeg-draft decodes in full "
+            f"(default {'on' if ExtractConfig.jpeg_draft else 'off'})",
         )
     p.add_argument(
         "--precision",

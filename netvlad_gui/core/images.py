@@ -145,7 +145,7 @@ def load_image(
                         f"image too large ({w}x{h} = {w * h / 1e6:.0f} MP, limit "
                         f"{max_pixels / 1e6:.0f} MP): possible decompression bomb"
                     )
-                if img.format in ("JPEG", "MPO") and max(w, h) > 2 * image_size:
+                if img.format in ("JPEG", "MPO") and max(w, h) >= 2 * image_size:
                     _draft(img, image_size, always=draft)
                 img.load()
                 img = ImageOps.exif_transpose(img)
