@@ -71,8 +71,9 @@ def add_runtime_args(p: argparse.ArgumentParser, *, jpeg_draft: bool = True) -> 
             "--jpeg-draft",
             action=argparse.BooleanOptionalAction,
             default=None,
-            help="decode JPEGs at least twice the input size at 1/2-1/8 scale first: 4x faster "
-            "decoding of 8 MP photos, descriptors within cosine 0.99 of a full decode; "
+            help="decode JPEGs at least twice the input size at 1/2-1/8 scale (never under twice "
+            "the input size) first: 4-5x faster "
+            "decoding of 8 MP photos, descriptors within cosine 0.998 of a full decode; "
             "--no-jpeg-draft decodes in full "
             f"(default {'on' if ExtractConfig.jpeg_draft else 'off'})",
         )

@@ -79,8 +79,9 @@ class ExtractConfig:
     # Speed switches. fp32 on a full decode is the reference path; each switch below was measured
     # against it (benchmarks/README.md), and only those that keep descriptors equivalent are on.
     # A JPEG at least twice the model input (both sides) decodes at 1/2-1/8 scale (Image.draft),
-    # then is resized: 4x faster on 8 MP photos, descriptors at cosine 0.99+ to a full decode;
-    # smaller photos (corridor, lund: Recall@1 unchanged) are never affected. False: full decode.
+    # never under twice the input, then is resized: 4-5x faster on 8 MP photos, descriptors at
+    # cosine 0.998+ to a full decode; smaller photos (corridor, lund: Recall@1 unchanged) are
+    # never affected. False: full decode.
     jpeg_draft: bool = True
     fold_batchnorm: bool = True  # fold each BatchNorm into its conv: the same fp32 map, one pass
     channels_last: bool = True  # NHWC convs: fp32, rounding depends a little on the batch size

@@ -123,7 +123,7 @@ def load_image(
     """Open, orient (EXIF), convert to RGB and resize so the longer side is ``image_size``.
 
     ``draft`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (in the DCT domain) when it stays at
-    least ``image_size`` pixels: a 12 MP photo decodes several times faster, and pixels differ
+    least twice ``image_size`` pixels: an 8 MP photo decodes 4-5x faster, and pixels differ
     slightly from a full decode + resize (see benchmarks/README.md). JPEGs above
     ``DRAFT_ABOVE_PIXELS`` are decoded reduced either way, so that memory stays bounded.
     Images above ``max_pixels`` are refused from their header, before anything is decoded.
@@ -187,14 +187,15 @@ def _allow_pillow_up_to(max_pixels: int) -> None:
 def _draft(img: Image.Image, image_size: int, *, always: bool) -> None:
     """Let a JPEG decode at 1/2, 1/4 or 1/8 scale in the DCT domain.
 
-    With ``always`` (the ``jpeg_draft`` speed switch) the decode stays at least ``image_size``
-    pixels; otherwise only photos above ``DRAFT_ABOVE_PIXELS`` are reduced, to at least twice
-    ``image_size``, so that memory stays bounded and the resize still downsamples.
+    The decode stays at least twice ``image_size``, so that the resize still downsamples by 2
+    or more: on the 8 MP shared photos that decodes 4-5x faster than in full, as fast as drafting
+    down to ``image_size`` itself, with descriptors at cosine 0.998-0.999 to a full decode
+    instead of 0.990-0.994 (benchmarks/README.md, issue 14). With ``always`` (the ``jpeg_draft``
+    switch, on by default) every such JPEG is drafted; otherwise only those above
+    ``DRAFT_ABOVE_PIXELS``, so that memory stays bounded.
     """
     w, h = img.size
-    if always:
-        target = image_size
-    elif w * h > DRAFT_ABOVE_PIXELS:
+    if always or w * h > DRAFT_ABOVE_PIXELS:
         target = 2 * image_size
     else:
         return
