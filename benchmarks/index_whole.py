@@ -64,7 +64,10 @@ def run_index(lib: Path, index_dir: Path, extra: list[str], code: Path | None = 
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # cwd outside any source tree: ``-m`` puts the cwd first on sys.path, before PYTHONPATH
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=index_dir.parent
+    )
     first: list[float] = []
     stages: dict[str, float] = {}
     err_tail: list[str] = []

@@ -149,3 +149,24 @@ def test_a_no_op_run_does_not_import_torch(tmp_path):
     assert seen == {"rc": 0, "torch": False, "torchvision": False}
     assert summary["extracted"] == 0 and summary["indexed"] == 6
     assert summary["model"] == "mobilenet_v2-netvlad"
+
+
+def test_a_no_op_run_skips_finalising_but_a_gps_csv_edit_does_not(tmp_path, monkeypatch):
+    lib = tmp_path / "lib"
+    make_library(lib, 6)
+    kw = {
+        "backbone_weights": "none",
+        "extract_cfg": FAST,
+        "init_cfg": InitConfig(num_images=6, descriptors_per_image=20),
+    }
+    calls = []
+    real = builder._calibrate
+    monkeypatch.setattr(builder, "_calibrate", lambda index: calls.append(1) or real(index))
+    builder.build_index(lib, tmp_path / "idx", **kw)
+    assert len(calls) == 1
+    builder.build_index(lib, tmp_path / "idx", **kw)
+    assert len(calls) == 1  # nothing new: the same calibration and search index are kept
+    rows = (lib / "gps.csv").read_text().splitlines()
+    (lib / "gps.csv").write_text("\n".join(rows[:-1]) + "\n")  # one photo loses its GPS
+    s = builder.build_index(lib, tmp_path / "idx", **kw)
+    assert len(calls) == 2 and s.with_gps == 5

@@ -23,7 +23,7 @@ import numpy as np
 from . import geo
 from .buildlock import lock_index as _lock
 from .cancel import Cancelled
-from .catalog import FAILED, PENDING, CatalogDamagedError, display_name
+from .catalog import FAILED, INDEXED, PENDING, CatalogDamagedError, display_name
 from .config import (
     DEFAULT_MODEL,
     NEGATIVE_RADIUS_M,
@@ -36,6 +36,7 @@ from .errors import LibraryIndexError
 from .images import list_images
 from .index import (
     CATALOG_FILE,
+    INDEX_CONFIG_KEY,
     MODEL_FILE,
     MODEL_FILE_KEY,
     MODEL_SHA_KEY,
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 COMMIT_EVERY = 32  # images per catalogue transaction: bounds the work a kill can lose
 NON_FINITE = "the model gave a descriptor with NaN or infinity (broken weights?); not indexed"
 KEPT_MAPS_DIR = ".init-maps"  # the sampled photos' backbone maps, while a new library is built
+FINALIZED_KEY = "finalized_from"  # _finalized_stamp when calibration and search were last made
 SIDECAR_STAMP_KEY = "gps_csv_stamp"  # size and mtime of gps.csv when GPS was last read from it
 
 
@@ -297,6 +299,27 @@ def _prepare_model(
     return model.to(device)
 
 
+def _finalized_stamp(index: LibraryIndex) -> str:
+    """What the calibration and the saved search index were made from: while it stays the same
+    (a run that found nothing new), finalising again would compute the same thing (2 s of a
+    no-op run on 2 000 photos)."""
+    c = index.catalog.counts()
+    meta = index.catalog.get_meta
+    return json.dumps(
+        [
+            meta("store_rows"),
+            index.store_path.name,
+            c[INDEXED],
+            c["with_gps"],
+            index.catalog.live_rows(),
+            meta(SIDECAR_STAMP_KEY),
+            meta(INDEX_CONFIG_KEY),
+            meta(SEARCH_META_KEY),
+            meta(MODEL_SHA_KEY),
+        ]
+    )
+
+
 class _UpToDate(Exception):
     """No photo to extract and model.pt as recorded: the model is not even loaded."""
 
@@ -506,7 +529,9 @@ def build_index(
         index.compact_store()
         if progress:
             progress("finalize", 0, 1)
-        if index.dim is not None:
+        if index.dim is not None and _finalized_stamp(index) != index.catalog.get_meta(
+            FINALIZED_KEY
+        ):
             index.catalog.set_meta("calibration", json.dumps(_calibrate(index)))
 
             def report(done: int, total: int) -> None:
@@ -514,6 +539,7 @@ def build_index(
                     progress("finalize", done, total)
 
             index.refresh_saved_search(report)
+            index.catalog.set_meta(FINALIZED_KEY, _finalized_stamp(index))
         stats = index.stats()
         summary.model = summary.model or index.model_name
         summary.indexed = stats.indexed
