@@ -15,6 +15,10 @@ the search index. For each size this times, in fresh subprocesses:
   photos; on at most ``--port-max`` of them, since its rate does not depend on the count).
 
 The ratio is the whole command's images/s over the port loop's, both measured in this run.
+
+``--code DIR [DIR ...]`` runs the command from other source trees too (e.g. an export of main:
+``git archive main | tar -x -C /tmp/main``), alternating with this one on the same library, so
+that a before/after on a shared machine sees the same load.
 """
 
 from __future__ import annotations
@@ -49,12 +53,21 @@ def make_library(root: Path, n: int) -> Path:
     return lib
 
 
-def run_index(lib: Path, index_dir: Path, extra: list[str]) -> dict:
-    """One ``netvlad index`` in a subprocess: wall time, first photo, peak RSS, its summary."""
+def run_index(lib: Path, index_dir: Path, extra: list[str], code: Path | None = None) -> dict:
+    """One ``netvlad index`` in a subprocess: wall time, first photo, peak RSS, its summary.
+
+    ``code``: the source tree to run (first on PYTHONPATH); default the one on the path now.
+    """
     cmd = [sys.executable, "-m", "netvlad_gui.cli", "index", str(lib), "--index", str(index_dir)]
     cmd += ["--json", *extra]
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # cwd outside any source tree: ``-m`` puts the cwd first on sys.path, before PYTHONPATH
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=index_dir.parent
+    )
     first: list[float] = []
     stages: dict[str, float] = {}
     err_tail: list[str] = []
@@ -93,34 +106,41 @@ def run_index(lib: Path, index_dir: Path, extra: list[str]) -> dict:
     }
 
 
-def one_size(tmp: Path, n: int, args) -> dict:
+def one_size(tmp: Path, n: int, args) -> list[dict]:
     lib = make_library(tmp, n)
-    index_dir = tmp / f"index{n}"
     extra = ["--model", args.model]
     if args.backbone_weights:
         extra += ["--backbone-weights", args.backbone_weights]
-    new = run_index(lib, index_dir, extra)
-    noop = run_index(lib, index_dir, extra)
+    codes = [None, *args.code]
+    dirs = [tmp / f"index{n}-{k}" for k in range(len(codes))]
+    new = [run_index(lib, d, extra, c) for d, c in zip(dirs, codes, strict=True)]
+    noop = [run_index(lib, d, extra, c) for d, c in zip(dirs, codes, strict=True)]
     port_paths = [str(p) for p in photos(min(n, args.port_max))]
     port = run_worker(
-        ["baseline", str(index_dir / "model.pt"), json.dumps(port_paths), str(tmp / "port.npy")]
+        ["baseline", str(dirs[0] / "model.pt"), json.dumps(port_paths), str(tmp / "port.npy")]
     )
-    ours_ips = n / new["seconds"]
-    return {
-        "photos": n,
-        "model": args.model,
-        "whole_s": new["seconds"],
-        "whole_images_per_s": round(ours_ips, 3),
-        "port_images_per_s": round(port["images_per_s"], 3),
-        "port_photos": len(port_paths),
-        "ratio_vs_port": round(ours_ips / port["images_per_s"], 2),
-        "first_photo_s": new["first_photo_s"],
-        "stage_starts_s": new["stage_starts_s"],
-        "noop_rerun_s": noop["seconds"],
-        "peak_rss_mb": new["peak_rss_mb"],
-        "noop_peak_rss_mb": noop["peak_rss_mb"],
-        "extracted": new["extracted"],
-    }
+    rows = []
+    for code, a, b in zip(codes, new, noop, strict=True):
+        ours_ips = n / a["seconds"]
+        rows.append(
+            {
+                "photos": n,
+                "code": str(code) if code else "this tree",
+                "model": args.model,
+                "whole_s": a["seconds"],
+                "whole_images_per_s": round(ours_ips, 3),
+                "port_images_per_s": round(port["images_per_s"], 3),
+                "port_photos": len(port_paths),
+                "ratio_vs_port": round(ours_ips / port["images_per_s"], 2),
+                "first_photo_s": a["first_photo_s"],
+                "stage_starts_s": a["stage_starts_s"],
+                "noop_rerun_s": b["seconds"],
+                "peak_rss_mb": a["peak_rss_mb"],
+                "noop_peak_rss_mb": b["peak_rss_mb"],
+                "extracted": a["extracted"],
+            }
+        )
+    return rows
 
 
 def main() -> None:
@@ -130,17 +150,18 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[96])
     ap.add_argument("--port-max", type=int, default=96, help="photos for the port's loop")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--code", type=Path, nargs="*", default=[], help="other trees to compare")
     args = ap.parse_args()
     info = machine()
     print(json.dumps({"machine": info}), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            row = one_size(Path(tmp), n, args)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for row in one_size(Path(tmp), n, args):
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     print()
-    cols = ("photos", "whole_s", "whole_images_per_s", "port_images_per_s", "ratio_vs_port")
+    cols = ("photos", "code", "whole_s", "whole_images_per_s", "port_images_per_s", "ratio_vs_port")
     cols += ("first_photo_s", "noop_rerun_s", "peak_rss_mb")
     print("  ".join(f"{c:>18}" for c in cols))
     for r in rows:

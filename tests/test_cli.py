@@ -97,7 +97,9 @@ def test_runtime_options_reach_the_extraction_config():
     cfg = extract_cfg(args)
     assert cfg.jpeg_draft and cfg.image_size == 480 and cfg.device == "cpu"
     plain = extract_cfg(build_parser().parse_args(["locate", "x.jpg", "--index", "I"]))
-    assert not plain.jpeg_draft and plain.image_size == 640
+    assert plain.jpeg_draft and plain.image_size == 640  # on by default since issue 14
+    full = extract_cfg(build_parser().parse_args(["index", "LIB", "--no-jpeg-draft"]))
+    assert not full.jpeg_draft
 
 
 def _locate(lund_index, *items, json_out=False):

@@ -335,7 +335,9 @@ def test_a_full_disk_while_saving_the_model_says_so(tmp_path, monkeypatch):
     def full(*a, **k):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
 
-    monkeypatch.setattr(builder, "save_checkpoint", full)
+    from netvlad_gui.core import checkpoint
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", full)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))
     with pytest.raises(LibraryIndexError, match="no space left on device") as err:
         _build(lib, tmp_path / "idx")
@@ -365,7 +367,7 @@ def test_an_unreadable_subfolder_is_listed_and_its_photos_kept(tmp_path, monkeyp
 def test_a_non_finite_descriptor_is_not_stored_and_the_photo_says_why(tmp_path, monkeypatch):
     lib, idx = tmp_path / "lib", tmp_path / "idx"
     paths = make_library(lib, 6)
-    real_extract = builder.extract
+    real_extract = builder._descriptors  # every descriptor of a build passes there
 
     def some_nan(model, files, *a, **k):
         for item in real_extract(model, files, *a, **k):
@@ -373,7 +375,7 @@ def test_a_non_finite_descriptor_is_not_stored_and_the_photo_says_why(tmp_path, 
                 item.descriptor = np.full_like(item.descriptor, np.nan)
             yield item
 
-    monkeypatch.setattr(builder, "extract", some_nan)
+    monkeypatch.setattr(builder, "_descriptors", some_nan)
     s = _build(lib, idx)
     assert s.indexed == 5 and [p for p, _ in s.failed] == [paths[2].name]
     assert "NaN" in s.failed[0][1]

@@ -25,9 +25,9 @@ def _photo(path, size=(2600, 1950)):
     return path
 
 
-def test_defaults_keep_fp32_and_full_decoding():
+def test_defaults_fp32_unless_native_bf16_and_draft_decoding_of_big_jpegs_only():
     cfg = ExtractConfig()
-    assert not cfg.jpeg_draft and not cfg.bf16
+    assert cfg.jpeg_draft and not cfg.bf16 and cfg.precision == "auto"  # issue 14
     # Folding and NHWC are fp32 too: same map, other rounding (checked below).
     assert cfg.fold_batchnorm and cfg.channels_last
 
@@ -80,6 +80,10 @@ def test_jpeg_draft_decodes_smaller_but_gives_the_same_picture(tmp_path):
     png = tmp_path / "big.png"
     Image.open(p).save(png)
     assert load_image(png, 640, draft=True).size == (640, 480)  # not a JPEG: unaffected
+    # under twice the input size (lund's 1024x768 for 640): decoded in full, the same pixels
+    mid = _photo(tmp_path / "mid.jpg", (1024, 768))
+    same = np.asarray(load_image(mid, 640, draft=True)) == np.asarray(load_image(mid, 640))
+    assert same.all()
 
 
 @pytest.fixture(scope="module")

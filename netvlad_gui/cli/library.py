@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..core.config import DEFAULT_MODEL, LocateConfig, VerifyConfig
+from ..core.config import DEFAULT_MODEL, PRECISIONS, LocateConfig, VerifyConfig
 from ..core.geo import format_distance
 from .common import (
     CliError,
@@ -162,6 +162,7 @@ def cmd_info(args) -> int:
     import torch
 
     from ..core.paths import data_dir, models_dir
+    from ..core.runtime import NATIVE_BF16_FLAGS, backbone_precision, cpu_flags
 
     info = {
         "default_model": DEFAULT_MODEL,
@@ -171,6 +172,11 @@ def cmd_info(args) -> int:
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
     }
+    cfg = extract_cfg(args)
+    device = cfg.device if cfg.device != "auto" else info["device"]
+    info["precision"] = backbone_precision(cfg, device.partition(":")[0])  # what runs
+    info["precision_asked"] = cfg.precision
+    info["cpu_bf16_flags"] = sorted(cpu_flags() & NATIVE_BF16_FLAGS)
     if args.index or args.library:
         index = _open_index(args)
         st = index.stats()
@@ -295,6 +301,10 @@ def add_library_commands(sub) -> None:
     p = sub.add_parser("info", help="model, device and library statistics", **fmt)
     _add_index_choice(p, required=False)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="say precision for it")
+    p.add_argument(
+        "--precision", choices=list(PRECISIONS), help="say what this asks for on this machine"
+    )
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser(

@@ -19,8 +19,10 @@ import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.data import DataLoader, Dataset
 
+from .cancel import Cancelled
 from .config import ExtractConfig
 from .images import ImageLoadError, batched_by_shape, load_tensor
+from .runtime import backbone_precision
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -31,10 +33,6 @@ CancelFn = Callable[[], bool]
 NON_FINITE = (
     "the model gave a non-finite descriptor (NaN or inf); photo skipped (damaged model weights?)"
 )
-
-
-class Cancelled(Exception):
-    """The user asked to stop; whatever was finished before is kept."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -190,7 +188,7 @@ def forward(model: torch.nn.Module, batch: torch.Tensor, cfg: ExtractConfig) -> 
     batch = batch.to(device, non_blocking=True)
     if cfg.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
-    if cfg.bf16 and not isinstance(model, Forward):
+    if backbone_precision(cfg, device.type) == "bf16" and not isinstance(model, Forward):
         return model_forward(model, batch, torch.bfloat16).float().cpu().numpy()
     return model(batch).float().cpu().numpy()
 

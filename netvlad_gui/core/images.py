@@ -12,13 +12,15 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms.functional import pil_to_tensor
 
 from .config import ExtractConfig
 from .errors import NetvladError
+
+if TYPE_CHECKING:  # torch loads only when a photo is turned into a tensor (not for a scan)
+    import torch
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".mpo"}
@@ -121,7 +123,7 @@ def load_image(
     """Open, orient (EXIF), convert to RGB and resize so the longer side is ``image_size``.
 
     ``draft`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (in the DCT domain) when it stays at
-    least ``image_size`` pixels: a 12 MP photo decodes several times faster, and pixels differ
+    least twice ``image_size`` pixels: an 8 MP photo decodes 4-5x faster, and pixels differ
     slightly from a full decode + resize (see benchmarks/README.md). JPEGs above
     ``DRAFT_ABOVE_PIXELS`` are decoded reduced either way, so that memory stays bounded.
     Images above ``max_pixels`` are refused from their header, before anything is decoded.
@@ -143,7 +145,7 @@ def load_image(
                         f"image too large ({w}x{h} = {w * h / 1e6:.0f} MP, limit "
                         f"{max_pixels / 1e6:.0f} MP): possible decompression bomb"
                     )
-                if img.format in ("JPEG", "MPO") and max(w, h) > 2 * image_size:
+                if img.format in ("JPEG", "MPO") and max(w, h) >= 2 * image_size:
                     _draft(img, image_size, always=draft)
                 img.load()
                 img = ImageOps.exif_transpose(img)
@@ -185,14 +187,15 @@ def _allow_pillow_up_to(max_pixels: int) -> None:
 def _draft(img: Image.Image, image_size: int, *, always: bool) -> None:
     """Let a JPEG decode at 1/2, 1/4 or 1/8 scale in the DCT domain.
 
-    With ``always`` (the ``jpeg_draft`` speed switch) the decode stays at least ``image_size``
-    pixels; otherwise only photos above ``DRAFT_ABOVE_PIXELS`` are reduced, to at least twice
-    ``image_size``, so that memory stays bounded and the resize still downsamples.
+    The decode stays at least twice ``image_size``, so that the resize still downsamples by 2
+    or more: on the 8 MP shared photos that decodes 4-5x faster than in full, as fast as drafting
+    down to ``image_size`` itself, with descriptors at cosine 0.998-0.999 to a full decode
+    instead of 0.990-0.994 (benchmarks/README.md, issue 14). With ``always`` (the ``jpeg_draft``
+    switch, on by default) every such JPEG is drafted; otherwise only those above
+    ``DRAFT_ABOVE_PIXELS``, so that memory stays bounded.
     """
     w, h = img.size
-    if always:
-        target = image_size
-    elif w * h > DRAFT_ABOVE_PIXELS:
+    if always or w * h > DRAFT_ABOVE_PIXELS:
         target = 2 * image_size
     else:
         return
@@ -211,6 +214,8 @@ def resize_longer_side(img: Image.Image, size: int) -> Image.Image:
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB float in [0, 1], (3, H, W): the model normalises for its own weights."""
+    from torchvision.transforms.functional import pil_to_tensor
+
     return pil_to_tensor(img).float().div_(255.0)
 
 
@@ -228,6 +233,8 @@ def batched_by_shape(
     items: Iterable[tuple[int, torch.Tensor]], batch_size: int
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Group (index, image) pairs into same-size batches, so portrait and landscape mix safely."""
+    import torch
+
     buckets: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
     for idx, tensor in items:
         bucket = buckets.setdefault(tuple(tensor.shape), [])

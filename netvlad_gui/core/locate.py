@@ -23,6 +23,7 @@ from .config import ExtractConfig, LocateConfig
 from .features import Cancelled, forward, inference_model, resolve_device
 from .images import ImageLoadError, load_image, to_tensor
 from .index import LibraryIndex, SearchHit
+from .runtime import backbone_precision
 
 GPS_NOISE_M = 10.0  # phone GPS error: no prediction is tighter than this
 
@@ -214,7 +215,7 @@ class Locator:
         img = load_image(Path(path), ec.image_size, ec.max_pixels, draft=ec.jpeg_draft)
         batch = to_tensor(img).unsqueeze(0)
         with torch.inference_mode():
-            if not with_map or ec.bf16:
+            if not with_map or backbone_precision(ec, self.device.type) == "bf16":
                 return img, forward(self.model, batch, ec)[0], None
             x = batch.to(self.device)
             if ec.channels_last:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import sys
@@ -70,3 +71,45 @@ def tune_process() -> None:
         log.debug("torch or faiss was imported before tune_process(): OpenMP policy unchanged")
     if not tune_allocator():
         log.debug("allocator tuning not available on this platform")
+
+
+# -- precision ---------------------------------------------------------------------------------
+#: CPU flags (Linux /proc/cpuinfo) that mean bfloat16 matrix arithmetic in hardware. Without
+#: them oneDNN emulates bf16 (AVX-512 BW) or falls back to slow reference code (AVX2): fp32 wins.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpu_flags(path: str | os.PathLike | None = None) -> frozenset[str]:
+    """The CPU's feature flags as the kernel lists them; empty where there is no such file."""
+    try:
+        with open(path or CPUINFO, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@functools.cache
+def native_bf16(device_type: str = "cpu") -> bool:
+    """Whether ``device_type`` runs bfloat16 convolutions natively (so bf16 pays)."""
+    if device_type == "cuda":
+        import torch
+
+        # bf16 tensor cores from Ampere (compute capability 8.0) on
+        return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+    if device_type != "cpu":
+        return False
+    return bool(cpu_flags() & NATIVE_BF16_FLAGS)
+
+
+def backbone_precision(cfg, device_type: str = "cpu") -> str:
+    """ "bf16" or "fp32": what ``cfg.precision`` (an ExtractConfig's) means on this device."""
+    if cfg.bf16 or cfg.precision == "bf16":
+        return "bf16"
+    if cfg.precision == "fp32":
+        return "fp32"
+    return "bf16" if native_bf16(device_type) else "fp32"
