@@ -96,8 +96,25 @@ def test_cancel_keeps_finished_work(tmp_path):
     index = LibraryIndex(tmp_path / "idx")
     assert index.search(index.store().read([0]), 1)[0]  # usable after the cancel
     index.close()
+    assert f"the {s.indexed} photos indexed so far are kept" in s.cancel_note
     s2 = _build(lib, tmp_path / "idx")
     assert not s2.cancelled and s2.indexed == 12 and s2.extracted == 12 - s.indexed
+
+
+def test_cancel_while_fitting_says_nothing_is_kept(tmp_path):
+    """Issue 12 item 8: a cancel during the NetVLAD fitting keeps no photo; the build says so
+    instead of "finished work is kept"."""
+    lib = tmp_path / "lib"
+    make_library(lib, 8)
+    seen = {"init": 0}
+
+    def progress(stage, done, total):
+        if stage == "init":
+            seen["init"] = done
+
+    s = _build(lib, tmp_path / "idx", progress=progress, cancel=lambda: seen["init"] >= 2)
+    assert s.cancelled and s.indexed == 0
+    assert s.cancel_note.startswith("no photo is indexed yet: it stopped while fitting NetVLAD")
 
 
 def test_store_drops_uncommitted_tail(tmp_path):

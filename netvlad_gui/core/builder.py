@@ -72,6 +72,7 @@ class BuildSummary:
     elapsed_s: float = 0.0
     bytes_per_image: float = 0.0
     cancelled: bool = False
+    cancel_note: str = ""  # what a cancelled build kept, in words the fronts show as they are
     warnings: list[str] = field(default_factory=list)  # one line each: what the build worked round
 
     def to_json(self) -> dict:
@@ -525,6 +526,11 @@ def build_index(
             summary.model = index.model_name
         except Cancelled:
             summary.cancelled = True
+            if not (index.dir / MODEL_FILE).exists():
+                summary.cancel_note = (
+                    "no photo is indexed yet: it stopped while fitting NetVLAD, and the next "
+                    "build starts the fitting again"
+                )
         index.invalidate()
         index.compact_store()
         if progress:
@@ -543,6 +549,10 @@ def build_index(
         stats = index.stats()
         summary.model = summary.model or index.model_name
         summary.indexed = stats.indexed
+        if summary.cancelled and not summary.cancel_note:
+            summary.cancel_note = (
+                f"the {stats.indexed} photos indexed so far are kept; the next build does the rest"
+            )
         summary.with_gps = stats.with_gps
         summary.failed = stats.failures
         summary.no_gps = no_gps_photos(index)

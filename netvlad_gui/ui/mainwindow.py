@@ -306,8 +306,7 @@ class MainWindow(QMainWindow):
         )
         if summary.cancelled:
             self.show_notice(
-                f"Indexing cancelled; finished work is kept. {text} "
-                "Click “Update index” to finish.",
+                f"Indexing cancelled: {summary.cancel_note}. {text} Click “Update index” to go on.",
                 WARNING,
             )
         else:
