@@ -18,7 +18,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, QPointF, QRectF, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, QThreadPool, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QKeyEvent, QPainter, QPen, QPixmap, QTransform
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -38,12 +38,11 @@ from PySide6.QtWidgets import (
 )
 
 from netvlad_gui.core.config import VerifyConfig
-from netvlad_gui.core.images import ImageLoadError, load_image
 from netvlad_gui.core.verdict import NOT_FOUND
 from netvlad_gui.core.verify import oriented_size
 
 from .mapdata import format_distance
-from .thumbnails import pil_to_qimage
+from .thumbnails import ImageJob, ImageSignals
 from .widgets import plain_label
 
 log = logging.getLogger(__name__)
@@ -54,28 +53,6 @@ GAP = 40.0  # between the two photos
 CACHE = 12  # decoded photos kept (the query and a result's matches)
 ZOOM_STEP = 1.25
 PASS_UP = (Qt.Key.Key_Left, Qt.Key.Key_Right, Qt.Key.Key_Escape)
-
-
-class _Signals(QObject):
-    done = Signal(str, QImage)
-    error = Signal(str, str)
-
-
-class _LoadJob(QRunnable):
-    def __init__(self, path: str, signals: _Signals) -> None:
-        super().__init__()
-        self.path, self.signals = path, signals
-
-    def run(self) -> None:
-        try:
-            image = pil_to_qimage(load_image(self.path, VIEW_SIZE, draft=True))
-        except ImageLoadError as exc:
-            self.signals.error.emit(self.path, str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - a decoder bug must not end the pool thread
-            self.signals.error.emit(self.path, f"{type(exc).__name__}: {exc}")
-            return
-        self.signals.done.emit(self.path, image)
 
 
 class ZoomView(QGraphicsView):
@@ -137,7 +114,7 @@ class MatchViewer(QDialog):
         self.setModal(False)
         self._pool = QThreadPool(self)  # made first: deleted (and waited for) before _signals
         self._pool.setMaxThreadCount(2)
-        self._signals = _Signals(self)
+        self._signals = ImageSignals(self)
         self._signals.done.connect(self._on_loaded)
         self._signals.error.connect(self._on_failed)
         self._images: OrderedDict[str, QImage] = OrderedDict()
@@ -410,7 +387,7 @@ class MatchViewer(QDialog):
         if path in self._pending:
             return
         self._pending.add(path)
-        self._pool.start(_LoadJob(path, self._signals))
+        self._pool.start(ImageJob(path, VIEW_SIZE, self._signals, draft=True))
 
     def _on_loaded(self, path: str, image: QImage) -> None:
         self._pending.discard(path)

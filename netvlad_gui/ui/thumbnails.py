@@ -30,21 +30,24 @@ def pil_to_qimage(img) -> QImage:
     return QImage(data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
-class _Signals(QObject):
+class ImageSignals(QObject):
     done = Signal(str, QImage)
     error = Signal(str, str)
 
 
-class _ThumbJob(QRunnable):
-    def __init__(self, path: str, size: int, signals: _Signals) -> None:
+class ImageJob(QRunnable):
+    """Decode one photo (EXIF orientation applied) at ``size`` in a pool thread."""
+
+    def __init__(self, path: str, size: int, signals: ImageSignals, *, draft: bool = False):
         super().__init__()
         self.path = path
         self.size = size
         self.signals = signals
+        self.draft = draft
 
     def run(self) -> None:
         try:
-            image = pil_to_qimage(load_image(self.path, self.size))
+            image = pil_to_qimage(load_image(self.path, self.size, draft=self.draft))
         except ImageLoadError as exc:
             self.signals.error.emit(self.path, str(exc))
             return
@@ -72,7 +75,7 @@ class ThumbnailLoader(QObject):
         self._pool = QThreadPool(self)
         # Half the cores: the engine's forward pass and the GUI thread need the rest.
         self._pool.setMaxThreadCount(threads or max(1, (os.cpu_count() or 2) // 2))
-        self._signals = _Signals(self)
+        self._signals = ImageSignals(self)
         self._signals.done.connect(self._on_done)
         self._signals.error.connect(self._on_error)
         self._cache: OrderedDict[str, QImage] = OrderedDict()
@@ -94,7 +97,7 @@ class ThumbnailLoader(QObject):
         if image is not None or path in self._pending or path in self._errors:
             return image
         self._pending.add(path)
-        self._pool.start(_ThumbJob(path, self.size, self._signals))
+        self._pool.start(ImageJob(path, self.size, self._signals))
         return None
 
     @property
