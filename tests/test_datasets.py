@@ -17,13 +17,13 @@ from netvlad_gui.core.datasets import (
     PlaceSet,
     SplitConfig,
     gps_to_metres,
-    load_dbstruct,
     load_folder,
     load_pair,
     read_gt_csv,
     select,
     split_set,
 )
+from netvlad_gui.core.dbstruct import load_dbstruct
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> float:

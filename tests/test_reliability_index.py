@@ -321,7 +321,7 @@ def test_change_detection_needs_both_size_and_mtime_to_be_unchanged(tmp_path):
         f.write(b"\0" * 100)
     os.utime(paths[1], ns=old)
     assert _build(lib, idx).extracted == 1
-    # A touch: same bytes, new mtime. Extracted again (decided in builder._is_unchanged).
+    # A touch: same bytes, new mtime. Extracted again (decided in scan._is_unchanged).
     os.utime(paths[2], ns=(stamp(paths[2])[0], stamp(paths[2])[1] + 5_000_000_000))
     assert _build(lib, idx).extracted == 1
     assert _build(lib, idx).extracted == 0
