@@ -221,9 +221,9 @@ def test_thumbnails_are_decoded_off_thread_and_upright(qtbot, tmp_path) -> None:
     seen_threads: list[int] = []
     real = thumbnails.load_image
 
-    def spy(path, size):
+    def spy(path, size, **kw):
         seen_threads.append(threading.get_ident())
-        return real(path, size)
+        return real(path, size, **kw)
 
     loader = thumbnails.ThumbnailLoader(size=128)
     try:

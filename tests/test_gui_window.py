@@ -155,7 +155,13 @@ def test_stop_during_a_multi_photo_locate_stops_between_photos(
         release.set()
     qtbot.waitUntil(lambda: bool(finished), timeout=LOCATE_TIMEOUT_MS)
     assert finished == [(2, True)] and len(calls) == 2
-    states = [window.queue.entry(t).state for t in tokens]
+
+    def states() -> list[str]:
+        return [window.queue.entry(t).state for t in tokens]
+
+    # ``finished`` is appended in the worker thread; the window gets photo 2 a moment later
+    qtbot.waitUntil(lambda: states()[:2] == [DONE, DONE], timeout=5_000)
+    states = states()
     assert states[:2] == [DONE, DONE] and all(s == "waiting" for s in states[2:]), states
     qtbot.waitUntil(lambda: not window.stop_button.isVisible(), timeout=5_000)
 
