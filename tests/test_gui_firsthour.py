@@ -140,6 +140,7 @@ def test_results_from_another_library_are_marked_and_can_be_located_again(
     assert "previous library" in window.notice.text
     assert window.notice.action_button.text() == "Locate again"
     assert window.queue.relocate_button.isVisibleTo(window.queue)
+    assert window.queue.results() == []  # nor exported as an answer about this library
 
     qtbot.waitUntil(lambda: window.info is not None)  # the new library: not indexed
     window.notice.action_button.click()  # Locate again: waits for this library's index

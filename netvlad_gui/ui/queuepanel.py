@@ -183,9 +183,12 @@ class QueuePanel(QGroupBox):
         return [e for e in self.entries() if e.state == WAITING]
 
     def results(self) -> list[LocateResult]:
-        """Every finished photo's result, failures included (they carry ``error``)."""
+        """Every finished photo's result, failures included (they carry ``error``); results
+        from another library are left out (they answer a question about other photos)."""
         out = []
         for e in self.entries():
+            if e.stale:
+                continue
             if e.state == DONE and e.result is not None:
                 out.append(e.result)
             elif e.state == FAILED:
