@@ -16,8 +16,6 @@ from _gui import (
     LOCATE_TIMEOUT_MS,
     delete_later,  # noqa: F401 - fixture
     isolated_settings,  # noqa: F401 - fixture
-    open_window,
-    wait_ready,
     wait_results,
 )
 from PIL import Image
@@ -315,18 +313,6 @@ def test_viewer_opens_on_enter_and_explains_unverified_matches(qtbot, panel, pho
 
 
 # ---- the engine worker: quick result, then the refined one --------------------------------------
-
-
-@pytest.fixture
-def window(qtbot, lund_index: Path):
-    win = open_window(qtbot, index_dir=str(lund_index))
-    wait_ready(qtbot, win)
-    return win
-
-
-@pytest.fixture
-def queries(shared_dir: Path) -> Path:
-    return shared_dir / "data" / "lund_street" / "queries"
 
 
 def record(engine) -> list[tuple]:

@@ -16,7 +16,6 @@ from _gui import (
     drop_files,
     isolated_settings,  # noqa: F401 - fixture
     open_window,
-    wait_ready,
     wait_results,
 )
 from PySide6.QtGui import QGuiApplication
@@ -31,18 +30,6 @@ from netvlad_gui.ui.queuepanel import DONE, WAITING, QueuePanel
 from netvlad_gui.ui.thumbnails import ThumbnailLoader
 
 pytestmark = pytest.mark.usefixtures("isolated_settings", "delete_later")
-
-
-@pytest.fixture
-def queries(shared_dir: Path) -> Path:
-    return shared_dir / "data" / "lund_street" / "queries"
-
-
-@pytest.fixture
-def window(qtbot, lund_index: Path) -> MainWindow:
-    win = open_window(qtbot, index_dir=str(lund_index))
-    wait_ready(qtbot, win)
-    return win
 
 
 def test_photo_list_rows_names_and_duplicates(qtbot, tmp_path: Path, queries: Path) -> None:

@@ -37,18 +37,6 @@ CANARY = (  # an image that cannot load and says so
 )
 
 
-@pytest.fixture
-def queries(shared_dir: Path) -> Path:
-    return shared_dir / "data" / "lund_street" / "queries"
-
-
-@pytest.fixture
-def window(qtbot, lund_index: Path) -> MainWindow:
-    win = open_window(qtbot, index_dir=str(lund_index))
-    wait_ready(qtbot, win)
-    return win
-
-
 def test_drop_shows_result_thumbnails_and_markers(qtbot, window: MainWindow, queries) -> None:
     assert window.pages.currentIndex() == 1  # the workspace, not the first-start page
     assert window.info.indexed == 19 and len(window.info.references) == 19
