@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from netvlad_gui.core import geo
 from netvlad_gui.core.locate import LocateResult
 from netvlad_gui.core.verdict import NOT_FOUND
 
@@ -60,8 +61,5 @@ def osm_url(lat: float, lon: float, zoom: int = OSM_ZOOM) -> str:
 
 
 def format_distance(m: float | None) -> str:
-    if m is None:
-        return "?"
-    if m < 1000:
-        return f"{m:.0f} m"
-    return f"{m / 1000:.2f} km" if m < 10_000 else f"{m / 1000:.1f} km"
+    """The CLI's rule (core.geo.format_distance), whole metres, "?" when unknown."""
+    return "?" if m is None else geo.format_distance(m, 0)
