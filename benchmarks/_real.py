@@ -62,8 +62,8 @@ def load_real(
     model: str | None = None, image_size: int = 640, backbone_weights: str | None = None
 ) -> RealSet:
     """The real descriptors (from the cache when present)."""
-    from netvlad_gui.core import geo
     from netvlad_gui.core.config import DEFAULT_MODEL, ExtractConfig
+    from netvlad_gui.core.photos import geo
 
     model = model or DEFAULT_MODEL
     key = hashlib.sha1(f"{model}|{image_size}|{backbone_weights}".encode()).hexdigest()[:10]
@@ -71,10 +71,10 @@ def load_real(
     npz = CACHE / f"real_{key}.npz"
     lib, ref_paths, query_paths = _library(CACHE)
     if not npz.exists():
-        from netvlad_gui.core.builder import build_index
-        from netvlad_gui.core.features import extract
-        from netvlad_gui.core.index import LibraryIndex
-        from netvlad_gui.core.locate import Locator
+        from netvlad_gui.core.library.builder import build_index
+        from netvlad_gui.core.library.index import LibraryIndex
+        from netvlad_gui.core.model.features import extract
+        from netvlad_gui.core.query.locate import Locator
 
         cfg = ExtractConfig(image_size=image_size, device="cpu")
         idx_dir = CACHE / f"realidx_{key}"

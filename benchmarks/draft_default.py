@@ -43,10 +43,10 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=640)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    from netvlad_gui.core.checkpoint import load_checkpoint
     from netvlad_gui.core.config import ExtractConfig
-    from netvlad_gui.core.features import extract
-    from netvlad_gui.core.images import load_image
+    from netvlad_gui.core.model.checkpoint import load_checkpoint
+    from netvlad_gui.core.model.features import extract
+    from netvlad_gui.core.photos.images import load_image
 
     data = SHARED / "data"
     sets = {

@@ -58,7 +58,7 @@ def big_photos() -> list[Path]:
 
 # -- workers (run in subprocesses) --------------------------------------------------------------
 def _load(model_file: str):
-    from netvlad_gui.core.checkpoint import load_checkpoint
+    from netvlad_gui.core.model.checkpoint import load_checkpoint
 
     return load_checkpoint(model_file).eval()
 
@@ -111,11 +111,11 @@ def worker_baseline(model_file: str, paths: list[str], out: str) -> dict:
 
 
 def worker_ours(model_file: str, paths: list[str], out: str, cfg_json: str) -> dict:
-    from netvlad_gui.core.runtime import tune_process
+    from netvlad_gui.core.model.runtime import tune_process
 
     tune_process()
     from netvlad_gui.core.config import ExtractConfig
-    from netvlad_gui.core.features import extract
+    from netvlad_gui.core.model.features import extract
 
     cfg = ExtractConfig(device="cpu", **json.loads(cfg_json))
     model = _load(model_file)
@@ -133,7 +133,7 @@ def worker_forward(model_file: str, paths: list[str], spec_json: str) -> dict:
     import resource
 
     spec = json.loads(spec_json)
-    from netvlad_gui.core import runtime
+    from netvlad_gui.core.model import runtime
 
     if spec.get("alloc") == "threshold":
         runtime.tune_allocator(no_mmap=False)
@@ -142,8 +142,8 @@ def worker_forward(model_file: str, paths: list[str], spec_json: str) -> dict:
     import torch
 
     from netvlad_gui.core.config import ExtractConfig
-    from netvlad_gui.core.features import forward, inference_model
-    from netvlad_gui.core.images import load_tensor
+    from netvlad_gui.core.model.features import forward, inference_model
+    from netvlad_gui.core.photos.images import load_tensor
 
     cfg = ExtractConfig(device="cpu", **spec.get("cfg", {}))
     model = inference_model(_load(model_file), cfg)
@@ -177,7 +177,7 @@ def worker_decode(model_file: str, draft: bool, size: int) -> dict:
     """Decode time of the 8 MP photos, and their descriptors with this decoding."""
     import torch
 
-    from netvlad_gui.core.images import load_tensor
+    from netvlad_gui.core.photos.images import load_tensor
 
     big = big_photos()
     t = time.perf_counter()
@@ -215,11 +215,11 @@ def make_model(name: str, tmp: Path) -> Path:
     """One model file for every subprocess (random VGG16 weights are drawn once)."""
     import torch
 
-    from netvlad_gui.core.checkpoint import save_checkpoint
     from netvlad_gui.core.config import InitConfig
-    from netvlad_gui.core.images import load_tensor
-    from netvlad_gui.core.model import init_netvlad, sample_local_descriptors
-    from netvlad_gui.core.resolve import resolve_model
+    from netvlad_gui.core.model.checkpoint import save_checkpoint
+    from netvlad_gui.core.model.network import init_netvlad, sample_local_descriptors
+    from netvlad_gui.core.model.resolve import resolve_model
+    from netvlad_gui.core.photos.images import load_tensor
 
     torch.manual_seed(0)
     weights = "none" if name.startswith("vgg16") else None

@@ -30,16 +30,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
 
-    from netvlad_gui.core.runtime import tune_process
+    from netvlad_gui.core.model.runtime import tune_process
 
     tune_process()
     import torch
 
     from netvlad_gui.core.config import ExtractConfig, InitConfig
-    from netvlad_gui.core.features import extract
-    from netvlad_gui.core.images import load_tensor
-    from netvlad_gui.core.model import init_netvlad, sample_local_descriptors
-    from netvlad_gui.core.resolve import resolve_model
+    from netvlad_gui.core.model.features import extract
+    from netvlad_gui.core.model.network import init_netvlad, sample_local_descriptors
+    from netvlad_gui.core.model.resolve import resolve_model
+    from netvlad_gui.core.photos.images import load_tensor
 
     if not torch.cuda.is_available():
         sys.exit("no CUDA GPU here: see extract.py for CPU throughput")

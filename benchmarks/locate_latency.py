@@ -31,7 +31,7 @@ LUND = SHARED / "data/lund_street"
 
 
 def index_dir(model: str) -> Path:
-    from netvlad_gui.core.builder import build_index
+    from netvlad_gui.core.library.builder import build_index
 
     out = CACHE / f"lund_index_{model}"
     build_index(LUND / "references", out, model_spec=model)  # incremental: nothing if built
@@ -39,12 +39,12 @@ def index_dir(model: str) -> Path:
 
 
 def worker_warm(idx: str) -> dict:
-    from netvlad_gui.core.runtime import tune_process
+    from netvlad_gui.core.model.runtime import tune_process
 
     tune_process()
-    from netvlad_gui.core.features import extract_one
-    from netvlad_gui.core.index import LibraryIndex
-    from netvlad_gui.core.locate import Locator
+    from netvlad_gui.core.library.index import LibraryIndex
+    from netvlad_gui.core.model.features import extract_one
+    from netvlad_gui.core.query.locate import Locator
 
     t0 = time.perf_counter()
     loc = Locator(LibraryIndex(idx))

@@ -14,13 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from netvlad_gui.core import geo
-from netvlad_gui.core.builder import build_index
 from netvlad_gui.core.config import RECALL_RADIUS_M, ExtractConfig
-from netvlad_gui.core.images import list_images
-from netvlad_gui.core.index import LibraryIndex
-from netvlad_gui.core.locate import Locator
-from netvlad_gui.core.runtime import tune_process
+from netvlad_gui.core.library.builder import build_index
+from netvlad_gui.core.library.index import LibraryIndex
+from netvlad_gui.core.model.runtime import tune_process
+from netvlad_gui.core.photos import geo
+from netvlad_gui.core.photos.images import list_images
+from netvlad_gui.core.query.locate import Locator
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

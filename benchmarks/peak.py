@@ -53,8 +53,8 @@ def run_backbone(
     name: str, h: int, w: int, batch: int, iters: int, peaks: dict, force_bf16: bool = False
 ) -> list[dict]:
     from netvlad_gui.core.config import ModelConfig
-    from netvlad_gui.core.features import fold_batchnorm
-    from netvlad_gui.core.model import build_model
+    from netvlad_gui.core.model.features import fold_batchnorm
+    from netvlad_gui.core.model.network import build_model
 
     model = build_model(ModelConfig.from_name(f"{name}-netvlad"), "none", progress=False)
     bb = model.backbone.eval()
@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="time bf16 even where it is slow")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    from netvlad_gui.core.runtime import tune_process
+    from netvlad_gui.core.model.runtime import tune_process
 
     tune_process()
     info = machine()

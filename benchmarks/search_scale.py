@@ -104,7 +104,7 @@ def per_ref_bytes(index) -> float:
     """Bytes each reference adds to an approximate index (codes, ids, links), not the fixed part."""
     import faiss
 
-    from netvlad_gui.core.searchindex import _unwrap
+    from netvlad_gui.core.library.searchindex import _unwrap
 
     inner = _unwrap(index)
     if isinstance(inner, faiss.IndexIVF):
@@ -124,8 +124,8 @@ def recall(real: RealSet, ids: np.ndarray) -> dict[str, float]:
 # -- one size ------------------------------------------------------------------------------------
 def prepare(real: RealSet, fits: list[Fit], size: int, work: Path) -> dict:
     """Write store + catalogue of real refs + ``size`` distractors; exact top-1 by streaming."""
-    from netvlad_gui.core.catalog import Catalog
-    from netvlad_gui.core.store import DescriptorStore
+    from netvlad_gui.core.library.catalog import Catalog
+    from netvlad_gui.core.library.store import DescriptorStore
 
     folder = work / f"n{size}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -199,7 +199,12 @@ def bench_size(real, fits, size, kinds, work, args) -> list[dict]:
     import faiss
 
     from netvlad_gui.core.config import IndexConfig
-    from netvlad_gui.core.searchindex import PAIRS_FILE, SEARCH_FILE, SearchIndex, open_search
+    from netvlad_gui.core.library.searchindex import (
+        PAIRS_FILE,
+        SEARCH_FILE,
+        SearchIndex,
+        open_search,
+    )
 
     prep = prepare(real, fits, size, work)
     n = size + len(real.refs)
@@ -279,7 +284,7 @@ def bench_size(real, fits, size, kinds, work, args) -> list[dict]:
             print(json.dumps(row), flush=True)
         if kind in ("flat", "ivfpq") and args.threads_check:
             # SearchIndex runs single queries on one faiss thread; compare with all threads.
-            from netvlad_gui.core import searchindex
+            from netvlad_gui.core.library import searchindex
 
             _, lat_one = time_queries(si, store, real.queries)
             saved, searchindex.FEW_QUERIES = searchindex.FEW_QUERIES, 0
@@ -323,7 +328,7 @@ def main() -> None:
     args.flat_max_bytes = args.flat_max_gb * 1e9
     args.index_overrides = {k: int(v) for k, v in (s.split("=") for s in args.set)}
 
-    from netvlad_gui.core.runtime import tune_process
+    from netvlad_gui.core.model.runtime import tune_process
 
     tune_process()
     info = machine()

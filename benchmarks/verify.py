@@ -1,4 +1,4 @@
-"""Geometric verification (core/verify.py): Recall@1/5 with and without, time, bytes, verdicts.
+"""Geometric verification (core/query/verify.py): Recall@1/5 with and without, time, bytes, verdicts.
 
     python benchmarks/verify.py                          # sift and patch, homography
     python benchmarks/verify.py --features sift --geometry fundamental
@@ -40,9 +40,9 @@ RATIOS = (0.5, 1.0)  # VerifyConfig.keep_ratio: the default, and pure inlier ord
 
 
 def _index(name: str, library: Path, image_size: int):
-    from netvlad_gui.core.builder import build_index
     from netvlad_gui.core.config import ExtractConfig
-    from netvlad_gui.core.index import LibraryIndex
+    from netvlad_gui.core.library.builder import build_index
+    from netvlad_gui.core.library.index import LibraryIndex
 
     idx = CACHE / f"verify_{name}_{image_size}"
     if not (idx / "model.pt").exists():
@@ -52,7 +52,7 @@ def _index(name: str, library: Path, image_size: int):
 
 def _sets() -> dict[str, tuple[Path, list[Path], list[set[str]]]]:
     """name -> (library, queries, correct reference file names per query)."""
-    from netvlad_gui.core import geo
+    from netvlad_gui.core.photos import geo
 
     cor = SHARED / "data/corridor"
     cq, cpos = [], []
@@ -111,8 +111,8 @@ def run(
     features: str, geometry: str, image_size: int, timing_queries: int, only: list[str]
 ) -> dict:
     from netvlad_gui.core.config import ExtractConfig, LocateConfig, VerifyConfig
-    from netvlad_gui.core.locate import Locator
-    from netvlad_gui.core.verify import rerank
+    from netvlad_gui.core.query.locate import Locator
+    from netvlad_gui.core.query.verify import rerank
 
     vcfg = VerifyConfig(features=features, geometry=geometry, top_k=max(KS))
     ecfg = ExtractConfig(image_size=image_size, device="cpu")
@@ -262,7 +262,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=["corridor", "lund"], help="recall sets")
     ap.add_argument("--timing-queries", type=int, default=5, help="lund queries timed (0: none)")
     args = ap.parse_args()
-    from netvlad_gui.core.runtime import tune_process
+    from netvlad_gui.core.model.runtime import tune_process
 
     tune_process()
     results = {"machine": machine(), "runs": []}

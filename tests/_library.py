@@ -29,8 +29,8 @@ def make_library(
 
 def build_small(lib: Path, idx: Path, *, init_images: int = 20, **kw):
     """``build_index`` with test settings (random weights, 96 px, no worker processes)."""
-    from netvlad_gui.core.builder import build_index
     from netvlad_gui.core.config import ExtractConfig, InitConfig
+    from netvlad_gui.core.library.builder import build_index
 
     kw.setdefault("backbone_weights", "none")
     kw.setdefault(

@@ -13,8 +13,8 @@ TEST_IMAGE_SIZE = 320
 @pytest.fixture(scope="session")
 def lund_index(shared_dir: Path, tmp_path_factory) -> Path:
     """An index of lund_street/references (mobilenet_v2-netvlad, 320 px) in a temporary folder."""
-    from netvlad_gui.core.builder import build_index
     from netvlad_gui.core.config import ExtractConfig
+    from netvlad_gui.core.library.builder import build_index
 
     library = shared_dir / "data" / "lund_street" / "references"
     if not library.is_dir():

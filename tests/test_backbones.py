@@ -19,8 +19,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from netvlad_gui.core import backbones, paths
-from netvlad_gui.core.backbones import (
+from netvlad_gui.core import paths
+from netvlad_gui.core.model import backbones
+from netvlad_gui.core.model.backbones import (
     IMAGENET,
     Backbone,
     BackboneError,

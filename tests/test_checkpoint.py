@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from netvlad_gui.core.backbones import Normalization, TFSameConv2d
-from netvlad_gui.core.checkpoint import (
+from netvlad_gui.core.config import InitConfig, ModelConfig
+from netvlad_gui.core.model.backbones import Normalization, TFSameConv2d
+from netvlad_gui.core.model.checkpoint import (
     FORMAT,
     VERSION,
     CheckpointError,
@@ -19,8 +20,7 @@ from netvlad_gui.core.checkpoint import (
     read_checkpoint_header,
     save_checkpoint,
 )
-from netvlad_gui.core.config import InitConfig, ModelConfig
-from netvlad_gui.core.model import (
+from netvlad_gui.core.model.network import (
     PlaceModel,
     build_model,
     fit_whitening,

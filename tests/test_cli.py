@@ -140,7 +140,7 @@ def test_overlapping_folders_locate_each_photo_once(lund_index, shared_dir, caps
 
 def test_help_reads_defaults_from_the_dataclasses(capsys):
     from netvlad_gui.core.config import ExtractConfig, LocateConfig
-    from netvlad_gui.core.train import TrainConfig
+    from netvlad_gui.core.training.train import TrainConfig
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])

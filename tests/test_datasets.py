@@ -11,7 +11,7 @@ import scipy.io
 from _vpr_data import write_street
 from PIL import Image
 
-from netvlad_gui.core.datasets import (
+from netvlad_gui.core.training.datasets import (
     DatasetError,
     DataSpec,
     PlaceSet,
@@ -23,7 +23,7 @@ from netvlad_gui.core.datasets import (
     select,
     split_set,
 )
-from netvlad_gui.core.dbstruct import load_dbstruct
+from netvlad_gui.core.training.dbstruct import load_dbstruct
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> float:

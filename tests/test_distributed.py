@@ -9,10 +9,10 @@ import pytest
 from _library import make_library
 
 from netvlad_gui import cli
-from netvlad_gui.core.builder import build_index
 from netvlad_gui.core.config import DistributedConfig, ExtractConfig, InitConfig
-from netvlad_gui.core.distributed import RayUnavailableError, require_ray
-from netvlad_gui.core.index import LibraryIndex
+from netvlad_gui.core.library.builder import build_index
+from netvlad_gui.core.library.distributed import RayUnavailableError, require_ray
+from netvlad_gui.core.library.index import LibraryIndex
 
 FAST = ExtractConfig(image_size=96, batch_size=3, num_workers=0, device="cpu")
 INIT = InitConfig(num_images=12, descriptors_per_image=20)

@@ -11,8 +11,8 @@ import pytest
 from _vpr_data import write_street
 
 from netvlad_gui.cli.training import add_train_commands
-from netvlad_gui.core.datasets import PlaceSet
-from netvlad_gui.core.evaluate import (
+from netvlad_gui.core.training.datasets import PlaceSet
+from netvlad_gui.core.training.evaluate import (
     correct_references,
     evaluate_descriptors,
     recall_at_n,
@@ -206,8 +206,8 @@ def test_cli_eval_needs_one_source(capsys) -> None:
 def test_eval_set_falls_back_to_leave_one_out_on_a_small_library(shared_dir: Path) -> None:
     """Issue 12: `netvlad eval --data LIBRARY` on the 19-photo library just trained on has no
     test queries; the default split then measures the whole folder leave-one-out, and says so."""
-    from netvlad_gui.core.datasets import SplitConfig, eval_set, load_folder
     from netvlad_gui.core.errors import DatasetError
+    from netvlad_gui.core.training.datasets import SplitConfig, eval_set, load_folder
 
     library = shared_dir / "data" / "lund_street" / "references"
     if not library.is_dir():

@@ -7,8 +7,14 @@ import json
 
 import pytest
 
-from netvlad_gui.core.export import ExportError, to_geojson, write_csv, write_geojson, write_results
-from netvlad_gui.core.locate import LocateResult, Match
+from netvlad_gui.core.query.export import (
+    ExportError,
+    to_geojson,
+    write_csv,
+    write_geojson,
+    write_results,
+)
+from netvlad_gui.core.query.locate import LocateResult, Match
 
 
 def _results() -> list[LocateResult]:

@@ -8,8 +8,8 @@ from _library import make_library
 from PIL import Image
 
 from netvlad_gui.core.config import ExtractConfig, ModelConfig
-from netvlad_gui.core.features import Cancelled, extract, extract_one
-from netvlad_gui.core.model import build_model
+from netvlad_gui.core.model.features import Cancelled, extract, extract_one
+from netvlad_gui.core.model.network import build_model
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def test_non_finite_descriptors_are_skipped_with_a_reason(tmp_path, model):
 
     import torch
 
-    from netvlad_gui.core.features import NON_FINITE
-    from netvlad_gui.core.images import ImageLoadError
+    from netvlad_gui.core.model.features import NON_FINITE
+    from netvlad_gui.core.photos.images import ImageLoadError
 
     paths = make_library(tmp_path, 3, size=64)
     cfg = ExtractConfig(image_size=64, batch_size=2, num_workers=0, device="cpu")

@@ -15,7 +15,7 @@ import pytest
 from _shared import SHARED_DIR  # tests/ is on sys.path; conftest.py provides `shared_dir`
 from PIL import Image
 
-from netvlad_gui.core.geo import (
+from netvlad_gui.core.photos.geo import (
     EARTH_RADIUS_M,
     GeoError,
     GeoNeighbours,
@@ -227,7 +227,7 @@ def test_sidecar_bad_rows_skipped_with_line_numbers(tmp_path: Path, caplog) -> N
         "badalt.jpg,1,2,high\n"  # 9
         "ok.jpg,1.5,2.75\n",  # 10: listed again, later row wins
     )
-    with caplog.at_level(logging.WARNING, logger="netvlad_gui.core.geo"):
+    with caplog.at_level(logging.WARNING, logger="netvlad_gui.core.photos.geo"):
         points = load_sidecar_csv(tmp_path)
     assert points == {"ok.jpg": GeoPoint(1.5, 2.75), "badalt.jpg": GeoPoint(1.0, 2.0)}
     text = caplog.text
@@ -240,7 +240,7 @@ def test_sidecar_missing_or_without_columns(tmp_path: Path, caplog) -> None:
     assert load_sidecar_csv(tmp_path) == {}
     assert load_sidecar_csv(tmp_path / "no such dir") == {}
     _write_csv(tmp_path, "name,latitude,longitude\na.jpg,1,2\n")
-    with caplog.at_level(logging.WARNING, logger="netvlad_gui.core.geo"):
+    with caplog.at_level(logging.WARNING, logger="netvlad_gui.core.photos.geo"):
         assert load_sidecar_csv(tmp_path) == {}
     assert "no column file, lat, lon" in caplog.text
     (tmp_path / "gps.csv").write_bytes(b"file,lat,lon\n\xff\xfe\xfa,1,2\n")
@@ -252,7 +252,7 @@ def test_sidecar_empty_file_names_skipped_each_with_its_own_reason(tmp_path, cap
     # The first data row without a name once raised UnboundLocalError, and later nameless rows
     # were logged with the previous bad row's reason.
     _write_csv(tmp_path, "file,lat,lon\n,1,2\nfar.jpg,91,2\n  ,3,4\nok.jpg,5,6\n")
-    with caplog.at_level(logging.WARNING, logger="netvlad_gui.core.geo"):
+    with caplog.at_level(logging.WARNING, logger="netvlad_gui.core.photos.geo"):
         points = load_sidecar_csv(tmp_path)
     assert points == {"ok.jpg": GeoPoint(5.0, 6.0)}
     by_line = {r.args[1]: r.getMessage() for r in caplog.records}
@@ -266,7 +266,7 @@ def test_sidecar_in_cp1252_keeps_every_good_row(tmp_path, caplog) -> None:
     text = "file,lat,lon\ncafé.jpg,55.1,13.1\nplain.jpg,55.2,13.2\nbad.jpg,x,1\nÅre.jpg,63.4,13.1\n"
     (tmp_path / "gps.csv").write_bytes(text.encode("cp1252"))
     _plain_jpeg(tmp_path / "café.jpg")
-    with caplog.at_level(logging.WARNING, logger="netvlad_gui.core.geo"):
+    with caplog.at_level(logging.WARNING, logger="netvlad_gui.core.photos.geo"):
         points = load_sidecar_csv(tmp_path)
     assert points == {
         "café.jpg": GeoPoint(55.1, 13.1),

@@ -16,7 +16,7 @@ from _gui import (
 from _library import make_library
 from PySide6.QtCore import Qt
 
-from netvlad_gui.core.index import LibraryIndex
+from netvlad_gui.core.library.index import LibraryIndex
 from netvlad_gui.core.paths import default_index_dir
 from netvlad_gui.ui.queuepanel import DONE
 

@@ -24,8 +24,8 @@ from PySide6.QtGui import QGuiApplication, QTextDocument, QWheelEvent
 from PySide6.QtWidgets import QApplication, QGraphicsLineItem, QGraphicsPixmapItem
 
 from netvlad_gui.core.config import VerifyConfig
-from netvlad_gui.core.locate import LocateResult, Match
-from netvlad_gui.core.verdict import LOCATED, NOT_FOUND, UNCERTAIN, describe
+from netvlad_gui.core.query.locate import LocateResult, Match
+from netvlad_gui.core.query.verdict import LOCATED, NOT_FOUND, UNCERTAIN, describe
 from netvlad_gui.ui.mapdata import format_coords, result_to_map
 from netvlad_gui.ui.matchviewer import GAP, ROW_HEIGHT, MatchViewer
 from netvlad_gui.ui.queuepanel import DONE, Entry, QueuePanel

@@ -21,7 +21,7 @@ from _gui import (
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QFileDialog
 
-from netvlad_gui.core.library import LibraryStatus
+from netvlad_gui.core.library.status import LibraryStatus
 from netvlad_gui.ui import filedialogs
 from netvlad_gui.ui.librarypanel import LibraryPanel
 from netvlad_gui.ui.mainwindow import MainWindow

@@ -13,9 +13,9 @@ from _gui import delete_later, isolated_settings  # noqa: F401 - fixtures
 from _mat_models import write_mat_model
 from PySide6.QtCore import QSettings, QTimer
 
-from netvlad_gui.core import zoo
 from netvlad_gui.core.config import DEFAULT_MODEL
-from netvlad_gui.core.resolve import MISSING_WEIGHTS_FILE, NO_BACKBONE_WEIGHTS, check_model
+from netvlad_gui.core.model import zoo
+from netvlad_gui.core.model.resolve import MISSING_WEIGHTS_FILE, NO_BACKBONE_WEIGHTS, check_model
 from netvlad_gui.ui.mapdata import format_coords, osm_url, result_to_map
 from netvlad_gui.ui.settingsdialog import AppSettings, SettingsDialog, model_problem
 from netvlad_gui.ui.stallmeter import StallMeter
@@ -179,7 +179,7 @@ def test_stall_meter_sees_a_blocked_event_loop(qtbot) -> None:
 
 
 def test_small_parts() -> None:
-    from netvlad_gui.core.locate import LocateResult, Match
+    from netvlad_gui.core.query.locate import LocateResult, Match
 
     assert format_coords(55.6982559, 13.1952007) == "55.698256, 13.195201"
     assert osm_url(55.5, -3.25) == (

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from netvlad_gui.core.images import (
+from netvlad_gui.core.photos.images import (
     ImageLoadError,
     batched_by_shape,
     expand_inputs,
@@ -163,7 +163,7 @@ def test_big_jpeg_decodes_at_reduced_size(phone_108mp):
 
     script = (
         "import resource, sys\n"
-        "from netvlad_gui.core.images import load_image\n"
+        "from netvlad_gui.core.photos.images import load_image\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "img = load_image(sys.argv[1], 640)\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

@@ -22,10 +22,10 @@ from _mat_models import (
     write_mat_model,
 )
 
-from netvlad_gui.core import importers
-from netvlad_gui.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from netvlad_gui.core.config import ModelConfig
-from netvlad_gui.core.model import build_model
+from netvlad_gui.core.model import importers
+from netvlad_gui.core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from netvlad_gui.core.model.network import build_model
 
 K, OUT = 4, 16
 

@@ -16,8 +16,8 @@ from _library import build_small, make_library
 from PIL import Image
 
 from netvlad_gui.core.errors import LibraryIndexError
-from netvlad_gui.core.index import LibraryIndex
-from netvlad_gui.core.store import DescriptorStore
+from netvlad_gui.core.library.index import LibraryIndex
+from netvlad_gui.core.library.store import DescriptorStore
 
 
 def _build(lib, idx, **kw):

@@ -10,7 +10,7 @@ from _lund import TEST_IMAGE_SIZE
 from netvlad_gui.core import paths
 from netvlad_gui.core.config import ExtractConfig
 from netvlad_gui.core.errors import LibraryIndexError
-from netvlad_gui.core.library import open_library, resolve_index_dir
+from netvlad_gui.core.library.status import open_library, resolve_index_dir
 
 
 def test_resolve_index_dir(tmp_path, monkeypatch):
@@ -45,7 +45,7 @@ def test_open_library_gives_status_and_a_warm_locator(lund_index: Path, shared_d
 
 def test_a_library_without_any_gps_cannot_place() -> None:
     """Issue 12 item 9: the rule the GUI words as a warning instead of "Index ready"."""
-    from netvlad_gui.core.library import LibraryStatus
+    from netvlad_gui.core.library.status import LibraryStatus
 
     assert LibraryStatus(index_dir="x", indexed=4, with_gps=0).cannot_place
     assert not LibraryStatus(index_dir="x", indexed=4, with_gps=1).cannot_place

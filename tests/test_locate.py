@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from netvlad_gui.core import geo
-from netvlad_gui.core.catalog import ImageRow
 from netvlad_gui.core.config import LocateConfig
-from netvlad_gui.core.index import SearchHit
-from netvlad_gui.core.locate import LocateResult, Match, predict
+from netvlad_gui.core.library.catalog import ImageRow
+from netvlad_gui.core.library.index import SearchHit
+from netvlad_gui.core.photos import geo
+from netvlad_gui.core.query.locate import LocateResult, Match, predict
 
 M_PER_DEG_LAT = 111_320.0
 

@@ -12,8 +12,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 
-from netvlad_gui.core import mappage
-from netvlad_gui.core.mappage import (
+from netvlad_gui.core.query import mappage
+from netvlad_gui.core.query.mappage import (
     DEFAULT_TILE_URL,
     QWEBCHANNEL_JS,
     MapAssetsMissingError,

@@ -24,7 +24,7 @@ from PySide6.QtWebEngineCore import (
 )
 from PySide6.QtWidgets import QApplication, QVBoxLayout, QWidget
 
-from netvlad_gui.core.mappage import HTTP_USER_AGENT, MapPageError
+from netvlad_gui.core.query.mappage import HTTP_USER_AGENT, MapPageError
 from netvlad_gui.ui.mapview import MapView
 from netvlad_gui.ui.settingsdialog import AppSettings
 

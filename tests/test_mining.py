@@ -10,17 +10,17 @@ import torch
 from _vpr_data import write_street
 
 from netvlad_gui.core.config import ExtractConfig, InitConfig, ModelConfig
-from netvlad_gui.core.datasets import PlaceSet, load_folder
-from netvlad_gui.core.descriptors import set_descriptors
 from netvlad_gui.core.errors import DatasetError
-from netvlad_gui.core.initialise import initialise_from_images
-from netvlad_gui.core.mining import (
+from netvlad_gui.core.model.initialise import initialise_from_images
+from netvlad_gui.core.model.network import build_model
+from netvlad_gui.core.training.datasets import PlaceSet, load_folder
+from netvlad_gui.core.training.descriptors import set_descriptors
+from netvlad_gui.core.training.mining import (
     GroundTruth,
     MiningConfig,
     mine_tuple,
     new_negative_cache,
 )
-from netvlad_gui.core.model import build_model
 
 
 def _random_set(n_db: int = 300, n_q: int = 60, seed: int = 0) -> PlaceSet:

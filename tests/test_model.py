@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from netvlad_gui.core.backbones import IMAGENET, Normalization, TFSameConv2d
 from netvlad_gui.core.config import InitConfig, ModelConfig
-from netvlad_gui.core.model import (
+from netvlad_gui.core.model.backbones import IMAGENET, Normalization, TFSameConv2d
+from netvlad_gui.core.model.network import (
     ModelConfigError,
     PlaceModel,
     build_model,
@@ -18,7 +18,7 @@ from netvlad_gui.core.model import (
     init_netvlad,
     sample_local_descriptors,
 )
-from netvlad_gui.core.pooling import FMax, NetVLAD
+from netvlad_gui.core.model.pooling import FMax, NetVLAD
 
 
 def _images(n: int = 2, h: int = 64, w: int = 64, seed: int = 0) -> torch.Tensor:

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from _library import make_library
 
-from netvlad_gui.core import builder
 from netvlad_gui.core.config import ExtractConfig, InitConfig, ModelConfig
-from netvlad_gui.core.initialise import (
+from netvlad_gui.core.library import builder
+from netvlad_gui.core.model.initialise import (
     initialise_from_images,
     initialise_one_pass,
     pool_feature_map,
 )
-from netvlad_gui.core.model import build_model
+from netvlad_gui.core.model.network import build_model
 
 INIT = InitConfig(num_images=10, descriptors_per_image=20, kmeans_iters=10, seed=3)
 
@@ -64,7 +64,7 @@ def test_one_pass_initialisation_equals_the_separate_pass(tmp_path, cfg):
         assert len(maps.keys()) == 10
         assert all("image" in why or "read" in why for why in maps.errors.values())
         # a kept map pools to the descriptor the whole network gives for that photo
-        from netvlad_gui.core.features import extract
+        from netvlad_gui.core.model.features import extract
 
         key = next(k for k in maps if k not in maps.errors)
         full = next(iter(extract(new, [paths[key]], cfg))).descriptor
@@ -81,7 +81,7 @@ def test_a_new_library_goes_through_the_backbone_once(tmp_path, monkeypatch):
     lib = tmp_path / "lib"
     make_library(lib, 12)
     calls = []
-    from netvlad_gui.core import features
+    from netvlad_gui.core.model import features
 
     real = features.extract
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from netvlad_gui.core.pooling import FMax, NetVLAD, Whitening
+from netvlad_gui.core.model.pooling import FMax, NetVLAD, Whitening
 
 
 def _reference_netvlad(layer: NetVLAD, x: torch.Tensor) -> torch.Tensor:
@@ -168,8 +168,8 @@ def test_whitening_refuses_too_few_descriptors() -> None:
 def test_small_sample_initialises_without_faiss_warning(capfd) -> None:
     """A small library gives fewer than faiss's 39 samples per cluster: no faiss print on the
     console (the CLI showed "please provide at least 2496 training points" on every small one)."""
-    from netvlad_gui.core.initialise import _per_image
-    from netvlad_gui.core.pooling import KMEANS_POINTS_PER_CLUSTER
+    from netvlad_gui.core.model.initialise import _per_image
+    from netvlad_gui.core.model.pooling import KMEANS_POINTS_PER_CLUSTER
 
     x = np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32)
     NetVLAD(16, num_clusters=8).initialise(x, iters=5)

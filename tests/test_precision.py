@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from netvlad_gui.core import runtime
 from netvlad_gui.core.config import ConfigError, ExtractConfig
+from netvlad_gui.core.model import runtime
 
 AVX2_ONLY = (
     "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t: avx2\n"

@@ -14,12 +14,12 @@ import pytest
 from _library import build_small, make_library
 from PIL import Image
 
-from netvlad_gui.core import builder
-from netvlad_gui.core import index as index_mod
-from netvlad_gui.core.catalog import CatalogDamagedError
 from netvlad_gui.core.errors import LibraryIndexError
-from netvlad_gui.core.index import CATALOG_FILE, MODEL_FILE, LibraryIndex
-from netvlad_gui.core.store import DescriptorStore
+from netvlad_gui.core.library import builder
+from netvlad_gui.core.library import index as index_mod
+from netvlad_gui.core.library.catalog import CatalogDamagedError
+from netvlad_gui.core.library.index import CATALOG_FILE, MODEL_FILE, LibraryIndex
+from netvlad_gui.core.library.store import DescriptorStore
 
 
 def _build(lib, idx, **kw):
@@ -264,7 +264,7 @@ def test_a_compaction_killed_before_its_commit_leaves_the_old_store_in_use(tmp_p
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    from netvlad_gui.core.catalog import Catalog
+    from netvlad_gui.core.library.catalog import Catalog
 
     monkeypatch.setattr(Catalog, "set_rows", killed)
     with pytest.raises(KeyboardInterrupt):
@@ -335,7 +335,7 @@ def test_a_full_disk_while_saving_the_model_says_so(tmp_path, monkeypatch):
     def full(*a, **k):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
 
-    from netvlad_gui.core import checkpoint
+    from netvlad_gui.core.model import checkpoint
 
     monkeypatch.setattr(checkpoint, "save_checkpoint", full)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))

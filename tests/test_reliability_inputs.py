@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 from _library import make_library
 
-from netvlad_gui.core.builder import build_index
 from netvlad_gui.core.config import ExtractConfig, LocateConfig, ModelConfig
 from netvlad_gui.core.errors import ConfigError, NetvladError
-from netvlad_gui.core.features import extract, extract_one
-from netvlad_gui.core.index import LibraryIndex
-from netvlad_gui.core.locate import Locator
-from netvlad_gui.core.model import build_model
+from netvlad_gui.core.library.builder import build_index
+from netvlad_gui.core.library.index import LibraryIndex
+from netvlad_gui.core.model.features import extract, extract_one
+from netvlad_gui.core.model.network import build_model
+from netvlad_gui.core.query.locate import Locator
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_extraction_refuses_bad_settings(tmp_path, model, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded a photo with settings out of range")
 
-    monkeypatch.setattr("netvlad_gui.core.features.load_tensor", no_decoding)
+    monkeypatch.setattr("netvlad_gui.core.model.features.load_tensor", no_decoding)
     with pytest.raises(ConfigError, match="image size"):
         next(extract(model, paths, ExtractConfig(image_size=100_000, num_workers=0)))
     with pytest.raises(ConfigError, match="batch size"):

@@ -11,11 +11,16 @@ import numpy as np
 import pytest
 from _library import make_library
 
-from netvlad_gui.core import searchindex
-from netvlad_gui.core.builder import build_index
 from netvlad_gui.core.config import ExtractConfig, IndexConfig, InitConfig
-from netvlad_gui.core.index import LibraryIndex
-from netvlad_gui.core.searchindex import PAIRS_FILE, SEARCH_FILE, IndexConfigError, choose_kind
+from netvlad_gui.core.library import searchindex
+from netvlad_gui.core.library.builder import build_index
+from netvlad_gui.core.library.index import LibraryIndex
+from netvlad_gui.core.library.searchindex import (
+    PAIRS_FILE,
+    SEARCH_FILE,
+    IndexConfigError,
+    choose_kind,
+)
 
 DIM = 64
 SMALL = {

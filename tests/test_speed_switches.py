@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from netvlad_gui.core.config import ExtractConfig, ModelConfig
-from netvlad_gui.core.features import extract, extract_one, inference_model
-from netvlad_gui.core.images import load_image
-from netvlad_gui.core.model import build_model
-from netvlad_gui.core.train import TrainConfig
+from netvlad_gui.core.model.features import extract, extract_one, inference_model
+from netvlad_gui.core.model.network import build_model
+from netvlad_gui.core.photos.images import load_image
+from netvlad_gui.core.training.train import TrainConfig
 
 
 def _photo(path, size=(2600, 1950)):
@@ -113,7 +113,7 @@ def test_channels_last_and_bf16_stay_close_to_fp32(tmp_path, model):
 
 def test_tune_process_sets_passive_openmp_unless_turned_off():
     code = (
-        "import os; from netvlad_gui.core.runtime import tune_process; tune_process(); "
+        "import os; from netvlad_gui.core.model.runtime import tune_process; tune_process(); "
         "print(os.environ.get('OMP_WAIT_POLICY'))"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NETVLAD_NO_TUNE")}
@@ -132,7 +132,7 @@ def test_single_query_search_leaves_faiss_threads_as_they_were():
     import faiss
 
     from netvlad_gui.core.config import IndexConfig
-    from netvlad_gui.core.searchindex import SearchIndex, build_flat
+    from netvlad_gui.core.library.searchindex import SearchIndex, build_flat
 
     x = np.eye(8, dtype=np.float32)
     ids, rows = np.arange(8), np.arange(8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netvlad_gui.core.store import PREFETCH_MAX, DescriptorStore
+from netvlad_gui.core.library.store import PREFETCH_MAX, DescriptorStore
 
 
 def test_scattered_reads_return_the_rows_asked_for_in_order(tmp_path):

@@ -17,12 +17,12 @@ import torch
 from _vpr_data import write_street
 
 from netvlad_gui.cli.training import add_train_commands
-from netvlad_gui.core.checkpoint import load_checkpoint
 from netvlad_gui.core.config import ExtractConfig, InitConfig, ModelConfig
-from netvlad_gui.core.datasets import DataSpec, SplitConfig
-from netvlad_gui.core.initialise import initialise_from_images
-from netvlad_gui.core.model import build_model
-from netvlad_gui.core.train import (
+from netvlad_gui.core.model.checkpoint import load_checkpoint
+from netvlad_gui.core.model.initialise import initialise_from_images
+from netvlad_gui.core.model.network import build_model
+from netvlad_gui.core.training.datasets import DataSpec, SplitConfig
+from netvlad_gui.core.training.train import (
     TrainConfig,
     TrainConfigError,
     TrainError,
@@ -129,7 +129,7 @@ def test_a_few_steps_lower_the_loss(street: Path) -> None:
     model = build_model(ModelConfig(backbone="alexnet", num_clusters=4), "none")
     ecfg = ExtractConfig(image_size=96, num_workers=0)
     initialise_from_images(model, paths, InitConfig(num_images=12, descriptors_per_image=10), ecfg)
-    from netvlad_gui.core.images import load_tensor
+    from netvlad_gui.core.photos.images import load_tensor
 
     # two tuples: photo 10 (40 m) with 11 (44 m) and negatives a period (60 m) away or more
     images = torch.stack([load_tensor(paths[i], 96) for i in (10, 11, 25, 40, 30, 31, 15, 1)])
@@ -246,7 +246,7 @@ def test_train_cli_json_progress_and_checkpoints(street: Path, tmp_path: Path, c
 
 
 def test_resume_continues_exactly(street: Path, tmp_path: Path, monkeypatch) -> None:
-    import netvlad_gui.core.train as train_mod
+    import netvlad_gui.core.training.train as train_mod
 
     kw = {"lr_step_epochs": 1, "cache_refresh_queries": 12, "batch_size": 4}
     steps_a: list[dict] = []

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from netvlad_gui.core.catalog import ImageRow
 from netvlad_gui.core.config import ExtractConfig, LocateConfig, VerifyConfig
-from netvlad_gui.core.index import SearchHit
-from netvlad_gui.core.verdict import (
+from netvlad_gui.core.library.catalog import ImageRow
+from netvlad_gui.core.library.index import SearchHit
+from netvlad_gui.core.query.verdict import (
     LOCATED,
     NOT_FOUND,
     UNCERTAIN,
@@ -20,7 +20,7 @@ from netvlad_gui.core.verdict import (
     inlier_evidence,
     predict_verified,
 )
-from netvlad_gui.core.verify import (
+from netvlad_gui.core.query.verify import (
     Verifier,
     VerifyConfigError,
     check_config,
@@ -68,7 +68,7 @@ def test_warped_copy_verifies_with_many_inliers_sift(warped_pair):
 
 def test_warped_copy_verifies_with_many_inliers_patch(warped_pair):
     from netvlad_gui.core.config import ModelConfig
-    from netvlad_gui.core.model import build_model
+    from netvlad_gui.core.model.network import build_model
 
     src, warped, hom = warped_pair
     model = build_model(ModelConfig(), progress=False)
@@ -216,8 +216,8 @@ def test_verdict_rules(kw, want):
 def locator(lund_index):
     from _lund import TEST_IMAGE_SIZE
 
-    from netvlad_gui.core.index import LibraryIndex
-    from netvlad_gui.core.locate import Locator
+    from netvlad_gui.core.library.index import LibraryIndex
+    from netvlad_gui.core.query.locate import Locator
 
     index = LibraryIndex(lund_index)
     yield Locator(
@@ -265,7 +265,7 @@ def test_locator_says_not_found_for_another_city(shared_dir, locator):
 
 
 def test_rerank_ranked_puts_the_verified_reference_first(shared_dir):
-    from netvlad_gui.core.verify import rerank_ranked
+    from netvlad_gui.core.query.verify import rerank_ranked
 
     refs = sorted((shared_dir / "data/lund_street/references").glob("*.jpg"))
     berlin = shared_dir / "data/exif/gps_photos/opensfm_berlin/01.jpg"

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from _mat_models import write_mat_model
 
-from netvlad_gui.core import paths, zoo
+from netvlad_gui.core import paths
 from netvlad_gui.core.config import DEFAULT_MODEL
+from netvlad_gui.core.model import zoo
 
 NAME = "vgg16-netvlad-pitts30k"
 FILE = "Pitts30K_struct.mat"

@@ -74,7 +74,7 @@ def _write_crash_log(exc: BaseException) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..core.runtime import tune_process
+    from ..core.model.runtime import tune_process
 
     tune_process()
     logging.basicConfig(

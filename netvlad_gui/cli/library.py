@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..core.config import DEFAULT_MODEL, PRECISIONS, LocateConfig, VerifyConfig
-from ..core.geo import format_distance
+from ..core.photos.geo import format_distance
 from .common import (
     CliError,
     DefaultsHelpFormatter,
@@ -22,7 +22,7 @@ from .common import (
 
 
 def _index_dir(args):
-    from ..core.library import resolve_index_dir
+    from ..core.library.status import resolve_index_dir
 
     if not (args.index or args.library):
         raise CliError("say which index to use: --library DIR or --index DIR")
@@ -30,7 +30,7 @@ def _index_dir(args):
 
 
 def _open_index(args):
-    from ..core.index import LibraryIndex
+    from ..core.library.index import LibraryIndex
 
     return LibraryIndex(_index_dir(args))
 
@@ -49,7 +49,7 @@ def _distributed_cfg(args):
 
 
 def cmd_index(args) -> int:
-    from ..core.builder import build_index
+    from ..core.library.builder import build_index
 
     bar = StageBar(not args.quiet)
     try:
@@ -87,8 +87,8 @@ def cmd_index(args) -> int:
 
 def cmd_locate(args) -> int:
     """One result per named photo; exit 1 when none could be located."""
-    from ..core.images import expand_inputs
-    from ..core.locate import LocateResult, Locator
+    from ..core.photos.images import expand_inputs
+    from ..core.query.locate import LocateResult, Locator
 
     index = _open_index(args)
     inputs = expand_inputs(args.photos)
@@ -119,7 +119,7 @@ def _bars(args, inputs) -> bool:
     return not args.quiet and len(inputs.photos) > 1
 
 
-# What a plain-text reader should do about a verdict (core/verdict.py words the verdict itself).
+# What a plain-text reader should do about a verdict (core/query/verdict.py words the verdict itself).
 _VERDICT_HINT = {
     "uncertain": ": weak evidence, check the matches",
     "not_found": ": no match shares its geometry",
@@ -134,7 +134,7 @@ def _print_result(res, as_json: bool) -> None:
     if res.error:
         print(f"  cannot locate: {plain(res.error)}")
         return
-    from ..core.verdict import describe
+    from ..core.query.verdict import describe
 
     how = "verified" if res.verified else "not verified"
     hint = _VERDICT_HINT.get(res.verdict, "")
@@ -161,8 +161,8 @@ def _print_result(res, as_json: bool) -> None:
 def cmd_info(args) -> int:
     import torch
 
+    from ..core.model.runtime import NATIVE_BF16_FLAGS, backbone_precision, cpu_flags
     from ..core.paths import data_dir, models_dir
-    from ..core.runtime import NATIVE_BF16_FLAGS, backbone_precision, cpu_flags
 
     info = {
         "default_model": DEFAULT_MODEL,
@@ -207,7 +207,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from ..core import zoo
+    from ..core.model import zoo
 
     if args.action == "get":
         if not args.name:
@@ -230,7 +230,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from ..core.importers import import_checkpoint
+    from ..core.model.importers import import_checkpoint
 
     out = import_checkpoint(args.file, args.out)
     print(out)

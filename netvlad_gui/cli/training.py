@@ -1,4 +1,4 @@
-"""`netvlad train` and `netvlad eval`: thin shells over netvlad_gui.core.train / .evaluate.
+"""`netvlad train` and `netvlad eval`: thin shells over netvlad_gui.core.training.train / .evaluate.
 
 ``add_train_commands(subparsers)`` registers both on the main parser. Data sources (one of):
 ``--data DIR`` (a geotagged folder, split by geography), ``--database DIR --queries DIR``
@@ -92,7 +92,7 @@ def _train_default(name: str):
 
 def _split_default(name: str):
     """SplitConfig's default for a field (read when help is shown: core.datasets loads torch)."""
-    from ..core.datasets import NO_SPLIT, SplitConfig
+    from ..core.training.datasets import NO_SPLIT, SplitConfig
 
     if name == "fractions":
         both = (SplitConfig.fractions, NO_SPLIT)
@@ -175,7 +175,7 @@ def _add_source_args(p: argparse.ArgumentParser, *, gt: bool) -> None:
 
 
 def _data_spec(args, prefix: str = ""):
-    from ..core.datasets import DataSpec
+    from ..core.training.datasets import DataSpec
 
     get = lambda name: getattr(args, prefix + name, None)
     return DataSpec(
@@ -191,7 +191,7 @@ def _data_spec(args, prefix: str = ""):
 
 def _split_config(args):
     """A SplitConfig when any split option is given, else None (the source's default)."""
-    from ..core.datasets import SplitConfig
+    from ..core.training.datasets import SplitConfig
 
     given = {
         "method": args.split_method,
@@ -276,7 +276,7 @@ def _json_progress(ev: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    from ..core.train import LAST, TrainConfig, resume_config, train
+    from ..core.training.train import LAST, TrainConfig, resume_config, train
 
     options: dict[str, Any] = {field: getattr(args, field) for _, field, _, _ in _TRAIN_OPTIONS}
     options.update(
@@ -363,7 +363,7 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--json-progress",
         action="store_true",
-        help="one JSON object per line on stdout (see netvlad_gui/core/train.py)",
+        help="one JSON object per line on stdout (see netvlad_gui/core/training/train.py)",
     )
     add_model_args(
         p,
@@ -423,9 +423,9 @@ def _add_train(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from ..core.datasets import SplitConfig, eval_set
-    from ..core.evaluate import compare, evaluate_model
-    from ..core.features import resolve_device
+    from ..core.model.features import resolve_device
+    from ..core.training.datasets import SplitConfig, eval_set
+    from ..core.training.evaluate import compare, evaluate_model
 
     if args.verify and args.compare:
         raise CliError("--verify measures one model: leave out --compare")
@@ -436,7 +436,7 @@ def cmd_eval(args) -> int:
     ps, note = eval_set(ps, args.split, split, default)
     if note:
         print(f"netvlad eval: {note}", file=sys.stderr)
-    from ..core.resolve import resolve_model
+    from ..core.model.resolve import resolve_model
 
     ecfg = extract_cfg(args)
     init_cfg = InitConfig(num_images=args.init_images) if args.init_images else InitConfig()

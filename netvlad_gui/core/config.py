@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import TrainConfigError
 
 if TYPE_CHECKING:
-    from .datasets import DataSpec, SplitConfig
+    from .training.datasets import DataSpec, SplitConfig
 
 from .errors import ConfigError
 
@@ -87,7 +87,7 @@ class ExtractConfig:
     channels_last: bool = True  # NHWC convs: fp32, rounding depends a little on the batch size
     # The backbone's precision (pooling and whitening always run in fp32): "auto" is bf16 where
     # the CPU (AVX-512 BF16, AMX) or GPU runs it natively, fp32 elsewhere (10x slower without
-    # native bf16: AVX2-only CPUs); "fp32" or "bf16" force one (core/runtime.py decides "auto").
+    # native bf16: AVX2-only CPUs); "fp32" or "bf16" force one (core/model/runtime.py decides "auto").
     precision: str = "auto"
     bf16: bool = False  # the older switch: True is precision="bf16"
 
@@ -158,7 +158,7 @@ class InitConfig:
 
 @dataclass
 class VerifyConfig:
-    """Geometric verification of the top matches (core/verify.py) and the verdict it supports.
+    """Geometric verification of the top matches (core/query/verify.py) and the verdict it supports.
 
     Defaults measured in benchmarks/verify.py (benchmarks/README.md, "Geometric verification").
     """
@@ -216,7 +216,7 @@ class LocateConfig:
 
 @dataclass
 class IndexConfig:
-    """Which faiss index searches a library, chosen by its size (see core/searchindex.py).
+    """Which faiss index searches a library, chosen by its size (see core/library/searchindex.py).
 
     Up to ``flat_max`` references: exact inner-product search over the float32 descriptors in
     RAM (24 KB each for 6144-D). Above: IVF-PQ codes (``pq_m * pq_bits / 8`` bytes each),
@@ -247,7 +247,7 @@ class IndexConfig:
 
 @dataclass
 class DistributedConfig:
-    """Extraction on Ray Data (core/distributed.py): on this machine, or on a cluster."""
+    """Extraction on Ray Data (core/library/distributed.py): on this machine, or on a cluster."""
 
     address: str | None = None  # None: start Ray here; else a cluster ("auto", "ray://head:10001")
     num_cpus: int | None = None  # a local Ray's CPUs (None: all of this machine's)
@@ -297,7 +297,9 @@ def _training_extract(**options: Any) -> ExtractConfig:
 
 
 def _data_spec() -> DataSpec:
-    from .datasets import DataSpec  # lazy: datasets pulls numpy, scipy and the image decoder
+    from .training.datasets import (
+        DataSpec,  # lazy: datasets pulls numpy, scipy and the image decoder
+    )
 
     return DataSpec()
 
@@ -435,7 +437,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """A config saved by ``to_dict``, grouped or flat (runs saved before the grouping)."""
-        from .datasets import DataSpec, SplitConfig
+        from .training.datasets import DataSpec, SplitConfig
 
         d = dict(d)
         groups = {

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import install_excepthook, setup_logging
 
     setup_logging(args.verbose)
-    from netvlad_gui.core.runtime import tune_process
+    from netvlad_gui.core.model.runtime import tune_process
 
     tune_process()
 

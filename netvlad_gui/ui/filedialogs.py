@@ -12,7 +12,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFileDialog, QWidget
 
-from netvlad_gui.core.images import IMAGE_EXTENSIONS
+from netvlad_gui.core.photos.images import IMAGE_EXTENSIONS
 
 LAST_FOLDER_KEY = "ui/last_folder"
 IMAGE_FILTER = "Photos ({});;All files (*)".format(

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from netvlad_gui.core.library import LibraryStatus
+from netvlad_gui.core.library.status import LibraryStatus
 
 from .widgets import EtaClock, dropped_paths, format_eta, plain_label
 

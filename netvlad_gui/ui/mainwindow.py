@@ -22,10 +22,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from netvlad_gui.core.export import ExportError, write_results
-from netvlad_gui.core.images import expand_inputs
-from netvlad_gui.core.library import LibraryStatus, resolve_index_dir
-from netvlad_gui.core.mappage import MapPageError
+from netvlad_gui.core.library.status import LibraryStatus, resolve_index_dir
+from netvlad_gui.core.photos.images import expand_inputs
+from netvlad_gui.core.query.export import ExportError, write_results
+from netvlad_gui.core.query.mappage import MapPageError
 
 from . import filedialogs, messages
 from .errors import failure_text

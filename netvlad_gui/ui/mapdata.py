@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from netvlad_gui.core import geo
-from netvlad_gui.core.locate import LocateResult
-from netvlad_gui.core.verdict import NOT_FOUND
+from netvlad_gui.core.photos import geo
+from netvlad_gui.core.query.locate import LocateResult
+from netvlad_gui.core.query.verdict import NOT_FOUND
 
 OSM_ZOOM = 18
 

@@ -1,6 +1,6 @@
 """MapView: the offline Leaflet map in a QWebEngineView, driven from Python.
 
-The page (netvlad_gui.core.mappage) is written to a temporary folder and loaded from the file, never
+The page (netvlad_gui.core.query.mappage) is written to a temporary folder and loaded from the file, never
 with setHtml (2 MB limit). Calls made before the page is ready are queued and run once it is; the
 page reports readiness and match clicks back through a QWebChannel bridge.
 
@@ -25,7 +25,7 @@ from PySide6.QtWebEngineCore import QWebEnginePage, QWebEngineProfile, QWebEngin
 from PySide6.QtWebEngineWidgets import QWebEngineView
 from PySide6.QtWidgets import QWidget
 
-from netvlad_gui.core.mappage import (
+from netvlad_gui.core.query.mappage import (
     DEFAULT_TILE_ATTRIBUTION,
     DEFAULT_TILE_URL,
     HTTP_USER_AGENT,

@@ -1,6 +1,6 @@
 """The match viewer: the query and one reference side by side, with the evidence between them.
 
-Geometric verification (core/verify.py) gives each checked match its inlier correspondences,
+Geometric verification (core/query/verify.py) gives each checked match its inlier correspondences,
 in pixels of the photos as displayed (EXIF orientation applied, full resolution, continuous
 coordinates as QPainter draws). The scene lays both photos out at one height in those
 coordinates scaled, so each inlier is a straight line from the query to the reference. Photos
@@ -38,8 +38,8 @@ from PySide6.QtWidgets import (
 )
 
 from netvlad_gui.core.config import VerifyConfig
-from netvlad_gui.core.verdict import NOT_FOUND
-from netvlad_gui.core.verify import oriented_size
+from netvlad_gui.core.query.verdict import NOT_FOUND
+from netvlad_gui.core.query.verify import oriented_size
 
 from .mapdata import format_distance
 from .thumbnails import ImageJob, ImageSignals

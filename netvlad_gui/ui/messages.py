@@ -6,8 +6,8 @@ turns their answers into the sentences the notices show.
 
 from __future__ import annotations
 
-from netvlad_gui.core.images import IMAGE_EXTENSIONS
-from netvlad_gui.core.library import LibraryStatus
+from netvlad_gui.core.library.status import LibraryStatus
+from netvlad_gui.core.photos.images import IMAGE_EXTENSIONS
 
 
 def short_list(names: list[str], limit: int = 3) -> str:

@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from netvlad_gui.core.locate import LocateResult
-from netvlad_gui.core.verdict import LOCATED, NOT_FOUND
+from netvlad_gui.core.query.locate import LocateResult
+from netvlad_gui.core.query.verdict import LOCATED, NOT_FOUND
 
 from .mapdata import format_distance
 from .thumbnails import ThumbnailLoader

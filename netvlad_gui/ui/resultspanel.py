@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from netvlad_gui.core.verdict import NOT_FOUND, UNCERTAIN
+from netvlad_gui.core.query.verdict import NOT_FOUND, UNCERTAIN
 
 from .mapdata import format_coords, format_distance, osm_url
 from .queuepanel import DONE, FAILED, WAITING, Entry

@@ -25,16 +25,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from netvlad_gui.core import zoo
 from netvlad_gui.core.config import DEFAULT_MODEL, ExtractConfig, LocateConfig, VerifyConfig
-from netvlad_gui.core.mappage import DEFAULT_TILE_URL
-from netvlad_gui.core.resolve import (
+from netvlad_gui.core.model import zoo
+from netvlad_gui.core.model.resolve import (
     MISSING_FILE,
     MISSING_WEIGHTS_FILE,
     NO_BACKBONE_WEIGHTS,
     NOT_DOWNLOADED,
     check_model,
 )
+from netvlad_gui.core.query.mappage import DEFAULT_TILE_URL
 
 from .widgets import FILE, PathRow, plain_label, spin_box
 from .workers import DownloadWorker, WorkerThread
@@ -61,7 +61,7 @@ class AppSettings:
         False  # street tiles from the network; the offline base map is always there
     )
     tile_url: str = DEFAULT_TILE_URL
-    # Geometric verification of the best matches (core/verify.py): the evidence for a verdict.
+    # Geometric verification of the best matches (core/query/verify.py): the evidence for a verdict.
     verify: bool = VerifyConfig.enabled
     verify_top: int = VerifyConfig.top_k
 

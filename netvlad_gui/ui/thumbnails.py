@@ -14,7 +14,7 @@ from collections import OrderedDict
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
-from netvlad_gui.core.images import ImageLoadError, load_image
+from netvlad_gui.core.photos.images import ImageLoadError, load_image
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ class TrainDock(QDockWidget):
 
 def trained_model_settings(settings: AppSettings, library: str, model_path: str) -> AppSettings:
     """``settings`` with a trained checkpoint as the model, indexed in its own folder."""
-    from netvlad_gui.core.runs import model_index_dir
+    from netvlad_gui.core.training.runs import model_index_dir
 
     new = AppSettings(**settings.__dict__)
     new.model, new.backbone_weights = str(Path(model_path).resolve()), ""

@@ -48,7 +48,7 @@ from netvlad_gui.core.config import (
     MiningConfig,
     TrainConfig,
 )
-from netvlad_gui.core.runs import LAST, has_state, new_run_dir
+from netvlad_gui.core.training.runs import LAST, has_state, new_run_dir
 
 from .notices import ERROR, INFO, WARNING
 from .settingsdialog import cuda_available

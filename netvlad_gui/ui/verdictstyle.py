@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from PySide6.QtGui import QColor
 
-from netvlad_gui.core.verdict import LOCATED, NOT_FOUND, UNCERTAIN, describe
+from netvlad_gui.core.query.verdict import LOCATED, NOT_FOUND, UNCERTAIN, describe
 
 __all__ = ["GUESS_COLOUR", "VERDICT_COLOURS", "describe", "verdict_colour"]
 

@@ -15,9 +15,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from netvlad_gui.core.backbones import WeightsUnavailableError
 from netvlad_gui.core.config import ExtractConfig, VerifyConfig
-from netvlad_gui.core.library import LibraryStatus, index_exists, open_library, resolve_index_dir
+from netvlad_gui.core.library.status import (
+    LibraryStatus,
+    index_exists,
+    open_library,
+    resolve_index_dir,
+)
+from netvlad_gui.core.model.backbones import WeightsUnavailableError
 
 from .errors import error_message
 from .throttle import Throttle
@@ -107,7 +112,7 @@ class EngineWorker(QObject):
         """Index or update ``library``; cancel keeps what is finished. Reopens the index after."""
         if self._stopping.is_set():
             return
-        from netvlad_gui.core.builder import build_index
+        from netvlad_gui.core.library.builder import build_index
 
         self._cancel.clear()
         target = resolve_index_dir(library, index_dir or None)
@@ -200,8 +205,8 @@ class EngineWorker(QObject):
     def _locate_one(self, path: str, top_n: int, *, verify: bool):
         """One photo's result; a photo that cannot be read, or a bug, gives a result with
         ``error`` (a bug's traceback goes to the log) instead of stopping the rest."""
-        from netvlad_gui.core.images import ImageLoadError
-        from netvlad_gui.core.locate import LocateResult
+        from netvlad_gui.core.photos.images import ImageLoadError
+        from netvlad_gui.core.query.locate import LocateResult
 
         try:
             return self._locator.locate(path, top_n, verify=verify)
@@ -253,7 +258,7 @@ class DownloadWorker(QObject):
 
     @Slot(str)
     def download(self, name: str) -> None:
-        from netvlad_gui.core import zoo
+        from netvlad_gui.core.model import zoo
 
         self._cancel.clear()
         throttle = Throttle()

@@ -1,0 +1,141 @@
+"""A library as the fronts see it: where its index lives, what state it is in, a warm Locator.
+
+The GUI's engine worker and the CLI both ask here, so that "which index folder", "is it ready
+to locate" and "which photos have no GPS" are decided once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import ExtractConfig, LocateConfig
+from ..errors import LibraryIndexError
+from .catalog import INDEXED
+from .index import CATALOG_FILE, LibraryIndex
+
+if TYPE_CHECKING:
+    from ..query.locate import Locator
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CATALOG_FILE",
+    "LibraryStatus",
+    "index_exists",
+    "library_status",
+    "no_gps_photos",
+    "open_library",
+    "resolve_index_dir",
+]
+
+
+def resolve_index_dir(
+    library: str | os.PathLike | None = None, index: str | os.PathLike | None = None
+) -> Path:
+    """Where a library's index lives: ``index`` when given, else the user data folder's one."""
+    from ..paths import default_index_dir
+
+    if index:
+        return Path(index).expanduser()
+    if library:
+        return default_index_dir(library)
+    raise LibraryIndexError("name a library folder or an index folder")
+
+
+def index_exists(index_dir: str | os.PathLike) -> bool:
+    """An index folder with a catalogue (possibly still empty or half built)."""
+    return (Path(index_dir) / CATALOG_FILE).exists()
+
+
+def no_gps_photos(index: LibraryIndex) -> list[tuple[str, str]]:
+    """(path, reason) of the indexed photos without a location: searchable, never a prediction."""
+    return [
+        (r.display_path, r.gps_reason or "no GPS")
+        for r in index.catalog.rows(INDEXED)
+        if not r.has_gps
+    ]
+
+
+@dataclass
+class LibraryStatus:
+    """What a front shows about a library's index."""
+
+    index_dir: str
+    library: str = ""
+    model: str = ""
+    exists: bool = False  # an index folder with a catalogue
+    ready: bool = False  # photos can be located now
+    problem: str = ""  # why not, for the user
+    indexed: int = 0
+    with_gps: int = 0
+    failed: int = 0
+    pending: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not indexed
+    no_gps: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): indexed, no GPS
+    references: list[dict] = field(default_factory=list)  # id, lat, lon, label: the map's points
+
+    @property
+    def cannot_place(self) -> bool:
+        """Photos are indexed but none has GPS: the index finds similar photos, places nothing."""
+        return self.indexed > 0 and self.with_gps == 0
+
+
+def library_status(index: LibraryIndex) -> LibraryStatus:
+    """The status of an open index; ``ready`` says whether its model and photos allow locating."""
+    stats = index.stats()
+    status = LibraryStatus(
+        index_dir=str(index.dir),
+        library=str(index.library or ""),
+        model=index.model_name,
+        exists=True,
+        indexed=stats.indexed,
+        with_gps=stats.with_gps,
+        failed=stats.failed,
+        pending=stats.pending,
+        failures=list(stats.failures),
+        no_gps=no_gps_photos(index),
+        references=[
+            {"id": r.id, "lat": r.lat, "lon": r.lon, "label": r.display_path}
+            for r in index.reference_points()
+        ],
+    )
+    if stats.indexed == 0:
+        status.problem = "no photo is indexed yet"
+    elif not index.model_path.exists():
+        status.problem = "the index has no model: update the index"
+    else:
+        status.ready = True
+    return status
+
+
+def open_library(
+    index_dir: str | os.PathLike,
+    extract_cfg: ExtractConfig | None = None,
+    locate_cfg: LocateConfig | None = None,
+) -> tuple[LibraryStatus, Locator | None]:
+    """Open an index folder: its status, and a Locator with the model and search index loaded
+    (None when the library cannot be searched yet; ``status.problem`` says why).
+
+    The Locator owns the open index: close it with ``locator.index.close()``.
+    """
+    from ..query.locate import Locator
+
+    index_dir = Path(index_dir)
+    if not index_exists(index_dir):
+        return LibraryStatus(index_dir=str(index_dir), problem="not indexed yet"), None
+    index = LibraryIndex(index_dir)
+    try:
+        status = library_status(index)
+        if not status.ready:
+            index.close()
+            return status, None
+        locator = Locator(index, extract_cfg=extract_cfg, locate_cfg=locate_cfg or LocateConfig())
+        index.faiss_index()  # load the search index now, not on the first photo
+    except BaseException:
+        index.close()
+        raise
+    return status, locator

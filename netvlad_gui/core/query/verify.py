@@ -1,0 +1,411 @@
+"""Geometric verification: is a candidate really the same place as the query?
+
+A global descriptor says two photos *look* alike; it cannot say why, and a photo from another
+city always has a nearest neighbour. Verification matches local features between the query and
+each of the global search's top K candidates and fits one geometric model to the matches with
+OpenCV's USAC MAGSAC (a homography by default; a fundamental matrix as an option). Only matches
+consistent with that model count (inliers): two views of the same facade have dozens to
+hundreds, unrelated photos a handful. The inliers re-rank the candidates and are the evidence a
+viewer draws (query and reference points in original image pixels).
+
+Two kinds of local features, neither needs a download:
+
+- ``sift``: OpenCV's SIFT, Lowe's ratio test and a mutual check. Sub-pixel keypoints.
+- ``patch``: the model's own feature map (the backbone output NetVLAD pools), one L2-normalised
+  descriptor per cell, mutual nearest neighbours; in the spirit of Patch-NetVLAD without its
+  multi-scale NetVLAD patches. Positions are cell centres (16 px apart at 640 px).
+
+References' features are computed on demand and kept in an LRU cache (see benchmarks/README.md
+for why not at index time).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import ExtractConfig, VerifyConfig
+from ..errors import NetvladError
+from ..photos.images import ImageLoadError, load_image, resize_longer_side, to_tensor
+
+FEATURES = ("sift", "patch")
+GEOMETRIES = ("homography", "fundamental")
+_MIN_MATCHES = {"homography": 4, "fundamental": 8}
+#: Pixels of a 640 px image: ``ransac_px`` is given at this size and scaled to the working one.
+REFERENCE_SIZE = 640
+
+
+class VerifyConfigError(NetvladError, ValueError):
+    """A VerifyConfig that cannot run."""
+
+
+def check_config(cfg: VerifyConfig) -> None:
+    """Raise VerifyConfigError with the reason when ``cfg`` cannot run."""
+    if cfg.features not in FEATURES:
+        raise VerifyConfigError(
+            f"unknown local features {cfg.features!r}; choose one of {FEATURES}"
+        )
+    if cfg.geometry not in GEOMETRIES:
+        raise VerifyConfigError(f"unknown geometry {cfg.geometry!r}; choose one of {GEOMETRIES}")
+    if cfg.top_k < 1:
+        raise VerifyConfigError(f"verify top K must be at least 1, got {cfg.top_k}")
+    if not 0 < cfg.ratio <= 1:
+        raise VerifyConfigError(f"the ratio test needs 0 < ratio <= 1, got {cfg.ratio}")
+    if not 0 <= cfg.min_inliers <= cfg.located_inliers:
+        raise VerifyConfigError(
+            f"need 0 <= min_inliers <= located_inliers, got {cfg.min_inliers}, "
+            f"{cfg.located_inliers}"
+        )
+
+
+@dataclass
+class LocalFeatures:
+    """Keypoints of one image: positions in working pixels, descriptors, the scale to original."""
+
+    # (N, 2) float32 in the working image, continuous pixel coordinates: (0, 0) is the top-left
+    # corner of the first pixel and (w, h) the bottom-right one, as QPainter draws.
+    xy: np.ndarray
+    desc: np.ndarray  # (N, D): uint8 SIFT, or float16 L2-normalised patches
+    to_original: tuple[float, float]  # (sx, sy): working pixels -> original (oriented) pixels
+    work_size: tuple[int, int]  # (w, h) of the working image
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.xy.nbytes + self.desc.nbytes)
+
+    def original_xy(self, idx: np.ndarray) -> np.ndarray:
+        sx, sy = self.to_original
+        return (self.xy[idx] * np.array([sx, sy], np.float32)).astype(np.float32)
+
+
+@dataclass
+class Verification:
+    """One query/candidate pair: inliers and their correspondences in original pixels.
+
+    ``query_xy[i]`` and ``ref_xy[i]`` are one inlier, in continuous pixel coordinates of the
+    photos as displayed (EXIF orientation applied, full resolution): a viewer draws them as is.
+    """
+
+    inliers: int
+    matches: int  # tentative matches before the geometric fit
+    query_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    ref_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+
+
+def oriented_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(w, h) of a photo as displayed: EXIF orientations 5-8 swap the sides. Reads the header."""
+    with Image.open(path) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+# -- local features -------------------------------------------------------------------------------
+_sift_local = threading.local()
+
+
+def _sift(cfg: VerifyConfig):
+    key = cfg.max_features
+    if getattr(_sift_local, "key", None) != key:
+        _sift_local.key, _sift_local.sift = key, cv2.SIFT_create(nfeatures=cfg.max_features)
+    return _sift_local.sift
+
+
+def sift_features(
+    img: Image.Image, original_size: tuple[int, int], cfg: VerifyConfig
+) -> LocalFeatures:
+    """SIFT keypoints of ``img`` resized to ``cfg.sift_size`` (OpenCV doubles it internally)."""
+    work = resize_longer_side(img, cfg.sift_size).convert("L")
+    gray = np.asarray(work)
+    kps, desc = _sift(cfg).detectAndCompute(gray, None)
+    if desc is None or not kps:
+        xy, desc = np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8)
+    else:
+        xy = np.array([k.pt for k in kps], np.float32) + 0.5  # OpenCV: 0 = first pixel's centre
+        desc = desc.astype(np.uint8)  # OpenCV's SIFT values are whole numbers in 0..255
+    w, h = work.size
+    return LocalFeatures(xy, desc, (original_size[0] / w, original_size[1] / h), (int(w), int(h)))
+
+
+def patch_features(
+    local_map: torch.Tensor, work_size: tuple[int, int], original_size: tuple[int, int]
+) -> LocalFeatures:
+    """One L2-normalised descriptor per cell of a (D, H', W') feature map, at the cell centres.
+
+    ``work_size`` is the (w, h) of the image the map was computed from.
+    """
+    d, mh, mw = local_map.shape
+    x = torch.nn.functional.normalize(local_map.float().reshape(d, -1), dim=0)
+    desc = x.T.contiguous().cpu().numpy().astype(np.float16)
+    w, h = work_size
+    gx, gy = np.meshgrid((np.arange(mw) + 0.5) * w / mw, (np.arange(mh) + 0.5) * h / mh)
+    xy = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+    return LocalFeatures(xy, desc, (original_size[0] / w, original_size[1] / h), (int(w), int(h)))
+
+
+# -- matching and geometry ------------------------------------------------------------------------
+def _ratio_mutual(dist: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j) that are each other's nearest neighbour in ``dist`` (Q, R) and pass the
+    ratio test both ways (nearest < ``ratio`` x second nearest)."""
+    if dist.shape[0] < 2 or dist.shape[1] < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    nn_r = dist.argmin(1)
+    nn_q = dist.argmin(0)
+    qi = np.flatnonzero(nn_q[nn_r] == np.arange(len(nn_r)))
+    ri = nn_r[qi]
+    if ratio < 1 and len(qi):
+        rows = np.partition(dist[qi], 1, axis=1)[:, :2]
+        cols = np.partition(dist[:, ri], 1, axis=0)[:2].T
+        ok = (rows[:, 0] < ratio * rows[:, 1]) & (cols[:, 0] < ratio * cols[:, 1])
+        qi, ri = qi[ok], ri[ok]
+    return qi.astype(np.int64), ri.astype(np.int64)
+
+
+def match_sift(q: LocalFeatures, r: LocalFeatures, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual nearest neighbours (L2) that pass Lowe's ratio test both ways: indices into q, r.
+
+    One matrix product gives every distance, for both directions at once.
+    """
+    a, b = q.desc.astype(np.float32), r.desc.astype(np.float32)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return _ratio_mutual(np.sqrt(np.clip(d2, 0.0, None)), ratio)
+
+
+def match_patches(
+    q: LocalFeatures, r: LocalFeatures, ratio: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual nearest neighbours of the unit-length patch descriptors, with the ratio test."""
+    sim = q.desc.astype(np.float32) @ r.desc.astype(np.float32).T
+    return _ratio_mutual(np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, None)), ratio)
+
+
+def fit_inliers(qxy: np.ndarray, rxy: np.ndarray, geometry: str, threshold_px: float) -> np.ndarray:
+    """Boolean inlier mask of a USAC MAGSAC fit; all False when too few matches or no model."""
+    n = len(qxy)
+    if n < _MIN_MATCHES[geometry]:
+        return np.zeros(n, bool)
+    src, dst = qxy.reshape(-1, 1, 2).astype(np.float32), rxy.reshape(-1, 1, 2).astype(np.float32)
+    try:
+        if geometry == "homography":
+            model, mask = cv2.findHomography(
+                src, dst, cv2.USAC_MAGSAC, threshold_px, None, 10_000, 0.999
+            )
+        else:
+            model, mask = cv2.findFundamentalMat(
+                src, dst, cv2.USAC_MAGSAC, threshold_px, 0.999, 10_000
+            )
+    except cv2.error:  # degenerate input (e.g. all points collinear)
+        return np.zeros(n, bool)
+    if model is None or mask is None:
+        return np.zeros(n, bool)
+    return mask.ravel().astype(bool)
+
+
+def verify_pair(q: LocalFeatures, r: LocalFeatures, cfg: VerifyConfig) -> Verification:
+    """Match, fit, and report the inliers in original pixels (query's and reference's)."""
+    matcher = match_sift if cfg.features == "sift" else match_patches
+    qi, ri = matcher(q, r, cfg.ratio)
+    # The threshold is given at 640 px, measured in the reference's working pixels; patch
+    # positions are quantised to cells, so it is at least one cell's spacing there.
+    thr = cfg.ransac_px * max(r.work_size) / REFERENCE_SIZE
+    if cfg.features == "patch":
+        thr = max(thr, r.work_size[0] / max(len(np.unique(r.xy[:, 0])), 1))
+    if len(qi):
+        mask = fit_inliers(q.xy[qi], r.xy[ri], cfg.geometry, thr)
+    else:
+        mask = np.zeros(0, bool)
+    return Verification(
+        inliers=int(mask.sum()),
+        matches=len(qi),
+        query_xy=q.original_xy(qi[mask]),
+        ref_xy=r.original_xy(ri[mask]),
+    )
+
+
+def rerank(
+    scores: Sequence[float],
+    inliers: Sequence[int | None],
+    min_inliers: int = 0,
+    keep_ratio: float = 1.0,
+) -> list[int]:
+    """Positions re-ranked by geometric evidence; the global score breaks ties.
+
+    Candidates with at least ``keep_ratio`` x the best count (and ``min_inliers``) are all
+    verified alike and come first in global-score order: among views that all share plenty of
+    geometry (neighbouring frames of one corridor), the count is noise and the global score ranks
+    better. The others follow by inliers, then score; counts under ``min_inliers`` are noise
+    (unrelated photos reach them) and never reorder. ``keep_ratio`` 1 sorts purely by inliers.
+    """
+
+    def evidence(i: int) -> int:
+        n = inliers[i]
+        return n if n is not None and n >= min_inliers else 0
+
+    best = max((evidence(i) for i in range(len(scores))), default=0)
+    bar = max(keep_ratio * best, min_inliers, 1)
+
+    def key(i: int):
+        top = evidence(i) >= bar
+        return (not top, 0 if top else -evidence(i), -scores[i], i)
+
+    return sorted(range(len(scores)), key=key)
+
+
+# -- the verifier a Locator keeps -----------------------------------------------------------------
+class Verifier:
+    """Local features of queries and references, and the verification of K candidates.
+
+    References' features are computed from their photo on first use and kept in an LRU cache of
+    ``cfg.cache_size`` images (keyed by path, size and mtime, so an edited photo is re-read).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None,
+        extract_cfg: ExtractConfig | None = None,
+        cfg: VerifyConfig | None = None,
+    ):
+        self.cfg = cfg or VerifyConfig()
+        check_config(self.cfg)
+        if self.cfg.features == "patch" and model is None:
+            raise VerifyConfigError("patch features need the model; pass it to Verifier")
+        self.model = model
+        self.extract_cfg = extract_cfg or ExtractConfig()
+        self._cache: OrderedDict[tuple, LocalFeatures] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # features
+    def features_of_image(
+        self,
+        img: Image.Image,
+        original_size: tuple[int, int],
+        local_map: torch.Tensor | None = None,
+    ) -> LocalFeatures:
+        """Features of a decoded photo (longer side ``extract_cfg.image_size``).
+
+        For patches, pass the model's map of this very image when it is at hand (the query's
+        comes with its global descriptor) to skip a forward pass.
+        """
+        if self.cfg.features == "sift":
+            return sift_features(img, original_size, self.cfg)
+        if local_map is None:
+            local_map = self._maps([to_tensor(img)])[0]
+        return patch_features(local_map, img.size, original_size)
+
+    def _maps(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        from ..model.features import inference_model
+
+        net = inference_model(self.model, self.extract_cfg)
+        device = next(net.parameters()).device
+        out: list[torch.Tensor | None] = [None] * len(tensors)
+        shapes: dict[tuple, list[int]] = {}
+        for i, t in enumerate(tensors):
+            shapes.setdefault(tuple(t.shape), []).append(i)
+        with torch.inference_mode():
+            for idxs in shapes.values():
+                batch = torch.stack([tensors[i] for i in idxs]).to(device)
+                if self.extract_cfg.channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                maps = net.local_features(batch).float().cpu()
+                for i, m in zip(idxs, maps, strict=True):
+                    out[i] = m.contiguous()
+        return out  # type: ignore[return-value]
+
+    def _load(self, path: Path) -> tuple[Image.Image, tuple[int, int]]:
+        ec = self.extract_cfg
+        size = self.cfg.sift_size if self.cfg.features == "sift" else ec.image_size
+        # SIFT works at a smaller size: let big JPEGs decode at a fraction of their size.
+        draft = ec.jpeg_draft or self.cfg.features == "sift"
+        img = load_image(path, size, ec.max_pixels, draft=draft)
+        return img, oriented_size(path)
+
+    def reference_features(self, paths: Sequence[str | os.PathLike]) -> list[LocalFeatures | None]:
+        """Features of each reference photo; None where the photo cannot be read any more."""
+        out: list[LocalFeatures | None] = [None] * len(paths)
+        todo: list[tuple[int, tuple]] = []
+        for i, p in enumerate(paths):
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            key = (str(p), st.st_size, st.st_mtime_ns)
+            with self._lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    out[i] = hit
+                    continue
+            todo.append((i, key))
+        loaded: list[tuple[int, tuple, Image.Image, tuple[int, int]]] = []
+        for i, key in todo:
+            try:
+                img, orig = self._load(Path(paths[i]))
+            except (ImageLoadError, OSError):
+                continue
+            loaded.append((i, key, img, orig))
+        if self.cfg.features == "patch" and loaded:
+            maps = self._maps([to_tensor(img) for _, _, img, _ in loaded])
+        else:
+            maps = [None] * len(loaded)
+        for (i, key, img, orig), m in zip(loaded, maps, strict=True):
+            feats = self.features_of_image(img, orig, m)
+            out[i] = feats
+            with self._lock:
+                self._cache[key] = feats
+                while len(self._cache) > self.cfg.cache_size:
+                    self._cache.popitem(last=False)
+        return out
+
+    def verify(
+        self, query: LocalFeatures, paths: Sequence[str | os.PathLike]
+    ) -> list[Verification | None]:
+        """The query against each reference; None where a reference cannot be read."""
+        refs = self.reference_features(paths)
+        return [None if r is None else verify_pair(query, r, self.cfg) for r in refs]
+
+    def verify_paths(
+        self, query_path: str | os.PathLike, paths: Sequence[str | os.PathLike]
+    ) -> list[Verification | None]:
+        """Convenience for scripts and tests: the query read from disk (not cached)."""
+        img, orig = self._load(Path(query_path))
+        return self.verify(self.features_of_image(img, orig), paths)
+
+
+def rerank_ranked(
+    verifier: Verifier,
+    query_paths: Sequence[str | os.PathLike],
+    db_paths: Sequence[str | os.PathLike],
+    ranked: np.ndarray,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """``ranked`` (Q, k) database indices, best first (-1 pads), with each query's first
+    ``verifier.cfg.top_k`` re-ranked by verification: Recall@N after re-ranking (eval --verify).
+
+    A query that cannot be read keeps its global order.
+    """
+    cfg = verifier.cfg
+    out = np.array(ranked, dtype=np.int64, copy=True)
+    for q, path in enumerate(query_paths):
+        head = [int(i) for i in out[q, : cfg.top_k] if i >= 0]
+        if head:
+            try:
+                checks = verifier.verify_paths(path, [db_paths[i] for i in head])
+            except ImageLoadError:
+                checks = None
+            if checks is not None:
+                inl = [c.inliers if c is not None else None for c in checks]
+                scores = [-float(j) for j in range(len(head))]  # global order breaks ties
+                order = rerank(scores, inl, cfg.min_inliers, cfg.keep_ratio)
+                out[q, : len(head)] = [head[j] for j in order]
+        if progress is not None:
+            progress(q + 1, len(query_paths))
+    return out
