@@ -38,7 +38,7 @@ from .notices import ERROR, INFO, WARNING, LogDock, NoticeBar
 from .queuepanel import DONE, QueuePanel
 from .resultspanel import ResultsPanel
 from .settingsdialog import AppSettings, SettingsDialog, model_problem
-from .stallmeter import StallMeter
+from .stallmeter import StallMeter, stall_label
 from .thumbnails import ThumbnailLoader
 from .traindock import TrainDock, trained_model_settings
 from .welcome import WelcomePage
@@ -127,9 +127,8 @@ class MainWindow(QMainWindow):
         self.log_dock.hide()
 
         self.status_text = QLabel()
-        self.stall_label = QLabel()
-        self.stall_label.setObjectName("stallLabel")
-        self.stall_label.setToolTip("The longest the window was unresponsive while working")
+        self.stall_label = stall_label(self.stalls)
+        self.stall_label.setVisible(self.options.measure_stalls)  # else: figures go to the log
         self.stop_button = QPushButton("Stop locating")
         self.stop_button.hide()
         self.statusBar().addPermanentWidget(self.warnings_button)
@@ -152,7 +151,6 @@ class MainWindow(QMainWindow):
         self.map.onlineTilesRequested.connect(self.use_online_tiles)
         self.model_banner.actionTriggered.connect(self.open_settings)
         self.stop_button.clicked.connect(self.cancel_locating)
-        self.stalls.worstChanged.connect(self._on_stall)
 
     def _start_engine(self) -> None:
         self.engine = EngineWorker()
@@ -216,9 +214,7 @@ class MainWindow(QMainWindow):
             self.welcome.set_model_note("")
         else:
             self.model_banner.hide()
-            self.welcome.set_model_note(
-                f"Model: {self.settings.model} (Tools → Model and settings to change it)."
-            )
+            self.welcome.set_model_note(messages.model_note(self.settings.model))
 
     # ---- library and index -------------------------------------------------------------------
 
@@ -230,11 +226,7 @@ class MainWindow(QMainWindow):
     def set_library(self, folder: str) -> None:
         """Make ``folder`` the reference library and open its index (if it has one)."""
         if self._building:
-            self.show_notice(
-                "Wait for the index build to finish (or cancel it) before "
-                "choosing another library.",
-                WARNING,
-            )
+            self.show_notice(messages.BUSY_BUILDING, WARNING)
             return
         path = Path(folder).expanduser().resolve()
         if not path.is_dir():
@@ -299,18 +291,7 @@ class MainWindow(QMainWindow):
         if summary is None:
             return
         self.build_summaries.append(summary)
-        text = (
-            f"{summary.indexed} photos indexed ({summary.extracted} new), "
-            f"{summary.with_gps} with GPS, {len(summary.failed)} skipped, "
-            f"in {summary.elapsed_s:.1f} s."
-        )
-        if summary.cancelled:
-            self.show_notice(
-                f"Indexing cancelled: {summary.cancel_note}. {text} Click “Update index” to go on.",
-                WARNING,
-            )
-        else:
-            self.show_notice(f"Index ready: {text}", INFO)
+        self.show_notice(messages.build_ended(summary), WARNING if summary.cancelled else INFO)
 
     def _on_index_opened(self, info: LibraryStatus) -> None:
         self.info = info
@@ -415,18 +396,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("The photos will be located once the index is ready.")
             return
         if self.info is None or not self.info.ready:
-            if not self.library:
-                self.show_notice(
-                    "Choose a folder of geotagged photos first (the library): the "
-                    "dropped photos wait in the queue until it is indexed.",
-                    WARNING,
-                )
-            elif self.info is not None:
-                self.show_notice(
-                    "Build the library's index first (“Build index”): the dropped "
-                    "photos wait in the queue.",
-                    WARNING,
-                )
+            if not self.library or self.info is not None:  # else: the index is still opening
+                self.show_notice(messages.photos_wait(bool(self.library)), WARNING)
             return
         jobs = [(e.token, e.path) for e in waiting]
         self._in_flight.update(e.token for e in waiting)
@@ -577,19 +548,9 @@ class MainWindow(QMainWindow):
             self.map.clear(references=True)
             self.library_panel.set_info(None)
             self._open_index()
-        self.show_notice(
-            f"Now using the trained model {model_path}. It needs its own index: click “Build "
-            "index” (or “Build the index” in the Retrain panel).",
-            INFO,
-        )
+        self.show_notice(messages.trained_model_in_use(model_path), INFO)
         if self.library:
             self._mark_stale()  # located with the previous model's index
-
-    # ---- stalls ------------------------------------------------------------------------------
-
-    def _on_stall(self, worst_ms: float) -> None:
-        if self.options.measure_stalls:  # otherwise the figures go to the log only
-            self.stall_label.setText(f"worst UI stall {worst_ms:.0f} ms")
 
     # ---- drag and drop -----------------------------------------------------------------------
 

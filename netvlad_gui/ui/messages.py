@@ -45,3 +45,39 @@ def failed_photos(names: list[str], reason: str) -> str:
 
 def no_browser(url: str) -> str:
     return f"Could not open a web browser. The OpenStreetMap link is {url}"
+
+
+def build_ended(summary) -> str:
+    """The notice after a build: what it did, and for a cancelled build how to go on."""
+    text = (
+        f"{summary.indexed} photos indexed ({summary.extracted} new), "
+        f"{summary.with_gps} with GPS, {len(summary.failed)} skipped, "
+        f"in {summary.elapsed_s:.1f} s."
+    )
+    if summary.cancelled:
+        return f"Indexing cancelled: {summary.cancel_note}. {text} Click “Update index” to go on."
+    return f"Index ready: {text}"
+
+
+def photos_wait(has_library: bool) -> str:
+    """Why dropped photos wait in the queue instead of being located."""
+    if not has_library:
+        return (
+            "Choose a folder of geotagged photos first (the library): the dropped photos "
+            "wait in the queue until it is indexed."
+        )
+    return "Build the library's index first (“Build index”): the dropped photos wait in the queue."
+
+
+def trained_model_in_use(model_path: str) -> str:
+    return (
+        f"Now using the trained model {model_path}. It needs its own index: click “Build "
+        "index” (or “Build the index” in the Retrain panel)."
+    )
+
+
+BUSY_BUILDING = "Wait for the index build to finish (or cancel it) before choosing another library."
+
+
+def model_note(model: str) -> str:
+    return f"Model: {model} (Tools → Model and settings to change it)."

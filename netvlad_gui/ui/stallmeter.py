@@ -11,6 +11,7 @@ import logging
 import time
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import QLabel
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +114,12 @@ class StallMeter(QObject):
         if gap > self._worst:
             self._worst = gap
             self.worstChanged.emit(gap)
+
+
+def stall_label(meter: StallMeter) -> QLabel:
+    """A status-bar label that shows the meter's worst stall as it grows."""
+    label = QLabel()
+    label.setObjectName("stallLabel")
+    label.setToolTip("The longest the window was unresponsive while working")
+    meter.worstChanged.connect(lambda ms: label.setText(f"worst UI stall {ms:.0f} ms"))
+    return label
