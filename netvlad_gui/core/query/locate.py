@@ -24,8 +24,7 @@ from ..model.features import Cancelled, forward, inference_model, resolve_device
 from ..model.runtime import backbone_precision
 from ..photos import geo
 from ..photos.images import ImageLoadError, load_image, to_tensor
-
-GPS_NOISE_M = 10.0  # phone GPS error: no prediction is tighter than this
+from .consensus import vote
 
 
 @dataclass
@@ -106,17 +105,9 @@ def predict(
     lon = np.array([hits[i].image.lon for i in cand])
     floor = calibration.get("neg_median", float(scores.min()) - 0.05)
     w = np.clip(scores - floor, 0.0, None) + 1e-6
-    d = geo.haversine_m(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
-    close = d <= cfg.agree_radius_m
-    support = (close * w[None, :]).sum(1)
-    best = int(np.argmax(support))  # ties go to the better-ranked hit
-    members = np.flatnonzero(close[best])
-    mw = w[members]
-    p_lat = float(np.average(lat[members], weights=mw))
-    p_lon = float(np.average(lon[members], weights=mw))
-    agreement = float(support[best] / w.sum())
+    c = vote(lat, lon, w, cfg.agree_radius_m)  # ties go to the better-ranked hit
 
-    top = float(scores[members].max())
+    top = float(scores[c.members].max())
     lo = calibration.get("neg_best_median")
     # The typical best same-place score: what a true match of this library looks like.
     hi = calibration.get("pos_best_median", calibration.get("pos_median"))
@@ -127,12 +118,9 @@ def predict(
     else:  # no calibration (a library without GPS pairs): trust agreement only, halved
         distinct = 0.5
     distinct = float(np.clip(distinct, 0.0, 1.0))
-    confidence = float(np.clip(agreement * distinct, 0.0, 1.0))
-
-    spread = geo.haversine_m(p_lat, p_lon, lat[members], lon[members])
-    rms = float(np.sqrt(np.average(np.square(spread), weights=mw)))
-    radius = max(rms, GPS_NOISE_M) + cfg.agree_radius_m * (1.0 - confidence)
-    return Prediction(p_lat, p_lon, confidence, radius, [cand[i] for i in members])
+    confidence = float(np.clip(c.agreement * distinct, 0.0, 1.0))
+    radius = c.radius_m(confidence, cfg.agree_radius_m)
+    return Prediction(c.lat, c.lon, confidence, radius, [cand[i] for i in c.members])
 
 
 class Locator:

@@ -24,8 +24,7 @@ import numpy as np
 
 from ..config import LocateConfig, VerifyConfig
 from ..library.index import SearchHit
-from ..photos import geo
-from .locate import GPS_NOISE_M
+from .consensus import vote
 
 LOCATED = "located"
 UNCERTAIN = "uncertain"
@@ -101,21 +100,12 @@ def predict_verified(
     w = n - vcfg.min_inliers / 2.0
     lat = np.array([hits[i].image.lat for i in cand])
     lon = np.array([hits[i].image.lon for i in cand])
-    d = geo.haversine_m(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
-    close = d <= cfg.agree_radius_m
-    support = (close * w[None, :]).sum(1)
-    best = max(range(len(cand)), key=lambda i: (support[i], n[i], -i))
-    members = np.flatnonzero(close[best])
-    mw = w[members]
-    p_lat = float(np.average(lat[members], weights=mw))
-    p_lon = float(np.average(lon[members], weights=mw))
-    agreement = float(support[best] / w.sum())
-    top = int(n[members].max())
-    confidence = float(np.clip(inlier_evidence(top, vcfg) * agreement, 0.0, 1.0))
-    spread = geo.haversine_m(p_lat, p_lon, lat[members], lon[members])
-    rms = float(np.sqrt(np.average(np.square(spread), weights=mw)))
-    radius = max(rms, GPS_NOISE_M) + cfg.agree_radius_m * (1.0 - confidence)
-    return VerifiedPrediction(p_lat, p_lon, confidence, radius, [cand[i] for i in members], top)
+    c = vote(lat, lon, w, cfg.agree_radius_m, tiebreak=n)  # ties to the most inliers
+    top = int(n[c.members].max())
+    confidence = float(np.clip(inlier_evidence(top, vcfg) * c.agreement, 0.0, 1.0))
+    radius = c.radius_m(confidence, cfg.agree_radius_m)
+    members = [cand[i] for i in c.members]
+    return VerifiedPrediction(c.lat, c.lon, confidence, radius, members, top)
 
 
 def decide(
