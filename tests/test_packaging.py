@@ -42,6 +42,12 @@ def test_wheel_carries_and_finds_shipped_files(tmp_path):
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
+        shipped = {Path(n).parent.as_posix() for n in zf.namelist() if n.endswith("/__init__.py")}
+    # every package of the checkout (pyproject lists them by hand) travels in the wheel
+    packages = {
+        p.parent.relative_to(REPO).as_posix() for p in (REPO / "netvlad_gui").rglob("__init__.py")
+    }
+    assert packages <= shipped, sorted(packages - shipped)
     probe = (
         "from netvlad_gui.core import paths; "
         "print(paths.models_dir()); print(paths.resources_dir())"
