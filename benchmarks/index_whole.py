@@ -16,6 +16,11 @@ the search index. For each size this times, in fresh subprocesses:
 
 The ratio is the whole command's images/s over the port loop's, both measured in this run.
 
+``--peak`` adds the fraction of the CPU's fp32 peak that the whole command reaches: the
+backbone's FLOPs per 640x480 photo (torch's flop counter) times images/s, over the best large
+fp32 matmul measured in this process after the runs (``peak.py``'s measure). On a CPU without
+native bf16 this is the figure issue 14 asks for VGG16.
+
 ``--code DIR [DIR ...]`` runs the command from other source trees too (e.g. an export of main:
 ``git archive main | tar -x -C /tmp/main``), alternating with this one on the same library, so
 that a before/after on a shared machine sees the same load.
@@ -143,6 +148,38 @@ def one_size(tmp: Path, n: int, args) -> list[dict]:
     return rows
 
 
+def add_fraction_of_peak(rows: list[dict], model: str) -> None:
+    """GFLOP/s of the whole command and of the port loop over torch's fp32 matmul peak."""
+    import torch
+    from peak import backbone_flops, matmul_peak
+
+    from netvlad_gui.core.config import ModelConfig
+    from netvlad_gui.core.model.network import build_model
+
+    net = build_model(ModelConfig.from_name(model), "none", progress=False).backbone.eval()
+    gflop = backbone_flops(net, 480, 640) / 1e9
+    peak = matmul_peak(torch.float32)["best_gflops"]
+    for r in rows:
+        r["gflop_per_image"] = round(gflop, 1)
+        r["fp32_peak_gflops"] = peak
+        r["whole_fraction_of_peak"] = round(r["whole_images_per_s"] * gflop / peak, 3)
+        r["port_fraction_of_peak"] = round(r["port_images_per_s"] * gflop / peak, 3)
+        print(
+            json.dumps(
+                {
+                    k: r[k]
+                    for k in (
+                        "photos",
+                        "code",
+                        "whole_fraction_of_peak",
+                        "port_fraction_of_peak",
+                        "fp32_peak_gflops",
+                    )
+                }
+            )
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="mobilenet_v2-netvlad")
@@ -151,6 +188,7 @@ def main() -> None:
     ap.add_argument("--port-max", type=int, default=96, help="photos for the port's loop")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--code", type=Path, nargs="*", default=[], help="other trees to compare")
+    ap.add_argument("--peak", action="store_true", help="add the fraction of the fp32 peak")
     args = ap.parse_args()
     info = machine()
     print(json.dumps({"machine": info}), flush=True)
@@ -160,6 +198,8 @@ def main() -> None:
             for row in one_size(Path(tmp), n, args):
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+    if args.peak:
+        add_fraction_of_peak(rows, args.model)
     print()
     cols = ("photos", "code", "whole_s", "whole_images_per_s", "port_images_per_s", "ratio_vs_port")
     cols += ("first_photo_s", "noop_rerun_s", "peak_rss_mb")
