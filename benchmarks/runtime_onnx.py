@@ -13,19 +13,24 @@ Needs ``pip install onnx onnxscript onnxruntime`` (and ``openvino``); none is a 
 - the model is exported twice with ``torch.onnx.export``: the backbone alone (normalisation +
   MobileNetV2 trunk -> local feature maps) and the whole model (+ NetVLAD + L2), which is what a
   torch-free path would run;
-- ``ort-full``: ONNX Runtime on the whole model; ``ort-backbone``: ONNX Runtime's backbone, then
-  torch's NetVLAD layer; ``ov-full``: OpenVINO on the whole model (when installed);
+- the traced TF "SAME" padding (a Pad computed from the traced sizes, then the conv) is only right
+  at the traced size, even with dynamic axes (``other_sizes`` shows it); ``same_upper`` rewrites
+  each such Pad -> Conv as one Conv with ONNX's ``auto_pad=SAME_UPPER``, which is TF's "SAME" at
+  any size: right for every H, W, and faster (no Pad, no shape arithmetic);
+- ``ort-traced``: ONNX Runtime on the whole model as traced (fixed H, W); ``ort``: on the
+  SAME_UPPER graph (dynamic H, W); ``-nospin``: its idle threads sleep; ``-backbone+torch-pool``:
+  ONNX Runtime's backbone, then torch's NetVLAD layer; ``openvino``: OpenVINO on the SAME_UPPER
+  graph (when installed);
 - warm: the same batch of 8 real photos (lund + Berlin, 640 px long side, landscape), the runtimes
   interleaved round by round in one process so that they share the machine's load; the figure is
   the median of the rounds, each runtime's ratio is against torch in the same rounds;
 - cold (``--cold`` fresh subprocesses each): what a CLI pays before its first descriptor: with
   torch, ``import torch``, ``import torchvision``, ``load_checkpoint`` of the model file, the
-  inference copy, the first batch; torch-free, ``import numpy``, ``import onnxruntime``, the
-  session, the first batch.
+  inference copy, the first batch; torch-free, ``import onnxruntime``, the session, the first
+  batch (numpy is already loaded by this script: ``import_numpy_s`` reads 0; ``from_spawn_s``,
+  from the parent's spawn to the first batch's descriptors, includes it and the interpreter).
 
-The ONNX files are exported for a fixed input size (see ``export``) and checked at other sizes:
-the TF "SAME" padding of MobileNetV2 depends on the parity of each stage's input, which a traced
-graph bakes in.
+Each export is checked at other sizes (427x640, 640x480, 481x641) against torch.
 """
 
 from __future__ import annotations
@@ -148,6 +153,39 @@ def export(module, example, path: Path, dynamic_hw: bool = False) -> dict:
     }
 
 
+def same_upper(src: Path, dst: Path) -> int:
+    """Replace each traced Pad -> Conv (TF "SAME" as traced) by a Conv with auto_pad SAME_UPPER.
+
+    ONNX's SAME_UPPER is TF's "SAME" (the odd pixel bottom/right) at any input size, so the graph
+    stays right with dynamic height and width. Returns how many convs were rewritten.
+    """
+    import onnx
+
+    g = onnx.load(str(src))
+    pads = {n.output[0]: n for n in g.graph.node if n.op_type == "Pad"}
+    done = 0
+    for conv in g.graph.node:
+        if conv.op_type != "Conv" or conv.input[0] not in pads:
+            continue
+        pad = pads[conv.input[0]]
+        conv.input[0] = pad.input[0]
+        for a in [a for a in conv.attribute if a.name == "pads"]:
+            conv.attribute.remove(a)
+        conv.attribute.append(onnx.helper.make_attribute("auto_pad", "SAME_UPPER"))
+        g.graph.node.remove(pad)
+        done += 1
+    # Drop the nodes that only computed the removed pads (dead code).
+    live = {o.name for o in g.graph.output}
+    for n in reversed(list(g.graph.node)):
+        if any(o in live for o in n.output):
+            live.update(n.input)
+        else:
+            g.graph.node.remove(n)
+    onnx.checker.check_model(g)
+    onnx.save(g, str(dst))
+    return done
+
+
 def _mb(path: Path) -> float:
     return round(path.stat().st_size / 2**20, 1)
 
@@ -208,6 +246,7 @@ def worker_cold_torch(model_file: str, batch_file: str) -> dict:
         "model_s": t3 - t2,
         "first_batch_s": t4 - t3,
         "to_first_batch_s": t4 - t0,
+        "from_spawn_s": time.time() - float(os.environ["BENCH_SPAWN"]),
     }
 
 
@@ -229,6 +268,7 @@ def worker_cold_ort(onnx_file: str, batch_file: str) -> dict:
         "session_s": t3 - t2,
         "first_batch_s": t4 - t3,
         "to_first_batch_s": t4 - t0,
+        "from_spawn_s": time.time() - float(os.environ["BENCH_SPAWN"]),
         "torch_loaded": "torch" in sys.modules,
     }
 
@@ -237,6 +277,7 @@ def run_worker(args: list[str]) -> dict:
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)  # each worker starts as a fresh user process would
     t = time.perf_counter()
+    env["BENCH_SPAWN"] = repr(time.time())  # from_spawn_s: interpreter start and imports included
     out = subprocess.run(
         [sys.executable, __file__, "--worker", *args],
         capture_output=True,
@@ -282,8 +323,8 @@ def warm(model, onnx: dict[str, Path], batch, rounds: int, openvino: bool) -> tu
     cfg = ExtractConfig(device="cpu")
     net = inference_model(model, cfg)
     x = batch.numpy()
-    full, back = ort_session(onnx["full"]), ort_session(onnx["backbone"])
-    nospin = ort_session(onnx["full"], spin=False)
+    traced, full = ort_session(onnx["traced"]), ort_session(onnx["full"])
+    nospin, back = ort_session(onnx["full"], spin=False), ort_session(onnx["backbone"], spin=False)
 
     def ort_backbone():
         maps = torch.from_numpy(back.run(None, {"images": x})[0])
@@ -291,21 +332,23 @@ def warm(model, onnx: dict[str, Path], batch, rounds: int, openvino: bool) -> tu
 
     runs = {
         "torch": lambda: forward(net, batch, cfg),
-        "ort-full": lambda: full.run(None, {"images": x})[0],
-        "ort-full-nospin": lambda: nospin.run(None, {"images": x})[0],
-        "ort-backbone+torch-pool": ort_backbone,
+        "ort-traced (Pad+Conv, fixed H,W)": lambda: traced.run(None, {"images": x})[0],
+        "ort": lambda: full.run(None, {"images": x})[0],
+        "ort-nospin": lambda: nospin.run(None, {"images": x})[0],
+        "ort-nospin-backbone+torch-pool": ort_backbone,
     }
     if openvino:
         try:
             ov = ov_model(onnx["full"])
-            runs["ov-full"] = lambda: ov(x)[0]
+            runs["openvino"] = lambda: ov(x)[0]
         except Exception as exc:  # noqa: BLE001 - an optional runtime: say why and go on
             print(json.dumps({"openvino_skipped": repr(exc)[:300]}), flush=True)
     times: dict[str, list[float]] = {k: [] for k in runs}
     desc = {}
     with torch.inference_mode():
-        for name, fn in runs.items():  # warm-up, and the descriptors compared
+        for name, fn in runs.items():  # warm-up (oneDNN's caches), and the descriptors compared
             desc[name] = np.asarray(fn(), dtype=np.float32)
+            fn()
         for _ in range(rounds):
             for name, fn in runs.items():
                 t = time.perf_counter()
@@ -388,15 +431,22 @@ def main() -> None:
         model, model_file = make_model(tmp)
         batch = batch_of(photos(args.batch), args.size)
         np.save(tmp / "batch.npy", batch.numpy())
-        onnx_files = {"full": tmp / "full.onnx", "backbone": tmp / "backbone.onnx"}
+        onnx_files = {k: tmp / f"{k}.onnx" for k in ("traced", "dyn-traced", "full", "backbone")}
         exports = {}
         with torch.no_grad():
-            exports["full"] = export(model, batch[:1], onnx_files["full"])
-            exports["backbone"] = export(_Backbone.module(model), batch[:1], onnx_files["backbone"])
-            exports["full-dynamic-hw"] = export(model, batch[:1], tmp / "dyn.onnx", True)
+            exports["traced"] = export(model, batch[:1], onnx_files["traced"])
+            exports["dyn-traced"] = export(model, batch[:1], onnx_files["dyn-traced"], True)
+            exports["backbone"] = export(_Backbone.module(model), batch[:1], tmp / "bb.onnx", True)
+        exports["full"] = exports["dyn-traced"] | {
+            "same_upper_convs": same_upper(onnx_files["dyn-traced"], onnx_files["full"])
+        }
+        exports["backbone"]["same_upper_convs"] = same_upper(
+            tmp / "bb.onnx", onnx_files["backbone"]
+        )
         print(json.dumps({"exports": exports}), flush=True)
-        sizes = other_sizes(model, onnx_files["full"], "full")
-        sizes += other_sizes(model, tmp / "dyn.onnx", "full-dynamic-hw")
+        sizes = other_sizes(model, onnx_files["traced"], "fixed H, W, as traced")
+        sizes += other_sizes(model, onnx_files["dyn-traced"], "dynamic H, W, as traced")
+        sizes += other_sizes(model, onnx_files["full"], "dynamic H, W, SAME_UPPER")
         speed, cos = warm(model, onnx_files, batch, args.rounds, args.openvino)
         cold_rows = cold(args.cold, model_file, onnx_files["full"], tmp / "batch.npy")
     best = max((k for k in speed if k != "torch"), key=lambda k: speed[k]["x_vs_torch"])
