@@ -1,8 +1,8 @@
 """An optimised CPU runtime for the default model: ONNX Runtime (and OpenVINO) against torch.
 
-    python benchmarks/runtime_onnx.py                      # ORT (+ OpenVINO if installed), 8 x 640x480
-    python benchmarks/runtime_onnx.py --rounds 10 --cold 3
-    python benchmarks/runtime_onnx.py --no-openvino --cold 0
+    python benchmarks/runtime_onnx.py --rounds 20 --cold 3     # batch 8 at 640x480 (README)
+    python benchmarks/runtime_onnx.py --batch 1 --rounds 20 --cold 3 --no-openvino  # a query
+    python benchmarks/runtime_onnx.py --cold 0                 # warm figures only
 
 Issue 14 item 5: keep a runtime only if it pays >= 1.5x on the default model (MobileNetV2-NetVLAD,
 the shipped ImageNet weights, TF "SAME" padding) with descriptors at cosine >= 0.999 to torch's.
@@ -22,8 +22,9 @@ Needs ``pip install onnx onnxscript onnxruntime`` (and ``openvino``); none is a 
   ONNX Runtime's backbone, then torch's NetVLAD layer; ``openvino``: OpenVINO on the SAME_UPPER
   graph (when installed);
 - warm: the same batch of 8 real photos (lund + Berlin, 640 px long side, landscape), the runtimes
-  interleaved round by round in one process so that they share the machine's load; the figure is
-  the median of the rounds, each runtime's ratio is against torch in the same rounds;
+  interleaved round by round in one process so that they share the machine's load; images/s is
+  the median round, ``x_vs_torch`` the median of the per-round ratios to torch, ``_best`` best
+  round against best round;
 - cold (``--cold`` fresh subprocesses each): what a CLI pays before its first descriptor: with
   torch, ``import torch``, ``import torchvision``, ``load_checkpoint`` of the model file, the
   inference copy, the first batch; torch-free, ``import onnxruntime``, the session, the first
