@@ -70,7 +70,7 @@ def batch_of(paths: list[Path], size: int):
     """(B, 3, H, W) float32 torch tensor, landscape, decoded as the app does."""
     import torch
 
-    from netvlad_gui.core.images import load_tensor
+    from netvlad_gui.core.photos.images import load_tensor
 
     imgs = [load_tensor(p, size) for p in paths]
     imgs = [t if t.shape[1] <= t.shape[2] else t.transpose(1, 2) for t in imgs]
@@ -82,11 +82,11 @@ def make_model(tmp: Path):
     """The default model as the app builds it, NetVLAD initialised from lund photos."""
     import torch
 
-    from netvlad_gui.core.checkpoint import save_checkpoint
     from netvlad_gui.core.config import InitConfig
-    from netvlad_gui.core.images import load_tensor
-    from netvlad_gui.core.model import init_netvlad, sample_local_descriptors
-    from netvlad_gui.core.resolve import resolve_model
+    from netvlad_gui.core.model.checkpoint import save_checkpoint
+    from netvlad_gui.core.model.network import init_netvlad, sample_local_descriptors
+    from netvlad_gui.core.model.resolve import resolve_model
+    from netvlad_gui.core.photos.images import load_tensor
 
     torch.manual_seed(0)
     model = resolve_model()  # DEFAULT_MODEL with its shipped weights
@@ -221,7 +221,7 @@ def ov_model(path: Path):
 # -- cold start (fresh subprocesses) ------------------------------------------------------------
 def worker_cold_torch(model_file: str, batch_file: str) -> dict:
     t0 = time.perf_counter()
-    from netvlad_gui.core.runtime import tune_process
+    from netvlad_gui.core.model.runtime import tune_process
 
     tune_process()
     import torch
@@ -230,9 +230,9 @@ def worker_cold_torch(model_file: str, batch_file: str) -> dict:
     import torchvision  # noqa: F401 - what core.backbones pulls in
 
     t2 = time.perf_counter()
-    from netvlad_gui.core.checkpoint import load_checkpoint
     from netvlad_gui.core.config import ExtractConfig
-    from netvlad_gui.core.features import forward, inference_model
+    from netvlad_gui.core.model.checkpoint import load_checkpoint
+    from netvlad_gui.core.model.features import forward, inference_model
 
     cfg = ExtractConfig(device="cpu")
     model = inference_model(load_checkpoint(model_file).eval(), cfg)
@@ -319,7 +319,7 @@ def warm(model, onnx: dict[str, Path], batch, rounds: int, openvino: bool) -> tu
     import torch
 
     from netvlad_gui.core.config import ExtractConfig
-    from netvlad_gui.core.features import forward, inference_model
+    from netvlad_gui.core.model.features import forward, inference_model
 
     cfg = ExtractConfig(device="cpu")
     net = inference_model(model, cfg)
@@ -410,7 +410,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
-    from netvlad_gui.core.runtime import tune_process
+    from netvlad_gui.core.model.runtime import tune_process
 
     tune_process()  # as the CLI does, before torch loads
     import onnxruntime
