@@ -40,6 +40,20 @@ def test_extract_mixed_good_bad_and_orientations(tmp_path, model, workers):
     assert np.allclose(extract_one(model, paths[2], cfg), got[2].descriptor, atol=1e-5)
 
 
+def test_a_strip_too_narrow_for_the_network_is_skipped_not_fatal(tmp_path, model):
+    """A 21:1 panorama is 640x30 px at the input size: below AlexNet's 31 px minimum, it
+    used to stop the whole batch (and the build) with a RuntimeError from max_pool2d."""
+    Image.new("RGB", (64, 48), "red").save(tmp_path / "normal.png")
+    Image.new("RGB", (2100, 100), "blue").save(tmp_path / "pano.png")
+    Image.new("RGB", (640, 32), "green").save(tmp_path / "just_enough.png")
+    paths = [tmp_path / "normal.png", tmp_path / "pano.png", tmp_path / "just_enough.png"]
+    cfg = ExtractConfig(image_size=640, batch_size=3, num_workers=0, device="cpu")
+    got = {r.index: r for r in extract(model, paths, cfg)}
+    assert got[0].descriptor is not None and got[2].descriptor is not None
+    assert got[1].descriptor is None
+    assert got[1].error.startswith("too narrow to describe: 640x30 px")
+
+
 def test_cancel_stops_between_batches(tmp_path, model):
     paths = make_library(tmp_path, 8, size=64)
     cfg = ExtractConfig(image_size=64, batch_size=2, num_workers=0, device="cpu")

@@ -168,6 +168,12 @@ def load_image(
     return resize_longer_side(img, image_size)
 
 
+#: The shortest side any backbone can take: AlexNet cut at conv5 needs 31 px (VGG16 16, ResNet
+#: and MobileNetV2 any), so a strip thinner than this after resizing (e.g. a 21:1 panorama at
+#: 640 px) would stop a whole batch in the network; it is refused here, with the reason.
+MIN_INPUT_SIDE = 32
+
+
 #: JPEGs above this many pixels are always decoded at reduced size (``Image.draft``): a full
 #: decode of a 108 MP photo takes 430 MB per decoding worker, for a 640-pixel model input.
 DRAFT_ABOVE_PIXELS = 40_000_000
@@ -213,9 +219,20 @@ def resize_longer_side(img: Image.Image, size: int) -> Image.Image:
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB float in [0, 1], (3, H, W): the model normalises for its own weights."""
+    """RGB float in [0, 1], (3, H, W): the model normalises for its own weights.
+
+    Every network input passes here, so a strip too thin for the networks is refused here
+    (ImageLoadError: the photo is skipped with the reason, the batch and the build go on).
+    """
     from torchvision.transforms.functional import pil_to_tensor
 
+    if min(img.size) < MIN_INPUT_SIDE:
+        w, h = img.size
+        raise ImageLoadError(
+            f"too narrow to describe: {w}x{h} px at the model's input size (a "
+            f"{max(w, h) / min(w, h):.0f}:1 strip; the networks need at least {MIN_INPUT_SIDE} px "
+            "on the shorter side)"
+        )
     return pil_to_tensor(img).float().div_(255.0)
 
 
