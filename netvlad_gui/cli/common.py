@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..core.config import DEFAULT_MODEL, PRECISIONS, ExtractConfig
+from ..core.config import DEFAULT_MODEL, DEVICES, PRECISIONS, ExtractConfig
 
 #: Progress bars show no rate (img/s) until this many items are done: the first ones include
 #: loading the model and say nothing about the speed.
@@ -48,9 +48,7 @@ def add_option(
 
 def add_runtime_args(p: argparse.ArgumentParser, *, jpeg_draft: bool = True) -> None:
     """The flags that say how images reach the model, and --quiet; see ``extract_cfg``."""
-    p.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], help=f"default {ExtractConfig.device}"
-    )
+    p.add_argument("--device", choices=DEVICES, help=f"default {ExtractConfig.device}")
     p.add_argument(
         "--batch-size",
         type=int,

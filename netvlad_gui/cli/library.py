@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..core.config import DEFAULT_MODEL, PRECISIONS, LocateConfig, VerifyConfig
+from ..core.config import DEFAULT_MODEL, DEVICES, PRECISIONS, LocateConfig, VerifyConfig
 from ..core.photos.geo import format_distance
 from .common import (
     CliError,
@@ -301,7 +301,7 @@ def add_library_commands(sub) -> None:
     p = sub.add_parser("info", help="model, device and library statistics", **fmt)
     _add_index_choice(p, required=False)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="say precision for it")
+    p.add_argument("--device", choices=DEVICES, help="say precision for it")
     p.add_argument(
         "--precision", choices=list(PRECISIONS), help="say what this asks for on this machine"
     )

@@ -17,7 +17,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core.config import RECALL_RADIUS_M, InitConfig, ModelConfig, VerifyConfig
+from ..core.config import (
+    AMP_DTYPES,
+    DEVICES,
+    LOSSES,
+    RECALL_RADIUS_M,
+    SPLIT_METHODS,
+    TRAIN_LAYERS,
+    InitConfig,
+    ModelConfig,
+    VerifyConfig,
+)
 from .common import (
     CliError,
     DefaultsHelpFormatter,
@@ -82,7 +92,7 @@ def _train_default(name: str):
     from ..core.config import MiningConfig, TrainConfig
 
     if name == "margin":
-        sq, unsq = (MiningConfig.default_margin(loss) for loss in ("squared", "unsquared"))
+        sq, unsq = (MiningConfig.default_margin(loss) for loss in LOSSES)
         return f"{sq:g} squared, {unsq:.4g} unsquared"
     value = TrainConfig().option(name)
     if name == "num_clusters" and value is None:
@@ -147,7 +157,7 @@ def _add_source_args(p: argparse.ArgumentParser, *, gt: bool) -> None:
     add_option(
         s,
         "--split-method",
-        choices=["track", "grid"],
+        choices=SPLIT_METHODS,
         default_of=lambda: _split_default("method"),
         help="consecutive stretches of the route (track) or grid cells (default {default})",
     )
@@ -358,7 +368,7 @@ def _add_train(sub) -> None:
         default_of=lambda: _train_default("epochs"),
         help="default {default}",
     )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR exactly")
     p.add_argument(
         "--json-progress",
@@ -374,14 +384,14 @@ def _add_train(sub) -> None:
     add_option(
         t,
         "--loss",
-        choices=["squared", "unsquared"],
+        choices=LOSSES,
         default_of=lambda: _train_default("loss"),
         help="the paper's squared distances or the PyTorch ports' plain ones (default {default})",
     )
     add_option(
         t,
         "--train-layers",
-        choices=["last_block", "pooling", "all"],
+        choices=TRAIN_LAYERS,
         default_of=lambda: _train_default("train_layers"),
         help="what trains besides NetVLAD (default {default})",
     )
@@ -397,7 +407,7 @@ def _add_train(sub) -> None:
     add_option(
         t,
         "--amp-dtype",
-        choices=["auto", "bfloat16", "float16"],
+        choices=AMP_DTYPES,
         default_of=lambda: _train_default("amp_dtype"),
         help="mixed-precision type on CUDA, auto: bfloat16 where supported (default {default})",
     )

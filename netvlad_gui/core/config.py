@@ -74,7 +74,7 @@ class ExtractConfig:
     image_size: int = 640  # longer side in pixels, the paper's 640x480
     batch_size: int = 8
     num_workers: int = 1  # DataLoader decode workers; 0 decodes in the calling thread
-    device: str = "auto"  # "auto", "cpu" or "cuda"
+    device: str = "auto"  # one of DEVICES, or "cuda:N"
     max_pixels: int = 180_000_000  # larger images are refused as decompression bombs
     # Speed switches. fp32 on a full decode is the reference path; each switch below was measured
     # against it (benchmarks/README.md), and only those that keep descriptors equivalent are on.
@@ -139,6 +139,8 @@ class ExtractConfig:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")  # ExtractConfig.precision
+#: Where the network runs, as the fronts offer it (ExtractConfig also takes "cuda:N" and "mps").
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def _is_cuda(device: str) -> bool:
@@ -261,6 +263,8 @@ class DistributedConfig:
 
 LOSSES = ("squared", "unsquared")
 TRAIN_LAYERS = ("last_block", "pooling", "all")
+AMP_DTYPES = ("auto", "bfloat16", "float16")  # TrainConfig.amp_dtype
+SPLIT_METHODS = ("track", "grid")  # datasets.SplitConfig.method
 #: The Retrain panel's suggestion: a short run on a personal library (the paper trains 30).
 QUICK_EPOCHS = 5
 
@@ -415,6 +419,8 @@ class TrainConfig:
             raise TrainConfigError(
                 f"train_layers must be one of {TRAIN_LAYERS}, got {self.train_layers!r}"
             )
+        if self.amp_dtype not in AMP_DTYPES:
+            raise TrainConfigError(f"amp_dtype must be one of {AMP_DTYPES}, got {self.amp_dtype!r}")
         if m.effective_margin <= 0:
             raise TrainConfigError(f"margin must be > 0, got {m.margin}")
         if not 0 < self.momentum < 1 and self.momentum != 0:

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from netvlad_gui.core import config
 from netvlad_gui.core.config import DEFAULT_MODEL, ExtractConfig, LocateConfig, VerifyConfig
 from netvlad_gui.core.model import zoo
 from netvlad_gui.core.model.resolve import (
@@ -41,7 +42,8 @@ from .workers import DownloadWorker, WorkerThread
 
 log = logging.getLogger(__name__)
 
-DEVICES = (("auto", "Automatic"), ("cpu", "CPU"), ("cuda", "CUDA GPU"))
+# The words for core's choices (config.DEVICES, in its order).
+DEVICES = tuple(zip(config.DEVICES, ("Automatic", "CPU", "CUDA GPU"), strict=True))
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.tar *.mat *.ckpt);;All files (*)"
 VERIFY_TOP_MAX = 100  # each verified match adds to the time per photo
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..config import NEGATIVE_RADIUS_M, POSITIVE_RADIUS_M, RECALL_RADIUS_M
+from ..config import NEGATIVE_RADIUS_M, POSITIVE_RADIUS_M, RECALL_RADIUS_M, SPLIT_METHODS
 from ..errors import DatasetError
 from ..photos.geo import EARTH_RADIUS_M, SIDECAR_NAME, read_gps
 from ..photos.images import list_images
@@ -338,8 +338,8 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         self.fractions = tuple(float(f) for f in self.fractions)  # type: ignore[assignment]
-        if self.method not in ("track", "grid"):
-            raise DatasetError(f"split method must be 'track' or 'grid', got {self.method!r}")
+        if self.method not in SPLIT_METHODS:
+            raise DatasetError(f"split method must be one of {SPLIT_METHODS}, got {self.method!r}")
         if len(self.fractions) != 3 or any(f < 0 or not math.isfinite(f) for f in self.fractions):
             raise DatasetError(f"split fractions must be 3 numbers >= 0, got {self.fractions}")
         if sum(self.fractions) <= 0:

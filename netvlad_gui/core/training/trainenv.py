@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import AMP_DTYPES
 from ..errors import TrainError
 from ..model.features import resolve_device
 
@@ -121,15 +122,15 @@ def all_gather_dicts(part: dict, dist: DistInfo) -> dict:
 
 # --- precision ------------------------------------------------------------------------------
 
-AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+_TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def amp_dtype(name: str = "auto") -> torch.dtype:
     """``auto``: bfloat16 where the GPU has it (no loss scaling needed), else float16."""
-    if name in AMP_DTYPES:
-        return AMP_DTYPES[name]
+    if name in _TORCH_DTYPES:
+        return _TORCH_DTYPES[name]
     if name != "auto":
-        raise ValueError(f"amp dtype must be auto, bfloat16 or float16, got {name!r}")
+        raise ValueError(f"amp dtype must be one of {AMP_DTYPES}, got {name!r}")
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
