@@ -278,3 +278,32 @@ def test_rerank_ranked_puts_the_verified_reference_first(shared_dir):
     )
     assert out.tolist() == [[2, 0, 1], [0, 1, -1]]  # itself first; beyond top_k untouched
     assert seen == [1, 2]
+
+
+def test_quick_then_verified_locate_describes_the_photo_once_with_patches(
+    shared_dir, lund_index, monkeypatch
+):
+    """The GUI shows locate(verify=False) at once and refines with locate(verify=True); with
+    patch features the refine used to run the network on the photo a second time."""
+    from _lund import TEST_IMAGE_SIZE
+
+    from netvlad_gui.core.library.index import LibraryIndex
+    from netvlad_gui.core.query.locate import Locator
+
+    index = LibraryIndex(lund_index)
+    try:
+        loc = Locator(
+            index,
+            extract_cfg=ExtractConfig(image_size=TEST_IMAGE_SIZE, num_workers=0),
+            locate_cfg=LocateConfig(verify=VerifyConfig(features="patch")),
+        )
+        calls = []
+        real = loc._describe
+        monkeypatch.setattr(loc, "_describe", lambda *a: calls.append(a) or real(*a))
+        query = shared_dir / "data/lund_street/queries/05.jpg"
+        quick = loc.locate(query, verify=False)
+        refined = loc.locate(query, verify=True)
+        assert len(calls) == 1
+        assert not quick.verified and refined.verified and refined.verdict == LOCATED
+    finally:
+        index.close()

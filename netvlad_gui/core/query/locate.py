@@ -164,7 +164,10 @@ class Locator:
             replace(self.cfg, top_n=top_n).validate()
         vcfg = self.cfg.verify
         verify = vcfg.enabled if verify is None else verify
-        img, desc, local_map = self.describe(path, with_map=verify and vcfg.features == "patch")
+        # Patches verify from the feature map: keep it even for a quick unverified answer while
+        # verification is on, so that the refine call right after does not describe again.
+        with_map = vcfg.features == "patch" and (verify or vcfg.enabled)
+        img, desc, local_map = self.describe(path, with_map=with_map)
         k = max(top_n, vcfg.top_k) if verify else top_n
         hits = self.index.search(desc[None, :], k)[0]
         checks = self.verify_hits(path, img, hits, local_map) if verify else None
