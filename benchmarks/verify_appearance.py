@@ -105,7 +105,7 @@ def run_set(
 
     vcfg = loc.cfg.verify
     feats = vcfg.features
-    glob, ver, pure, inl_true, inl_false, verdicts = [], [], [], [], [], []
+    glob, ver, pure, inl_true, inl_false, verdicts, per_query = [], [], [], [], [], [], []
     for j, (q, pos) in enumerate(zip(queries, positives, strict=True)):
         img, desc, fmap = loc.describe(q, with_map=feats == "patch")
         hits = index.search(desc[None, :], max(k, 5) + exclude_self)[0]
@@ -119,6 +119,13 @@ def run_set(
             (inl_true if n_ in pos else inl_false).append(i or 0)
         order = rerank([h.score for h in hits[:k]], inl[:k], vcfg.min_inliers, vcfg.keep_ratio)
         ver.append([names[i] for i in order + list(range(k, len(hits)))])
+        per_query.append(
+            {
+                "score": [round(h.score, 4) for h in hits[:k]],
+                "inliers": inl[:k],
+                "correct": [n_ in pos for n_ in names[:k]],
+            }
+        )
         # diagnostic, not a rule: is there any local signal under the min_inliers floor?
         raw = rerank([h.score for h in hits[:k]], inl[:k], 0, 1.0)
         pure.append([names[i] for i in raw + list(range(k, len(hits)))])
@@ -136,6 +143,7 @@ def run_set(
         "inliers_median_wrong": statistics.median(inl_false) if inl_false else None,
         "inliers_max_wrong": max(inl_false) if inl_false else None,
     }
+    rec["per_query_top_k"] = per_query  # for trying other re-ranking rules offline
     if originals is not None:
         rec["verdicts"] = {
             "located_25m": sum(
@@ -184,7 +192,8 @@ def run(
             lund = name.startswith("lund") and not loo
             rec = run_set(loc, index, qs, positives, k, queries if lund else None, loo)
             out["sets"][f"{name} s={s:g}"] = rec
-            print(f"{features} {name} s={s:g}: {json.dumps(rec)}", flush=True)
+            brief = {k_: v for k_, v in rec.items() if k_ != "per_query_top_k"}
+            print(f"{features} {name} s={s:g}: {json.dumps(brief)}", flush=True)
     return out
 
 
