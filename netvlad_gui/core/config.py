@@ -171,6 +171,10 @@ class VerifyConfig:
     geometry: str = "homography"  # "homography" or "fundamental", fitted with USAC MAGSAC
     sift_size: int = 320  # SIFT runs on this longer side (it doubles the image internally)
     max_features: int = 1000  # SIFT keypoints kept per image
+    # Grey levels before SIFT: "stretch" maps the 1st..99th percentile to 0..255, so that SIFT's
+    # absolute contrast threshold keeps a dark photo's keypoints (dusk: 5/5 lund queries
+    # located instead of 1/5); "none" leaves them. benchmarks/verify_appearance.py.
+    sift_contrast: str = "stretch"
     ratio: float = 0.85  # Lowe's ratio test (SIFT); patches: best / second-best similarity
     ransac_px: float = 3.0  # inlier threshold, in pixels of a 640 px image
     # Counts for the default (SIFT): unrelated photos reach 4-6, true lund matches 30-66; 12
@@ -186,6 +190,10 @@ class VerifyConfig:
         """Raise ConfigError naming the first setting out of range; returns self."""
         if self.features not in ("sift", "patch"):
             raise ConfigError(f"verify features must be sift or patch, not {self.features!r}")
+        if self.sift_contrast not in ("stretch", "none"):
+            raise ConfigError(
+                f"verify sift_contrast must be stretch or none, not {self.sift_contrast!r}"
+            )
         if self.geometry not in ("homography", "fundamental"):
             raise ConfigError(
                 f"verify geometry must be homography or fundamental, not {self.geometry!r}"

@@ -39,6 +39,7 @@ from ..photos.images import ImageLoadError, load_image, resize_longer_side, to_t
 
 FEATURES = ("sift", "patch")
 GEOMETRIES = ("homography", "fundamental")
+CONTRASTS = ("stretch", "none")
 _MIN_MATCHES = {"homography": 4, "fundamental": 8}
 #: Pixels of a 640 px image: ``ransac_px`` is given at this size and scaled to the working one.
 REFERENCE_SIZE = 640
@@ -53,6 +54,10 @@ def check_config(cfg: VerifyConfig) -> None:
     if cfg.features not in FEATURES:
         raise VerifyConfigError(
             f"unknown local features {cfg.features!r}; choose one of {FEATURES}"
+        )
+    if cfg.sift_contrast not in CONTRASTS:
+        raise VerifyConfigError(
+            f"unknown sift_contrast {cfg.sift_contrast!r}; choose one of {CONTRASTS}"
         )
     if cfg.geometry not in GEOMETRIES:
         raise VerifyConfigError(f"unknown geometry {cfg.geometry!r}; choose one of {GEOMETRIES}")
@@ -120,12 +125,25 @@ def _sift(cfg: VerifyConfig):
     return _sift_local.sift
 
 
+def normalise_contrast(gray: np.ndarray, how: str) -> np.ndarray:
+    """Grey levels for detection (``VerifyConfig.sift_contrast``): SIFT's contrast threshold
+    is absolute, so a dark, flat photo (dusk, underexposure) loses most of its keypoints unless
+    its range is stretched first; "stretch" maps the 1st..99th percentile to 0..255, which
+    leaves a well-exposed photo almost as it is."""
+    if how != "stretch":
+        return gray
+    lo, hi = np.percentile(gray, (1.0, 99.0))
+    if hi - lo < 1.0:  # a flat image: nothing to stretch
+        return gray
+    return np.clip((gray.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
 def sift_features(
     img: Image.Image, original_size: tuple[int, int], cfg: VerifyConfig
 ) -> LocalFeatures:
     """SIFT keypoints of ``img`` resized to ``cfg.sift_size`` (OpenCV doubles it internally)."""
     work = resize_longer_side(img, cfg.sift_size).convert("L")
-    gray = np.asarray(work)
+    gray = normalise_contrast(np.asarray(work), cfg.sift_contrast)
     kps, desc = _sift(cfg).detectAndCompute(gray, None)
     if desc is None or not kps:
         xy, desc = np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8)
