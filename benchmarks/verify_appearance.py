@@ -76,7 +76,7 @@ def changed(photo: Path, s: float, view: bool = False) -> Path:
 def _lund_all() -> tuple[Path, list[Path], list[set[str]]]:
     """All 24 lund photos as one library (links, cached) and each as a query whose positives
     are the others within 25 m: 24 street queries instead of 5, each with 1-8 positives."""
-    from netvlad_gui.core import geo
+    from netvlad_gui.core.photos import geo
 
     photos = sorted((SHARED / "data/lund_street").glob("*/*.jpg"))
     lib = CACHE / "lund_all_library"
@@ -103,8 +103,8 @@ def run_set(
     """Recall, inliers and (``originals``: the unchanged photos, whose GPS is the truth)
     verdicts of ``queries``; the changed copies carry no EXIF. ``exclude_self``: the library
     holds each query's unchanged original, which is left out of its hits (leave-one-out)."""
-    from netvlad_gui.core import geo
-    from netvlad_gui.core.verify import rerank
+    from netvlad_gui.core.photos import geo
+    from netvlad_gui.core.query.verify import rerank
 
     vcfg = loc.cfg.verify
     feats = vcfg.features
@@ -169,7 +169,7 @@ def run(
     from dataclasses import replace
 
     from netvlad_gui.core.config import ExtractConfig, LocateConfig, VerifyConfig
-    from netvlad_gui.core.locate import Locator
+    from netvlad_gui.core.query.locate import Locator
 
     vcfg = replace(VerifyConfig(features=features), top_k=k)
     if contrast is not None:
@@ -238,7 +238,7 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=10)
     ap.add_argument("--sift-contrast", default=None, help="override VerifyConfig.sift_contrast")
     args = ap.parse_args()
-    from netvlad_gui.core.runtime import tune_process
+    from netvlad_gui.core.model.runtime import tune_process
 
     tune_process()
     results = {"machine": machine(), "runs": []}
