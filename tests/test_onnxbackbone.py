@@ -167,3 +167,16 @@ def test_an_index_builds_and_locates_with_onnxruntime(tmp_path):
     res = loc.locate(paths_[2], verify=False)
     assert res.matches[0].path.endswith(paths_[2].name)
     assert res.matches[0].score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_same_upper_does_not_depend_on_the_traced_size(default_arch, monkeypatch):
+    """Traced at an odd size, TFSameConv2d pads symmetrically inside the conv (no Pad node):
+    the rewrite must fix those convs too, not only the Pad -> Conv pairs."""
+    monkeypatch.setattr(onnxbackbone, "TRACE_SIZE", (97, 131))
+    monkeypatch.setattr(onnxbackbone, "FORMAT", -1)  # a cache file of its own
+    net = inference_model(default_arch, ORT)
+    x = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        want = inference_model(default_arch, TORCH).local_features(x).flatten(1).numpy()
+        got = net.local_features(x).flatten(1).numpy()
+    assert _cosines(want, got).min() >= 0.999
