@@ -180,3 +180,19 @@ def test_same_upper_does_not_depend_on_the_traced_size(default_arch, monkeypatch
         want = inference_model(default_arch, TORCH).local_features(x).flatten(1).numpy()
         got = net.local_features(x).flatten(1).numpy()
     assert _cosines(want, got).min() >= 0.999
+
+
+def test_info_says_which_runtime_runs(monkeypatch, capsys):
+    import json
+
+    from netvlad_gui.cli import main
+
+    assert main(["info", "--json", "--runtime", "onnxruntime", "--precision", "fp32"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["runtime_asked"] == "onnxruntime"
+    assert info["runtime"] == ("onnxruntime" if info["device"] == "cpu" else "torch")
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runtime"] == "torch"
+    monkeypatch.setattr(onnxbackbone, "installed_version", lambda: None)
+    said = onnxbackbone.describe(ORT, "cpu")
+    assert said["onnxruntime"] is None and 'pip install "netvlad-gui[onnx]"' in said["runtime_note"]

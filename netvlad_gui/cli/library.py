@@ -168,7 +168,7 @@ def _print_result(res, as_json: bool) -> None:
 def cmd_info(args) -> int:
     import torch
 
-    from ..core.model.onnxbackbone import INSTALL, installed_version, runtime_used, torch_instead
+    from ..core.model.onnxbackbone import describe as describe_runtime
     from ..core.model.runtime import NATIVE_BF16_FLAGS, backbone_precision, cpu_flags
     from ..core.paths import data_dir, models_dir
 
@@ -185,14 +185,7 @@ def cmd_info(args) -> int:
     info["precision"] = backbone_precision(cfg, device.partition(":")[0])  # what runs
     info["precision_asked"] = cfg.precision
     info["cpu_bf16_flags"] = sorted(cpu_flags() & NATIVE_BF16_FLAGS)
-    info["runtime"] = runtime_used(cfg, device.partition(":")[0])  # what runs the backbone
-    info["runtime_asked"] = cfg.runtime
-    info["onnxruntime"] = installed_version()  # None: not installed
-    why = torch_instead(cfg, device.partition(":")[0])
-    if not why and cfg.runtime == "onnxruntime" and info["onnxruntime"] is None:
-        why = f"onnxruntime is not installed: {INSTALL}"
-    if why:
-        info["runtime_note"] = why
+    info.update(describe_runtime(cfg, device.partition(":")[0]))  # what runs the backbone
     if args.index or args.library:
         index = _open_index(args)
         st = index.stats()

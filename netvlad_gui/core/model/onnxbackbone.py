@@ -91,6 +91,19 @@ def runtime_used(cfg, device_type: str) -> str:
     return "torch"
 
 
+def describe(cfg, device_type: str) -> dict:
+    """What ``netvlad info`` says about the backbone's runtime for ``cfg`` on this device."""
+    out = {
+        "runtime": runtime_used(cfg, device_type),
+        "runtime_asked": cfg.runtime,
+        "onnxruntime": installed_version(),  # None: not installed
+    }
+    why = torch_instead(cfg, device_type)
+    if not why and cfg.runtime == "onnxruntime" and out["onnxruntime"] is None:
+        why = f"onnxruntime is not installed: {INSTALL}"
+    return out | ({"runtime_note": why} if why else {})
+
+
 _said: set[str] = set()
 
 
