@@ -196,3 +196,17 @@ def test_info_says_which_runtime_runs(monkeypatch, capsys):
     monkeypatch.setattr(onnxbackbone, "installed_version", lambda: None)
     said = onnxbackbone.describe(ORT, "cpu")
     assert said["onnxruntime"] is None and 'pip install "netvlad-gui[onnx]"' in said["runtime_note"]
+
+
+def test_an_export_failure_is_one_line_and_leaves_no_file(default_arch, cache, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("Exporting the operator 'aten::foo' is not supported\nmore detail")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    monkeypatch.setattr(onnxbackbone, "FORMAT", -2)  # not in the cache
+    before = set((cache / "onnx").glob("*")) if (cache / "onnx").exists() else set()
+    with pytest.raises(onnxbackbone.OnnxExportError) as err:
+        inference_model(default_arch, ORT)
+    assert isinstance(err.value, NetvladError) and "\n" not in str(err.value)
+    assert "aten::foo" in str(err.value) and "--runtime torch" in str(err.value)
+    assert set((cache / "onnx").glob("*")) == before

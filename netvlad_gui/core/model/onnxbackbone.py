@@ -188,18 +188,25 @@ def export(backbone: nn.Module, padding: str, path: Path) -> None:
     os.close(fd)
     try:
         axes = {0: "batch", 2: "height", 3: "width"}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings about TFSameConv2d's Python padding
-            torch.onnx.export(
-                net,
-                (torch.zeros(1, 3, *TRACE_SIZE),),
-                tmp,
-                dynamo=False,  # the TorchScript exporter: dynamo's ran for minutes here
-                opset_version=OPSET,
-                input_names=["images"],
-                output_names=["maps"],
-                dynamic_axes={"images": axes, "maps": axes},
-            )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings: TFSameConv2d's Python padding
+                torch.onnx.export(
+                    net,
+                    (torch.zeros(1, 3, *TRACE_SIZE),),
+                    tmp,
+                    dynamo=False,  # the TorchScript exporter: dynamo's ran for minutes here
+                    opset_version=OPSET,
+                    input_names=["images"],
+                    output_names=["maps"],
+                    dynamic_axes={"images": axes, "maps": axes},
+                )
+        except Exception as exc:  # noqa: BLE001 - any exporter failure: say so, torch still works
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise OnnxExportError(
+                f"cannot export this backbone to ONNX ({type(exc).__name__}: {first}); "
+                "use --runtime torch"
+            ) from None
         graph = onnx.load(tmp)
         if padding == "tf_same":
             same_upper(graph)
