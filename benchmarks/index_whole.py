@@ -24,6 +24,12 @@ native bf16 this is the figure issue 14 asks for VGG16.
 ``--code DIR [DIR ...]`` runs the command from other source trees too (e.g. an export of main:
 ``git archive main | tar -x -C /tmp/main``), alternating with this one on the same library, so
 that a before/after on a shared machine sees the same load.
+
+``--runtimes torch onnxruntime`` runs each tree with each backbone runtime (``--runtime``),
+alternating; ``--rounds N`` repeats the new-library build N times (fresh index folders, same
+order each round) and reports the median (``whole_s_rounds`` lists them all). The commands use a
+cache folder of their own (``XDG_CACHE_HOME``), so ONNX Runtime's first round includes the
+backbone's export to ONNX (a one-off per model weights); the median of 3 rounds does not.
 """
 
 from __future__ import annotations
@@ -116,23 +122,37 @@ def one_size(tmp: Path, n: int, args) -> list[dict]:
     extra = ["--model", args.model]
     if args.backbone_weights:
         extra += ["--backbone-weights", args.backbone_weights]
-    codes = [None, *args.code]
-    dirs = [tmp / f"index{n}-{k}" for k in range(len(codes))]
-    new = [run_index(lib, d, extra, c) for d, c in zip(dirs, codes, strict=True)]
-    noop = [run_index(lib, d, extra, c) for d, c in zip(dirs, codes, strict=True)]
+    runs = [(c, r) for c in [None, *args.code] for r in args.runtimes]
+
+    def with_runtime(r: str) -> list[str]:
+        return [*extra, "--runtime", r] if r != "torch" else extra
+
+    def dir_of(k: int, rnd: int) -> Path:
+        return tmp / f"index{n}-{k}-{rnd}"
+
+    rounds = [
+        [run_index(lib, dir_of(k, i), with_runtime(r), c) for k, (c, r) in enumerate(runs)]
+        for i in range(args.rounds)
+    ]
+    last = args.rounds - 1
+    noop = [run_index(lib, dir_of(k, last), with_runtime(r), c) for k, (c, r) in enumerate(runs)]
     port_paths = [str(p) for p in photos(min(n, args.port_max))]
     port = run_worker(
-        ["baseline", str(dirs[0] / "model.pt"), json.dumps(port_paths), str(tmp / "port.npy")]
+        ["baseline", str(dir_of(0, 0) / "model.pt"), json.dumps(port_paths), str(tmp / "port.npy")]
     )
     rows = []
-    for code, a, b in zip(codes, new, noop, strict=True):
+    for k, ((code, runtime), b) in enumerate(zip(runs, noop, strict=True)):
+        times = [rnd[k]["seconds"] for rnd in rounds]
+        a = sorted((rnd[k] for rnd in rounds), key=lambda r: r["seconds"])[len(rounds) // 2]
         ours_ips = n / a["seconds"]
         rows.append(
             {
                 "photos": n,
                 "code": str(code) if code else "this tree",
+                "runtime": runtime,
                 "model": args.model,
                 "whole_s": a["seconds"],
+                "whole_s_rounds": times,
                 "whole_images_per_s": round(ours_ips, 3),
                 "port_images_per_s": round(port["images_per_s"], 3),
                 "port_photos": len(port_paths),
@@ -189,11 +209,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--code", type=Path, nargs="*", default=[], help="other trees to compare")
     ap.add_argument("--peak", action="store_true", help="add the fraction of the fp32 peak")
+    ap.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=["torch"],
+        choices=["torch", "onnxruntime"],
+        help="backbone runtimes to run each tree with (netvlad index --runtime), alternating",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="new-library builds each (median)")
     args = ap.parse_args()
     info = machine()
     print(json.dumps({"machine": info}), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        # A cache of the commands' own (the ONNX export), torch's hub folder where it was.
+        hub = os.environ.get("TORCH_HOME") or str(Path.home() / ".cache" / "torch")
+        os.environ.update(XDG_CACHE_HOME=str(Path(tmp) / "cache"), TORCH_HOME=hub)
         for n in args.sizes:
             for row in one_size(Path(tmp), n, args):
                 rows.append(row)
@@ -201,7 +232,8 @@ def main() -> None:
     if args.peak:
         add_fraction_of_peak(rows, args.model)
     print()
-    cols = ("photos", "code", "whole_s", "whole_images_per_s", "port_images_per_s", "ratio_vs_port")
+    cols = ("photos", "code", "runtime", "whole_s", "whole_images_per_s", "port_images_per_s")
+    cols += ("ratio_vs_port",)
     cols += ("first_photo_s", "noop_rerun_s", "peak_rss_mb")
     print("  ".join(f"{c:>18}" for c in cols))
     for r in rows:

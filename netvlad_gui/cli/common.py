@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..core.config import DEFAULT_MODEL, DEVICES, PRECISIONS, ExtractConfig
+from ..core.config import DEFAULT_MODEL, DEVICES, PRECISIONS, RUNTIMES, ExtractConfig
 
 #: Progress bars show no rate (img/s) until this many items are done: the first ones include
 #: loading the model and say nothing about the speed.
@@ -82,6 +82,13 @@ def add_runtime_args(p: argparse.ArgumentParser, *, jpeg_draft: bool = True) -> 
         "(AVX-512 BF16, AMX) or GPU has it natively, else fp32 "
         f"(default {ExtractConfig.precision}; `netvlad info` says which is used)",
     )
+    p.add_argument(
+        "--runtime",
+        choices=list(RUNTIMES),
+        help="what runs the backbone: torch (the reference) or onnxruntime, an optional extra "
+        'that is faster on CPUs (pip install "netvlad-gui[onnx]"; CPU and fp32 only, elsewhere '
+        f"torch runs it) (default {ExtractConfig.runtime})",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
@@ -94,6 +101,7 @@ def extract_cfg(args: argparse.Namespace) -> ExtractConfig:
         num_workers=getattr(args, "workers", None),
         jpeg_draft=getattr(args, "jpeg_draft", None),
         precision=getattr(args, "precision", None),
+        runtime=getattr(args, "runtime", None),
     )
 
 

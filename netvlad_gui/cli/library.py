@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from ..core.config import DEFAULT_MODEL, DEVICES, PRECISIONS, LocateConfig, VerifyConfig
+from ..core.config import (
+    DEFAULT_MODEL,
+    DEVICES,
+    PRECISIONS,
+    RUNTIMES,
+    LocateConfig,
+    VerifyConfig,
+)
 from ..core.photos.geo import format_distance
 from .common import (
     CliError,
@@ -161,6 +168,7 @@ def _print_result(res, as_json: bool) -> None:
 def cmd_info(args) -> int:
     import torch
 
+    from ..core.model.onnxbackbone import describe as describe_runtime
     from ..core.model.runtime import NATIVE_BF16_FLAGS, backbone_precision, cpu_flags
     from ..core.paths import data_dir, models_dir
 
@@ -177,6 +185,7 @@ def cmd_info(args) -> int:
     info["precision"] = backbone_precision(cfg, device.partition(":")[0])  # what runs
     info["precision_asked"] = cfg.precision
     info["cpu_bf16_flags"] = sorted(cpu_flags() & NATIVE_BF16_FLAGS)
+    info.update(describe_runtime(cfg, device.partition(":")[0]))  # what runs the backbone
     if args.index or args.library:
         index = _open_index(args)
         st = index.stats()
@@ -304,6 +313,9 @@ def add_library_commands(sub) -> None:
     p.add_argument("--device", choices=DEVICES, help="say precision for it")
     p.add_argument(
         "--precision", choices=list(PRECISIONS), help="say what this asks for on this machine"
+    )
+    p.add_argument(
+        "--runtime", choices=list(RUNTIMES), help="say what runs the backbone if this is asked for"
     )
     p.set_defaults(func=cmd_info)
 

@@ -90,6 +90,10 @@ class ExtractConfig:
     # native bf16: AVX2-only CPUs); "fp32" or "bf16" force one (core/model/runtime.py decides "auto").
     precision: str = "auto"
     bf16: bool = False  # the older switch: True is precision="bf16"
+    # What runs the backbone: "torch" (the reference) or "onnxruntime" (an optional extra,
+    # core/model/onnxbackbone.py): 1.78x torch on the default model, descriptors at cosine
+    # 1.000000; CPU and fp32 only, elsewhere torch runs it.
+    runtime: str = "torch"
 
     @classmethod
     def from_options(
@@ -101,6 +105,7 @@ class ExtractConfig:
         num_workers: int | None = None,
         jpeg_draft: bool | None = None,
         precision: str | None = None,
+        runtime: str | None = None,
     ) -> ExtractConfig:
         """What a front's options ask for: None (or 0 for the sizes) keeps the default.
 
@@ -120,6 +125,8 @@ class ExtractConfig:
             cfg.jpeg_draft = bool(jpeg_draft)
         if precision:
             cfg.precision = precision
+        if runtime:
+            cfg.runtime = runtime
         return cfg.validate()
 
     def validate(self) -> ExtractConfig:
@@ -135,10 +142,13 @@ class ExtractConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be torch or onnxruntime, not {self.runtime!r}")
         return self
 
 
 PRECISIONS = ("auto", "fp32", "bf16")  # ExtractConfig.precision
+RUNTIMES = ("torch", "onnxruntime")  # ExtractConfig.runtime
 #: Where the network runs, as the fronts offer it (ExtractConfig also takes "cuda:N" and "mps").
 DEVICES = ("auto", "cpu", "cuda")
 

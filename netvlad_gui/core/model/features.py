@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..cancel import Cancelled
 from ..config import ExtractConfig
 from ..photos.images import ImageLoadError, batched_by_shape, load_tensor
+from . import onnxbackbone
 from .runtime import backbone_precision
 
 ProgressFn = Callable[[int, int], None]
@@ -90,14 +91,22 @@ def inference_model(model: torch.nn.Module, cfg: ExtractConfig) -> torch.nn.Modu
 
     Folding a BatchNorm into the conv before it gives the same fp32 map in one pass over memory
     instead of two, and NHWC lets oneDNN skip reorders: together 1.6x on MobileNetV2 here
-    (benchmarks/README.md). Both act on a copy, so a model being trained is never altered; a copy
-    made here is returned as is when passed again.
+    (benchmarks/README.md). With ``cfg.runtime == "onnxruntime"`` (CPU, fp32) ONNX Runtime runs
+    the backbone (core/model/onnxbackbone.py). All act on a copy, so a model being trained is
+    never altered; a copy made here is returned as is when passed again.
     """
     model.eval()
-    want = (cfg.fold_batchnorm, cfg.channels_last)
-    if getattr(model, _PREPARED, None) == want or not any(want):
+    ort = onnxbackbone.wanted(model, cfg)
+    want = (cfg.fold_batchnorm, cfg.channels_last, ort)
+    if getattr(model, _PREPARED, None) == want:
+        return model
+    if not any(want) and not isinstance(getattr(model, "backbone", None), onnxbackbone.OrtBackbone):
         return model
     net = copy.deepcopy(model)
+    if ort:
+        net.backbone = onnxbackbone.ort_backbone(net)
+    elif hasattr(net, "backbone"):
+        net.backbone = onnxbackbone.reference(net.backbone)
     if cfg.fold_batchnorm:
         fold_batchnorm(net)
     if cfg.channels_last:
