@@ -117,6 +117,32 @@ def test_settings_round_trip_and_validation(qtbot, tmp_path) -> None:
     assert out.online_tiles is False  # offline unless the user opts in
 
 
+def test_backbone_runtime_setting_reaches_the_engine_config(qtbot, monkeypatch) -> None:
+    """The runtime chosen in Settings is what the engine worker's ExtractConfig carries."""
+    from netvlad_gui.core.model import onnxbackbone
+
+    AppSettings(runtime="onnxruntime", device="cpu", image_size=480).save()
+    loaded = AppSettings.load()
+    cfg = loaded.extract_config()
+    assert (cfg.runtime, cfg.device, cfg.image_size, cfg.num_workers) == (
+        "onnxruntime",
+        "cpu",
+        480,
+        0,  # decoding stays in the engine's thread inside a Qt process
+    )
+    assert loaded.extract_config(320).image_size == 320  # a launch option wins
+    QSettings().setValue("settings/runtime", "tensorrt")
+    assert AppSettings.load().runtime == "torch"  # unknown stored value: the default
+
+    monkeypatch.setattr(onnxbackbone, "installed_version", lambda: None)
+    dialog = SettingsDialog(loaded)
+    qtbot.addWidget(dialog)
+    ort = dialog.runtime.model().item(dialog.runtime.findData("onnxruntime"))
+    assert not ort.isEnabled() and "pip install" in ort.toolTip()  # offered, with the reason
+    dialog.runtime.setCurrentIndex(dialog.runtime.findData("torch"))
+    assert dialog.settings(loaded).runtime == "torch"
+
+
 def test_online_tiles_setting_persists_as_a_real_bool(qtbot) -> None:
     AppSettings(online_tiles=False).save()
     assert AppSettings.load().online_tiles is False  # INI text "false" must not read as True

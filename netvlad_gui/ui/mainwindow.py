@@ -62,8 +62,8 @@ class MainWindow(QMainWindow):
     buildEnded = Signal(object)
     noticeShown = Signal(str, str)
 
-    _openRequested = Signal(str, str, int)
-    _buildRequested = Signal(str, str, str, str, str, int)
+    _openRequested = Signal(str, object)
+    _buildRequested = Signal(str, str, str, str, object)
     _locateRequested = Signal(list, int)
 
     def __init__(self, options: LaunchOptions | None = None) -> None:
@@ -247,7 +247,7 @@ class MainWindow(QMainWindow):
         log.info("library: %s", path)
 
     def _open_index(self) -> None:
-        self._openRequested.emit(self.index_dir, self.settings.device, self.image_size)
+        self._openRequested.emit(self.index_dir, self.settings.extract_config(self.image_size))
 
     def build_index(self) -> None:
         if not self.library:
@@ -263,9 +263,8 @@ class MainWindow(QMainWindow):
             self.library,
             self.settings.model,
             self.settings.backbone_weights,
-            self.settings.device,
             self.settings.index_dir,
-            self.image_size,
+            self.settings.extract_config(self.image_size),
         )
 
     def cancel_build(self) -> None:
@@ -509,7 +508,8 @@ class MainWindow(QMainWindow):
         except MapPageError as exc:
             self.show_notice(f"{exc}. Fix it in Tools → Model and settings.", WARNING)
         if (
-            (old.device, old.image_size) != (new.device, new.image_size)
+            old.extract_config(self.options.image_size)
+            != new.extract_config(self.options.image_size)
             and (self.library or self.settings.index_dir)
             and not self._building
         ):

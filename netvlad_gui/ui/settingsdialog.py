@@ -42,8 +42,9 @@ from .workers import DownloadWorker, WorkerThread
 
 log = logging.getLogger(__name__)
 
-# The words for core's choices (config.DEVICES, in its order).
+# The words for core's choices (config.DEVICES, config.RUNTIMES, in their order).
 DEVICES = tuple(zip(config.DEVICES, ("Automatic", "CPU", "CUDA GPU"), strict=True))
+RUNTIMES = tuple(zip(config.RUNTIMES, ("torch (reference)", "ONNX Runtime"), strict=True))
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.tar *.mat *.ckpt);;All files (*)"
 VERIFY_TOP_MAX = 100  # each verified match adds to the time per photo
 
@@ -66,6 +67,7 @@ class AppSettings:
     # Geometric verification of the best matches (core/query/verify.py): the evidence for a verdict.
     verify: bool = VerifyConfig.enabled
     verify_top: int = VerifyConfig.top_k
+    runtime: str = ExtractConfig.runtime  # what runs the backbone (core/model/onnxbackbone.py)
 
     @classmethod
     def load(cls, store: QSettings | None = None) -> AppSettings:
@@ -84,7 +86,22 @@ class AppSettings:
         out.verify_top = min(max(out.verify_top, 1), VERIFY_TOP_MAX)
         if out.device not in dict(DEVICES):
             out.device = "auto"
+        if out.runtime not in config.RUNTIMES:
+            out.runtime = ExtractConfig.runtime
         return out
+
+    def extract_config(self, image_size: int | None = None) -> ExtractConfig:
+        """The engine's extraction settings for these settings (``image_size``: a launch option).
+
+        Decoding stays in the engine's thread (``num_workers=0``): forking DataLoader processes
+        out of a Qt process that runs a browser engine is not safe.
+        """
+        return ExtractConfig.from_options(
+            device=self.device,
+            image_size=image_size or self.image_size,
+            runtime=self.runtime,
+            num_workers=0,
+        )
 
     def save(self, store: QSettings | None = None) -> None:
         store = store or QSettings()
@@ -176,6 +193,23 @@ class SettingsDialog(QDialog):
                 continue
             self.device.addItem(label, key)
         self.device.setCurrentIndex(max(self.device.findData(settings.device), 0))
+        self.runtime = QComboBox()
+        self.runtime.setObjectName("runtimeCombo")
+        from netvlad_gui.core.model.onnxbackbone import INSTALL, installed_version
+
+        ort = installed_version()
+        for key, label in RUNTIMES:
+            self.runtime.addItem(label, key)
+        if ort is None:  # offered, but greyed out with the reason
+            item = self.runtime.model().item(self.runtime.findData("onnxruntime"))
+            item.setEnabled(False)
+            item.setToolTip(f"Not installed: {INSTALL}")
+        self.runtime.setCurrentIndex(max(self.runtime.findData(settings.runtime), 0))
+        self.runtime.setToolTip(
+            "What runs the network's backbone on the CPU. ONNX Runtime is about 1.7x faster on "
+            "the default model, with the same descriptors; on a GPU or in bf16 torch runs it."
+            + ("" if ort else f" ONNX Runtime is not installed: {INSTALL}")
+        )
         self.top_n = spin_box(1, 100, settings.top_n)
         self.image_size = spin_box(
             128,
@@ -220,6 +254,7 @@ class SettingsDialog(QDialog):
         form.addRow("Backbone weights file", self.weights_row)
         form.addRow("", self.problem)
         form.addRow("Device", self.device)
+        form.addRow("Backbone runtime", self.runtime)
         form.addRow("Matches shown (top-N)", self.top_n)
         form.addRow("Image size", self.image_size)
         form.addRow("Verification", self.verify)
@@ -289,6 +324,7 @@ class SettingsDialog(QDialog):
             tile_url=self.tile_url.text().strip() or DEFAULT_TILE_URL,
             verify=self.verify.isChecked(),
             verify_top=self.verify_top.value(),
+            runtime=self.runtime.currentData() or ExtractConfig.runtime,
         )
 
     # ---- download ----------------------------------------------------------------------------

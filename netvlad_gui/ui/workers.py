@@ -30,12 +30,6 @@ from .throttle import Throttle
 log = logging.getLogger(__name__)
 
 
-def _extract_cfg(device: str, image_size: int) -> ExtractConfig:
-    # Decoding stays in this worker thread: forking DataLoader processes out of a Qt process
-    # that runs a browser engine is not safe.
-    return ExtractConfig.from_options(device=device, image_size=image_size, num_workers=0)
-
-
 class EngineWorker(QObject):
     """Holds the open LibraryIndex and its Locator; builds, updates and searches.
 
@@ -89,25 +83,24 @@ class EngineWorker(QObject):
 
     # ---- slots (run in the worker thread) --------------------------------------------------
 
-    @Slot(str, str, int)
-    def open_index(self, index_dir: str, device: str = "auto", image_size: int = 0) -> None:
+    @Slot(str, object)
+    def open_index(self, index_dir: str, extract_cfg: ExtractConfig | None = None) -> None:
         """Open (or reopen) an index folder and warm up the model for locating."""
         if self._stopping.is_set():
             return
         try:
-            self.indexOpened.emit(self._open(Path(index_dir), device, image_size))
+            self.indexOpened.emit(self._open(Path(index_dir), extract_cfg))
         except Exception as exc:  # noqa: BLE001 - any failure becomes a notice, never a crash
             self._report("open", exc)
 
-    @Slot(str, str, str, str, str, int)
+    @Slot(str, str, str, str, object)
     def build(
         self,
         library: str,
         model_spec: str = "",
         weights: str = "",
-        device: str = "auto",
         index_dir: str = "",
-        image_size: int = 0,
+        extract_cfg: ExtractConfig | None = None,
     ) -> None:
         """Index or update ``library``; cancel keeps what is finished. Reopens the index after."""
         if self._stopping.is_set():
@@ -123,7 +116,7 @@ class EngineWorker(QObject):
                 target,
                 model_spec=model_spec or None,
                 backbone_weights=weights or None,
-                extract_cfg=_extract_cfg(device, image_size),
+                extract_cfg=extract_cfg,
                 progress=self._progress,
                 cancel=self._cancel.is_set,
                 keep_index_model=True,  # "Update index" goes on with the index's own model
@@ -134,7 +127,7 @@ class EngineWorker(QObject):
         self.buildFinished.emit(summary)  # None when the build failed (``failed`` said why)
         if not self._stopping.is_set() and index_exists(target):
             try:
-                self.indexOpened.emit(self._open(target, device, image_size))
+                self.indexOpened.emit(self._open(target, extract_cfg))
             except Exception as exc:  # noqa: BLE001
                 self._report("open", exc)
 
@@ -217,9 +210,10 @@ class EngineWorker(QObject):
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _open(self, index_dir: Path, device: str, image_size: int) -> LibraryStatus:
+    def _open(self, index_dir: Path, extract_cfg: ExtractConfig | None) -> LibraryStatus:
+        """``extract_cfg``: the window's (AppSettings.extract_config); None only from tests."""
         self._close()
-        status, self._locator = open_library(index_dir, _extract_cfg(device, image_size))
+        status, self._locator = open_library(index_dir, extract_cfg)
         return status
 
     def _close(self) -> None:
