@@ -155,33 +155,17 @@ def export(module, example, path: Path, dynamic_hw: bool = False) -> dict:
 
 
 def same_upper(src: Path, dst: Path) -> int:
-    """Replace each traced Pad -> Conv (TF "SAME" as traced) by a Conv with auto_pad SAME_UPPER.
+    """``src`` with core's TF-"SAME" rewrite (``onnxbackbone.same_upper``), saved as ``dst``.
 
-    ONNX's SAME_UPPER is TF's "SAME" (the odd pixel bottom/right) at any input size, so the graph
-    stays right with dynamic height and width. Returns how many convs were rewritten.
+    The app's own rewrite, so that the figures are those of the shipped graph. Returns how many
+    convs were rewritten.
     """
     import onnx
 
+    from netvlad_gui.core.model.onnxbackbone import same_upper as rewrite
+
     g = onnx.load(str(src))
-    pads = {n.output[0]: n for n in g.graph.node if n.op_type == "Pad"}
-    done = 0
-    for conv in g.graph.node:
-        if conv.op_type != "Conv" or conv.input[0] not in pads:
-            continue
-        pad = pads[conv.input[0]]
-        conv.input[0] = pad.input[0]
-        for a in [a for a in conv.attribute if a.name == "pads"]:
-            conv.attribute.remove(a)
-        conv.attribute.append(onnx.helper.make_attribute("auto_pad", "SAME_UPPER"))
-        g.graph.node.remove(pad)
-        done += 1
-    # Drop the nodes that only computed the removed pads (dead code).
-    live = {o.name for o in g.graph.output}
-    for n in reversed(list(g.graph.node)):
-        if any(o in live for o in n.output):
-            live.update(n.input)
-        else:
-            g.graph.node.remove(n)
+    done = rewrite(g)
     onnx.checker.check_model(g)
     onnx.save(g, str(dst))
     return done
@@ -193,6 +177,9 @@ def _mb(path: Path) -> float:
 
 def ort_session(path: Path, spin: bool = True):
     """ONNX Runtime on the CPU, all graph optimisations, one intra-op thread per core.
+
+    Not core's ``onnxbackbone.session``: the cold worker must not import torch (core's module
+    does), and ``spin`` is a setting core fixes (off) that this benchmark compares.
 
     ``spin=False``: idle threads sleep instead of spinning (torch runs OpenMP PASSIVE here).
     """
