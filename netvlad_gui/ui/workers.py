@@ -84,7 +84,7 @@ class EngineWorker(QObject):
     # ---- slots (run in the worker thread) --------------------------------------------------
 
     @Slot(str, object)
-    def open_index(self, index_dir: str, extract_cfg: ExtractConfig | None = None) -> None:
+    def open_index(self, index_dir: str, extract_cfg: ExtractConfig) -> None:
         """Open (or reopen) an index folder and warm up the model for locating."""
         if self._stopping.is_set():
             return
@@ -97,10 +97,10 @@ class EngineWorker(QObject):
     def build(
         self,
         library: str,
-        model_spec: str = "",
-        weights: str = "",
-        index_dir: str = "",
-        extract_cfg: ExtractConfig | None = None,
+        model_spec: str,
+        weights: str,
+        index_dir: str,
+        extract_cfg: ExtractConfig,
     ) -> None:
         """Index or update ``library``; cancel keeps what is finished. Reopens the index after."""
         if self._stopping.is_set():
@@ -210,8 +210,8 @@ class EngineWorker(QObject):
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _open(self, index_dir: Path, extract_cfg: ExtractConfig | None) -> LibraryStatus:
-        """``extract_cfg``: the window's (AppSettings.extract_config); None only from tests."""
+    def _open(self, index_dir: Path, extract_cfg: ExtractConfig) -> LibraryStatus:
+        """``extract_cfg``: the window's (``AppSettings.extract_config``: decoding in this thread)."""
         self._close()
         status, self._locator = open_library(index_dir, extract_cfg)
         return status
