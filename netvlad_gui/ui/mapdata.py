@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from netvlad_gui.core.photos import geo
-from netvlad_gui.core.query.locate import LocateResult
+from netvlad_gui.core.query.result import LocateResult
 from netvlad_gui.core.query.verdict import NOT_FOUND
 
 OSM_ZOOM = 18

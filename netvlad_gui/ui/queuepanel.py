@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from netvlad_gui.core.query.locate import LocateResult
+from netvlad_gui.core.query.result import LocateResult
 from netvlad_gui.core.query.verdict import LOCATED, NOT_FOUND
 
 from .mapdata import format_distance

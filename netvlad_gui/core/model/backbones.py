@@ -34,6 +34,7 @@ from torch import nn
 
 from netvlad_gui.core import paths
 from netvlad_gui.core.errors import NetvladError
+from netvlad_gui.core.model.zoo import SHIPPED_WEIGHTS, WeightsUnavailableError
 
 #: Valid values of ``padding``: torchvision's symmetric padding, or TensorFlow's "SAME".
 PADDINGS = ("torch", "tf_same")
@@ -44,10 +45,6 @@ TORCHVISION_WEIGHTS = "torchvision"
 
 class BackboneError(NetvladError, ValueError):
     """A backbone name, weights file or sidecar that cannot be used."""
-
-
-class WeightsUnavailableError(NetvladError, RuntimeError):
-    """Pretrained weights are not on this machine and cannot be downloaded."""
 
 
 @dataclass
@@ -138,8 +135,6 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
     ]
 }
-
-SHIPPED_WEIGHTS = {"mobilenet_v2": "mobilenet_v2_imagenet.pth"}
 
 
 def available_backbones() -> list[str]:

@@ -39,6 +39,17 @@ ProgressFn = Callable[[int, "int | None"], None]
 CancelFn = Callable[[], bool]
 Kind = Literal["shipped", "torchvision", "download"]
 
+#: Backbone weights that ship with the app, in ``paths.models_dir()`` (backbones.py loads them).
+SHIPPED_WEIGHTS = {"mobilenet_v2": "mobilenet_v2_imagenet.pth"}
+
+
+class WeightsUnavailableError(NetvladError, RuntimeError):
+    """Pretrained weights are not on this machine and cannot be downloaded.
+
+    Raised by backbones.py; defined here, with the other download errors, so that a front can
+    tell it apart without importing torch.
+    """
+
 
 class ModelDownloadError(NetvladError, RuntimeError):
     """A named model could not be downloaded; the message says what to do about it."""
@@ -209,14 +220,14 @@ def _entry(name: str) -> _Entry:
 
 def _weights_available(entry: _Entry) -> bool:
     """Shipped weights are in models/; torchvision's are usable once in torch's hub cache."""
-    import torch.hub
-
-    from .backbones import SHIPPED_WEIGHTS, torchvision_weights_url
-
     backbone = entry.name.split("-", 1)[0]
     shipped = SHIPPED_WEIGHTS.get(backbone)
-    if shipped is not None:
+    if shipped is not None:  # answered without torch: the window asks before the engine loads
         return (paths.models_dir() / shipped).is_file()
+    import torch.hub
+
+    from .backbones import torchvision_weights_url
+
     try:
         url, _ = torchvision_weights_url(backbone)
     except (ValueError, KeyError, AttributeError):  # not a torchvision model name

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NetvladError
-from .locate import LocateResult
+from .result import LocateResult
 
 CSV_FIELDS = (
     "query",
