@@ -62,6 +62,7 @@ class MainWindow(QMainWindow):
     buildEnded = Signal(object)
     noticeShown = Signal(str, str)
 
+    _warmRequested = Signal()
     _openRequested = Signal(str, object)
     _buildRequested = Signal(str, str, str, str, object)
     _locateRequested = Signal(list, int)
@@ -155,6 +156,8 @@ class MainWindow(QMainWindow):
     def _start_engine(self) -> None:
         self.engine = EngineWorker()
         self._engine_thread = WorkerThread(self.engine, "netvlad-engine", self)
+        self._warmRequested.connect(self.engine.warm_up)
+        QTimer.singleShot(0, self._warmRequested.emit)  # once the window is up
         self._openRequested.connect(self.engine.open_index)
         self._buildRequested.connect(self.engine.build)
         self._locateRequested.connect(self.engine.locate)

@@ -22,7 +22,8 @@ from netvlad_gui.core.library.status import (
     open_library,
     resolve_index_dir,
 )
-from netvlad_gui.core.model.backbones import WeightsUnavailableError
+from netvlad_gui.core.model.zoo import WeightsUnavailableError
+from netvlad_gui.core.preload import preload
 
 from .errors import error_message
 from .throttle import Throttle
@@ -40,6 +41,7 @@ class EngineWorker(QObject):
     "weights". With verification on, ``verifying(token)`` comes just before a photo's first
     (global search) ``located``, and ``refined(token, LocateResult)`` once its geometric check is
     done (or stopped: then it repeats the global result, which says ``verified=False``).
+    ``warmedUp`` says that ``warm_up`` has loaded the engine's modules.
     """
 
     progress = Signal(str, int, int)
@@ -50,6 +52,7 @@ class EngineWorker(QObject):
     refined = Signal(int, object)
     locateFinished = Signal(int, bool)
     failed = Signal(str, str)
+    warmedUp = Signal()
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,6 +85,17 @@ class EngineWorker(QObject):
         self._close()
 
     # ---- slots (run in the worker thread) --------------------------------------------------
+
+    @Slot()
+    def warm_up(self) -> None:
+        """Import the engine (torch, OpenCV) while the user is still choosing; jobs queue behind."""
+        if self._stopping.is_set():
+            return
+        try:
+            preload()
+        except Exception as exc:  # noqa: BLE001 - a broken install is said when a job needs it
+            log.warning("preloading the engine failed: %s", exc)
+        self.warmedUp.emit()
 
     @Slot(str, object)
     def open_index(self, index_dir: str, extract_cfg: ExtractConfig) -> None:
@@ -199,7 +213,7 @@ class EngineWorker(QObject):
         """One photo's result; a photo that cannot be read, or a bug, gives a result with
         ``error`` (a bug's traceback goes to the log) instead of stopping the rest."""
         from netvlad_gui.core.photos.images import ImageLoadError
-        from netvlad_gui.core.query.locate import LocateResult
+        from netvlad_gui.core.query.result import LocateResult
 
         try:
             return self._locator.locate(path, top_n, verify=verify)

@@ -1,0 +1,63 @@
+"""The window opens before the engine loads, and the engine then loads in its own thread.
+
+torch and torchvision take seconds to import; the window must not wait for them. Loading them
+after QtWebEngine has started used to crash the process (SIGSEGV in triton's native library,
+core/preload.py), so the real sequence runs here in a subprocess: window and map first, then
+the engine worker's warm-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+CHILD = r"""
+import json, sys
+from PySide6.QtCore import QObject, QTimer, Slot
+from PySide6.QtWidgets import QApplication
+from netvlad_gui.ui.mainwindow import LaunchOptions, MainWindow
+
+seen = {"torch_before_window": "torch" in sys.modules}
+app = QApplication([])
+win = MainWindow(LaunchOptions())
+win.show()
+seen["torch_when_shown"] = "torch" in sys.modules
+
+class Probe(QObject):  # lives in the GUI thread, so the worker's signal is queued to it
+    @Slot()
+    def warmed(self):
+        seen["torch_when_warm"] = "torch" in sys.modules and "torchvision" in sys.modules
+        win.shutdown()
+        app.quit()
+
+probe = Probe()
+win.engine.warmedUp.connect(probe.warmed)
+QTimer.singleShot(120_000, app.quit)
+app.exec()
+print("SEEN " + json.dumps(seen), flush=True)
+"""
+
+
+def test_window_opens_without_torch_then_the_engine_loads(tmp_path) -> None:
+    env = dict(os.environ)
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        env[var] = str(tmp_path / var.lower())
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        check=False,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        f"the window's process ended with {proc.returncode}:\n" + (proc.stderr[-3000:])
+    )
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("SEEN "))
+    seen = json.loads(line[len("SEEN ") :])
+    assert seen["torch_before_window"] is False
+    assert seen["torch_when_shown"] is False
+    assert seen["torch_when_warm"] is True
