@@ -6,9 +6,12 @@
 Each round runs, in fresh subprocesses with their own empty user folders (settings, indexes,
 caches), first the real window (offscreen Qt) and then ``netvlad index`` on the same folder:
 
-- window: from the process start to the window shown, the folder dropped on the library panel
-  (its ``libraryDropped`` signal, what a drop emits), the index found missing, "Build index"
-  clicked, and the build's end (the "Index ready" notice);
+- window: from the process start to the window shown, the engine loaded in its thread
+  (``engine_warm``: torch and OpenCV, which the window no longer waits for), the folder dropped
+  on the library panel (its ``libraryDropped`` signal, what a drop emits), the index found
+  missing, "Build index" clicked, and the build's end (the "Index ready" notice). ``--drop``
+  says when the folder arrives: ``shown`` (at once: the first job waits for the engine) or
+  ``warm`` (once the engine is loaded, as when a user takes a few seconds to pick a folder);
 - CLI: ``netvlad index LIB --index DIR`` start to finish, the same build without the window.
 
 The ratio says what the window adds to the engine's build (the GUI's build goes through the same
@@ -33,10 +36,10 @@ sys.path.insert(0, str(HERE))
 DEFAULT_LIBRARY = REPO.parent / "shared" / "data" / "lund_street" / "references"
 
 
-def child(library: str, t_spawn: float) -> None:
+def child(library: str, t_spawn: float, drop_when: str = "shown") -> None:
     """In the window's process: drop, build, wait; print the times (s since the spawn)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QCoreApplication, QTimer
+    from PySide6.QtCore import QCoreApplication, QObject, QTimer, Slot
     from PySide6.QtWidgets import QApplication
 
     from netvlad_gui.ui.mainwindow import LaunchOptions, MainWindow
@@ -77,7 +80,17 @@ def child(library: str, t_spawn: float) -> None:
         mark("dropped")
         win.library_panel.libraryDropped.emit(library)
 
-    QTimer.singleShot(0, drop)
+    class Warm(QObject):  # in the GUI thread, so the worker's signal is queued to it
+        @Slot()
+        def warmed(self) -> None:
+            mark("engine_warm")
+            if drop_when == "warm":
+                drop()
+
+    warm = Warm()
+    win.engine.warmedUp.connect(warm.warmed)
+    if drop_when == "shown":
+        QTimer.singleShot(0, drop)
     QTimer.singleShot(600_000, app.quit)  # a stuck build ends the round, not the benchmark
     app.exec()
     summary = win.build_summaries[-1] if win.build_summaries else None
@@ -104,10 +117,11 @@ def user_env(home: Path) -> dict:
     return env
 
 
-def run_window(library: Path, home: Path) -> dict:
+def run_window(library: Path, home: Path, drop_when: str = "shown") -> dict:
     t0 = time.time()
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", str(library), "--t-spawn", repr(t0)],
+        [sys.executable, __file__, "--child", str(library), "--t-spawn", repr(t0)]
+        + ["--drop", drop_when],
         check=False,
         env=user_env(home),
         capture_output=True,
@@ -148,21 +162,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--library", type=Path, default=DEFAULT_LIBRARY)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument(
+        "--drop",
+        choices=("shown", "warm"),
+        default="shown",
+        help="drop the folder when the window is shown, or once the engine has loaded",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--t-spawn", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.t_spawn)
+        child(args.child, args.t_spawn, args.drop)
         return
     from _common import machine
 
     print(json.dumps({"machine": machine(), "library": str(args.library)}))
     for r in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            win = run_window(args.library, Path(tmp) / "win")
+            win = run_window(args.library, Path(tmp) / "win", args.drop)
             cli_s = run_cli(args.library, Path(tmp) / "cli")
         row = {
             "round": r + 1,
+            "drop": args.drop,
             "photos": win["indexed"],
             "window_marks_s": win["marks"],
             "drop_to_index_ready_s": win["drop_to_ready_s"],
