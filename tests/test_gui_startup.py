@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+from netvlad_gui.ui.messages import ENGINE_LOADING
+
 CHILD = r"""
 import json, sys
 from PySide6.QtCore import QObject, QTimer, Slot
@@ -24,11 +26,17 @@ app = QApplication([])
 win = MainWindow(LaunchOptions())
 win.show()
 seen["torch_when_shown"] = "torch" in sys.modules
+seen["status_when_shown"] = win.statusBar().currentMessage()
 
 class Probe(QObject):  # lives in the GUI thread, so the worker's signal is queued to it
     @Slot()
     def warmed(self):
         seen["torch_when_warm"] = "torch" in sys.modules and "torchvision" in sys.modules
+        QTimer.singleShot(0, self.done)  # after the window's own slot for the same signal
+
+    @Slot()
+    def done(self):
+        seen["status_when_warm"] = win.statusBar().currentMessage()
         win.shutdown()
         app.quit()
 
@@ -61,3 +69,6 @@ def test_window_opens_without_torch_then_the_engine_loads(tmp_path) -> None:
     assert seen["torch_before_window"] is False
     assert seen["torch_when_shown"] is False
     assert seen["torch_when_warm"] is True
+    # The window says why a dropped photo would wait, and stops saying it once it need not.
+    assert seen["status_when_shown"] == ENGINE_LOADING
+    assert seen["status_when_warm"] == ""

@@ -157,6 +157,8 @@ class MainWindow(QMainWindow):
         self.engine = EngineWorker()
         self._engine_thread = WorkerThread(self.engine, "netvlad-engine", self)
         self._warmRequested.connect(self.engine.warm_up)
+        self.engine.warmedUp.connect(self._on_engine_warm)
+        self.statusBar().showMessage(messages.ENGINE_LOADING)
         QTimer.singleShot(0, self._warmRequested.emit)  # once the window is up
         self._openRequested.connect(self.engine.open_index)
         self._buildRequested.connect(self.engine.build)
@@ -170,6 +172,10 @@ class MainWindow(QMainWindow):
         self.engine.set_verify(self.settings.verify, self.settings.verify_top)
         self.engine.locateFinished.connect(self._on_locate_finished)
         self.engine.failed.connect(self._on_failed)
+
+    def _on_engine_warm(self) -> None:
+        if self.statusBar().currentMessage() == messages.ENGINE_LOADING:
+            self.statusBar().clearMessage()
 
     # ---- state -------------------------------------------------------------------------------
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from netvlad_gui.core.library.status import LibraryStatus
 from netvlad_gui.core.photos.images import IMAGE_EXTENSIONS
 
+#: In the status bar while the engine loads torch and OpenCV after the window has opened.
+ENGINE_LOADING = "Loading the recognition engine… photos dropped now wait for it."
+
 
 def short_list(names: list[str], limit: int = 3) -> str:
     shown = ", ".join(names[:limit])
