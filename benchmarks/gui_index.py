@@ -65,7 +65,7 @@ def child(library: str, t_spawn: float, drop_when: str = "shown") -> None:
             win.library_panel.build_button.click()
 
     def progress(stage: str, done: int, total: int) -> None:
-        if done >= 1 and stage not in ("scan",):
+        if done >= 1 and stage not in ("scan", "model"):
             mark("first_photo")
 
     def ended(summary) -> None:

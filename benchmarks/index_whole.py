@@ -92,7 +92,7 @@ def run_index(lib: Path, index_dir: Path, extra: list[str], code: Path | None = 
             for m in _PROGRESS.finditer(chunk):
                 stage, done = m.group(1).strip(), int(m.group(2))
                 stages.setdefault(stage, now)
-                if not first and stage != "scan" and done >= 1:
+                if not first and stage not in ("scan", "model") and done >= 1:
                     first.append(now)
 
     reader = threading.Thread(target=read_stderr, daemon=True)

@@ -158,3 +158,17 @@ def test_quitting_during_a_build_waits_for_the_worker(qtbot, tmp_path: Path) -> 
         assert stats.indexed + stats.pending + stats.failed == N
     finally:
         index.close()
+
+
+def test_progress_label_names_the_stage_and_counts_only_photos(qtbot) -> None:
+    from netvlad_gui.ui.librarypanel import LibraryPanel
+
+    panel = LibraryPanel()
+    qtbot.addWidget(panel)
+    panel.set_busy(True)
+    panel.on_progress("model", 0, 1)  # seconds of loading torch: a name, not "0 of 1"
+    assert panel.progress_label.text() == "Loading the model…"
+    panel.on_progress("init", 3, 24)
+    assert panel.progress_label.text().startswith("Fitting NetVLAD to your photos: 3 of 24")
+    panel.on_progress("finalize", 0, 1)
+    assert panel.progress_label.text() == "Finishing…"

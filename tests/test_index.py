@@ -30,7 +30,10 @@ def test_build_search_and_stats(tmp_path):
     Image.new("RGB", (64, 48)).save(tmp_path / "lib/nogps.jpg")
     stages = []
     s = _build(tmp_path / "lib", tmp_path / "idx", progress=lambda st, d, t: stages.append(st))
-    assert {"scan", "init", "extract", "finalize"} <= set(stages)
+    assert {"scan", "model", "init", "extract", "finalize"} <= set(stages)
+    # in order: a user sees the model load (seconds of imports) before the photos move
+    firsts = [stages.index(st) for st in ("scan", "model", "init", "extract", "finalize")]
+    assert firsts == sorted(firsts)
     assert s.total == 14 and s.indexed == 13 and s.with_gps == 12 and s.extracted == 13
     assert [p for p, _ in s.failed] == ["broken.jpg"] and "image" in s.failed[0][1]
     assert [p for p, _ in s.no_gps] == ["nogps.jpg"] and "no usable GPS" not in s.no_gps[0][1]

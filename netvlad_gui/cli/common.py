@@ -133,7 +133,7 @@ def update_bar(bar: tqdm, done: int, total: int | None = None) -> None:
 
 
 class StageBar:
-    """One tqdm bar per stage (scan, init, extract…), on stderr."""
+    """One tqdm bar per stage (scan, model, init, extract…), on stderr."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled

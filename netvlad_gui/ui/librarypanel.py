@@ -28,6 +28,7 @@ from .widgets import EtaClock, dropped_paths, format_eta, plain_label
 
 STAGE_NAMES = {
     "scan": "Scanning the folder",
+    "model": "Loading the model",
     "init": "Fitting NetVLAD to your photos",
     "extract": "Indexing photos",
     "finalize": "Finishing",
@@ -227,8 +228,8 @@ class LibraryPanel(QGroupBox):
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(min(done, total))
         self.progress_bar.setFormat(f"{done} / {total}")
-        text = f"{STAGE_NAMES[stage]}: {done} of {total}"
-        if eta is not None and done < total:
+        text = f"{STAGE_NAMES[stage]}: {done} of {total}" if total > 1 else f"{STAGE_NAMES[stage]}…"
+        if eta is not None and done < total and total > 1:
             text += f" · about {format_eta(eta)} left"
         self.progress_label.setText(text)
 

@@ -114,6 +114,8 @@ def _prepare_model(
     path = index.dir / MODEL_FILE
     if path.exists():
         model = load_checkpoint(path)
+        if progress:
+            progress("model", 1, 1)
         recorded = index.model_name
         if keep_index_model and model_spec is not None and str(model_spec) != recorded:
             log.info("%s keeps its model %s (asked for %s)", index.dir, recorded, model_spec)
@@ -134,6 +136,8 @@ def _prepare_model(
         return model.to(device)
     spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
     model = resolve_model(spec, backbone_weights).to(device)
+    if progress:
+        progress("model", 1, 1)
     if not model.is_initialised:
         rels = [row.path for row in index.catalog.rows()]
         paths = [library / rel for rel in rels]
@@ -318,6 +322,9 @@ def build_index(
     (``core/library/distributed.py``) instead of in this process; the index comes out the same.
     An index that has a model keeps it: asking for another one is an error, unless
     ``keep_index_model`` (the GUI's "update"), which builds on with the index's own model.
+    ``progress(stage, done, total)`` reports the stages in order: "scan", "model" (0 of 1 while
+    torch loads and the model is read: seconds with nothing else to show), "init" (a new
+    model's sampled photos), "extract", "finalize".
     """
     from .status import no_gps_photos, resolve_index_dir
 
@@ -361,6 +368,8 @@ def build_index(
         try:
             if _nothing_to_extract(index, model_spec, keep_index_model):
                 raise _UpToDate
+            if progress:  # importing torch and loading the model take seconds: say so
+                progress("model", 0, 1)
             from ..model.features import resolve_device
 
             device = resolve_device(extract_cfg.device)
