@@ -241,3 +241,19 @@ def test_locate_leads_with_the_verdict_and_never_places_a_far_away_photo(
     res = json.loads(capsys.readouterr().out)
     assert res["verdict"] in ("located", "uncertain", "not_found")
     assert all(m["inliers"] is None for m in res["matches"])
+
+
+def test_the_command_exits_with_mains_code_and_spares_the_final_collection(monkeypatch):
+    import gc
+
+    import netvlad_gui.cli as cli
+
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            cli.run()
+        assert ended.value.code == 3
+        # what the process holds is out of the collector's reach before teardown walks it
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

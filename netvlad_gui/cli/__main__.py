@@ -1,7 +1,5 @@
 """``python -m netvlad_gui.cli``, also what ``torchrun -m netvlad_gui.cli train …`` runs."""
 
-import sys
+from . import run
 
-from . import main
-
-sys.exit(main())
+run()

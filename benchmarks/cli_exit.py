@@ -1,0 +1,86 @@
+"""How long a ``netvlad`` command takes to end after its last output: the interpreter's teardown.
+
+    python benchmarks/cli_exit.py                         # locate one lund photo, this tree
+    python benchmarks/cli_exit.py --code /tmp/old         # alternate with another source tree
+    python benchmarks/cli_exit.py --rounds 3 -- index LIB --index DIR --json
+
+Each round runs the command in a fresh process (per source tree, alternating) and reports the
+wall time and the seconds from its last line on stdout to its exit. A command that loaded torch
+and torchvision used to spend about a second there, in the garbage collector's final pass over
+what they created; ``netvlad_gui.cli.run`` freezes the collector first (``gc.freeze``). The
+default command locates one lund photo in an index built here first (the lund references).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from _common import machine
+
+LUND = REPO.parent / "shared" / "data" / "lund_street"
+
+
+def timed(argv: list[str], code: Path, cwd: Path) -> tuple[float, float]:
+    """(wall s, s from the last stdout line to the exit) of ``python -m netvlad_gui.cli ARGV``."""
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netvlad_gui.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=cwd,  # outside any source tree: -m puts the cwd first on sys.path
+    )
+    last = t0
+    for _ in proc.stdout:
+        last = time.perf_counter()
+    if proc.wait() != 0:
+        raise SystemExit(f"netvlad {' '.join(argv)} failed ({proc.returncode}) with {code}")
+    end = time.perf_counter()
+    return end - t0, end - last
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--code", type=Path, action="append", default=[], help="another tree")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("command", nargs="*", help="netvlad's arguments (after --)")
+    args = ap.parse_args()
+    trees = [REPO, *args.code]
+    print(json.dumps({"machine": machine()}))
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = args.command
+        if not argv:
+            index = Path(tmp) / "lund-index"
+            timed(["index", str(LUND / "references"), "--index", str(index), "-q"], REPO, Path(tmp))
+            argv = ["locate", "--index", str(index), str(LUND / "queries" / "08.jpg")]
+        rows: dict[str, list[tuple[float, float]]] = {str(t): [] for t in trees}
+        for _ in range(args.rounds):
+            for tree in trees:
+                rows[str(tree)].append(timed(argv, tree, Path(tmp)))
+    for tree, runs in rows.items():
+        out = {
+            "code": tree,
+            "command": "netvlad " + " ".join(args.command or ["locate", "INDEX", "08.jpg"]),
+            "wall_s": [round(w, 2) for w, _ in runs],
+            "exit_s": [round(e, 2) for _, e in runs],
+            "median_exit_s": round(statistics.median(e for _, e in runs), 2),
+        }
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
