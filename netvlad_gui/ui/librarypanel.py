@@ -228,9 +228,12 @@ class LibraryPanel(QGroupBox):
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(min(done, total))
         self.progress_bar.setFormat(f"{done} / {total}")
-        text = f"{STAGE_NAMES[stage]}: {done} of {total}" if total > 1 else f"{STAGE_NAMES[stage]}…"
-        if eta is not None and done < total and total > 1:
-            text += f" · about {format_eta(eta)} left"
+        if total > 1:
+            text = f"{STAGE_NAMES[stage]}: {done} of {total}"
+            if eta is not None and done < total:
+                text += f" · about {format_eta(eta)} left"
+        else:  # a single step (loading the model, finishing): its name, not "0 of 1"
+            text = f"{STAGE_NAMES[stage]}…"
         self.progress_label.setText(text)
 
     def show_summary_line(self, text: str) -> None:
