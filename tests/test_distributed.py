@@ -34,9 +34,10 @@ def test_local_ray_build_gives_the_same_search_results(tmp_path):
     lib = tmp_path / "lib"
     make_library(lib, 10)
     (lib / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
-    single = build_index(
-        lib, tmp_path / "one", backbone_weights="none", extract_cfg=FAST, init_cfg=INIT
-    )
+    # The shipped ImageNet weights, not random ones: random weights amplify float noise (NetVLAD
+    # residuals nearly cancel) until a photo's own score differed by 0.0085 between two
+    # batchings, failing this test on some draws of the weights.
+    single = build_index(lib, tmp_path / "one", extract_cfg=FAST, init_cfg=INIT)
     # The same initialised model for both, so that only the extraction path differs.
     on_ray = build_index(
         lib,
