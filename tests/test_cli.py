@@ -246,7 +246,7 @@ def test_locate_leads_with_the_verdict_and_never_places_a_far_away_photo(
 def test_the_command_exits_with_mains_code_and_spares_the_final_collection(monkeypatch):
     import gc
 
-    import netvlad_gui.cli as cli
+    from netvlad_gui import cli
 
     monkeypatch.setattr(cli, "main", lambda: 3)
     try:
