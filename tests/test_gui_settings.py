@@ -13,7 +13,7 @@ from _gui import delete_later, isolated_settings  # noqa: F401 - fixtures
 from _mat_models import write_mat_model
 from PySide6.QtCore import QSettings, QTimer
 
-from netvlad_gui.core.config import DEFAULT_MODEL
+from netvlad_gui.core.config import DEFAULT_MODEL, ExtractConfig
 from netvlad_gui.core.model import zoo
 from netvlad_gui.core.model.resolve import MISSING_WEIGHTS_FILE, NO_BACKBONE_WEIGHTS, check_model
 from netvlad_gui.ui.mapdata import format_coords, osm_url, result_to_map
@@ -128,7 +128,7 @@ def test_backbone_runtime_setting_reaches_the_engine_config(qtbot, monkeypatch) 
         "onnxruntime",
         "cpu",
         480,
-        0,  # decoding stays in the engine's thread inside a Qt process
+        ExtractConfig.num_workers,  # decoding threads, as the CLI: no process is forked
     )
     assert loaded.extract_config(320).image_size == 320  # a launch option wins
     QSettings().setValue("settings/runtime", "tensorrt")

@@ -57,7 +57,7 @@ def add_runtime_args(p: argparse.ArgumentParser, *, jpeg_draft: bool = True) -> 
     p.add_argument(
         "--workers",
         type=int,
-        help=f"image decoding processes (default {ExtractConfig.num_workers})",
+        help=f"image decoding threads (default {ExtractConfig.num_workers})",
     )
     p.add_argument(
         "--image-size",

@@ -70,7 +70,7 @@ _TRAIN_OPTIONS: list[tuple[str, str, type, str]] = [
         int,
         "images per batch when caching (default {default})",
     ),
-    ("--workers", "num_workers", int, "image decoding processes (default {default})"),
+    ("--workers", "num_workers", int, "image decoding threads (default {default})"),
     ("--seed", "seed", int, "random seed (default {default})"),
     (
         "--whitening-dim",

@@ -91,16 +91,9 @@ class AppSettings:
         return out
 
     def extract_config(self, image_size: int | None = None) -> ExtractConfig:
-        """The engine's extraction settings for these settings (``image_size``: a launch option).
-
-        Decoding stays in the engine's thread (``num_workers=0``): forking DataLoader processes
-        out of a Qt process that runs a browser engine is not safe.
-        """
+        """The engine's extraction settings for these settings (``image_size``: a launch option)."""
         return ExtractConfig.from_options(
-            device=self.device,
-            image_size=image_size or self.image_size,
-            runtime=self.runtime,
-            num_workers=0,
+            device=self.device, image_size=image_size or self.image_size, runtime=self.runtime
         )
 
     def save(self, store: QSettings | None = None) -> None:

@@ -28,9 +28,12 @@ from ..config import (
     ExtractConfig,
     IndexConfig,
     InitConfig,
+    ModelConfig,
 )
 from ..errors import LibraryIndexError
+from ..model.sample import sample_positions
 from ..photos import geo
+from ..photos.decoding import Decoder
 from .buildlock import lock_index as _lock
 from .catalog import FAILED, INDEXED, PENDING, CatalogDamagedError, display_name
 from .index import (
@@ -94,12 +97,14 @@ def _prepare_model(
     keep_index_model: bool = False,
     warnings: list[str] | None = None,
     kept: dict | None = None,
+    decoder=None,
 ):
     """The index's own model if it has one; else a new one, initialised from this library.
 
     With ``kept`` (a dict), a new model is initialised in one pass: the sampled photos' backbone
     maps are kept, and ``kept`` gets ``{"maps": FeatureMaps, "paths": [catalogue path, ...]}``
     so that the extraction pools them instead of running the backbone over them again.
+    ``decoder`` (core/photos/decoding.py) may have started on the sample while torch loaded.
 
     Descriptors of two models are never mixed: the catalogue records a hash of the weights
     that made its descriptors, and when model.pt is missing (a backup or sync tool lost it) or
@@ -154,6 +159,7 @@ def _prepare_model(
                 progress=init_progress,
                 cancel=cancel,
                 meta={"library": str(library)},
+                decoder=decoder,
             )
             kept["paths"] = rels
         else:
@@ -165,6 +171,7 @@ def _prepare_model(
                 progress=init_progress,
                 cancel=cancel,
                 meta={"library": str(library)},
+                decoder=decoder,
             )
     model = model.cpu()
     made_by = index.catalog.get_meta(MODEL_SHA_KEY)
@@ -228,6 +235,27 @@ def _nothing_to_extract(index: LibraryIndex, model_spec, keep_index_model: bool)
         return False
     same_stamp = st.st_mtime_ns == saved.get("mtime_ns")
     return same_stamp or file_sha256(path) == saved.get("sha256")
+
+
+def _photos_needed_first(
+    index: LibraryIndex, library: Path, model_spec, init_cfg: InitConfig, count: int, local: bool
+) -> list[Path]:
+    """The (up to ``count``) photos this process's network will want first, known before torch
+    loads: a new NetVLAD model's initialisation sample (as ``_prepare_model`` draws it), else the
+    pending photos (none when ``local`` is false: Ray's workers decode those)."""
+    from ..model.resolve import looks_like_file
+    from ..model.zoo import is_downloadable
+
+    spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
+    fitted = (index.dir / MODEL_FILE).exists() or looks_like_file(spec) or is_downloadable(spec)
+    if not fitted and ModelConfig.from_name(spec).pooling == "netvlad":
+        rels = [row.path for row in index.catalog.rows()]
+        rels = [rels[i] for i in sample_positions(len(rels), init_cfg)[:count]]
+    elif local:
+        rels = [row.path for row in index.catalog.rows(PENDING, limit=count)]
+    else:
+        rels = []
+    return [library / rel for rel in rels]
 
 
 def _restart_all(index: LibraryIndex, warnings: list[str], why: str) -> None:
@@ -329,14 +357,10 @@ def build_index(
     from .status import no_gps_photos, resolve_index_dir
 
     t0 = time.perf_counter()
-    extract_pending = _extract_pending
     if distributed is not None:
-        from .distributed import extract_pending_ray, require_ray
+        from .distributed import require_ray
 
         require_ray()  # before any work: say how to install it
-
-        def extract_pending(*args):
-            return extract_pending_ray(*args, distributed)
 
     extract_cfg = (extract_cfg or ExtractConfig()).validate()  # before any work
     init_cfg = init_cfg or InitConfig()
@@ -348,6 +372,7 @@ def build_index(
     lock = _lock(index_dir)
     warnings: list[str] = []
     kept: dict = {}  # the one-pass initialisation's backbone maps, removed at the end
+    decoder = Decoder(extract_cfg)  # its threads start with the first prefetch
     try:
         index = _open_for_build(index_dir, warnings)
     except BaseException:
@@ -370,6 +395,11 @@ def build_index(
                 raise _UpToDate
             if progress:  # importing torch and loading the model take seconds: say so
                 progress("model", 0, 1)
+            # The core the import leaves idle decodes the first photos meanwhile.
+            first = _photos_needed_first(
+                index, library, model_spec, init_cfg, decoder.ahead, distributed is None
+            )
+            decoder.prefetch(first)
             from ..preload import load_engine
 
             load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
@@ -389,6 +419,7 @@ def build_index(
                 keep_index_model,
                 warnings,
                 kept if distributed is None else None,
+                decoder,
             )
             summary.model = index.model_name
             if index.dim is None:
@@ -398,13 +429,15 @@ def build_index(
                     f"model gives {model.dim}-D descriptors, index holds {index.dim}-D"
                 )
             pending = index.catalog.rows(PENDING)  # after the model check: it may add photos
-            if kept:
+            if distributed is None:
                 summary.extracted = _extract_pending(
-                    index, model, library, pending, extract_cfg, progress, cancel, kept
+                    index, model, library, pending, extract_cfg, progress, cancel, kept, decoder
                 )
             else:
-                summary.extracted = extract_pending(
-                    index, model, library, pending, extract_cfg, progress, cancel
+                from .distributed import extract_pending_ray
+
+                summary.extracted = extract_pending_ray(
+                    index, model, library, pending, extract_cfg, progress, cancel, distributed
                 )
         except _UpToDate:
             summary.model = index.model_name
@@ -446,6 +479,7 @@ def build_index(
             progress("finalize", 1, 1)
         return summary
     finally:
+        decoder.close()
         if kept.get("maps") is not None:
             kept["maps"].close()
         index.close()
@@ -490,7 +524,7 @@ def _open_for_build(index_dir: Path, warnings: list[str]) -> LibraryIndex:
 
 
 def _extract_pending(
-    index, model, library, pending, extract_cfg, progress, cancel, kept: dict | None = None
+    index, model, library, pending, extract_cfg, progress, cancel, kept=None, decoder=None
 ) -> int:
     """Extract the pending photos and store their descriptors, committing as it goes.
 
@@ -527,7 +561,7 @@ def _extract_pending(
     maps = kept.get("maps") if kept else None
     where = {rel: n for n, rel in enumerate(kept["paths"])} if maps is not None else {}
     keys = [where.get(r.path) for r in pending]
-    items = _descriptors(model, paths, extract_cfg, report, cancel, maps, keys)
+    items = _descriptors(model, paths, extract_cfg, report, cancel, maps, keys, decoder)
     try:
         for item in items:
             error = item.error
@@ -546,7 +580,7 @@ def _extract_pending(
     return extracted
 
 
-def _descriptors(model, paths, extract_cfg, report, cancel, maps=None, keys=()):
+def _descriptors(model, paths, extract_cfg, report, cancel, maps=None, keys=(), decoder=None):
     """``Extracted`` for each of ``paths`` (index into ``paths``): pooled from the kept backbone
     map where ``keys[i]`` names one in ``maps``, else through the whole network."""
     from ..model.features import Extracted, extract
@@ -570,7 +604,10 @@ def _descriptors(model, paths, extract_cfg, report, cancel, maps=None, keys=()):
             report(len(pooled) + done, len(paths))
 
         sub = [paths[i] for i in rest]
-        for item in extract(model, sub, extract_cfg, progress=report_rest, cancel=cancel):
+        items = extract(
+            model, sub, extract_cfg, progress=report_rest, cancel=cancel, decoder=decoder
+        )
+        for item in items:
             yield Extracted(rest[item.index], item.descriptor, item.error)
 
 

@@ -191,13 +191,14 @@ class Catalog:
 
     # -- rows --------------------------------------------------------------------------------
     @_guarded
-    def rows(self, status: str | None = None) -> list[ImageRow]:
+    def rows(self, status: str | None = None, limit: int = -1) -> list[ImageRow]:
         sql = f"SELECT {_COLUMNS} FROM images"
         args: tuple = ()
         if status is not None:
             sql += " WHERE status=?"
             args = (status,)
-        return [_image_row(r) for r in self.db.execute(sql + " ORDER BY id", args)]
+        sql += " ORDER BY id LIMIT ?"
+        return [_image_row(r) for r in self.db.execute(sql, (*args, limit))]
 
     @_guarded
     def by_ids(self, ids: Iterable[int]) -> dict[int, ImageRow]:

@@ -1,4 +1,4 @@
-"""Batched descriptor extraction: decode in DataLoader workers, forward under inference_mode.
+"""Batched descriptor extraction: decode in threads ahead of use, forward under inference_mode.
 
 Extraction yields results as they come so that the index can stream them to disk, and a bad
 image is reported and skipped instead of ending the run.
@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torch.utils.data import DataLoader, Dataset
 
 from ..cancel import Cancelled
 from ..config import ExtractConfig
-from ..photos.images import ImageLoadError, batched_by_shape, load_tensor
+from ..photos.decoding import Decoder
+from ..photos.images import ImageLoadError, batched_by_shape, load_tensor, pixels_to_tensor
 from . import onnxbackbone
 from .runtime import backbone_precision
 
@@ -51,36 +51,6 @@ class Extracted:
     index: int
     descriptor: np.ndarray | None
     error: str = ""
-
-
-class _ImageFiles(Dataset):
-    def __init__(self, paths: Sequence[str | os.PathLike], cfg: ExtractConfig):
-        self.paths = list(paths)
-        self.cfg = cfg
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            cfg = self.cfg
-            tensor = load_tensor(
-                self.paths[i], cfg.image_size, cfg.max_pixels, draft=cfg.jpeg_draft
-            )
-            return i, tensor, ""
-        except ImageLoadError as exc:
-            return i, None, str(exc)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure must not kill the worker
-            return i, None, f"cannot read image: {type(exc).__name__}: {exc}"
-
-
-def _worker_init(_: int) -> None:
-    # Decoding workers each get one thread: the forward pass owns the cores. Workers started
-    # with "spawn" (macOS, Windows) do not inherit the parent's allocator settings.
-    from .runtime import tune_process
-
-    tune_process()
-    torch.set_num_threads(1)
 
 
 _PREPARED = "_netvlad_inference"  # marks a copy made by inference_model, with its switches
@@ -202,26 +172,25 @@ def forward(model: torch.nn.Module, batch: torch.Tensor, cfg: ExtractConfig) -> 
     return model(batch).float().cpu().numpy()
 
 
-def iter_images(paths: Sequence[str | os.PathLike], cfg: ExtractConfig):
-    """(index, tensor or None, error) for each path, decoded in ``cfg.num_workers`` processes.
+def iter_images(
+    paths: Sequence[str | os.PathLike], cfg: ExtractConfig, decoder: Decoder | None = None
+) -> Iterator[tuple[int, torch.Tensor | None, str]]:
+    """(index, tensor or None, error) for each path, in order, decoded ahead in ``decoder``'s
+    threads (a build's, which may have started while torch loaded) or in ``cfg.num_workers`` new
+    ones.
 
     Every extraction (index builds, their initialisation, training's caches) passes here, so
     settings out of range are refused here with a ConfigError, before any work.
     """
     cfg.validate()
-    ds = _ImageFiles(paths, cfg)
-    if cfg.num_workers <= 0 or len(ds) < 2:
-        yield from (ds[i] for i in range(len(ds)))
-        return
-    loader = DataLoader(
-        ds,
-        batch_size=None,
-        num_workers=min(cfg.num_workers, len(ds)),
-        worker_init_fn=_worker_init,
-        prefetch_factor=max(2, cfg.batch_size),
-        pin_memory=torch.cuda.is_available() and cfg.device != "cpu",
-    )
-    yield from loader
+    own = decoder is None
+    decoder = Decoder(cfg) if own else decoder
+    try:
+        for i, pixels, err in decoder.decoded(paths):
+            yield i, (None if pixels is None else pixels_to_tensor(pixels)), err
+    finally:
+        if own:
+            decoder.close()
 
 
 def extract(
@@ -231,6 +200,7 @@ def extract(
     *,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    decoder: Decoder | None = None,
 ) -> Iterator[Extracted]:
     """Yield one ``Extracted`` per path (in completion order, not input order).
 
@@ -238,7 +208,7 @@ def extract(
     (``NON_FINITE``), so that no caller ever stores it.
 
     Raises ``Cancelled`` between batches when ``cancel()`` turns true; results already yielded
-    stay valid.
+    stay valid. ``decoder``: see :func:`iter_images`.
     """
     cfg = cfg or ExtractConfig()
     net = inference_model(model, cfg)
@@ -246,7 +216,7 @@ def extract(
 
     def good_images():
         nonlocal done
-        for i, tensor, err in iter_images(paths, cfg):
+        for i, tensor, err in iter_images(paths, cfg, decoder):
             if cancel is not None and cancel():
                 raise Cancelled()
             if tensor is None:

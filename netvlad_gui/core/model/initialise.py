@@ -18,11 +18,13 @@ import numpy as np
 
 from ..config import ExtractConfig, InitConfig
 from ..errors import DatasetError
+from ..photos.decoding import Decoder
 from ..photos.images import batched_by_shape
 from .features import Cancelled, inference_model, iter_images
 from .network import PlaceModel, init_netvlad, sample_from_feature_maps, sample_local_descriptors
 from .pooling import KMEANS_POINTS_PER_CLUSTER
 from .runtime import backbone_precision
+from .sample import sample_positions
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,12 @@ def initialise_from_images(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     meta: dict[str, Any] | None = None,
+    decoder: Decoder | None = None,
 ) -> float:
     """Initialise from up to ``num_images`` of ``paths`` (a seeded sample); return alpha.
 
     ``meta`` is recorded with the sample's size in ``model.meta["init"]``. Raises ``Cancelled``
-    between images when ``cancel()`` turns true.
+    between images when ``cancel()`` turns true. ``decoder``: see ``iter_images``.
     """
     if not paths:
         raise DatasetError("no images to initialise the NetVLAD layer from")
@@ -49,7 +52,7 @@ def initialise_from_images(
     device = model.device
 
     def images():
-        for n, (_, tensor, _err) in enumerate(iter_images(chosen, extract_cfg), 1):
+        for n, (_, tensor, _err) in enumerate(iter_images(chosen, extract_cfg, decoder), 1):
             if cancel is not None and cancel():
                 raise Cancelled()
             if progress:
@@ -99,12 +102,6 @@ class FeatureMaps:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def sample_positions(count: int, init_cfg: InitConfig) -> np.ndarray:
-    """Which of ``count`` photos the initialisation uses: a seeded sample, in order."""
-    rng = np.random.default_rng(init_cfg.seed)
-    return np.sort(rng.permutation(count)[: init_cfg.num_images])
-
-
 def initialise_one_pass(
     model: PlaceModel,
     paths: Sequence[str | os.PathLike],
@@ -115,6 +112,7 @@ def initialise_one_pass(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     meta: dict[str, Any] | None = None,
+    decoder: Decoder | None = None,
 ) -> FeatureMaps:
     """``initialise_from_images`` that keeps what the backbone computed for the sample.
 
@@ -123,7 +121,8 @@ def initialise_one_pass(
     photos' order, so the centroids and alpha are those of ``initialise_from_images`` for the
     same seed, up to float noise. The caller pools the kept maps with the initialised model
     (``pool_feature_map``) instead of running the backbone over those photos again.
-    Returns the maps keyed by position in ``paths``; the caller closes them.
+    Returns the maps keyed by position in ``paths``; the caller closes them. ``decoder``: a
+    build's, which may have started on the sample while torch loaded (``iter_images``).
     """
     import torch
 
@@ -139,7 +138,7 @@ def initialise_one_pass(
 
         def images() -> Iterator[tuple[int, torch.Tensor]]:
             nonlocal done
-            for j, tensor, err in iter_images(chosen, extract_cfg):
+            for j, tensor, err in iter_images(chosen, extract_cfg, decoder):
                 if cancel is not None and cancel():
                     raise Cancelled()
                 if tensor is None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import ExtractConfig
@@ -218,14 +219,13 @@ def resize_longer_side(img: Image.Image, size: int) -> Image.Image:
     return img.resize(new, Image.Resampling.BILINEAR, reducing_gap=None)
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB float in [0, 1], (3, H, W): the model normalises for its own weights.
+def to_pixels(img: Image.Image) -> np.ndarray:
+    """The photo's pixels as the network input before scaling: uint8, (H, W, 3), torch-free, so
+    that photos can be decoded while torch is still loading (core/photos/decoding.py).
 
     Every network input passes here, so a strip too thin for the networks is refused here
     (ImageLoadError: the photo is skipped with the reason, the batch and the build go on).
     """
-    from torchvision.transforms.functional import pil_to_tensor
-
     if min(img.size) < MIN_INPUT_SIDE:
         w, h = img.size
         raise ImageLoadError(
@@ -233,7 +233,20 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
             f"{max(w, h) / min(w, h):.0f}:1 strip; the networks need at least {MIN_INPUT_SIDE} px "
             "on the shorter side)"
         )
-    return pil_to_tensor(img).float().div_(255.0)
+    return np.array(img, dtype=np.uint8, copy=True)
+
+
+def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """RGB float in [0, 1], (3, H, W), from :func:`to_pixels`: the model normalises for its own
+    weights. The tensor keeps the pixels' (H, W, 3) memory order, as channels-last convs want."""
+    import torch
+
+    return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """:func:`pixels_to_tensor` of :func:`to_pixels`: a decoded photo as the network's input."""
+    return pixels_to_tensor(to_pixels(img))
 
 
 def load_tensor(
