@@ -169,6 +169,9 @@ def _print_result(res, as_json: bool) -> None:
 
 
 def cmd_info(args) -> int:
+    from ..core.preload import load_engine
+
+    load_engine()
     import torch
 
     from ..core.model.onnxbackbone import describe as describe_runtime
@@ -242,6 +245,9 @@ def cmd_models(args) -> int:
 
 
 def cmd_import(args) -> int:
+    from ..core.preload import load_engine
+
+    load_engine()
     from ..core.model.importers import import_checkpoint
 
     out = import_checkpoint(args.file, args.out)
