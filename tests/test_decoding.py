@@ -39,8 +39,8 @@ def test_the_network_input_is_torchvisions_pil_to_tensor(tmp_path):
     assert bool((ours == ref).all())
 
 
-@pytest.mark.parametrize("workers,ahead", [(1, 64), (1, 2), (2, 1)])
-def test_decoded_in_threads_equals_decoded_in_the_calling_thread(tmp_path, workers, ahead):
+@pytest.mark.parametrize("workers,batch", [(1, 8), (1, 1), (2, 1)])  # window: 2 batches
+def test_decoded_in_threads_equals_decoded_in_the_calling_thread(tmp_path, workers, batch):
     paths = _photos(tmp_path)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not a jpeg")
@@ -49,7 +49,7 @@ def test_decoded_in_threads_equals_decoded_in_the_calling_thread(tmp_path, worke
     paths = [paths[0], broken, paths[1], strip, paths[0], paths[2], paths[3]]  # one photo twice
     cfg = ExtractConfig(image_size=64, num_workers=0)
     serial = Decoder(cfg)
-    threaded = Decoder(ExtractConfig(image_size=64, num_workers=workers, decode_ahead=ahead))
+    threaded = Decoder(ExtractConfig(image_size=64, num_workers=workers, batch_size=batch))
     try:
         a, b = list(serial.decoded(paths)), list(threaded.decoded(paths))
     finally:

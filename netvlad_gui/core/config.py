@@ -74,8 +74,8 @@ class ExtractConfig:
     image_size: int = 640  # longer side in pixels, the paper's 640x480
     batch_size: int = 8
     num_workers: int = 1  # decoding threads (core/photos/decoding.py); 0: in the calling thread
-    # Photos decoded ahead of the network: a build starts on them while torch loads (3-4 s), and
-    # keeps this many ready beside the forward pass; ~0.9 MB each at 640 px (3 x 640 x 480 bytes).
+    # Photos a build decodes while torch loads (3-4 s, one core busy), before the network asks;
+    # ~0.9 MB each at 640 px (3 x 640 x 480 bytes). Later, decoding keeps two batches ahead.
     decode_ahead: int = 64
     device: str = "auto"  # one of DEVICES, or "cuda:N"
     max_pixels: int = 180_000_000  # larger images are refused as decompression bombs

@@ -1,11 +1,10 @@
 """Photos decoded ahead of the network, in threads, without torch.
 
 Decoding is Pillow's C code, which releases the GIL, so a decoding thread runs beside the
-forward pass without the cost of a worker process (torch's DataLoader pickled each photo through
-shared memory: a 96-photo build fed that way ran its backbone 1.25x slower than decoding in the
-same thread, benchmarks/README.md). And since nothing here needs torch, a build can start
-decoding the photos it will want first while torch is still being imported (3-4 s on one core,
-the other idle).
+forward pass as torch's DataLoader worker process did, without one. And since nothing here
+needs torch, a build starts decoding the photos it will want first while torch is still being
+imported (3-4 s on one core, the other idle): those photos then meet a backbone that has both
+cores to itself (benchmarks/README.md, "Decoding while torch loads").
 """
 
 from __future__ import annotations
@@ -35,17 +34,18 @@ def decode(path: str | os.PathLike, cfg: ExtractConfig) -> Decoded:
 
 
 class Decoder:
-    """Decodes photos in ``cfg.num_workers`` threads, up to ``cfg.decode_ahead`` ahead of use.
+    """Decodes photos in ``cfg.num_workers`` threads, ahead of use.
 
-    ``prefetch(paths)`` starts on photos before anyone asks (a build, while torch loads);
-    ``decoded(paths)`` yields every photo in order, taking a prefetched result where there is
-    one. With ``num_workers=0`` photos are decoded in the calling thread, when asked for.
+    ``prefetch(paths)`` starts on up to ``cfg.decode_ahead`` photos before anyone asks (a build,
+    while torch loads); ``decoded(paths)`` yields every photo in order, two batches ahead,
+    taking a prefetched result where there is one. With ``num_workers=0`` photos are decoded in the calling thread, when asked for.
     ``close()`` drops what was decoded and not used.
     """
 
     def __init__(self, cfg: ExtractConfig) -> None:
         self.cfg = cfg
-        self.ahead = max(1, cfg.decode_ahead)
+        self.ahead = cfg.decode_ahead
+        self._window = 2 * cfg.batch_size  # enough to keep the forward pass fed
         workers = cfg.num_workers
         self._pool = (
             ThreadPoolExecutor(workers, thread_name_prefix="decode") if workers > 0 else None
@@ -74,7 +74,7 @@ class Decoder:
         submitted = 0
         try:
             for i in range(len(paths)):
-                while submitted < len(paths) and len(window) < self.ahead:
+                while submitted < len(paths) and len(window) < self._window:
                     window.append(self._take(paths[submitted]))
                     submitted += 1
                 yield i, *window.popleft().result()
