@@ -26,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--photos", type=Path, default=SHARED / "data/lund_street")
     ap.add_argument("--images", type=int, default=480)
-    ap.add_argument("--workers", type=int, default=12, help="decode processes")
+    ap.add_argument("--workers", type=int, default=12, help="decoding threads")
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
 

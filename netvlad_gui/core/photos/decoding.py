@@ -38,8 +38,8 @@ class Decoder:
 
     ``prefetch(paths)`` starts on up to ``cfg.decode_ahead`` photos before anyone asks (a build,
     while torch loads); ``decoded(paths)`` yields every photo in order, two batches ahead,
-    taking a prefetched result where there is one. With ``num_workers=0`` photos are decoded in the calling thread, when asked for.
-    ``close()`` drops what was decoded and not used.
+    taking a prefetched result where there is one. With ``num_workers=0`` photos are decoded in
+    the calling thread, when asked for. ``close()`` drops what was decoded and not used.
     """
 
     def __init__(self, cfg: ExtractConfig) -> None:
