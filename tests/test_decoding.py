@@ -75,6 +75,7 @@ def test_prefetched_photos_are_not_decoded_again(tmp_path, monkeypatch):
         dec.close()
     assert all(err == "" for _, _, err in out)
     assert seen == Counter(paths) + Counter([tmp_path / "never-asked.jpg"])
+    assert not any(t.is_alive() for t in dec._pool._threads)  # closed: its threads are gone
 
 
 def test_prefetch_is_bounded_by_decode_ahead(tmp_path, monkeypatch):

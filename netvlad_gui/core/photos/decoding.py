@@ -92,11 +92,14 @@ class Decoder:
         return self._pool.submit(decode, path, self.cfg)
 
     def close(self) -> None:
-        """Drop the prefetched photos nobody asked for and stop the threads (without waiting for
-        a photo being decoded: its thread ends after it)."""
+        """Drop the prefetched photos nobody asked for and stop the threads.
+
+        Waits for the photos being decoded (one per thread, tens of ms), so that no thread is
+        left when the caller goes on, e.g. to fork training's DataLoader workers.
+        """
         for futures in self._early.values():
             for future in futures:
                 future.cancel()
         self._early.clear()
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
