@@ -242,7 +242,9 @@ def _photos_needed_first(
 ) -> list[Path]:
     """The (up to ``count``) photos this process's network will want first, known before torch
     loads: a new NetVLAD model's initialisation sample (as ``_prepare_model`` draws it), else the
-    pending photos (none when ``local`` is false: Ray's workers decode those)."""
+    pending photos (none when ``local`` is false: Ray's workers decode those). Whether the model
+    needs initialising is guessed from the spec here; a wrong guess only costs decoding on the
+    core the import leaves idle."""
     from ..model.resolve import looks_like_file
     from ..model.zoo import is_downloadable
 
