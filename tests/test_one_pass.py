@@ -41,9 +41,10 @@ def _model():
             device="cpu",
             fold_batchnorm=False,
             channels_last=False,
+            precision="fp32",  # compares arithmetic: bf16 (auto on AMX CPUs) rounds otherwise
         ),
         # as a build runs it: batched, folded BatchNorm, channels-last (float noise only)
-        ExtractConfig(image_size=96, batch_size=4, num_workers=0, device="cpu"),
+        ExtractConfig(image_size=96, batch_size=4, num_workers=0, device="cpu", precision="fp32"),
     ],
     ids=["exact", "batched"],
 )

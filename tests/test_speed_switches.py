@@ -45,7 +45,10 @@ def test_folding_batchnorm_keeps_descriptors_and_leaves_the_model_alone(tmp_path
     m.eval()
     before = {k: v.clone() for k, v in m.state_dict().items()}
     paths = [_photo(tmp_path / f"p{i}.jpg", (320, 240)) for i in range(2)]
-    base = ExtractConfig(image_size=160, batch_size=2, num_workers=0, device="cpu")
+    # fp32 pinned: the test compares arithmetic, and precision auto is bf16 on AMX CPUs
+    base = ExtractConfig(
+        image_size=160, batch_size=2, num_workers=0, device="cpu", precision="fp32"
+    )
 
     def run(**switches):
         cfg = ExtractConfig(**(base.__dict__ | switches))
