@@ -45,9 +45,10 @@ def worker_warm(idx: str) -> dict:
     from netvlad_gui.core.library.index import LibraryIndex
     from netvlad_gui.core.model.features import extract_one
     from netvlad_gui.core.query.locate import Locator
+    from netvlad_gui.core.query.session import LocateSession
 
     t0 = time.perf_counter()
-    loc = Locator(LibraryIndex(idx))
+    loc = LocateSession(Locator(LibraryIndex(idx)))
     load_s = time.perf_counter() - t0
     queries = sorted((LUND / "queries").glob("*.jpg"))
     loc.locate(queries[0])  # the first photo pays for lazy set-up

@@ -21,6 +21,7 @@ from netvlad_gui.core.model.runtime import tune_process
 from netvlad_gui.core.photos import geo
 from netvlad_gui.core.photos.images import list_images
 from netvlad_gui.core.query.locate import Locator
+from netvlad_gui.core.query.session import LocateSession
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -41,7 +42,7 @@ def main() -> None:
         build_s = time.perf_counter() - t0
         index = LibraryIndex(Path(tmp) / "idx")
         t0 = time.perf_counter()
-        loc = Locator(index, extract_cfg=cfg)
+        loc = LocateSession(Locator(index, extract_cfg=cfg))
         load_s = time.perf_counter() - t0
         queries = list_images(args.data / "queries")
         loc.locate(queries[0])  # warm-up

@@ -130,11 +130,11 @@ def run(
         inl_true, inl_false = [], []
         t0 = time.perf_counter()
         for q, pos in zip(queries, positives, strict=True):
-            img, desc, fmap = loc.describe(q, with_map=features == "patch")
-            hits = index.search(desc[None, :], max(KS))[0]
+            described = loc.describe(q, with_map=features == "patch")
+            hits = loc.search(described.descriptor, max(KS))
             names = [h.path.name for h in hits]
             glob.append(names)
-            checks = loc.verify_hits(q, img, hits, fmap)
+            checks = loc.verify(described, hits, vcfg)
             inl = [c.inliers if c is not None else None for c in checks]
             for n_, i in zip(names, inl, strict=True):
                 (inl_true if n_ in pos else inl_false).append(i or 0)
@@ -171,17 +171,15 @@ def run(
     glob_s = []
     for q in queries:
         t = time.perf_counter()
-        img, desc, fmap = loc._describe(q, features == "patch")  # not the last photo's cache
-        hits = loc.index.search(desc[None, :], max(KS))[0]
+        described = loc.describe(q, with_map=features == "patch")
+        hits = loc.search(described.descriptor, max(KS))
         glob_s.append(time.perf_counter() - t)
         for k in KS:
-            loc.verifier.cfg = replace(vcfg, top_k=k)
-            loc.cfg.verify = loc.verifier.cfg
             for mode in ("cold_s", "warm_s"):
                 if mode == "cold_s":
                     loc.verifier._cache.clear()
                 t, c = time.perf_counter(), time.process_time()
-                loc.verify_hits(q, img, hits, fmap)
+                loc.verify(described, hits, replace(vcfg, top_k=k))
                 tim[f"K{k}"][mode].append(time.perf_counter() - t)
                 if mode == "cold_s":  # CPU seconds of all threads: less sensitive to load
                     tim[f"K{k}"]["cold_cpu_s"].append(time.process_time() - c)
@@ -194,12 +192,13 @@ def run(
             },
             "load_avg_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         }
-    loc.verifier.cfg = loc.cfg.verify = replace(vcfg, top_k=10)
-
     # -- verdicts with the Locator's defaults (K = 10) ----------------------------------------
+    from netvlad_gui.core.query.session import LocateSession
+
+    session = LocateSession(loc, LocateConfig(verify=replace(vcfg, top_k=10)))
     verdicts = []
     for q in [*sets["lund"][1], *_far_photos()]:
-        r = loc.locate(q)
+        r = session.locate(q)
         verdicts.append(
             {
                 "photo": f"{q.parent.name}/{q.name}",

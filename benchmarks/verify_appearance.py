@@ -104,19 +104,20 @@ def run_set(
     verdicts of ``queries``; the changed copies carry no EXIF. ``exclude_self``: the library
     holds each query's unchanged original, which is left out of its hits (leave-one-out)."""
     from netvlad_gui.core.photos import geo
+    from netvlad_gui.core.query.session import LocateSession
     from netvlad_gui.core.query.verify import rerank
 
     vcfg = loc.cfg.verify
     feats = vcfg.features
     glob, ver, pure, inl_true, inl_false, verdicts, per_query = [], [], [], [], [], [], []
     for j, (q, pos) in enumerate(zip(queries, positives, strict=True)):
-        img, desc, fmap = loc.describe(q, with_map=feats == "patch")
-        hits = index.search(desc[None, :], max(k, 5) + exclude_self)[0]
+        described = loc.describe(q, with_map=feats == "patch")
+        hits = loc.search(described.descriptor, max(k, 5) + exclude_self)
         if exclude_self:
             hits = [h for h in hits if h.path.name != q.name][: max(k, 5)]
         names = [h.path.name for h in hits]
         glob.append(names)
-        checks = loc.verify_hits(q, img, hits, fmap)
+        checks = loc.verify(described, hits, vcfg)
         inl = [c.inliers if c is not None else None for c in checks]
         for n_, i in zip(names, inl, strict=False):
             (inl_true if n_ in pos else inl_false).append(i or 0)
@@ -133,7 +134,7 @@ def run_set(
         raw = rerank([h.score for h in hits[:k]], inl[:k], 0, 1.0)
         pure.append([names[i] for i in raw + list(range(k, len(hits)))])
         if originals is not None:
-            r = loc.locate(q)
+            r = LocateSession(loc).locate(q)
             t = geo.read_gps(originals[j]).point
             err = None if r.lat is None else geo.haversine_m(t.lat, t.lon, r.lat, r.lon)
             verdicts.append((r.verdict, err))

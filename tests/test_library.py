@@ -1,4 +1,4 @@
-"""core.library: where an index lives, what state it is in, and a warm Locator from one call."""
+"""core.library: where an index lives, what state it is in; a warm session from one call."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from _lund import TEST_IMAGE_SIZE
 from netvlad_gui.core import paths
 from netvlad_gui.core.config import ExtractConfig
 from netvlad_gui.core.errors import LibraryIndexError
-from netvlad_gui.core.library.status import open_library, resolve_index_dir
+from netvlad_gui.core.library.status import resolve_index_dir
+from netvlad_gui.core.query.session import open_session as open_library
 
 
 def test_resolve_index_dir(tmp_path, monkeypatch):

@@ -145,6 +145,7 @@ def test_an_index_builds_and_locates_with_onnxruntime(tmp_path):
     from netvlad_gui.core.model.checkpoint import load_checkpoint
     from netvlad_gui.core.model.features import extract_one
     from netvlad_gui.core.query.locate import Locator
+    from netvlad_gui.core.query.session import LocateSession
 
     paths_ = make_library(tmp_path / "lib", 6)
     cfg = ExtractConfig(
@@ -164,7 +165,7 @@ def test_an_index_builds_and_locates_with_onnxruntime(tmp_path):
 
     loc = Locator(index, extract_cfg=cfg)
     assert isinstance(loc.model.backbone, onnxbackbone.OrtBackbone)
-    res = loc.locate(paths_[2], verify=False)
+    res = LocateSession(loc).locate(paths_[2], verify=False)
     assert res.matches[0].path.endswith(paths_[2].name)
     assert res.matches[0].score == pytest.approx(1.0, abs=1e-3)
 

@@ -98,7 +98,9 @@ def test_extraction_refuses_bad_settings(tmp_path, model, monkeypatch):
 
 
 def test_locate_top_n_argument_is_checked(tmp_path, model):
-    class _Bare(Locator):
+    from netvlad_gui.core.query.session import LocateSession
+
+    class _Bare(LocateSession):
         def __init__(self):  # no index or model: only the argument check is under test
             self.cfg = LocateConfig().validate()
 

@@ -238,12 +238,15 @@ def locator(lund_index):
 
     from netvlad_gui.core.library.index import LibraryIndex
     from netvlad_gui.core.query.locate import Locator
+    from netvlad_gui.core.query.session import LocateSession
 
     index = LibraryIndex(lund_index)
-    yield Locator(
-        index,
-        extract_cfg=ExtractConfig(image_size=TEST_IMAGE_SIZE, num_workers=0),
-        locate_cfg=LocateConfig(),
+    yield LocateSession(
+        Locator(
+            index,
+            extract_cfg=ExtractConfig(image_size=TEST_IMAGE_SIZE, num_workers=0),
+            locate_cfg=LocateConfig(),
+        )
     )
     index.close()
 
@@ -303,12 +306,14 @@ def test_rerank_ranked_puts_the_verified_reference_first(shared_dir):
 def test_quick_then_verified_locate_describes_the_photo_once_with_patches(
     shared_dir, lund_index, monkeypatch
 ):
-    """The GUI shows locate(verify=False) at once and refines with locate(verify=True); with
-    patch features the refine used to run the network on the photo a second time."""
+    """The GUI shows the global answer at once and then the verified one; with patch features
+    the verified stage used to run the network on the photo a second time (and did so on every
+    CPU with native bf16). One session describes it once, whatever the precision."""
     from _lund import TEST_IMAGE_SIZE
 
     from netvlad_gui.core.library.index import LibraryIndex
     from netvlad_gui.core.query.locate import Locator
+    from netvlad_gui.core.query.session import LocateSession
 
     index = LibraryIndex(lund_index)
     try:
@@ -318,11 +323,10 @@ def test_quick_then_verified_locate_describes_the_photo_once_with_patches(
             locate_cfg=LocateConfig(verify=VerifyConfig(features="patch")),
         )
         calls = []
-        real = loc._describe
-        monkeypatch.setattr(loc, "_describe", lambda *a: calls.append(a) or real(*a))
+        real = loc.describe_image
+        monkeypatch.setattr(loc, "describe_image", lambda *a, **k: calls.append(a) or real(*a, **k))
         query = shared_dir / "data/lund_street/queries/05.jpg"
-        quick = loc.locate(query, verify=False)
-        refined = loc.locate(query, verify=True)
+        quick, refined = LocateSession(loc).stages(query)
         assert len(calls) == 1
         assert not quick.verified and refined.verified and refined.verdict == LOCATED
     finally:

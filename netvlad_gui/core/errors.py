@@ -32,3 +32,7 @@ class TrainError(NetvladError, RuntimeError):
 
 class ConfigError(NetvladError, ValueError):
     """A setting out of its range (``--top 0``, ``--image-size 100000``…); says which and why."""
+
+
+class IndexModelMissingError(LibraryIndexError, FileNotFoundError):
+    """An index that holds photos but not the model that described them (model.pt is gone)."""

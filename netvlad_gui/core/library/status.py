@@ -1,7 +1,8 @@
-"""A library as the fronts see it: where its index lives, what state it is in, a warm Locator.
+"""A library as the fronts see it: where its index lives and what state it is in.
 
 The GUI's engine worker and the CLI both ask here, so that "which index folder", "is it ready
-to locate" and "which photos have no GPS" are decided once.
+to locate" and "which photos have no GPS" are decided once (core/query/session.py opens a
+library for locating on top of this).
 """
 
 from __future__ import annotations
@@ -10,17 +11,15 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..config import ExtractConfig, LocateConfig
 from ..errors import LibraryIndexError
 from .catalog import INDEXED
 from .index import CATALOG_FILE, LibraryIndex
 
-if TYPE_CHECKING:
-    from ..query.locate import Locator
-
 log = logging.getLogger(__name__)
+
+#: Why an index cannot locate although it holds photos (the one wording for every front).
+NO_MODEL = "the index has no model: update the index"
 
 __all__ = [
     "CATALOG_FILE",
@@ -28,7 +27,6 @@ __all__ = [
     "index_exists",
     "library_status",
     "no_gps_photos",
-    "open_library",
     "resolve_index_dir",
 ]
 
@@ -78,6 +76,12 @@ class LibraryStatus:
     no_gps: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): indexed, no GPS
     references: list[dict] = field(default_factory=list)  # id, lat, lon, label: the map's points
 
+    def why_not(self) -> str:
+        """Why photos cannot be located with this index yet, as one line for an error."""
+        if not self.exists:
+            return f"no index in {self.index_dir}; build one first with `netvlad index LIBRARY`"
+        return f"cannot locate with the index in {self.index_dir}: {self.problem}"
+
     @property
     def cannot_place(self) -> bool:
         """Photos are indexed but none has GPS: the index finds similar photos, places nothing."""
@@ -106,36 +110,7 @@ def library_status(index: LibraryIndex) -> LibraryStatus:
     if stats.indexed == 0:
         status.problem = "no photo is indexed yet"
     elif not index.model_path.exists():
-        status.problem = "the index has no model: update the index"
+        status.problem = NO_MODEL
     else:
         status.ready = True
     return status
-
-
-def open_library(
-    index_dir: str | os.PathLike,
-    extract_cfg: ExtractConfig | None = None,
-    locate_cfg: LocateConfig | None = None,
-) -> tuple[LibraryStatus, Locator | None]:
-    """Open an index folder: its status, and a Locator with the model and search index loaded
-    (None when the library cannot be searched yet; ``status.problem`` says why).
-
-    The Locator owns the open index: close it with ``locator.index.close()``.
-    """
-    from ..query.locate import Locator
-
-    index_dir = Path(index_dir)
-    if not index_exists(index_dir):
-        return LibraryStatus(index_dir=str(index_dir), problem="not indexed yet"), None
-    index = LibraryIndex(index_dir)
-    try:
-        status = library_status(index)
-        if not status.ready:
-            index.close()
-            return status, None
-        locator = Locator(index, extract_cfg=extract_cfg, locate_cfg=locate_cfg or LocateConfig())
-        index.faiss_index()  # load the search index now, not on the first photo
-    except BaseException:
-        index.close()
-        raise
-    return status, locator

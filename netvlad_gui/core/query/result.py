@@ -2,6 +2,10 @@
 
 Kept apart from locate.py (which runs the network) so that the fronts, the export and the map
 can handle results without importing torch: the GUI's window opens before the engine loads.
+
+A photo's answer comes in stages (core/query/session.py): the global search first, then the
+geometric check. Each stage is a whole ``LocateResult``; one that is not ``final`` carries no
+verdict, and the fronts show it as provisional.
 """
 
 from __future__ import annotations
@@ -9,6 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .verdict import NOT_FOUND
+
+#: The stages of a photo's answer, in the order a session yields them.
+GLOBAL, VERIFIED = "global", "verified"
+STAGES = (GLOBAL, VERIFIED)
 
 
 @dataclass
@@ -39,14 +49,30 @@ class LocateResult:
     error_m: float | None = None  # to the query's own GPS, when it has one
     true_lat: float | None = None
     true_lon: float | None = None
+    # In the order that decided the answer: after verification, match #1 is the one whose
+    # inliers the verdict rests on.
     matches: list[Match] = field(default_factory=list)
     error: str = ""  # why this photo could not be located
-    verdict: str | None = None  # "located", "uncertain", "not_found"; None when ``error``
+    verdict: str | None = None  # "located", "uncertain", "not_found"; None: error or not final
+    verdict_reason: str = ""  # why, in a user's words ("" when the verdict says it all)
     verified: bool = False  # geometric verification ran (matches carry ``inliers``)
+    stage: str = VERIFIED  # which evidence this result rests on (STAGES)
+    final: bool = True  # False: a later stage follows; no verdict yet, show it as provisional
+    best_inliers: int | None = None  # match #1's inliers when verified, else None
+
+    @property
+    def guess(self) -> bool:
+        """The coordinates are only the nearest reference's, not an answer (not in library)."""
+        return self.lat is not None and self.verdict == NOT_FOUND
+
+    @property
+    def provisional(self) -> bool:
+        """A stage shown while the evidence is still being gathered (no verdict, no actions)."""
+        return not self.final and not self.error
 
     def to_json(self, *, evidence: bool = False) -> dict:
         """The CLI's --json contract; ``evidence`` adds issue 11's ``verdict`` and per-match
-        ``inliers`` (null when not verified)."""
+        ``inliers`` (null when not verified), and ``verdict_reason``."""
         keys = ("path", "lat", "lon", "score", "distance_m") + (("inliers",) if evidence else ())
         out = {
             "query": self.query,
@@ -59,6 +85,7 @@ class LocateResult:
         }
         if evidence:
             out["verdict"] = self.verdict
+            out["verdict_reason"] = self.verdict_reason or None
         if self.error:
             out["error"] = self.error
         return out

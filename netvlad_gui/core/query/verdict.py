@@ -19,12 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import LocateConfig, VerifyConfig
-from ..library.index import SearchHit
 from .consensus import vote
+
+if TYPE_CHECKING:  # a type name only: the verdict needs no faiss
+    from ..library.index import SearchHit
 
 LOCATED = "located"
 UNCERTAIN = "uncertain"
