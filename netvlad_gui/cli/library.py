@@ -98,9 +98,15 @@ def cmd_locate(args) -> int:
     from ..core.preload import load_engine
 
     load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
-    from ..core.query.locate import LocateResult, Locator
+    from ..core.errors import LibraryIndexError
+    from ..core.query.result import LocateResult
+    from ..core.query.session import open_session
 
-    index = _open_index(args)
+    verify = VerifyConfig(enabled=args.verify, top_k=args.verify_top)
+    locate_cfg = LocateConfig(top_n=args.top, verify=verify)
+    status, session = open_session(_index_dir(args), extract_cfg(args), locate_cfg)
+    if session is None:
+        raise LibraryIndexError(status.why_not())
     inputs = expand_inputs(args.photos)
     # Inputs that are no photo get a result that says why: the same reasons the GUI shows.
     results = [LocateResult(query=str(p), error=reason) for p, reason in inputs.skipped]
@@ -108,32 +114,27 @@ def cmd_locate(args) -> int:
     for res in results:
         _print_result(res, args.json)
     total = len(inputs.photos) + failures
-    if inputs.photos:
-        verify = VerifyConfig(enabled=args.verify, top_k=args.verify_top)
-        locate_cfg = LocateConfig(top_n=args.top, verify=verify)
-        locator = Locator(index, extract_cfg=extract_cfg(args), locate_cfg=locate_cfg)
-        bar = progress_bar(len(inputs.photos), "locate", "photo") if _bars(args, inputs) else None
-        try:
-            for n, res in enumerate(locator.locate_many(inputs.photos, args.top), 1):
-                failures += bool(res.error)
-                _print_result(res, args.json)
-                if bar is not None:
-                    update_bar(bar, n)
-        finally:
+    bar = progress_bar(len(inputs.photos), "locate", "photo") if _bars(args, inputs) else None
+    try:
+        for n, res in enumerate(_finals(session.run(inputs.photos)), 1):
+            failures += bool(res.error)
+            _print_result(res, args.json)
             if bar is not None:
-                bar.close()
+                update_bar(bar, n)
+    finally:
+        if bar is not None:
+            bar.close()
+        session.close()
     return 1 if failures == total else 0
+
+
+def _finals(stages):
+    """The final stage of each photo: a script wants answers, not the provisional steps."""
+    return (res for _, res in stages if res.final)
 
 
 def _bars(args, inputs) -> bool:
     return not args.quiet and len(inputs.photos) > 1
-
-
-# What a plain-text reader should do about a verdict (core/query/verdict.py words the verdict itself).
-_VERDICT_HINT = {
-    "uncertain": ": weak evidence, check the matches",
-    "not_found": ": no match shares its geometry",
-}
 
 
 def _print_result(res, as_json: bool) -> None:
@@ -144,14 +145,17 @@ def _print_result(res, as_json: bool) -> None:
     if res.error:
         print(f"  cannot locate: {plain(res.error)}")
         return
-    from ..core.query.verdict import describe
+    from ..core.query import wording
 
     how = "verified" if res.verified else "not verified"
-    hint = _VERDICT_HINT.get(res.verdict, "")
-    print(f"  verdict    {describe(res.verdict)}{hint} ({how})")
-    if res.lat is None:
+    hint = f": {wording.hint(res)}" if wording.hint(res) else ""
+    print(f"  verdict    {wording.headline(res)}{hint} ({how})")
+    if res.verdict_reason:
+        print(f"  why        {plain(res.verdict_reason)}")
+    kind = wording.coordinates_kind(res)
+    if kind == wording.NO_PLACE:
         print("  no match with GPS")
-    elif res.verdict == "not_found":
+    elif kind == wording.GUESS:
         # A nearest neighbour always exists: show it as what it is, at street precision only.
         print(f"  guess      {res.lat:.3f}, {res.lon:.3f}  (the nearest match, not a location)")
     else:
