@@ -60,7 +60,8 @@ def photos(tmp_path: Path) -> dict[str, Path]:
     return out
 
 
-def make_result(photos, verdict: str, *, verified: bool = True) -> LocateResult:
+def make_result(photos, verdict: str, *, verified: bool = True, final: bool = True) -> LocateResult:
+    """A hand-made result; ``final=False`` is a provisional stage (its check still runs)."""
     m1 = Match(1, str(photos["ref1"]), LAT, LON, 0.81, 4.0, id=1, agrees=True, score_rank=2)
     m2 = Match(2, str(photos["ref2"]), LAT + 1e-4, LON, 0.83, 11.0, id=2, score_rank=12)
     m3 = Match(3, str(photos["ref3"]), LAT, LON + 1e-4, 0.85, 6.5, id=3, score_rank=1)
@@ -75,8 +76,10 @@ def make_result(photos, verdict: str, *, verified: bool = True) -> LocateResult:
         confidence=0.05 if verdict == NOT_FOUND else 0.4 if verdict == UNCERTAIN else 0.9,
         radius_m=42.0,
         matches=[m1, m2, m3],
-        verdict=verdict,
+        verdict=verdict if final else None,
         verified=verified,
+        final=final,
+        best_inliers=len(QUERY_XY) if verified else None,
     )
 
 
@@ -95,7 +98,9 @@ def panel(qtbot):
 
 
 def show(panel: ResultsPanel, result: LocateResult, *, verifying: bool = False) -> Entry:
-    entry = Entry(1, result.query, state=DONE, result=result, verifying=verifying)
+    if verifying:  # the session's provisional stage: no verdict while the check runs
+        result.final, result.verdict = False, None
+    entry = Entry(1, result.query, state=DONE, result=result)
     panel.show_entry(entry, (1, 1))
     return entry
 
@@ -173,8 +178,7 @@ def test_the_photo_list_shows_the_verdict(qtbot, photos) -> None:
     qtbot.addWidget(queue)
     try:
         a, b, c = queue.add([str(photos[n]) for n in ("query", "ref2", "ref3")])  # no duplicates
-        queue.set_verifying(a.token, True)
-        queue.set_result(a.token, make_result(photos, LOCATED, verified=False))
+        queue.set_result(a.token, make_result(photos, LOCATED, verified=False, final=False))
         assert "verifying…" in queue.list.item(0).text()
         queue.set_result(a.token, make_result(photos, LOCATED))
         assert not queue.entry(a.token).verifying  # a verified result ends "verifying…"
@@ -316,12 +320,26 @@ def test_viewer_opens_on_enter_and_explains_unverified_matches(qtbot, panel, pho
 
 
 def record(engine) -> list[tuple]:
-    """The engine's locate signals in the order it emits them (in its own thread)."""
+    """The engine's locate signals in the order it emits them (in its own thread), told as
+    before the session relayed stages: a provisional stage is ("verifying", t) then ("located",
+    t, verified); the final stage after it ("refined", t, verified), a lone final stage
+    ("located", t, verified)."""
     events: list[tuple] = []
+    pending: set[int] = set()
     direct = Qt.ConnectionType.DirectConnection
-    engine.verifying.connect(lambda t: events.append(("verifying", t)), direct)
-    engine.located.connect(lambda t, r: events.append(("located", t, r.verified)), direct)
-    engine.refined.connect(lambda t, r: events.append(("refined", t, r.verified)), direct)
+
+    def on_stage(t, r) -> None:
+        if not r.final:
+            assert r.verdict is None  # a provisional stage never carries a verdict
+            pending.add(t)
+            events.extend([("verifying", t), ("located", t, r.verified)])
+        elif t in pending:
+            pending.discard(t)
+            events.append(("refined", t, r.verified))
+        else:
+            events.append(("located", t, r.verified))
+
+    engine.staged.connect(on_stage, direct)
     engine.locateFinished.connect(lambda n, c: events.append(("finished", n, c)), direct)
     return events
 
@@ -330,10 +348,11 @@ def test_worker_shows_the_global_result_then_the_verified_one(qtbot, window, que
     events = record(window.engine)
     seen_verifying = threading.Event()
 
-    def hold(_token, _result) -> None:  # worker thread: wait until the window says verifying…
-        seen_verifying.wait(LOCATE_TIMEOUT_MS / 1000)
+    def hold(_token, result) -> None:  # worker thread: wait until the window says verifying…
+        if not result.final:
+            seen_verifying.wait(LOCATE_TIMEOUT_MS / 1000)
 
-    window.engine.located.connect(hold, Qt.ConnectionType.DirectConnection)
+    window.engine.staged.connect(hold, Qt.ConnectionType.DirectConnection)
     try:
         (token,) = window.open_inputs([str(queries / "05.jpg")])
 
@@ -345,6 +364,12 @@ def test_worker_shows_the_global_result_then_the_verified_one(qtbot, window, que
         qtbot.waitUntil(says_verifying, timeout=LOCATE_TIMEOUT_MS)
         entry = window.queue.entry(token)
         assert entry.state == DONE and entry.verifying and not entry.result.verified
+        # Provisional: no verdict word or colour, no copy/open buttons (issue 20).
+        text = window.results.verdict.text()
+        assert not any(w in text for w in ("Located", "Uncertain", "Not found"))
+        assert not window.results.copy_button.isEnabled()
+        assert not window.results.osm_button.isEnabled()
+        assert not window.queue.list.item(0).text().split("\n")[1].startswith("Located")
     finally:
         seen_verifying.set()
     wait_results(qtbot, window, [token])
@@ -406,10 +431,10 @@ def test_verification_off_gives_one_result_and_stop_works_between_phases(
     def stop(_token, _result) -> None:
         window.engine.cancel()
 
-    window.engine.located.connect(stop, Qt.ConnectionType.DirectConnection)
+    window.engine.staged.connect(stop, Qt.ConnectionType.DirectConnection)
     tokens = window.open_inputs([str(queries / "08.jpg"), str(queries / "11.jpg")])
     qtbot.waitUntil(lambda: any(e[0] == "finished" for e in events), timeout=LOCATE_TIMEOUT_MS)
-    window.engine.located.disconnect(stop)
+    window.engine.staged.disconnect(stop)
     assert events == [
         ("verifying", tokens[0]),
         ("located", tokens[0], False),

@@ -116,20 +116,19 @@ def test_stop_during_a_multi_photo_locate_stops_between_photos(
     qtbot, window: MainWindow, queries
 ) -> None:
     """Stop while photo 2 of 5 is being located: photo 2 finishes, 3-5 stay in the queue."""
-    locator = window.engine._locator
-    real_locate = locator.locate
+    session = window.engine._session
+    real_stages = session.stages
     second_started, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
-    def gated_locate(path, top_n=None, *, verify=None):  # runs in the worker thread
-        if not verify:  # the global search that starts each photo (verification follows)
-            calls.append(str(path))
-        if len(calls) == 2 and not verify:
+    def gated_stages(path, cfg=None, **kw):  # runs in the worker thread, once per photo
+        calls.append(str(path))
+        if len(calls) == 2:
             second_started.set()
             release.wait(LOCATE_TIMEOUT_MS / 1000)  # until the test has clicked Stop
-        return real_locate(path, top_n, verify=verify)
+        return real_stages(path, cfg, **kw)
 
-    locator.locate = gated_locate  # what the engine worker calls per photo and phase
+    session.stages = gated_stages  # what the engine worker calls per photo
     finished: list[tuple[int, bool]] = []
     window.engine.locateFinished.connect(lambda n, cancelled: finished.append((n, cancelled)))
     photos = sorted(queries.glob("*.jpg"))
@@ -198,12 +197,12 @@ def test_many_photos_step_copy_open_and_export(
         if not answered:
             answered.append(ping.ask())
 
-    window.engine.located.connect(on_located, Qt.ConnectionType.DirectConnection)
+    window.engine.staged.connect(on_located, Qt.ConnectionType.DirectConnection)
     drop_files(window, [queries])  # a folder: every photo in it
     tokens = [e.token for e in window.queue.entries()]
     assert len(tokens) == 5
     wait_results(qtbot, window, tokens)
-    window.engine.located.disconnect(on_located)
+    window.engine.staged.disconnect(on_located)
     assert answered == [True] and threading.main_thread().ident not in ping.ask_threads
     located = [window.queue.entry(t).result for t in tokens]
     assert all(r.lat is not None for r in located)

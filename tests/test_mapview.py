@@ -533,7 +533,8 @@ def test_a_bad_saved_tile_url_starts_the_map_offline(qtbot) -> None:
 def test_a_not_found_photo_is_drawn_as_a_grey_guess(qtbot, view: MapView) -> None:
     """Issue 11: a photo not in the library gets no circle and a grey "guess" mark, and the
     legend says so; a located photo keeps the red predicted position."""
-    guess = {**RESULT, "query": {**RESULT["query"], "verdict": "not_found", "radius_m": None}}
+    query = {**RESULT["query"], "verdict": "not_found", "guess": True, "radius_m": None}
+    guess = {**RESULT, "query": query}
     view.show_result(guess)
     qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.count().matches") == 3, timeout=5_000)
     assert (

@@ -31,11 +31,12 @@ from . import filedialogs, messages
 from .errors import failure_text
 from .launch import LaunchOptions, launch_settings
 from .librarypanel import LibraryPanel
+from .locating import Locating
 from .mapdata import result_to_map
 from .mapview import MapView
 from .menus import build_menus
 from .notices import ERROR, INFO, WARNING, LogDock, NoticeBar
-from .queuepanel import DONE, QueuePanel
+from .queuepanel import QueuePanel
 from .resultspanel import ResultsPanel
 from .settingsdialog import AppSettings, SettingsDialog, model_problem
 from .stallmeter import StallMeter, stall_label
@@ -65,7 +66,6 @@ class MainWindow(QMainWindow):
     _warmRequested = Signal()
     _openRequested = Signal(str, object)
     _buildRequested = Signal(str, str, str, str, object)
-    _locateRequested = Signal(list, int)
 
     def __init__(self, options: LaunchOptions | None = None) -> None:
         super().__init__()
@@ -76,11 +76,6 @@ class MainWindow(QMainWindow):
         self.settings = launch_settings(self.options)
         self.info: LibraryStatus | None = None
         self._building = False
-        self._in_flight: set[int] = set()
-        self._stale_in_flight: set[int] = set()  # sent before the library changed
-        self._failed_names: list[str] = []  # photos of the current batch that failed
-        self._drop_times: dict[int, float] = {}
-        self.locate_times: list[float] = []  # seconds from drop to result, per photo
         self.build_summaries: list = []
         self._closing = False
         self._auto_built = False
@@ -113,6 +108,7 @@ class MainWindow(QMainWindow):
         self.welcome = WelcomePage()
         self.library_panel = LibraryPanel()
         self.queue = QueuePanel(self.thumbs)
+        self.locating = Locating(self.queue, self)
         self.map = MapView(tiles_online=self.settings.online_tiles, tile_url=self.settings.tile_url)
         self.results = ResultsPanel(self.thumbs)
         self.splitter = WorkArea(self.library_panel, self.queue, self.map, self.results)
@@ -152,6 +148,10 @@ class MainWindow(QMainWindow):
         self.map.onlineTilesRequested.connect(self.use_online_tiles)
         self.model_banner.actionTriggered.connect(self.open_settings)
         self.stop_button.clicked.connect(self.cancel_locating)
+        self.locating.shown.connect(self._show_token)
+        self.locating.resultArrived.connect(self.resultArrived)
+        self.locating.idle.connect(self._on_locating_idle)
+        self.locating.notice.connect(self._on_locating_notice)
 
     def _start_engine(self) -> None:
         self.engine = EngineWorker()
@@ -162,14 +162,11 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, self._warmRequested.emit)  # once the window is up
         self._openRequested.connect(self.engine.open_index)
         self._buildRequested.connect(self.engine.build)
-        self._locateRequested.connect(self.engine.locate)
+        self.locating.requested.connect(self.engine.locate)
         self.engine.progress.connect(self._on_progress)
         self.engine.buildFinished.connect(self._on_build_finished)
         self.engine.indexOpened.connect(self._on_index_opened)
-        self.engine.located.connect(self._on_located)
-        self.engine.verifying.connect(self._on_verifying)
-        self.engine.refined.connect(self._on_refined)
-        self.engine.set_verify(self.settings.verify, self.settings.verify_top)
+        self.engine.staged.connect(self.locating.on_stage)
         self.engine.locateFinished.connect(self._on_locate_finished)
         self.engine.failed.connect(self._on_failed)
 
@@ -195,7 +192,12 @@ class MainWindow(QMainWindow):
 
     @property
     def busy(self) -> bool:
-        return self._building or bool(self._in_flight)
+        return self._building or bool(self.locating.in_flight)
+
+    @property
+    def locate_times(self) -> list[float]:
+        """Seconds from drop to final answer, per photo (benchmarks, tests)."""
+        return self.locating.times
 
     def _show_page(self) -> None:
         has_library = bool(self.library or self.settings.index_dir)
@@ -282,7 +284,7 @@ class MainWindow(QMainWindow):
             self.library_panel.show_summary_line("Cancelling: keeping what is finished…")
 
     def cancel_locating(self) -> None:
-        if self._in_flight and not self._building:
+        if self.locating.in_flight and not self._building:
             self.engine.cancel()
 
     def _on_progress(self, stage: str, done: int, total: int) -> None:
@@ -360,22 +362,18 @@ class MainWindow(QMainWindow):
                 f"{len(photos) - len(entries)} of the photos are in the list already.", 5000
             )
         first = entries[0] if entries else self.queue.find(photos[0])
-        for e in entries:
-            self._drop_times[e.token] = t0
+        self.locating.dropped([e.token for e in entries], t0)
         if first is not None:
             self.queue.set_current(first.token)
-        self._failed_names = []
         self._send_waiting()
         return [e.token for e in entries]
 
     def _mark_stale(self) -> None:
         """The library changed: results located against the old one are marked, not shown as
         current, and the user can locate them again (or clear the list)."""
-        old = [e.token for e in self.queue.entries() if e.state == DONE and not e.stale]
-        self._stale_in_flight |= self._in_flight
+        old = self.locating.library_changed()
         if not old:
             return
-        self.queue.mark_stale(old)
         current = self.queue.current()
         if current is not None:
             self._show_token(current.token)
@@ -388,8 +386,7 @@ class MainWindow(QMainWindow):
 
     def locate_again(self) -> None:
         """Locate the photos marked as from another library against the current one."""
-        stale = [e.token for e in self.queue.entries() if e.stale]
-        self.queue.requeue(stale)
+        self.locating.locate_again()
         self.notice.hide()
         current = self.queue.current()
         if current is not None:
@@ -397,8 +394,7 @@ class MainWindow(QMainWindow):
         self._send_waiting()
 
     def _send_waiting(self) -> None:
-        waiting = [e for e in self.queue.waiting() if e.token not in self._in_flight]
-        if not waiting:
+        if not self.locating.has_waiting():
             return
         if self._building:
             self.statusBar().showMessage("The photos will be located once the index is ready.")
@@ -407,65 +403,26 @@ class MainWindow(QMainWindow):
             if not self.library or self.info is not None:  # else: the index is still opening
                 self.show_notice(messages.photos_wait(bool(self.library)), WARNING)
             return
-        jobs = [(e.token, e.path) for e in waiting]
-        self._in_flight.update(e.token for e in waiting)
         self.stalls.begin(LOCATING)
-        self.stop_button.setVisible(len(jobs) > 1)
-        self._locateRequested.emit(jobs, self.settings.top_n)
+        sent = self.locating.send(self.settings.locate_config())
+        self.stop_button.setVisible(sent > 1)
 
-    def _on_located(self, token: int, result) -> None:
-        self._in_flight.discard(token)
-        entry = self.queue.set_result(token, result)
-        if entry is None:
-            return  # the queue was cleared meanwhile
-        if token in self._stale_in_flight:  # located against the library before the change
-            self._stale_in_flight.discard(token)
-            self.queue.mark_stale([token])
-        t0 = self._drop_times.pop(token, None)
-        if t0 is not None:
-            self.locate_times.append(time.perf_counter() - t0)
-        if result.error:
-            self._failed_names.append(entry.display_name)
-            self.show_notice(  # one notice for the batch, naming them all
-                messages.failed_photos(self._failed_names, result.error),
-                WARNING,
-                action="Show all" if len(self._failed_names) > 1 else "",
-                on_action=self.log_dock.show,
-                file=entry.path,
-                log_text=f"Cannot locate {entry.display_name} ({entry.path}): {result.error}",
-            )
-        else:
-            took = f" in {self.locate_times[-1]:.1f} s" if t0 is not None else ""
-            log.info("located %s%s", entry.name, took)
-        current = self.queue.current()
-        if current is not None and current.token == token:
-            self._show_token(token)
-        if not entry.verifying:  # else the refined result is the final one
-            self.resultArrived.emit(token)
-
-    def _on_verifying(self, token: int) -> None:
-        self.queue.set_verifying(token, True)  # its quick result follows at once
-
-    def _on_refined(self, token: int, result) -> None:
-        """The geometric check of a shown photo is done (or was stopped): its final result."""
-        entry = self.queue.set_result(token, result)
-        if entry is None:
-            return
-        self.queue.set_verifying(token, False)
-        current = self.queue.current()
-        if current is not None and current.token == token:
-            self._show_token(token)
-        self.resultArrived.emit(token)
+    def _on_locating_notice(self, text: str, level: str, action: str, file: str, log_text: str):
+        on_action = self.log_dock.show if action else None
+        self.show_notice(
+            text, level, action=action, on_action=on_action, file=file, log_text=log_text
+        )
 
     def _on_locate_finished(self, count: int, cancelled: bool) -> None:
+        self.locating.on_finished(count, cancelled)
         if cancelled:
-            self._in_flight.clear()
             self.statusBar().showMessage("Stopped; the rest of the photos wait in the queue.", 5000)
-        if not self._in_flight:
-            self.stalls.end(LOCATING)
-            self.stop_button.hide()
-            if not cancelled:
-                self.statusBar().clearMessage()
+
+    def _on_locating_idle(self) -> None:
+        self.stalls.end(LOCATING)
+        self.stop_button.hide()
+        if self.statusBar().currentMessage().startswith("Locating"):
+            self.statusBar().clearMessage()
 
     def _on_browser_failed(self, url: str) -> None:
         copy = lambda: QApplication.clipboard().setText(url)
@@ -511,7 +468,6 @@ class MainWindow(QMainWindow):
     def apply_settings(self, new: AppSettings) -> None:
         old, self.settings = self.settings, new
         new.save()
-        self.engine.set_verify(new.verify, new.verify_top)
         try:  # at once: the map switches its tiles without a restart
             self.map.set_tiles(new.online_tiles, new.tile_url)
         except MapPageError as exc:

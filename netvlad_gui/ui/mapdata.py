@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from netvlad_gui.core.photos import geo
+from netvlad_gui.core.query import wording
 from netvlad_gui.core.query.result import LocateResult
-from netvlad_gui.core.query.verdict import NOT_FOUND
 
 OSM_ZOOM = 18
 
@@ -16,12 +16,20 @@ def result_to_map(res: LocateResult) -> dict[str, Any]:
     """The ``MapView.show_result`` dict of a located photo (labels are file names).
 
     A photo not found in this library gets no confidence circle (``radius_m`` None) and no
-    confidence: its marker is the nearest guess, and its label says so.
+    confidence: its marker is the nearest guess (``guess``), and its label says so; so does a
+    first guess whose evidence is still being checked.
     """
-    guess = res.verdict == NOT_FOUND
+    kind = wording.coordinates_kind(res)
+    guess = kind in (wording.GUESS, wording.FIRST_GUESS)
     label = Path(res.query).name
+    if kind == wording.GUESS:
+        label += " (a guess: not found in this library)"
+    elif kind == wording.FIRST_GUESS:
+        label += " (first guess: being checked)"
     query = {
-        "label": f"{label} (a guess: not found in this library)" if guess else label,
+        "label": label,
+        "guess": guess,
+        "first_guess": kind == wording.FIRST_GUESS,
         "lat": res.lat,
         "lon": res.lon,
         "radius_m": None if guess else res.radius_m,
@@ -29,7 +37,7 @@ def result_to_map(res: LocateResult) -> dict[str, Any]:
         "verdict": res.verdict,
         "true_lat": res.true_lat,
         "true_lon": res.true_lon,
-        "error_m": res.error_m,
+        "error_m": None if kind == wording.FIRST_GUESS else res.error_m,
     }
     matches = [
         {

@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from netvlad_gui.core.config import VerifyConfig
-from netvlad_gui.core.query.verdict import NOT_FOUND
+from netvlad_gui.core.query import wording
 from netvlad_gui.core.query.verify import oriented_size
 
 from .mapdata import format_distance
@@ -254,8 +254,7 @@ class MatchViewer(QDialog):
             return
         n = len(self._matches())
         name = Path(m.path).name
-        guess = res.verdict == NOT_FOUND
-        where = "guess" if guess else "prediction"
+        where = "prediction" if wording.coordinates_kind(res) == wording.ANSWER else "guess"
         dist = (
             f"{format_distance(m.distance_m)} from the {where}"
             if m.distance_m is not None

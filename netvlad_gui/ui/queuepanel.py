@@ -20,12 +20,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from netvlad_gui.core.query import wording
 from netvlad_gui.core.query.result import LocateResult
-from netvlad_gui.core.query.verdict import LOCATED, NOT_FOUND
+from netvlad_gui.core.query.verdict import LOCATED
 
 from .mapdata import format_distance
 from .thumbnails import ThumbnailLoader
-from .verdictstyle import describe, verdict_colour
+from .verdictstyle import verdict_colour
 from .widgets import plain_label
 
 WAITING, DONE, FAILED = "waiting", "done", "failed"
@@ -44,7 +45,11 @@ class Entry:
     error: str = ""
     label: str = ""  # the name, with its folder when another photo of the list has the same name
     stale: bool = False  # located against another library: listed, never shown as current
-    verifying: bool = False  # shown from the global search; its geometric check is running
+
+    @property
+    def verifying(self) -> bool:
+        """Shown from a provisional stage: its evidence is still being checked."""
+        return self.result is not None and self.result.provisional
 
     @property
     def name(self) -> str:
@@ -62,16 +67,20 @@ class Entry:
         if self.state == FAILED:
             return f"cannot locate: {self.error}"
         res = self.result
-        verdict = describe(res.verdict, short=True) if res is not None else ""
-        pending = " · verifying…" if self.verifying else ""
-        if res is None or res.lat is None:
-            return f"{verdict or 'Not in library'} (no match with GPS){pending}"
-        if res.verdict == NOT_FOUND:  # the nearest guess is no answer: no radius, no error
-            return f"{verdict}{pending}"
+        if res is None:
+            return ""
+        kind = wording.coordinates_kind(res)
+        if kind == wording.FIRST_GUESS:  # no verdict and no figures until the evidence is in
+            return "verifying…"
+        verdict = wording.headline(res, short=True)
+        if kind == wording.NO_PLACE:
+            return f"{verdict or 'Not in library'} (no match with GPS)"
+        if kind == wording.GUESS:  # the nearest guess is no answer: no radius, no error
+            return verdict
         text = f"±{format_distance(res.radius_m)} · {res.confidence * 100:.0f} %"
         if res.error_m is not None:
             text += f" · {format_distance(res.error_m)} off"
-        return f"{verdict} · {text}{pending}" if verdict else text + pending
+        return f"{verdict} · {text}" if verdict else text
 
 
 class QueuePanel(QGroupBox):
@@ -202,17 +211,6 @@ class QueuePanel(QGroupBox):
         entry.result = result
         entry.state = FAILED if result.error else DONE
         entry.error = result.error
-        if result.error or result.verified:
-            entry.verifying = False
-        self._refresh(entry)
-        return entry
-
-    def set_verifying(self, token: int, verifying: bool) -> Entry | None:
-        """Mark a photo whose geometric check is running (or no longer running)."""
-        entry = self._entries.get(token)
-        if entry is None:
-            return None
-        entry.verifying = verifying
         self._refresh(entry)
         return entry
 

@@ -21,12 +21,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from netvlad_gui.core.query.verdict import NOT_FOUND, UNCERTAIN
+from netvlad_gui.core.query import wording
+from netvlad_gui.core.query.verdict import UNCERTAIN
 
 from .mapdata import format_coords, format_distance, osm_url
 from .queuepanel import DONE, FAILED, WAITING, Entry
 from .thumbnails import ThumbnailLoader
-from .verdictstyle import GUESS_COLOUR, VERDICT_COLOURS, describe
+from .verdictstyle import GUESS_COLOUR, VERDICT_COLOURS
 from .widgets import plain_label
 
 QUERY_THUMB = QSize(200, 150)
@@ -198,11 +199,11 @@ class ResultsPanel(QWidget):
         self._set_query_thumb(entry.path)
         self.verdict.setText(self._verdict_text(entry))
         self.prediction.setText(self._describe(entry))
-        located = (
+        located = (  # a final answer with a place (a guess included: its buttons say so)
             entry.state == DONE
             and not entry.stale
             and entry.result is not None
-            and entry.result.lat is not None
+            and wording.coordinates_kind(entry.result) in (wording.ANSWER, wording.GUESS)
         )
         self.copy_button.setEnabled(located)
         self.osm_button.setEnabled(located)
@@ -249,7 +250,7 @@ class ResultsPanel(QWidget):
             return
         text = format_coords(res.lat, res.lon)
         QGuiApplication.clipboard().setText(text)
-        if res.verdict == NOT_FOUND:
+        if res.guess:
             self.message.emit(f"Copied the guess {text} (not found in this library)")
         else:
             self.message.emit(f"Copied {text}")
@@ -270,16 +271,11 @@ class ResultsPanel(QWidget):
         res = entry.result
         if entry.state != DONE or entry.stale or res is None:  # stale: another library's
             return ""
-        colour = VERDICT_COLOURS.get(res.verdict or "", "")
-        head = html.escape(describe(res.verdict)) if res.verdict else "No verdict"
-        if entry.verifying:
-            note = "verifying…"
-        elif res.verified:
-            best = max((m.inliers for m in res.matches if m.inliers is not None), default=None)
-            note = f"best match {best} matching points" if best is not None else "verified"
-        else:
-            note = "not verified (global search only)"
-        tint = f"; color:{colour}" if colour else ""
+        # A provisional stage has no verdict yet: no verdict word, no verdict colour.
+        colour = "" if res.provisional else VERDICT_COLOURS.get(res.verdict or "", "")
+        head = html.escape(wording.headline(res) or "No verdict")
+        note = wording.evidence_line(res)
+        tint = f"; color:{colour}" if colour else "; color:gray"
         return (
             f"<span style='font-size:12pt; font-weight:bold{tint}'>{head}</span>"
             f"<span style='color:gray'> · {html.escape(note)}</span>"
@@ -306,10 +302,16 @@ class ResultsPanel(QWidget):
         if res is None:
             return ""
         colour = VERDICT_COLOURS.get(res.verdict or "", "")
+        kind = wording.coordinates_kind(res)
         parts = []
-        if res.lat is None:
+        if kind == wording.NO_PLACE:
             parts.append("<p>No match with GPS: this photo cannot be placed.</p>")
-        elif res.verdict == NOT_FOUND:
+        elif kind == wording.FIRST_GUESS:
+            parts.append(
+                f"<p style='margin:0; color:{GUESS_COLOUR}'>First guess from the global search, "
+                f"being checked:<br>{esc(format_coords(res.lat, res.lon))}</p>"
+            )
+        elif kind == wording.GUESS:
             parts.append(
                 f"<p style='margin:0; color:{GUESS_COLOUR}'>Nearest guess, not an answer:"
                 f"<br>{esc(format_coords(res.lat, res.lon))}</p>"
@@ -324,20 +326,21 @@ class ResultsPanel(QWidget):
                 f"±{esc(format_distance(res.radius_m))} · confidence "
                 f"<b>{res.confidence * 100:.0f} %</b></p>"
             )
+        if res.verdict_reason:
+            parts.append(f"<p style='margin-top:4px; color:gray'>{esc(res.verdict_reason)}</p>")
         if res.true_lat is not None:
             line = (
                 f"<p style='margin-top:4px'><span style='color:gray'>Own GPS</span> "
                 f"{esc(format_coords(res.true_lat, res.true_lon))}"
             )
-            if res.error_m is not None:
+            if res.error_m is not None and kind != wording.FIRST_GUESS:
                 line += f"<br>error <b>{esc(format_distance(res.error_m))}</b>"
             parts.append(line + "</p>")
         return "".join(parts)
 
     def _label_actions(self, res) -> None:
         """Copy/Open say "guess" when the photo is not in this library."""
-        guess = res is not None and res.verdict == NOT_FOUND
-        if guess:
+        if res is not None and res.guess:
             self.copy_button.setText("Copy guessed coordinates")
             self.copy_button.setToolTip(
                 "Not found in this library: copy the nearest reference's position, a guess"

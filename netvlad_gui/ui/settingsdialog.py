@@ -96,6 +96,11 @@ class AppSettings:
             device=self.device, image_size=image_size or self.image_size, runtime=self.runtime
         )
 
+    def locate_config(self) -> LocateConfig:
+        """How the engine locates with these settings: matches shown, verification and its K."""
+        verify = VerifyConfig(enabled=self.verify, top_k=self.verify_top)
+        return LocateConfig(top_n=self.top_n, verify=verify).validate()
+
     def save(self, store: QSettings | None = None) -> None:
         store = store or QSettings()
         for name, value in self.__dict__.items():

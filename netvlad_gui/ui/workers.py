@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from netvlad_gui.core.config import ExtractConfig, VerifyConfig
-from netvlad_gui.core.library.status import (
-    LibraryStatus,
-    index_exists,
-    open_library,
-    resolve_index_dir,
-)
+from netvlad_gui.core.config import ExtractConfig, LocateConfig
+from netvlad_gui.core.library.status import LibraryStatus, index_exists, resolve_index_dir
 from netvlad_gui.core.model.zoo import WeightsUnavailableError
 from netvlad_gui.core.preload import preload
 
@@ -32,24 +26,20 @@ log = logging.getLogger(__name__)
 
 
 class EngineWorker(QObject):
-    """Holds the open LibraryIndex and its Locator; builds, updates and searches.
+    """Holds the open library and its locate session; builds, updates and locates.
 
     Signals: ``progress(stage, done, total)`` (build stages, then "locate"), ``buildFinished``
     (a BuildSummary, or None after a failure), ``indexOpened`` (a core.library.LibraryStatus),
-    ``located(token, LocateResult)``, ``locateFinished(count, cancelled)`` and
-    ``failed(what, message)`` where ``what`` is one of "open", "build", "locate", "verify",
-    "weights". With verification on, ``verifying(token)`` comes just before a photo's first
-    (global search) ``located``, and ``refined(token, LocateResult)`` once its geometric check is
-    done (or stopped: then it repeats the global result, which says ``verified=False``).
+    ``staged(token, LocateResult)`` for every stage of a photo's answer as the session yields it
+    (``result.final`` says whether more follow), ``locateFinished(count, cancelled)`` and
+    ``failed(what, message)`` where ``what`` is one of "open", "build", "locate", "weights".
     ``warmedUp`` says that ``warm_up`` has loaded the engine's modules.
     """
 
     progress = Signal(str, int, int)
     buildFinished = Signal(object)
     indexOpened = Signal(object)
-    located = Signal(int, object)
-    verifying = Signal(int)
-    refined = Signal(int, object)
+    staged = Signal(int, object)
     locateFinished = Signal(int, bool)
     failed = Signal(str, str)
     warmedUp = Signal()
@@ -58,9 +48,8 @@ class EngineWorker(QObject):
         super().__init__()
         self._cancel = threading.Event()
         self._stopping = threading.Event()
-        self._locator = None  # owns the open LibraryIndex
+        self._session = None  # core.query.session.LocateSession; owns the open index
         self._throttle = Throttle()
-        self._verify = (VerifyConfig.enabled, VerifyConfig.top_k)
 
     # ---- called from the GUI thread ---------------------------------------------------------
 
@@ -72,13 +61,6 @@ class EngineWorker(QObject):
         """Cancel the running job and refuse queued ones (before the thread quits)."""
         self._stopping.set()
         self._cancel.set()
-
-    def set_verify(self, enabled: bool, top_k: int) -> None:
-        """Verification on/off and its top-K for the locate jobs that start from now on.
-
-        A plain method like ``cancel``: one tuple assignment, read once per job in the worker.
-        """
-        self._verify = (bool(enabled), int(top_k))
 
     def release(self) -> None:
         """Close the index; call only once the worker's thread has finished."""
@@ -145,96 +127,58 @@ class EngineWorker(QObject):
             except Exception as exc:  # noqa: BLE001
                 self._report("open", exc)
 
-    @Slot(list, int)
-    def locate(self, jobs: list, top_n: int) -> None:
-        """Locate ``jobs`` = [(token, path)], emitting ``located`` per photo as it is done.
+    @Slot(list, object)
+    def locate(self, jobs: list, cfg: LocateConfig) -> None:
+        """Locate ``jobs`` = [(token, path)] with ``cfg``, relaying each stage as ``staged``.
 
-        With verification on (``set_verify``), each photo is shown first from the global search
-        (``verifying(token)``, then ``located``) and refined when its geometric check is done
-        (``refined``). ``cancel()`` stops between photos and between the two phases:
-        ``locateFinished(done, True)``; the rest is not sent, and a photo stopped before its
-        check keeps the global result.
+        ``cancel()`` stops between photos and between a photo's stages (its final stage then
+        rests on the global search and says so): ``locateFinished(done, True)``; the rest is not
+        sent. A bug on one photo gives it a final result with ``error`` and the rest go on.
         """
         if self._stopping.is_set():
             return
         self._cancel.clear()
-        if self._locator is None:
+        if self._session is None:
             self.failed.emit("locate", "there is no index to search yet: build the library first")
             self.locateFinished.emit(0, False)
             return
-        verify = self._apply_verify()
         done = 0
-        cancelled = False
         self._progress("locate", 0, len(jobs))
         for token, path in jobs:
             if self._cancel.is_set():
-                cancelled = True
                 break
-            result = self._locate_one(path, top_n, verify=False)
+            for result in self._stages(path, cfg):
+                self.staged.emit(int(token), result)
             done += 1
-            will_refine = verify and not result.error
-            if will_refine:
-                self.verifying.emit(int(token))
-            self.located.emit(int(token), result)
-            if will_refine:
-                if self._cancel.is_set():  # Stop between the phases: the quick result stays
-                    cancelled = True
-                    self.refined.emit(int(token), result)
-                    break
-                self.refined.emit(int(token), self._refine(path, top_n, result))
             self._progress("locate", done, len(jobs))
         self._progress("locate", done, len(jobs))
-        self.locateFinished.emit(done, cancelled)
+        self.locateFinished.emit(done, self._cancel.is_set())
 
-    def _apply_verify(self) -> bool:
-        """Put ``set_verify``'s top-K into the Locator's config; whether to verify."""
-        enabled, top_k = self._verify
-        locator = self._locator
-        if not enabled:
-            return False
-        cfg = locator.cfg
-        if top_k and top_k != cfg.verify.top_k:
-            try:
-                locator.cfg = replace(cfg, verify=replace(cfg.verify, top_k=top_k)).validate()
-            except Exception as exc:  # noqa: BLE001 - a bad setting: say so, keep the config
-                self._report("locate", exc)
-        return True
-
-    def _refine(self, path: str, top_n: int, quick):
-        """The verified result, or ``quick`` (and a notice) when the check itself failed."""
-        refined = self._locate_one(path, top_n, verify=True)
-        if not refined.error:
-            return refined
-        log.warning("verifying %s failed: %s", path, refined.error)
-        self.failed.emit("verify", f"{Path(path).name}: {refined.error}")
-        return quick
-
-    def _locate_one(self, path: str, top_n: int, *, verify: bool):
-        """One photo's result; a photo that cannot be read, or a bug, gives a result with
-        ``error`` (a bug's traceback goes to the log) instead of stopping the rest."""
-        from netvlad_gui.core.photos.images import ImageLoadError
+    def _stages(self, path: str, cfg: LocateConfig):
+        """The session's stages of one photo; a bug ends the photo with a final error result
+        (its traceback goes to the log) instead of stopping the rest."""
         from netvlad_gui.core.query.result import LocateResult
 
         try:
-            return self._locator.locate(path, top_n, verify=verify)
-        except ImageLoadError as exc:
-            return LocateResult(query=str(Path(path)), error=str(exc))
+            yield from self._session.stages(path, cfg, cancel=self._cancel.is_set)
         except Exception as exc:  # noqa: BLE001 - a bug on one photo must not stop the rest
-            return LocateResult(query=str(path), error=error_message(exc, f"locate {path}"))
+            yield LocateResult(query=str(path), error=error_message(exc, f"locate {path}"))
 
     # ---- internals --------------------------------------------------------------------------
 
     def _open(self, index_dir: Path, extract_cfg: ExtractConfig) -> LibraryStatus:
-        """``extract_cfg``: the window's (``AppSettings.extract_config``: decoding in this thread)."""
+        """``extract_cfg``: the window's (``AppSettings.extract_config``)."""
+        from netvlad_gui.core.query.session import open_session
+
         self._close()
-        status, self._locator = open_library(index_dir, extract_cfg)
+        status, self._session = open_session(index_dir, extract_cfg)
         return status
 
     def _close(self) -> None:
-        locator, self._locator = self._locator, None
-        if locator is not None:
+        session, self._session = self._session, None
+        if session is not None:
             try:
-                locator.index.close()
+                session.close()
             except Exception:
                 log.debug("closing the index failed", exc_info=True)
 

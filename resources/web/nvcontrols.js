@@ -91,6 +91,7 @@
     var LEGEND_ROWS = [
         ["prediction", "nv-pred", "", "Predicted position (circle: uncertainty)"],
         ["guess", "nv-pred nv-guess", "", "Nearest guess: not found in this library"],
+        ["first_guess", "nv-pred nv-guess", "", "First guess: its matches are being checked"],
         ["match", "nv-match", "1", "Best matches, by rank"],
         ["spread", "nv-leg", "", "Match moved aside: line to its spot"],
         ["truth", "nv-truth", "", "Photo's own GPS position"],

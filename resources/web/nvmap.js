@@ -227,7 +227,8 @@
 
     function predictionTooltip(query) {
         var box = el("div", "nv-popup");
-        var head = query.verdict === "not_found" ? "Nearest guess, not an answer: " : "Predicted: ";
+        var head = query.first_guess ? "First guess, being checked: "
+            : query.guess ? "Nearest guess, not an answer: " : "Predicted: ";
         box.appendChild(el("div", "nv-title", head + (query.label || "query")));
         var conf = num(query.confidence);
         if (conf !== null) {
@@ -260,8 +261,10 @@
                     interactive: false,
                 }).addTo(state.result);
             }
-            // A photo not found in this library: its nearest match is drawn grey, as a guess.
-            state.guess = query.verdict === "not_found";
+            // A guess (not found in this library, or a first guess still being checked; the
+            // engine decides which): drawn grey, never as a prediction.
+            state.guess = query.guess === true;
+            state.firstGuess = query.first_guess === true;
             var predIcon = L.divIcon({
                 className: "", html: wrap(state.guess ? "nv-pred nv-guess" : "nv-pred"),
                 iconSize: [22, 22], iconAnchor: [11, 11],
@@ -496,7 +499,9 @@
             if (parent === refs[i]) singles += 1;
             else clusters += 1;
         }
-        if (state.prediction) kinds.push(state.guess ? "guess" : "prediction");
+        if (state.prediction) {
+            kinds.push(state.firstGuess ? "first_guess" : state.guess ? "guess" : "prediction");
+        }
         if (Object.keys(state.matches).length) kinds.push("match");
         if (state.legs.getLayers().length) kinds.push("spread");
         if (state.truth) kinds.push("truth");
