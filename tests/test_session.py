@@ -125,3 +125,28 @@ def test_nothing_verified_when_no_reference_photo_can_be_read(session, queries, 
     final = session.locate(queries / "02.jpg")
     assert not final.verified and final.verdict_reason == NO_REFERENCE_READ
     assert all(m.inliers is None for m in final.matches)
+
+
+def test_a_library_without_gps_shows_similar_photos_never_not_found(tmp_path):
+    """Issue 23 item 7: corridor-like libraries have no GPS; "not in this library" was false."""
+    from _library import build_small, make_library
+
+    from netvlad_gui.core.query.answer import NO_GPS_LIBRARY
+    from netvlad_gui.core.query.session import open_session
+    from netvlad_gui.core.query.verdict import SIMILAR_ONLY
+    from netvlad_gui.core.query.wording import NO_PLACE, coordinates_kind
+
+    paths = make_library(tmp_path / "lib", 8, gps=False)
+    build_small(tmp_path / "lib", tmp_path / "idx", init_images=8)
+    cfg = ExtractConfig(image_size=96, num_workers=0, device="cpu")
+    status, session = open_session(tmp_path / "idx", cfg)
+    try:
+        assert status.cannot_place
+        for verify in (True, False):
+            res = session.locate(paths[3], verify=verify)
+            assert res.verdict == SIMILAR_ONLY and res.verdict_reason == NO_GPS_LIBRARY
+            assert res.lat is None and coordinates_kind(res) == NO_PLACE and not res.guess
+            assert res.matches and res.matches[0].path.endswith(paths[3].name)
+            assert res.to_json(evidence=True)["verdict"] == "similar_only"
+    finally:
+        session.close()

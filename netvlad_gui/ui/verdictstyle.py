@@ -7,13 +7,18 @@ from __future__ import annotations
 
 from PySide6.QtGui import QColor
 
-from netvlad_gui.core.query.verdict import LOCATED, NOT_FOUND, UNCERTAIN, describe
+from netvlad_gui.core.query.verdict import LOCATED, NOT_FOUND, SIMILAR_ONLY, UNCERTAIN, describe
 
 __all__ = ["GUESS_COLOUR", "VERDICT_COLOURS", "describe", "verdict_colour"]
 
 #: Green for evidence, amber for weak evidence, grey for "not in this library" (a guess is no
 #: answer, so it must not look like one). Readable on light and dark palettes alike.
-VERDICT_COLOURS = {LOCATED: "#1a7f37", UNCERTAIN: "#b35c00", NOT_FOUND: "#6e6e6e"}
+VERDICT_COLOURS = {
+    LOCATED: "#1a7f37",
+    UNCERTAIN: "#b35c00",
+    NOT_FOUND: "#6e6e6e",
+    SIMILAR_ONLY: "#35608f",  # a library without GPS: nothing wrong, only nothing to place
+}
 GUESS_COLOUR = "#8a8a8a"
 
 

@@ -23,7 +23,7 @@ from ..library.index import SearchHit
 from ..photos import geo
 from .consensus import vote
 from .result import GLOBAL, VERIFIED, LocateResult, Match
-from .verdict import decide, inlier_evidence, predict_verified
+from .verdict import SIMILAR_ONLY, decide, inlier_evidence, predict_verified
 from .verify import Verification, rerank
 
 
@@ -76,6 +76,11 @@ NO_REFERENCE_READ = (
 )
 
 
+#: Why a photo gets no place although the search found similar photos.
+NO_GPS_LIBRARY = "this library has no GPS: similar photos only"
+NO_GPS_MATCHES = "none of the best matches has GPS: similar photos only"
+
+
 @dataclass
 class Evidence:
     """What a session knows about one photo: its search hits, its own GPS, and the checks."""
@@ -84,6 +89,7 @@ class Evidence:
     hits: list[SearchHit]  # best first; as many as the largest stage needs
     truth: geo.GpsResult | None = None  # the photo's own GPS (None: not read, e.g. a frame)
     checks: list[Verification | None] | None = None  # of hits[:top_k]; None: not verified
+    library_has_gps: bool = True  # False: no photo of the library has a position
 
 
 def build_answer(
@@ -137,9 +143,12 @@ def build_answer(
         if res.true_lat is not None:
             res.error_m = float(geo.haversine_m(lat, lon, res.true_lat, res.true_lon))
     res.best_inliers = best_inliers
-    if final:
+    if final and lat is None:  # no match with GPS: nothing to place, only similar photos
+        res.verdict = SIMILAR_ONLY
+        res.verdict_reason = reason or (NO_GPS_MATCHES if ev.library_has_gps else NO_GPS_LIBRARY)
+    elif final:
         res.verdict = decide(
-            has_location=lat is not None,
+            has_location=True,
             confidence=res.confidence,
             inliers=best_inliers,
             cfg=cfg.verify,

@@ -74,6 +74,7 @@ class Locator:
         model = load_checkpoint(index.model_path).to(self.device)
         self.model = inference_model(model, self.extract_cfg)  # folded once, not per photo
         self.calibration = index.calibration()
+        self.library_has_gps = index.catalog.counts()["with_gps"] > 0
         # Built even when verification is off by default: a session may ask for it.
         self.verifier = Verifier(self.model, self.extract_cfg, self.cfg.verify)
 

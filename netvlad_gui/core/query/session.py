@@ -76,7 +76,12 @@ class LocateSession:
             yield LocateResult(query=str(Path(path)), error=str(exc))
             return
         k = max(cfg.top_n, vc.top_k) if verify else cfg.top_n
-        ev = Evidence(str(path), loc.search(described.descriptor, k), geo.read_gps(path))
+        ev = Evidence(
+            str(path),
+            loc.search(described.descriptor, k),
+            geo.read_gps(path),
+            library_has_gps=loc.library_has_gps,
+        )
         if not verify:
             yield build_answer(ev, loc.calibration, cfg, final=True)
             return

@@ -32,7 +32,10 @@ if TYPE_CHECKING:  # a type name only: the verdict needs no faiss
 LOCATED = "located"
 UNCERTAIN = "uncertain"
 NOT_FOUND = "not_found"
-VERDICTS = (LOCATED, UNCERTAIN, NOT_FOUND)
+#: No match has GPS (a library without any, e.g. video frames): there is no place to find, only
+#: similar photos to show; never "not in this library".
+SIMILAR_ONLY = "similar_only"
+VERDICTS = (LOCATED, UNCERTAIN, NOT_FOUND, SIMILAR_ONLY)
 
 #: Calibrated global confidence at or above which an unverified photo counts as located, and
 #: below which it counts as not in the library (locate.predict's confidence; Berlin and Portland
@@ -42,8 +45,18 @@ NOT_FOUND_CONFIDENCE = 0.2
 
 # What each verdict is called in front of a user, in one place for both fronts: a headline
 # (result panel, plain CLI output) and a short form (a row in a list of photos).
-_HEADLINES = {LOCATED: "Located", UNCERTAIN: "Uncertain", NOT_FOUND: "Not found in this library"}
-_SHORT = {LOCATED: "Located", UNCERTAIN: "Uncertain", NOT_FOUND: "Not in library"}
+_HEADLINES = {
+    LOCATED: "Located",
+    UNCERTAIN: "Uncertain",
+    NOT_FOUND: "Not found in this library",
+    SIMILAR_ONLY: "Similar photos only",
+}
+_SHORT = {
+    LOCATED: "Located",
+    UNCERTAIN: "Uncertain",
+    NOT_FOUND: "Not in library",
+    SIMILAR_ONLY: "Similar photos",
+}
 
 
 def describe(verdict: str | None, *, short: bool = False) -> str:
