@@ -30,5 +30,12 @@ class TrainError(NetvladError, RuntimeError):
     """Training cannot go on (no usable tuples, out of memory, a run folder in the way…)."""
 
 
+class WeightsUnavailableError(NetvladError, RuntimeError):
+    """Pretrained weights are not on this machine and cannot be downloaded.
+
+    Raised by model/backbones.py; here, so that a front can tell it apart without importing torch.
+    """
+
+
 class ConfigError(NetvladError, ValueError):
     """A setting out of its range (``--top 0``, ``--image-size 100000``…); says which and why."""

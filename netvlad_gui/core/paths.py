@@ -10,6 +10,10 @@ import platformdirs
 APP_NAME = "netvlad-gui"
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
+#: Backbone weights that ship with the app, in :func:`models_dir` (model/backbones.py loads them,
+#: model/zoo.py says whether they are there without importing torch).
+SHIPPED_WEIGHTS = {"mobilenet_v2": "mobilenet_v2_imagenet.pth"}
+
 
 def _shipped_dir(name: str) -> Path:
     """A top-level data folder (models/, resources/), installed as a wheel or editable."""
