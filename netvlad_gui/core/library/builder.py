@@ -402,7 +402,7 @@ def build_index(
                 index, library, model_spec, init_cfg, decoder.ahead, distributed is None
             )
             decoder.prefetch(first)
-            from ..preload import load_engine
+            from ..model.engine import load_engine
 
             load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
             from ..model.features import resolve_device
