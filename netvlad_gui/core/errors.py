@@ -9,6 +9,8 @@ across areas live here. Each keeps its old builtin base too, so `except ValueErr
 
 from __future__ import annotations
 
+import errno
+
 
 class NetvladError(Exception):
     """A failure the user can act on; ``str(exc)`` is one line that says why and what to do."""
@@ -35,6 +37,34 @@ class WeightsUnavailableError(NetvladError, RuntimeError):
 
     Raised by model/backbones.py; here, so that a front can tell it apart without importing torch.
     """
+
+
+class FileWriteError(NetvladError, OSError):
+    """A file the engine writes could not be written (read-only folder, disk full…).
+
+    The message names the file and says why in one line. Also an OSError with the cause's
+    errno, so that callers that work round a read-only folder (``except OSError``) still do.
+    """
+
+    def __init__(self, path: object, cause: OSError) -> None:
+        why = cause.strerror or str(cause).strip().splitlines()[0] or type(cause).__name__
+        hint = _WRITE_HINTS.get(cause.errno or 0, "")
+        super().__init__(cause.errno, f"cannot write {path}: {why}{hint}")
+        self.path = str(path)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_FULL = "; free some space and try again"
+_READ_ONLY = " (a read-only folder?); choose a folder you may write to"
+_WRITE_HINTS = {
+    errno.ENOSPC: _FULL,
+    errno.EDQUOT: _FULL,
+    errno.EACCES: _READ_ONLY,
+    errno.EPERM: _READ_ONLY,
+    errno.EROFS: "; choose a folder you may write to",
+}
 
 
 class ConfigError(NetvladError, ValueError):

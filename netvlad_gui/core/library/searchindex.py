@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ import numpy as np
 
 from ..config import IndexConfig
 from ..errors import NetvladError
+from ..paths import atomic_open, atomic_path
 from .store import DescriptorStore
 
 log = logging.getLogger(__name__)
@@ -296,19 +296,11 @@ def _file_sha1(path: Path) -> str:
 def _save(folder: Path, catalog, kind, index, ids, rows, cfg, trained_on: int) -> None:
     """Pairs first, then the index, then the meta that vouches for both (all atomic)."""
     pairs = np.stack([ids, rows])
-    tmp = folder / f".{PAIRS_FILE}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_open(folder / PAIRS_FILE, "wb") as f:
         np.save(f, pairs)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / PAIRS_FILE)
-    tmp = folder / f".{SEARCH_FILE}.tmp-{os.getpid()}"
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-        f.seek(0)
-        index_sha1 = hashlib.file_digest(f, "sha1").hexdigest()
-    os.replace(tmp, folder / SEARCH_FILE)
+    with atomic_path(folder / SEARCH_FILE) as tmp:
+        faiss.write_index(index, str(tmp))
+        index_sha1 = _file_sha1(tmp)
     meta = {
         "kind": kind,
         "build": _build_fields(kind, cfg),

@@ -290,7 +290,7 @@ def get_model(
             ) from None
 
     _verify(part, name, url, target)
-    os.replace(part, target)
+    paths.replace_durably(part, target)  # the name appears only for a whole, checked file
     return target
 
 
