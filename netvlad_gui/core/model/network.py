@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,6 +27,13 @@ POOLINGS = ("netvlad", "fmax")
 
 class ModelConfigError(NetvladError, ValueError):
     """A ModelConfig that does not describe a buildable model."""
+
+
+class Description(NamedTuple):
+    """What :meth:`PlaceModel.describe` gives for a batch of images."""
+
+    descriptors: torch.Tensor  # (B, dim) float32: pooled, then whitened (unless asked not to)
+    maps: torch.Tensor | None  # (B, D, H', W') float32 backbone output, when asked for
 
 
 class PlaceModel(nn.Module):
@@ -98,17 +106,54 @@ class PlaceModel(nn.Module):
             raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
         return (images - self.input_mean.view(1, 3, 1, 1)) / self.input_std.view(1, 3, 1, 1)
 
-    def local_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone output (B, D, H', W') for RGB images in [0, 1]."""
-        return self.backbone(self._normalise(images))
+    def local_features(
+        self, images: torch.Tensor, *, autocast: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Backbone output (B, D, H', W') for RGB images in [0, 1]; with ``autocast`` (e.g.
+        ``torch.bfloat16``) the backbone runs in that precision and so does its output."""
+        if autocast is None:
+            return self.backbone(self._normalise(images))
+        with torch.autocast(images.device.type, dtype=autocast):
+            return self.backbone(self._normalise(images))
+
+    def head(self, maps: torch.Tensor, *, whiten: bool = True) -> torch.Tensor:
+        """Pool, then whiten: the global descriptors (B, dim) of backbone maps, in float32.
+
+        NetVLAD subtracts the soft-assigned centroids from the summed features; in low precision
+        that small residual drowns in rounding (descriptors of a trained model collapse), so the
+        head never runs in reduced precision, even inside a caller's autocast region.
+        ``whiten=False`` stops before whitening (what whitening is fitted on).
+        """
+        kind = maps.device.type
+        full = torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext()
+        with full:
+            x = self.pool(maps.float())
+            if whiten and self.whiten is not None:
+                x = self.whiten(x)
+        return x
+
+    def describe(
+        self,
+        images: torch.Tensor,
+        *,
+        with_map: bool = False,
+        autocast: torch.dtype | None = None,
+        whiten: bool = True,
+    ) -> Description:
+        """The one forward pass: backbone (under ``autocast`` when given), then :meth:`head`.
+
+        ``with_map`` also returns the backbone maps (float32, whatever the backbone's
+        precision), so that verification by patches needs no second pass over the photo.
+        """
+        maps = self.local_features(images, autocast=autocast).float()
+        return Description(self.head(maps, whiten=whiten), maps if with_map else None)
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
         """Global descriptors before whitening (B, pool_dim): what whitening is fitted on."""
-        return self.pool(self.local_features(images))
+        return self.describe(images, whiten=False).descriptors
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.pooled(images)
-        return self.whiten(x) if self.whiten is not None else x
+        return self.describe(images).descriptors
 
 
 def build_model(
