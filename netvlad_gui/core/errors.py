@@ -39,6 +39,10 @@ class WeightsUnavailableError(NetvladError, RuntimeError):
     """
 
 
+class DeviceUnavailableError(NetvladError, RuntimeError):
+    """The device asked for (``--device cuda``, ``cuda:1``, ``mps``) is not on this machine."""
+
+
 class FileWriteError(NetvladError, OSError):
     """A file the engine writes could not be written (read-only folder, disk full…).
 

@@ -19,6 +19,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..cancel import Cancelled
 from ..config import ExtractConfig
+from ..errors import DeviceUnavailableError
 from ..photos.decoding import Decoder
 from ..photos.images import ImageLoadError, batched_by_shape, load_tensor, pixels_to_tensor
 from . import onnxbackbone
@@ -36,11 +37,30 @@ NON_FINITE = (
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device ``device`` names; one asked for that this machine lacks is a
+    :class:`DeviceUnavailableError` (the user's to change), not torch's RuntimeError later."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was asked for, but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
+    kind, _, number = device.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                "CUDA was asked for, but no CUDA GPU is available; use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if number.isdigit() and int(number) >= count:
+            raise DeviceUnavailableError(
+                f"{device} was asked for, but this machine has {count} CUDA GPU"
+                f"{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})"
+            )
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailableError(
+            "mps (Apple GPU) was asked for, but it is not available here; use --device cpu"
+        )
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise DeviceUnavailableError(f"unknown device {device!r}; use auto, cpu or cuda") from exc
 
 
 @dataclass
