@@ -24,10 +24,6 @@ class DatasetError(NetvladError, ValueError):
     """A data source that cannot become a training or evaluation set."""
 
 
-class TrainConfigError(NetvladError, ValueError):
-    """A training configuration that cannot work."""
-
-
 class TrainError(NetvladError, RuntimeError):
     """Training cannot go on (no usable tuples, out of memory, a run folder in the way…)."""
 
@@ -72,4 +68,13 @@ _WRITE_HINTS = {
 
 
 class ConfigError(NetvladError, ValueError):
-    """A setting out of its range (``--top 0``, ``--image-size 100000``…); says which and why."""
+    """A setting out of its range (``--top 0``, ``--image-size 100000``…); says which and why.
+
+    The one error of every config dataclass's ``validate()`` (core/config.py), for the GUI and
+    the CLI alike: the message names the setting in the words of the GUI's label or the CLI's
+    flag.
+    """
+
+
+#: The names of the config errors before there was one; kept for the code that imports them.
+TrainConfigError = ConfigError

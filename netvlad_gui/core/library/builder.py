@@ -359,13 +359,16 @@ def build_index(
     from .status import no_gps_photos, resolve_index_dir
 
     t0 = time.perf_counter()
+    extract_cfg = (extract_cfg or ExtractConfig()).validate()  # settings before any work
+    init_cfg = (init_cfg or InitConfig()).validate()
+    if index_cfg is not None:
+        index_cfg.validate()
     if distributed is not None:
+        distributed.validate()
         from .distributed import require_ray
 
         require_ray()  # before any work: say how to install it
 
-    extract_cfg = (extract_cfg or ExtractConfig()).validate()  # before any work
-    init_cfg = init_cfg or InitConfig()
     library = Path(library).expanduser().resolve()
     if not library.is_dir():
         raise LibraryIndexError(f"library folder not found: {library}")

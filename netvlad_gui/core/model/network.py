@@ -18,15 +18,12 @@ import torch
 from torch import nn
 
 from netvlad_gui.core.config import InitConfig, ModelConfig, TrainConfig
-from netvlad_gui.core.errors import NetvladError
+from netvlad_gui.core.errors import ConfigError
 from netvlad_gui.core.model.backbones import PADDINGS, Normalization, load_backbone
 from netvlad_gui.core.model.pooling import FMax, NetVLAD, Whitening
 
-POOLINGS = ("netvlad", "fmax")
-
-
-class ModelConfigError(NetvladError, ValueError):
-    """A ModelConfig that does not describe a buildable model."""
+#: The former name of the error of a ModelConfig that builds no model.
+ModelConfigError = ConfigError
 
 
 class Description(NamedTuple):
@@ -49,25 +46,22 @@ class PlaceModel(nn.Module):
         meta: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if config.pooling not in POOLINGS:
-            raise ModelConfigError(f"unknown pooling {config.pooling!r}; choose one of {POOLINGS}")
+        config.validate()
         if padding not in PADDINGS:
-            raise ModelConfigError(f"padding {padding!r} is not one of {PADDINGS}")
+            raise ConfigError(f"padding {padding!r} is not one of {PADDINGS}")
         self.config = config
         self.padding = padding
         self.meta: dict[str, Any] = dict(meta or {})
         self._local_dim = local_dim
         self.backbone = backbone
         if config.pooling == "netvlad":
-            if config.num_clusters < 1:
-                raise ModelConfigError(f"num_clusters must be >= 1, got {config.num_clusters}")
             self.pool: nn.Module = NetVLAD(local_dim, config.num_clusters)
         else:
             self.pool = FMax()
         self.register_module("whiten", None)
         if config.whitening_dim is not None:
             if not 1 <= config.whitening_dim <= self.pool_dim:
-                raise ModelConfigError(
+                raise ConfigError(
                     f"whitening_dim must be in 1..{self.pool_dim}, got {config.whitening_dim}"
                 )
             self.whiten = Whitening(self.pool_dim, config.whitening_dim)
@@ -220,7 +214,7 @@ def sample_from_feature_maps(
 def init_netvlad(model: PlaceModel, local_descriptors: np.ndarray, cfg: InitConfig) -> float:
     """The paper's k-means + alpha initialisation of the NetVLAD layer; returns alpha."""
     if not isinstance(model.pool, NetVLAD):
-        raise ModelConfigError(f"{model.config.name}: only NetVLAD pooling needs initialisation")
+        raise ConfigError(f"{model.config.name}: only NetVLAD pooling needs initialisation")
     alpha = model.pool.initialise(local_descriptors, iters=cfg.kmeans_iters, seed=cfg.seed)
     model.meta["netvlad_alpha"] = alpha
     model.meta["netvlad_init"] = dataclasses.asdict(cfg) | {
