@@ -106,10 +106,10 @@ def test_a_new_library_decodes_its_sample_while_torch_loads(tmp_path, monkeypatc
         real_prefetch(self, wanted)
 
     monkeypatch.setattr(Decoder, "prefetch", prefetch)
-    from netvlad_gui.core import preload
+    from netvlad_gui.core.model import engine
 
-    real_engine = preload.load_engine
-    monkeypatch.setattr(preload, "load_engine", lambda: order.append("engine") or real_engine())
+    real_engine = engine.load_engine
+    monkeypatch.setattr(engine, "load_engine", lambda: order.append("engine") or real_engine())
     init = InitConfig(num_images=8, descriptors_per_image=20)
     s = builder.build_index(
         lib,

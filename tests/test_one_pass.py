@@ -161,8 +161,8 @@ def test_a_no_op_run_skips_finalising_but_a_gps_csv_edit_does_not(tmp_path, monk
         "init_cfg": InitConfig(num_images=6, descriptors_per_image=20),
     }
     calls = []
-    real = builder._calibrate
-    monkeypatch.setattr(builder, "_calibrate", lambda index: calls.append(1) or real(index))
+    real = builder.calibrate
+    monkeypatch.setattr(builder, "calibrate", lambda index: calls.append(1) or real(index))
     builder.build_index(lib, tmp_path / "idx", **kw)
     assert len(calls) == 1
     builder.build_index(lib, tmp_path / "idx", **kw)

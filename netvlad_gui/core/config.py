@@ -13,12 +13,10 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import TrainConfigError
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .training.datasets import DataSpec, SplitConfig
-
-from .errors import ConfigError
 
 #: The model a fresh install uses: it needs no download (weights ship in models/).
 DEFAULT_MODEL = "mobilenet_v2-netvlad"
@@ -32,6 +30,9 @@ RECALL_RADIUS_M = 25.0
 #: pixels; above 4096 a VGG16 forward alone needs gigabytes per image (100 000 was OOM-killed).
 IMAGE_SIZE_RANGE = (32, 4096)
 TOP_N_MAX = 1000  # matches per photo: faiss asserts on 0, and memory grows with it
+TOP_N_RANGE = (1, TOP_N_MAX)
+#: Matches verified per photo (``--verify-top``); each one adds to the time a photo takes.
+VERIFY_TOP_RANGE = (1, 1000)
 
 
 def _check_int(name: str, value: object, lo: int, hi: int, why: str = "") -> None:
@@ -45,6 +46,16 @@ def _check_float(name: str, value: object, lo: float, hi: float, *, open_lo: boo
     if not ok or not (lo < value if open_lo else lo <= value) or value > hi:
         low = f"above {lo:g}" if open_lo else f"from {lo:g}"
         raise ConfigError(f"{name} must be a number {low} to {hi:g}, not {value!r}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        words = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+        raise ConfigError(f"{name} must be {words}, not {value!r}")
+
+
+#: What builds a global descriptor from the backbone's map (ModelConfig.pooling).
+POOLINGS = ("netvlad", "fmax")
 
 
 @dataclass
@@ -65,6 +76,20 @@ class ModelConfig:
         """Parse ``BACKBONE-POOLING`` (e.g. ``vgg16-netvlad``); a bare backbone means NetVLAD."""
         backbone, _, pooling = name.partition("-")
         return cls(backbone=backbone, pooling=pooling or "netvlad", **overrides)
+
+    def validate(self) -> ModelConfig:
+        """Raise ConfigError naming the first setting that builds no model; returns self.
+
+        The backbone's name and the whitening size's upper bound are checked where the model
+        is built (they need the backbone's table and output size).
+        """
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
+        if self.pooling == "netvlad":
+            _check_int("NetVLAD clusters (--num-clusters)", self.num_clusters, 1, 65_536)
+        if self.whitening_dim is not None:
+            _check_int("whitening_dim (--whitening-dim)", self.whitening_dim, 1, 10**7)
+        return self
 
 
 @dataclass
@@ -171,6 +196,14 @@ class InitConfig:
     kmeans_iters: int = 25
     seed: int = 0
 
+    def validate(self) -> InitConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        _check_int("images sampled for k-means (--init-images)", self.num_images, 1, 10**8)
+        _check_int("descriptors per image", self.descriptors_per_image, 1, 10**6)
+        _check_int("k-means iterations", self.kmeans_iters, 1, 10_000)
+        _check_int("k-means seed", self.seed, 0, 2**32 - 1)
+        return self
+
 
 @dataclass
 class VerifyConfig:
@@ -212,7 +245,7 @@ class VerifyConfig:
             raise ConfigError(
                 f"verify geometry must be homography or fundamental, not {self.geometry!r}"
             )
-        _check_int("verify top", self.top_k, 1, 1000)
+        _check_int("verify top", self.top_k, *VERIFY_TOP_RANGE)
         _check_int("minimum inliers", self.min_inliers, 0, 100_000)
         _check_int("located inliers", self.located_inliers, self.min_inliers, 100_000)
         _check_float("ratio test", self.ratio, 0.0, 1.0, open_lo=True)
@@ -230,7 +263,7 @@ class LocateConfig:
 
     def validate(self) -> LocateConfig:
         """Raise ConfigError naming the first setting out of range; returns self."""
-        _check_int("top", self.top_n, 1, TOP_N_MAX, " (matches per photo)")
+        _check_int("top", self.top_n, *TOP_N_RANGE, " (matches per photo)")
         _check_float("agreement radius (m)", self.agree_radius_m, 0.0, 20_000_000.0, open_lo=True)
         # Scores are cosine similarities: a floor outside [-1, 1] keeps all or nothing.
         _check_float("minimum score", self.min_score, -1.0, 1.0)
@@ -268,6 +301,29 @@ class IndexConfig:
     rerank: int = 128  # re-score this many candidates with the exact stored descriptors; 0: off
     seed: int = 0
 
+    def validate(self) -> IndexConfig:
+        """Raise ConfigError naming the first setting that builds no index; returns self."""
+        if self.kind not in INDEX_KINDS:
+            raise ConfigError(f"unknown index kind {self.kind!r}; choose one of {INDEX_KINDS}")
+        _check_int("index flat_max", self.flat_max, 0, 10**12)
+        _check_int("index pca_dim", self.pca_dim, 0, 10**7)
+        _check_int("index pq_m", self.pq_m, 1, 10**6)
+        _check_int("index pq_bits", self.pq_bits, 1, 16)
+        _check_int("index nlist", self.nlist, 0, 10**9)
+        _check_int("index nprobe", self.nprobe, 1, 10**9)
+        _check_int("index hnsw_m", self.hnsw_m, 2, 4096)
+        _check_int("index ef_search", self.ef_search, 1, 10**7)
+        _check_int("index train_size", self.train_size, 1, 10**12)
+        _check_int("index pca_train_size", self.pca_train_size, 1, 10**12)
+        _check_int("index kmeans_iters", self.kmeans_iters, 1, 10_000)
+        _check_float("index retrain_growth", self.retrain_growth, 1.0, 1e6, open_lo=True)
+        _check_int("index rerank", self.rerank, 0, 10**7)
+        return self
+
+
+#: Search index types (IndexConfig.kind; core/library/searchindex.py builds them).
+INDEX_KINDS = ("auto", "flat", "ivfpq", "hnsw")
+
 
 @dataclass
 class DistributedConfig:
@@ -279,6 +335,20 @@ class DistributedConfig:
     cpus_per_actor: int = 1  # CPU actors: cores (torch threads) each one uses
     wave_size: int = 20_000  # photos per Ray job; a killed build loses at most one wave
     rows_per_shard: int = 2_048  # descriptors per parquet shard file
+
+    def validate(self) -> DistributedConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        if self.address is not None and (not isinstance(self.address, str) or not self.address):
+            raise ConfigError(
+                f"Ray address (--ray) must be a cluster address, not {self.address!r}"
+            )
+        if self.num_cpus is not None:
+            _check_int("Ray CPUs", self.num_cpus, 1, 1_000_000)
+        _check_int("Ray actors (--ray-actors)", self.actors, 0, 1_000_000)
+        _check_int("CPUs per Ray actor", self.cpus_per_actor, 1, 1_000_000)
+        _check_int("Ray wave size", self.wave_size, 1, 10**9)
+        _check_int("rows per shard", self.rows_per_shard, 1, 10**9)
+        return self
 
 
 # --- training -------------------------------------------------------------------------------
@@ -314,6 +384,31 @@ class MiningConfig:
     @property
     def effective_margin(self) -> float:
         return float(self.margin) if self.margin is not None else self.default_margin(self.loss)
+
+    def validate(self) -> MiningConfig:
+        """Raise ConfigError naming the first setting out of range (by its CLI flag); self."""
+        _check_choice("loss (--loss)", self.loss, LOSSES)
+        for name, value in (
+            ("negative samples (--neg-samples)", self.neg_samples),
+            ("negatives per tuple (--neg-per-tuple)", self.neg_per_tuple),
+            ("queries between descriptor caches (--cache-refresh)", self.cache_refresh_queries),
+        ):
+            _positive(name, value)
+        _at_least_0("negatives cached (--neg-cache)", self.neg_cache)
+        if not self.effective_margin > 0:
+            raise ConfigError(f"margin (--margin) must be > 0, got {self.margin}")
+        return self
+
+
+def _positive(name: str, value: object) -> None:
+    """Training's rule for counts and rates: any number above 0."""
+    if isinstance(value, bool) or not (isinstance(value, int | float) and value > 0):
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+def _at_least_0(name: str, value: object) -> None:
+    if isinstance(value, bool) or not (isinstance(value, int | float) and value >= 0):
+        raise ConfigError(f"{name} must be >= 0, got {value!r}")
 
 
 def _training_extract(**options: Any) -> ExtractConfig:
@@ -402,7 +497,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(options) - names - set(FLAT_TRAIN_OPTIONS))
         if unknown:
-            raise TrainConfigError(f"unknown training options {unknown}")
+            raise ConfigError(f"unknown training options {unknown}")
         for key in sorted(options, key=lambda k: k in FLAT_TRAIN_OPTIONS):
             if key in names:
                 setattr(self, key, options[key])
@@ -419,41 +514,42 @@ class TrainConfig:
             return getattr(getattr(self, group), name)
         return getattr(self, key)
 
-    def check(self) -> None:
-        m, e = self.mining, self.extract
-        positive = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "lr_step_epochs": self.lr_step_epochs,
-            "neg_samples": m.neg_samples,
-            "neg_per_tuple": m.neg_per_tuple,
-            "cache_refresh_queries": m.cache_refresh_queries,
-            "image_size": e.image_size,
-            "cache_batch_size": e.batch_size,
-        }
-        for name, value in positive.items():
-            if not (isinstance(value, int | float) and value > 0):
-                raise TrainConfigError(f"{name} must be > 0, got {value!r}")
-        if m.loss not in LOSSES:
-            raise TrainConfigError(f"loss must be one of {LOSSES}, got {m.loss!r}")
-        if self.train_layers not in TRAIN_LAYERS:
-            raise TrainConfigError(
-                f"train_layers must be one of {TRAIN_LAYERS}, got {self.train_layers!r}"
-            )
-        if self.amp_dtype not in AMP_DTYPES:
-            raise TrainConfigError(f"amp_dtype must be one of {AMP_DTYPES}, got {self.amp_dtype!r}")
-        if m.effective_margin <= 0:
-            raise TrainConfigError(f"margin must be > 0, got {m.margin}")
-        if not 0 < self.momentum < 1 and self.momentum != 0:
-            raise TrainConfigError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0 or not 0 < self.lr_gamma <= 1:
-            raise TrainConfigError("weight_decay must be >= 0 and lr_gamma in (0, 1]")
-        if m.neg_cache < 0 or e.num_workers < 0:
-            raise TrainConfigError("neg_cache and num_workers must be >= 0")
-        if self.whitening_dim is not None and self.whitening_dim < 0:
-            raise TrainConfigError(f"whitening_dim must be >= 0, got {self.whitening_dim}")
+    def validate(self) -> TrainConfig:
+        """Raise ConfigError naming the first setting out of range (by its CLI flag, which the
+        GUI's "More options" also takes); returns self."""
+        e = self.extract
+        for name, value in (
+            ("epochs (--epochs)", self.epochs),
+            ("batch size (--batch-size)", self.batch_size),
+            ("learning rate (--lr)", self.lr),
+            ("epochs between lr decays (--lr-step)", self.lr_step_epochs),
+            ("image size (--image-size)", e.image_size),
+            ("cache batch size (--cache-batch-size)", e.batch_size),
+        ):
+            _positive(name, value)
+        self.mining.validate()
+        _check_choice("layers to train (--train-layers)", self.train_layers, TRAIN_LAYERS)
+        _check_choice("mixed-precision type (--amp-dtype)", self.amp_dtype, AMP_DTYPES)
+        if not isinstance(self.momentum, int | float) or not (
+            0 < self.momentum < 1 or self.momentum == 0
+        ):
+            raise ConfigError(f"momentum (--momentum) must be in [0, 1), got {self.momentum!r}")
+        _at_least_0("weight decay (--weight-decay)", self.weight_decay)
+        if not isinstance(self.lr_gamma, int | float) or not 0 < self.lr_gamma <= 1:
+            raise ConfigError(f"lr factor (--lr-gamma) must be in (0, 1], got {self.lr_gamma!r}")
+        _at_least_0("decoding workers (--workers)", e.num_workers)
+        if self.whitening_dim is not None:
+            _at_least_0("whitening size (--whitening-dim)", self.whitening_dim)
+        if self.num_clusters is not None:
+            _positive("NetVLAD clusters (--num-clusters)", self.num_clusters)
+        self.init.validate()
+        e.validate()
         self.data.kind  # noqa: B018 - raises when no (or several) sources are named
+        return self
+
+    def check(self) -> TrainConfig:
+        """The former name of :meth:`validate` (training's entry still calls it)."""
+        return self.validate()
 
     def extract_config(self) -> ExtractConfig:
         """How the descriptor cache is computed (always NCHW, see ``_training_extract``)."""
@@ -482,5 +578,5 @@ class TrainConfig:
             if d.get("split") is not None:
                 d["split"] = SplitConfig(**d["split"])
         except TypeError as exc:
-            raise TrainConfigError(f"unreadable training options: {exc}") from None
+            raise ConfigError(f"unreadable training options: {exc}") from None
         return cls(**d)

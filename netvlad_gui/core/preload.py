@@ -13,9 +13,11 @@ Qt costs 0.2 s: :func:`before_qt`, which ``netvlad_gui.ui`` calls on import.
 
 from __future__ import annotations
 
-import gc
 import importlib
-import sys
+
+from .model.engine import load_engine
+
+__all__ = ["BEFORE_QT", "before_qt", "load_engine", "preload"]
 
 #: Native modules to load before QtWebEngine starts (skipped where not installed).
 BEFORE_QT = ("triton._C.libtriton",)
@@ -33,29 +35,11 @@ def before_qt() -> list[str]:
     return loaded
 
 
-def load_engine() -> None:
-    """Import torch, torchvision and the model code, with the garbage collector paused.
-
-    The imports create objects that live as long as the process; the collector's full passes
-    over them while they are made cost 0.6-0.9 s of the ~4.3 s of imports here. Afterwards they
-    are frozen (``gc.freeze``), so later full passes skip them too. Objects die by reference
-    count as before; cycles among what exists at this moment are no longer collected (the
-    imports' own, ~7 MB here; a collection first would take back its 0.25 s).
-    When torch is already loaded, the callers' own imports do the rest.
-    """
-    if "torch" in sys.modules:  # loaded already (a second job, a test): nothing to pause for
-        return
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        from .model import checkpoint, features, network  # noqa: F401 - torch, torchvision
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
-
-
 def preload() -> None:
-    """Import what describing and verifying a photo needs (torch, torchvision, OpenCV)."""
+    """Import what describing and verifying a photo needs (torch, torchvision, OpenCV).
+
+    :func:`~netvlad_gui.core.model.engine.load_engine` (the fronts import it from here too)
+    loads torch with the collector paused; then the query modules load OpenCV.
+    """
     load_engine()
     from .query import locate, verify  # noqa: F401 - OpenCV

@@ -26,7 +26,15 @@ from PySide6.QtWidgets import (
 )
 
 from netvlad_gui.core import config
-from netvlad_gui.core.config import DEFAULT_MODEL, ExtractConfig, LocateConfig, VerifyConfig
+from netvlad_gui.core.config import (
+    DEFAULT_MODEL,
+    IMAGE_SIZE_RANGE,
+    TOP_N_RANGE,
+    VERIFY_TOP_RANGE,
+    ExtractConfig,
+    LocateConfig,
+    VerifyConfig,
+)
 from netvlad_gui.core.model import zoo
 from netvlad_gui.core.model.resolve import (
     MISSING_FILE,
@@ -46,7 +54,12 @@ log = logging.getLogger(__name__)
 DEVICES = tuple(zip(config.DEVICES, ("Automatic", "CPU", "CUDA GPU"), strict=True))
 RUNTIMES = tuple(zip(config.RUNTIMES, ("torch (reference)", "ONNX Runtime"), strict=True))
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.tar *.mat *.ckpt);;All files (*)"
-VERIFY_TOP_MAX = 100  # each verified match adds to the time per photo
+
+
+def _clamp(value: int, limits: tuple[int, int]) -> int:
+    """``value`` within core's range for the setting (core/config.py is the one source)."""
+    lo, hi = limits
+    return min(max(value, lo), hi)
 
 
 @dataclass
@@ -81,9 +94,9 @@ class AppSettings:
                 setattr(out, name, type(default)(value) if value is not None else default)
             except (TypeError, ValueError):
                 log.warning("ignoring the stored setting %s=%r", name, value)
-        out.top_n = min(max(out.top_n, 1), 100)
-        out.image_size = min(max(out.image_size, 128), 2048)
-        out.verify_top = min(max(out.verify_top, 1), VERIFY_TOP_MAX)
+        out.top_n = _clamp(out.top_n, TOP_N_RANGE)
+        out.image_size = _clamp(out.image_size, IMAGE_SIZE_RANGE)
+        out.verify_top = _clamp(out.verify_top, VERIFY_TOP_RANGE)
         if out.device not in dict(DEVICES):
             out.device = "auto"
         if out.runtime not in config.RUNTIMES:
@@ -208,10 +221,9 @@ class SettingsDialog(QDialog):
             "the default model, with the same descriptors; on a GPU or in bf16 torch runs it."
             + ("" if ort else f" ONNX Runtime is not installed: {INSTALL}")
         )
-        self.top_n = spin_box(1, 100, settings.top_n)
+        self.top_n = spin_box(*TOP_N_RANGE, settings.top_n)
         self.image_size = spin_box(
-            128,
-            2048,
+            *IMAGE_SIZE_RANGE,
             settings.image_size,
             "Longer side photos are resized to before the network sees them (the paper uses 640)",
             step=32,
@@ -226,8 +238,7 @@ class SettingsDialog(QDialog):
             "this library”. The result shows at once and is refined when the check is done."
         )
         self.verify_top = spin_box(
-            1,
-            VERIFY_TOP_MAX,
+            *VERIFY_TOP_RANGE,
             settings.verify_top,
             "How many of the global search's best matches are checked (more: slower, "
             f"default {VerifyConfig.top_k})",

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +29,10 @@ import numpy as np
 
 from ..config import IndexConfig
 from ..errors import LibraryIndexError
+from ..paths import fsync_dir
 from .catalog import FAILED, INDEXED, PENDING, Catalog, ImageRow, display_name
 from .searchindex import SearchIndex, open_search, refresh_saved
-from .store import DescriptorStore, fsync_dir, write_compacted
+from .store import DescriptorStore, write_compacted
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +98,6 @@ def model_state_sha(model) -> str:
 def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class LibraryIndex:

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -30,12 +29,12 @@ import faiss
 import numpy as np
 
 from ..config import IndexConfig
-from ..errors import NetvladError
+from ..errors import ConfigError
+from ..paths import atomic_open, atomic_path
 from .store import DescriptorStore
 
 log = logging.getLogger(__name__)
 
-KINDS = ("auto", "flat", "ivfpq", "hnsw")
 SEARCH_FILE = "search.faiss"
 PAIRS_FILE = "search.ids.npy"
 META_KEY = "search_index"
@@ -47,14 +46,13 @@ FEW_QUERIES = 4  # up to this many queries, faiss searches on one thread (see _t
 Progress = Callable[[int, int], None]
 
 
-class IndexConfigError(NetvladError, ValueError):
-    """An IndexConfig that names no index this app can build."""
+#: The former name of the error of an IndexConfig that builds no index.
+IndexConfigError = ConfigError
 
 
 def choose_kind(n: int, cfg: IndexConfig) -> str:
     """The index type for ``n`` references: the configured one, or by size when "auto"."""
-    if cfg.kind not in KINDS:
-        raise IndexConfigError(f"unknown index kind {cfg.kind!r}; choose one of {KINDS}")
+    cfg.validate()
     if cfg.kind != "auto":
         return cfg.kind
     return "flat" if n <= cfg.flat_max else "ivfpq"
@@ -231,7 +229,7 @@ def new_approx(kind: str, d: int, n: int, cfg: IndexConfig) -> faiss.Index:
     elif kind == "hnsw":
         spec = f"HNSW{cfg.hnsw_m}_SQ8"
     else:
-        raise IndexConfigError(f"{kind!r} is not an approximate index kind (ivfpq, hnsw)")
+        raise ConfigError(f"{kind!r} is not an approximate index kind (ivfpq, hnsw)")
     metric = faiss.METRIC_INNER_PRODUCT if kind == "ivfpq" and p == d else faiss.METRIC_L2
     if p < d:
         spec = f"PCAR{p},{spec}"
@@ -296,19 +294,11 @@ def _file_sha1(path: Path) -> str:
 def _save(folder: Path, catalog, kind, index, ids, rows, cfg, trained_on: int) -> None:
     """Pairs first, then the index, then the meta that vouches for both (all atomic)."""
     pairs = np.stack([ids, rows])
-    tmp = folder / f".{PAIRS_FILE}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_open(folder / PAIRS_FILE, "wb") as f:
         np.save(f, pairs)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / PAIRS_FILE)
-    tmp = folder / f".{SEARCH_FILE}.tmp-{os.getpid()}"
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-        f.seek(0)
-        index_sha1 = hashlib.file_digest(f, "sha1").hexdigest()
-    os.replace(tmp, folder / SEARCH_FILE)
+    with atomic_path(folder / SEARCH_FILE) as tmp:
+        faiss.write_index(index, str(tmp))
+        index_sha1 = _file_sha1(tmp)
     meta = {
         "kind": kind,
         "build": _build_fields(kind, cfg),

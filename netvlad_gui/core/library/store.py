@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LibraryIndexError
+from ..paths import atomic_open
 
 PREFETCH_MAX = 4096  # up to this many rows per read are scattered ones worth prefetching
 
@@ -114,31 +115,8 @@ def write_compacted(
     the old file, so a kill at any moment leaves one consistent store (the other is an orphan
     that the next build removes).
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.writelines(
-                np.ascontiguousarray(store.read(rows[start : start + chunk])).tobytes()
-                for start in range(0, len(rows), chunk)
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make renames in ``folder`` durable (where the platform allows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_open(path, "wb") as f:
+        f.writelines(
+            np.ascontiguousarray(store.read(rows[start : start + chunk])).tobytes()
+            for start in range(0, len(rows), chunk)
+        )

@@ -33,8 +33,8 @@ import torchvision
 from torch import nn
 
 from netvlad_gui.core import paths
-from netvlad_gui.core.errors import NetvladError
-from netvlad_gui.core.model.zoo import SHIPPED_WEIGHTS, WeightsUnavailableError
+from netvlad_gui.core.errors import NetvladError, WeightsUnavailableError
+from netvlad_gui.core.paths import SHIPPED_WEIGHTS
 
 #: Valid values of ``padding``: torchvision's symmetric padding, or TensorFlow's "SAME".
 PADDINGS = ("torch", "tf_same")

@@ -8,8 +8,6 @@ checkpoint never runs code. Checkpoints of other projects are the importers' job
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from netvlad_gui.core.config import ModelConfig
 from netvlad_gui.core.errors import NetvladError
 from netvlad_gui.core.model.backbones import Normalization, code_refusal, describe_load_error
 from netvlad_gui.core.model.network import PlaceModel, build_model
+from netvlad_gui.core.paths import atomic_open
 
 FORMAT = "netvlad-gui"
 VERSION = 1
@@ -50,7 +49,7 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def save_checkpoint(model: PlaceModel, path: str | Path, *, extra: dict | None = None) -> None:
-    """Write ``model`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``model`` to ``path`` atomically (``paths.atomic_open``: temp file, fsync, rename)."""
     path = Path(path)
     norm = model.normalization
     payload = {
@@ -66,26 +65,8 @@ def save_checkpoint(model: PlaceModel, path: str | Path, *, extra: dict | None =
     for key in ("config", "meta", "extra"):
         _check_plain(payload[key], key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    with atomic_open(path, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def _first_line(exc: BaseException) -> str:

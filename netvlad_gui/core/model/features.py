@@ -10,7 +10,6 @@ import copy
 import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..cancel import Cancelled
 from ..config import ExtractConfig
+from ..errors import DeviceUnavailableError
 from ..photos.decoding import Decoder
 from ..photos.images import ImageLoadError, batched_by_shape, load_tensor, pixels_to_tensor
 from . import onnxbackbone
@@ -37,11 +37,30 @@ NON_FINITE = (
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device ``device`` names; one asked for that this machine lacks is a
+    :class:`DeviceUnavailableError` (the user's to change), not torch's RuntimeError later."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was asked for, but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
+    kind, _, number = device.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                "CUDA was asked for, but no CUDA GPU is available; use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if number.isdigit() and int(number) >= count:
+            raise DeviceUnavailableError(
+                f"{device} was asked for, but this machine has {count} CUDA GPU"
+                f"{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})"
+            )
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailableError(
+            "mps (Apple GPU) was asked for, but it is not available here; use --device cpu"
+        )
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise DeviceUnavailableError(f"unknown device {device!r}; use auto, cpu or cuda") from exc
 
 
 @dataclass
@@ -116,28 +135,12 @@ def model_forward(
     pooled: bool = False,
 ) -> torch.Tensor:
     """A place model's descriptors with the backbone under ``autocast`` (when given) and the
-    pooling and whitening in fp32; ``pooled=True`` stops before whitening (what it is fitted on).
-
-    NetVLAD subtracts the soft-assigned centroids from the summed features; in low precision that
-    small residual drowns in rounding (descriptors of a trained model collapse), so it never runs
-    in reduced precision, even inside a caller's autocast region.
+    pooling and whitening in fp32 (``PlaceModel.describe``); ``pooled=True`` stops before
+    whitening (what it is fitted on). Any other network runs as it is.
     """
-    if not hasattr(model, "local_features"):  # any other network: as it is
+    if not hasattr(model, "describe"):
         return model(images)
-    if autocast is None and not pooled:
-        return model(images)
-    kind = images.device.type
-    if autocast is None:
-        feats = model.local_features(images)
-    else:
-        with torch.autocast(kind, dtype=autocast):
-            feats = model.local_features(images)
-    full = torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext()
-    with full:
-        x = model.pool(feats.float())
-        if not pooled and getattr(model, "whiten", None) is not None:
-            x = model.whiten(x)
-    return x
+    return model.describe(images, autocast=autocast, whiten=not pooled).descriptors
 
 
 class Forward(torch.nn.Module):
@@ -157,19 +160,37 @@ class Forward(torch.nn.Module):
         return model_forward(self.model, images, self.autocast, pooled=self.pooled)
 
 
-def forward(model: torch.nn.Module, batch: torch.Tensor, cfg: ExtractConfig) -> np.ndarray:
-    """Descriptors (B, dim) float32 for a batch of images, with ``cfg``'s speed switches.
+def autocast_dtype(cfg: ExtractConfig, device_type: str) -> torch.dtype | None:
+    """The backbone's autocast type under ``cfg.precision`` on this device (None: fp32)."""
+    return torch.bfloat16 if backbone_precision(cfg, device_type) == "bf16" else None
 
-    Under ``bf16`` only the backbone runs in bfloat16 (see :func:`model_forward`); a
-    :class:`Forward` keeps its own precision.
+
+def describe_batch(
+    model: torch.nn.Module, batch: torch.Tensor, cfg: ExtractConfig, *, with_map: bool = False
+) -> tuple[np.ndarray, torch.Tensor | None]:
+    """Descriptors (B, dim) float32 of a batch of images with ``cfg``'s switches (device, memory
+    layout, precision) and, with ``with_map``, the backbone maps (B, D, H', W') float32 on the
+    CPU, from the same forward pass, whatever the precision.
+
+    Under ``bf16`` only the backbone runs in bfloat16 (``PlaceModel.describe``); a
+    :class:`Forward` keeps its own precision and gives no maps.
     """
     device = next(model.parameters()).device
     batch = batch.to(device, non_blocking=True)
     if cfg.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
-    if backbone_precision(cfg, device.type) == "bf16" and not isinstance(model, Forward):
-        return model_forward(model, batch, torch.bfloat16).float().cpu().numpy()
-    return model(batch).float().cpu().numpy()
+    if isinstance(model, Forward) or not hasattr(model, "describe"):
+        if with_map:
+            raise TypeError(f"{type(model).__name__} gives no backbone maps")
+        return model(batch).float().cpu().numpy(), None
+    out = model.describe(batch, with_map=with_map, autocast=autocast_dtype(cfg, device.type))
+    maps = out.maps.cpu().contiguous() if out.maps is not None else None
+    return out.descriptors.float().cpu().numpy(), maps
+
+
+def forward(model: torch.nn.Module, batch: torch.Tensor, cfg: ExtractConfig) -> np.ndarray:
+    """Descriptors (B, dim) float32 for a batch of images: :func:`describe_batch` without maps."""
+    return describe_batch(model, batch, cfg)[0]
 
 
 def iter_images(

@@ -20,10 +20,9 @@ from ..config import ExtractConfig, InitConfig
 from ..errors import DatasetError
 from ..photos.decoding import Decoder
 from ..photos.images import batched_by_shape
-from .features import Cancelled, inference_model, iter_images
+from .features import Cancelled, autocast_dtype, inference_model, iter_images
 from .network import PlaceModel, init_netvlad, sample_from_feature_maps, sample_local_descriptors
 from .pooling import KMEANS_POINTS_PER_CLUSTER
-from .runtime import backbone_precision
 from .sample import sample_positions
 
 log = logging.getLogger(__name__)
@@ -152,11 +151,7 @@ def initialise_one_pass(
                 batch = batch.to(device)
                 if extract_cfg.channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
-                if backbone_precision(extract_cfg, device.type) == "bf16":
-                    with torch.autocast(device.type, dtype=torch.bfloat16):
-                        feats = net.local_features(batch)
-                else:
-                    feats = net.local_features(batch)
+                feats = net.local_features(batch, autocast=autocast_dtype(extract_cfg, device.type))
                 for j, fmap in zip(js, feats.float().cpu().numpy(), strict=True):
                     maps.put(int(pick[j]), fmap)
                 done += len(js)
@@ -177,15 +172,12 @@ def initialise_one_pass(
 
 
 def pool_feature_map(model: PlaceModel, fmap: np.ndarray) -> np.ndarray:
-    """The descriptor of a photo from its kept backbone map: pooling (fp32), then whitening."""
+    """The descriptor of a photo from its kept backbone map: ``PlaceModel.head`` (fp32)."""
     import torch
 
     with torch.inference_mode():
         x = torch.from_numpy(fmap).unsqueeze(0).to(model.device, torch.float32)
-        out = model.pool(x)
-        if getattr(model, "whiten", None) is not None:
-            out = model.whiten(out)
-    return out[0].float().cpu().numpy()
+        return model.head(x)[0].float().cpu().numpy()
 
 
 def _finish(

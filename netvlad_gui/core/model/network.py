@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from netvlad_gui.core.config import InitConfig, ModelConfig, TrainConfig
-from netvlad_gui.core.errors import NetvladError
+from netvlad_gui.core.errors import ConfigError
 from netvlad_gui.core.model.backbones import PADDINGS, Normalization, load_backbone
 from netvlad_gui.core.model.pooling import FMax, NetVLAD, Whitening
 
-POOLINGS = ("netvlad", "fmax")
+#: The former name of the error of a ModelConfig that builds no model.
+ModelConfigError = ConfigError
 
 
-class ModelConfigError(NetvladError, ValueError):
-    """A ModelConfig that does not describe a buildable model."""
+class Description(NamedTuple):
+    """What :meth:`PlaceModel.describe` gives for a batch of images."""
+
+    descriptors: torch.Tensor  # (B, dim) float32: pooled, then whitened (unless asked not to)
+    maps: torch.Tensor | None  # (B, D, H', W') float32 backbone output, when asked for
 
 
 class PlaceModel(nn.Module):
@@ -41,25 +46,22 @@ class PlaceModel(nn.Module):
         meta: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if config.pooling not in POOLINGS:
-            raise ModelConfigError(f"unknown pooling {config.pooling!r}; choose one of {POOLINGS}")
+        config.validate()
         if padding not in PADDINGS:
-            raise ModelConfigError(f"padding {padding!r} is not one of {PADDINGS}")
+            raise ConfigError(f"padding {padding!r} is not one of {PADDINGS}")
         self.config = config
         self.padding = padding
         self.meta: dict[str, Any] = dict(meta or {})
         self._local_dim = local_dim
         self.backbone = backbone
         if config.pooling == "netvlad":
-            if config.num_clusters < 1:
-                raise ModelConfigError(f"num_clusters must be >= 1, got {config.num_clusters}")
             self.pool: nn.Module = NetVLAD(local_dim, config.num_clusters)
         else:
             self.pool = FMax()
         self.register_module("whiten", None)
         if config.whitening_dim is not None:
             if not 1 <= config.whitening_dim <= self.pool_dim:
-                raise ModelConfigError(
+                raise ConfigError(
                     f"whitening_dim must be in 1..{self.pool_dim}, got {config.whitening_dim}"
                 )
             self.whiten = Whitening(self.pool_dim, config.whitening_dim)
@@ -98,17 +100,54 @@ class PlaceModel(nn.Module):
             raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
         return (images - self.input_mean.view(1, 3, 1, 1)) / self.input_std.view(1, 3, 1, 1)
 
-    def local_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone output (B, D, H', W') for RGB images in [0, 1]."""
-        return self.backbone(self._normalise(images))
+    def local_features(
+        self, images: torch.Tensor, *, autocast: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Backbone output (B, D, H', W') for RGB images in [0, 1]; with ``autocast`` (e.g.
+        ``torch.bfloat16``) the backbone runs in that precision and so does its output."""
+        if autocast is None:
+            return self.backbone(self._normalise(images))
+        with torch.autocast(images.device.type, dtype=autocast):
+            return self.backbone(self._normalise(images))
+
+    def head(self, maps: torch.Tensor, *, whiten: bool = True) -> torch.Tensor:
+        """Pool, then whiten: the global descriptors (B, dim) of backbone maps, in float32.
+
+        NetVLAD subtracts the soft-assigned centroids from the summed features; in low precision
+        that small residual drowns in rounding (descriptors of a trained model collapse), so the
+        head never runs in reduced precision, even inside a caller's autocast region.
+        ``whiten=False`` stops before whitening (what whitening is fitted on).
+        """
+        kind = maps.device.type
+        full = torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext()
+        with full:
+            x = self.pool(maps.float())
+            if whiten and self.whiten is not None:
+                x = self.whiten(x)
+        return x
+
+    def describe(
+        self,
+        images: torch.Tensor,
+        *,
+        with_map: bool = False,
+        autocast: torch.dtype | None = None,
+        whiten: bool = True,
+    ) -> Description:
+        """The one forward pass: backbone (under ``autocast`` when given), then :meth:`head`.
+
+        ``with_map`` also returns the backbone maps (float32, whatever the backbone's
+        precision), so that verification by patches needs no second pass over the photo.
+        """
+        maps = self.local_features(images, autocast=autocast).float()
+        return Description(self.head(maps, whiten=whiten), maps if with_map else None)
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
         """Global descriptors before whitening (B, pool_dim): what whitening is fitted on."""
-        return self.pool(self.local_features(images))
+        return self.describe(images, whiten=False).descriptors
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.pooled(images)
-        return self.whiten(x) if self.whiten is not None else x
+        return self.describe(images).descriptors
 
 
 def build_model(
@@ -175,7 +214,7 @@ def sample_from_feature_maps(
 def init_netvlad(model: PlaceModel, local_descriptors: np.ndarray, cfg: InitConfig) -> float:
     """The paper's k-means + alpha initialisation of the NetVLAD layer; returns alpha."""
     if not isinstance(model.pool, NetVLAD):
-        raise ModelConfigError(f"{model.config.name}: only NetVLAD pooling needs initialisation")
+        raise ConfigError(f"{model.config.name}: only NetVLAD pooling needs initialisation")
     alpha = model.pool.initialise(local_descriptors, iters=cfg.kmeans_iters, seed=cfg.seed)
     model.meta["netvlad_alpha"] = alpha
     model.meta["netvlad_init"] = dataclasses.asdict(cfg) | {

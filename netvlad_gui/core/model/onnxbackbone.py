@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch import nn
 
 from .. import paths
 from ..errors import NetvladError
+from ..paths import atomic_path
 from .runtime import backbone_precision
 
 log = logging.getLogger(__name__)
@@ -184,9 +184,7 @@ def export(backbone: nn.Module, padding: str, path: Path) -> None:
     onnx, _ = require()
     net = copy.deepcopy(backbone).float().eval().to("cpu", memory_format=torch.contiguous_format)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         axes = {0: "batch", 2: "height", 3: "width"}
         try:
             with warnings.catch_warnings():
@@ -194,7 +192,7 @@ def export(backbone: nn.Module, padding: str, path: Path) -> None:
                 torch.onnx.export(
                     net,
                     (torch.zeros(1, 3, *TRACE_SIZE),),
-                    tmp,
+                    str(tmp),
                     dynamo=False,  # the TorchScript exporter: dynamo's ran for minutes here
                     opset_version=OPSET,
                     input_names=["images"],
@@ -213,10 +211,6 @@ def export(backbone: nn.Module, padding: str, path: Path) -> None:
         onnx.checker.check_model(graph)
         onnx.save(graph, tmp)
         _check(net, session(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _check(net: nn.Module, sess) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import DEFAULT_MODEL, ModelConfig
+from ..config import DEFAULT_MODEL, POOLINGS, ModelConfig
 from ..errors import NetvladError
 
-POOLINGS = ("netvlad", "fmax")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".mat", ".ckpt")
 
 

@@ -22,7 +22,11 @@ from typing import Literal
 from ... import __version__
 from .. import paths
 from ..config import DEFAULT_MODEL
-from ..errors import NetvladError
+from ..errors import (
+    NetvladError,
+    WeightsUnavailableError,  # noqa: F401 - the fronts import it from here
+)
+from ..paths import SHIPPED_WEIGHTS
 
 #: Where hloc downloads the paper's models from (ETH Zurich CVG).
 DEFAULT_BASE_URL = "https://cvg-data.inf.ethz.ch/hloc/netvlad/"
@@ -38,17 +42,6 @@ RETRY_BACKOFF_S = (1.0, 3.0, 10.0)
 ProgressFn = Callable[[int, "int | None"], None]
 CancelFn = Callable[[], bool]
 Kind = Literal["shipped", "torchvision", "download"]
-
-#: Backbone weights that ship with the app, in ``paths.models_dir()`` (backbones.py loads them).
-SHIPPED_WEIGHTS = {"mobilenet_v2": "mobilenet_v2_imagenet.pth"}
-
-
-class WeightsUnavailableError(NetvladError, RuntimeError):
-    """Pretrained weights are not on this machine and cannot be downloaded.
-
-    Raised by backbones.py; defined here, with the other download errors, so that a front can
-    tell it apart without importing torch.
-    """
 
 
 class ModelDownloadError(NetvladError, RuntimeError):
@@ -297,7 +290,7 @@ def get_model(
             ) from None
 
     _verify(part, name, url, target)
-    os.replace(part, target)
+    paths.replace_durably(part, target)  # the name appears only for a whole, checked file
     return target
 
 

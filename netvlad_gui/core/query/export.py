@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import NetvladError
+from ..errors import FileWriteError, NetvladError
+from ..paths import atomic_write_text
 from .result import LocateResult
 
 CSV_FIELDS = (
@@ -110,15 +111,10 @@ def to_geojson(results: Iterable[LocateResult]) -> dict[str, Any]:
 
 
 def _atomic_write_text(path: Path, text: str) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8", newline="")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+        return atomic_write_text(path, text)
+    except FileWriteError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def write_csv(results: Iterable[LocateResult], path: str | os.PathLike) -> Path:

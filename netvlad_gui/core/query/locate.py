@@ -19,8 +19,7 @@ from ..config import ExtractConfig, LocateConfig, VerifyConfig
 from ..errors import IndexModelMissingError
 from ..library.index import LibraryIndex, SearchHit
 from ..library.status import NO_MODEL
-from ..model.features import NON_FINITE, inference_model, model_forward, resolve_device
-from ..model.runtime import backbone_precision
+from ..model.features import NON_FINITE, describe_batch, inference_model, resolve_device
 from ..photos.images import ImageLoadError, load_image, to_tensor
 from .answer import Prediction, predict
 from .result import LocateResult, Match
@@ -91,29 +90,14 @@ class Locator:
     ) -> Description:
         """The global descriptor of a decoded photo (or video frame) and, ``with_map``, the
         backbone's feature map the patch features come from: one forward pass for both."""
-        ec = self.extract_cfg
-        x = to_tensor(img).unsqueeze(0).to(self.device)
-        if ec.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        bf16 = backbone_precision(ec, self.device.type) == "bf16"
         with torch.inference_mode():
-            if not with_map:
-                desc = model_forward(self.model, x, torch.bfloat16 if bf16 else None)
-                local = None
-            else:
-                if bf16:
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                        local = self.model.local_features(x)
-                else:
-                    local = self.model.local_features(x)
-                local = local.float()
-                desc = self.model.pool(local)
-                if getattr(self.model, "whiten", None) is not None:
-                    desc = self.model.whiten(desc)
-        desc = desc.float().cpu().numpy()[0]
+            descs, maps = describe_batch(
+                self.model, to_tensor(img).unsqueeze(0), self.extract_cfg, with_map=with_map
+            )
+        desc = descs[0]
         if not np.isfinite(desc).all():
             raise ImageLoadError(NON_FINITE)
-        return Description(img, original_size, desc, None if local is None else local[0].cpu())
+        return Description(img, original_size, desc, None if maps is None else maps[0])
 
     def search(self, descriptor: np.ndarray, k: int) -> list[SearchHit]:
         """The library's ``k`` most similar photos, best first."""
