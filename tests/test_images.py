@@ -177,3 +177,48 @@ def test_big_jpeg_decodes_at_reduced_size(phone_108mp):
     ).stdout.split()
     assert out[:2] == ["(640,", "480)"]
     assert int(out[2]) < 100, f"loading grew peak memory by {out[2]} MB"
+
+
+def _grey_gradient(h: int = 120, w: int = 160):
+    import numpy as np
+
+    return np.linspace(0, 65535, h * w).reshape(h, w).astype(np.uint16)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_greyscale_decodes_as_its_picture_not_flat_white(tmp_path, suffix):
+    # Pillow's convert("RGB") clips 16-bit greyscale at 255: the photo came out flat white.
+    import numpy as np
+
+    from netvlad_gui.core.photos.decoding import Decoder
+
+    grey = _grey_gradient()
+    p16, p8 = tmp_path / f"g16{suffix}", tmp_path / f"g8{suffix}"
+    Image.fromarray(grey).save(p16)
+    Image.fromarray((grey // 257).astype(np.uint8)).save(p8)
+    with Image.open(p16) as raw:
+        assert raw.mode.startswith("I;16")
+    got = np.asarray(load_image(p16, 160), np.int16)
+    want = np.asarray(load_image(p8, 160), np.int16)
+    assert got.std() > 60 and abs(got.mean() - 127.5) < 2
+    assert np.abs(got - want).max() <= 1
+    # … and so is a library photo (decoded by the build's threads) and a query
+    from netvlad_gui.core.config import ExtractConfig
+
+    decoder = Decoder(ExtractConfig(image_size=160, num_workers=1))
+    try:
+        [(_, pixels, err)] = list(decoder.decoded([p16]))
+    finally:
+        decoder.close()
+    assert not err and pixels.std() > 60
+
+
+def test_32_bit_and_float_greyscale_are_scaled_to_8_bits(tmp_path):
+    import numpy as np
+
+    grey = _grey_gradient()
+    Image.fromarray(grey.astype(np.int32)).save(tmp_path / "i32.tif")
+    Image.fromarray(grey.astype(np.float32) / 65535).save(tmp_path / "f32.tif")
+    for name in ("i32.tif", "f32.tif"):
+        a = np.asarray(load_image(tmp_path / name, 160), np.float32)
+        assert a.std() > 60 and abs(a.mean() - 127.5) < 2, name
