@@ -222,3 +222,30 @@ def test_32_bit_and_float_greyscale_are_scaled_to_8_bits(tmp_path):
     for name in ("i32.tif", "f32.tif"):
         a = np.asarray(load_image(tmp_path / name, 160), np.float32)
         assert a.std() > 60 and abs(a.mean() - 127.5) < 2, name
+
+
+@pytest.mark.parametrize(
+    ("head", "words"),
+    [
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "a PDF document"),
+        (b"just some notes\nabout the trip\n", "a text file"),
+        (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + bytes(64), "an MP4 video"),
+        (b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  " + bytes(64), "a QuickTime video"),
+        (b"PK\x03\x04\x14\x00\x06\x00" + bytes(64), "a ZIP archive"),
+        (b"\xff\xd8\xff\xe0" + bytes(64), "a damaged JPEG"),
+    ],
+    ids=["pdf", "text", "mp4", "mov", "zip", "jpeg"],
+)
+def test_a_file_no_decoder_reads_is_named_for_what_it_is(tmp_path, head, words):
+    p = tmp_path / "photo.jpg"
+    p.write_bytes(head)
+    with pytest.raises(ImageLoadError) as err:
+        load_image(p)
+    assert words in str(err.value) and "Pillow" not in str(err.value)
+
+
+def test_a_file_of_unknown_bytes_says_so(tmp_path):
+    p = tmp_path / "photo.jpg"
+    p.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ImageLoadError, match="not an image this app can read .an unknown format"):
+        load_image(p)

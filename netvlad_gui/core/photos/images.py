@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import ExtractConfig
 from ..errors import NetvladError
+from .filekind import describe_file
 
 if TYPE_CHECKING:  # torch loads only when a photo is turned into a tensor (not for a scan)
     import torch
@@ -160,13 +161,21 @@ def load_image(
     except PermissionError:
         raise ImageLoadError("permission denied") from None
     except UnidentifiedImageError:
-        raise ImageLoadError("not an image Pillow can read") from None
+        raise ImageLoadError(_unreadable_reason(path)) from None
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(f"possible decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncation and corrupt data as OSError ("image file is truncated").
         raise ImageLoadError(f"corrupt or truncated image: {exc}") from None
     return resize_longer_side(img, image_size)
+
+
+def _unreadable_reason(path: Path) -> str:
+    """Why no decoder opens ``path``, saying what the file is where its first bytes tell."""
+    kind = describe_file(path)
+    if kind:
+        return f"not an image this app can read: the file is {kind}"
+    return "not an image this app can read (an unknown format)"
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
