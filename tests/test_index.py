@@ -215,3 +215,29 @@ def test_second_concurrent_build_is_refused(tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(LibraryIndexError, match="another build"):
             _build(lib, tmp_path / "idx")
+
+
+def test_a_scan_with_nothing_new_does_not_parse_gps_csv(tmp_path, monkeypatch):
+    # A 1 000 000-row gps.csv took 6.4 s to parse on every no-op `netvlad index` (issue 23).
+    from netvlad_gui.core.library.scan import scan_library
+    from netvlad_gui.core.photos import geo
+
+    lib = tmp_path / "lib"
+    make_library(lib, 4)
+    parsed = []
+    real = geo.load_sidecar_csv
+    monkeypatch.setattr(geo, "load_sidecar_csv", lambda root: parsed.append(root) or real(root))
+    index = LibraryIndex(tmp_path / "idx", create=True)
+    try:
+        assert scan_library(index, lib, None) == (4, 0)
+        assert len(parsed) == 1  # four new photos: read once for all of them
+        assert all(r.gps_source == "csv" for r in index.catalog.rows())
+        assert scan_library(index, lib, None) == (4, 0)
+        assert len(parsed) == 1  # nothing new: not read at all
+        with open(lib / "gps.csv", "a") as f:
+            f.write("img_0001.jpg,55.8,13.3\n")  # a fix in gps.csv reaches the catalogue
+        scan_library(index, lib, None)
+        assert len(parsed) == 2
+        assert {r.lat for r in index.catalog.rows() if r.path == "img_0001.jpg"} == {55.8}
+    finally:
+        index.close()
