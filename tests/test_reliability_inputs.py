@@ -117,3 +117,24 @@ def test_build_index_refuses_an_oversized_image_size(tmp_path):
             backbone_weights="none",
             extract_cfg=ExtractConfig(image_size=100_000, num_workers=0, device="cpu"),
         )
+
+
+# -- issue 23: model inputs that ended in "internal error (a bug…)" ----------------------------
+def test_a_checkpoint_asking_for_10_to_the_8_clusters_is_refused_before_allocating(tmp_path):
+    # It tried to allocate 38 GB, then "internal error (a bug, please report it)".
+    import torch
+
+    from netvlad_gui.core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    model = build_model(ModelConfig(num_clusters=4), "none", progress=False)
+    path = tmp_path / "huge.pt"
+    save_checkpoint(model, path)
+    obj = torch.load(path, weights_only=True)
+    obj["config"]["num_clusters"] = 10**8
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match="num_clusters must be at most 1024") as err:
+        load_checkpoint(path)
+    assert "use another checkpoint" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(NetvladError, match="at most 1024"):
+        build_model(ModelConfig(num_clusters=10**8), "none", progress=False)
+

@@ -47,6 +47,12 @@ def _check_float(name: str, value: object, lo: float, hi: float, *, open_lo: boo
         raise ConfigError(f"{name} must be a number {low} to {hi:g}, not {value!r}")
 
 
+#: The most NetVLAD clusters a model may have: 16x the paper's 64, a 1.3-million-dimension
+#: descriptor (5 MB per photo) with MobileNetV2. More is a damaged or hostile file (one asked for
+#: 10^8 clusters: 38 GB), refused before anything is allocated.
+MAX_CLUSTERS = 1024
+
+
 @dataclass
 class ModelConfig:
     """What network turns an image into a global descriptor."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netvlad_gui.core.config import InitConfig, ModelConfig, TrainConfig
+from netvlad_gui.core.config import MAX_CLUSTERS, InitConfig, ModelConfig, TrainConfig
 from netvlad_gui.core.errors import NetvladError
 from netvlad_gui.core.model.backbones import PADDINGS, Normalization, load_backbone
 from netvlad_gui.core.model.pooling import FMax, NetVLAD, Whitening
@@ -53,6 +53,10 @@ class PlaceModel(nn.Module):
         if config.pooling == "netvlad":
             if config.num_clusters < 1:
                 raise ModelConfigError(f"num_clusters must be >= 1, got {config.num_clusters}")
+            if config.num_clusters > MAX_CLUSTERS:
+                raise ModelConfigError(
+                    f"num_clusters must be at most {MAX_CLUSTERS}, got {config.num_clusters}"
+                )
             self.pool: nn.Module = NetVLAD(local_dim, config.num_clusters)
         else:
             self.pool = FMax()
