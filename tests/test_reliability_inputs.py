@@ -138,3 +138,28 @@ def test_a_checkpoint_asking_for_10_to_the_8_clusters_is_refused_before_allocati
     with pytest.raises(NetvladError, match="at most 1024"):
         build_model(ModelConfig(num_clusters=10**8), "none", progress=False)
 
+
+def test_a_library_of_unreadable_photos_says_so_in_one_line(tmp_path, capsys):
+    from netvlad_gui.cli import main
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(3):
+        (lib / f"p{i}.jpg").write_text(f"a note, not a photo {i}\n")
+    code = main(
+        ["index", str(lib), "--index", str(tmp_path / "idx"), "--backbone-weights", "none"]
+        + ["--image-size", "96", "--workers", "0", "--device", "cpu", "-q"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "internal error" not in err and "\n" not in err
+    assert "none of the 3 photos sampled to set up the model could be read" in err
+    assert "p0.jpg: not an image this app can read: the file is a text file" in err
+
+
+def test_a_library_too_small_to_set_up_the_model_says_so(tmp_path):
+    from _library import build_small
+
+    lib = tmp_path / "lib"
+    make_library(lib, 1, size=64)  # one small photo: 30 local descriptors for 64 clusters
+    with pytest.raises(NetvladError, match="too few photos to set up the model: 1 readable"):
+        build_small(lib, tmp_path / "idx")

@@ -51,19 +51,24 @@ def initialise_from_images(
     chosen = [paths[i] for i in pick]
     device = model.device
 
+    errors: dict[int, str] = {}
+
     def images():
-        for n, (_, tensor, _err) in enumerate(iter_images(chosen, extract_cfg, decoder), 1):
+        for n, (j, tensor, err) in enumerate(iter_images(chosen, extract_cfg, decoder), 1):
             if cancel is not None and cancel():
                 raise Cancelled()
             if progress:
                 progress(n, len(chosen))
             if tensor is not None:
                 yield tensor.unsqueeze(0).to(device)
+            else:
+                errors[j] = err
 
     model.eval()
     samples = sample_local_descriptors(
         model, images(), _per_image(model, init_cfg, len(chosen)), init_cfg.seed
     )
+    _check_enough(model, samples, chosen, errors)
     alpha = _finish(model, samples, init_cfg, len(chosen), meta)
     return alpha
 
@@ -169,6 +174,10 @@ def initialise_one_pass(
             init_cfg.seed,
             model.local_dim,
         )
+        unreadable = {
+            j: maps.errors[int(pick[j])] for j in range(len(chosen)) if int(pick[j]) in maps.errors
+        }
+        _check_enough(model, samples, chosen, unreadable)
         _finish(model, samples, init_cfg, len(chosen), meta)
     except BaseException:
         maps.close()
@@ -205,6 +214,29 @@ def _finish(
         alpha,
     )
     return alpha
+
+
+def _check_enough(
+    model: PlaceModel, samples: np.ndarray, chosen: Sequence, errors: dict[int, str]
+) -> None:
+    """Refuse, in words a user can act on, a sample too poor for k-means: one descriptor per
+    cluster at least. A library whose every photo was unreadable once ended in an internal
+    error ("NetVLAD init needs at least 64 non-zero descriptors")."""
+    clusters = getattr(model.pool, "num_clusters", 0)
+    if len(samples) >= clusters:
+        return
+    if len(errors) == len(chosen):
+        j = min(errors)
+        raise DatasetError(
+            f"none of the {len(chosen)} photos sampled to set up the model could be read (first: "
+            f"{Path(chosen[j]).name}: {errors[j]}); add readable photos (JPEG, PNG, HEIC…) and "
+            "index again"
+        )
+    raise DatasetError(
+        f"too few photos to set up the model: {len(chosen) - len(errors)} readable photos gave "
+        f"{len(samples)} local descriptors, and its {clusters} clusters need at least one each; "
+        "add photos to the library, or choose a model that is already trained"
+    )
 
 
 def _per_image(model: PlaceModel, init_cfg: InitConfig, images: int) -> int:
