@@ -163,3 +163,13 @@ def test_a_library_too_small_to_set_up_the_model_says_so(tmp_path):
     make_library(lib, 1, size=64)  # one small photo: 30 local descriptors for 64 clusters
     with pytest.raises(NetvladError, match="too few photos to set up the model: 1 readable"):
         build_small(lib, tmp_path / "idx")
+
+
+def test_device_cuda_without_a_gpu_is_a_user_error(monkeypatch):
+    import torch
+
+    from netvlad_gui.core.model.features import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(NetvladError, match="no CUDA GPU is available; use --device cpu"):
+        resolve_device("cuda")

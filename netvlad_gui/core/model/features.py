@@ -20,6 +20,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..cancel import Cancelled
 from ..config import ExtractConfig
+from ..errors import NetvladError
 from ..photos.decoding import Decoder
 from ..photos.images import ImageLoadError, batched_by_shape, load_tensor, pixels_to_tensor
 from . import onnxbackbone
@@ -36,11 +37,17 @@ NON_FINITE = (
 )
 
 
+class DeviceUnavailableError(NetvladError, RuntimeError):
+    """The device asked for is not on this machine (``--device cuda`` without a GPU)."""
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was asked for, but no CUDA GPU is available; use --device cpu")
+        raise DeviceUnavailableError(
+            "CUDA was asked for, but no CUDA GPU is available; use --device cpu"
+        )
     return torch.device(device)
 
 
