@@ -241,3 +241,43 @@ def test_a_scan_with_nothing_new_does_not_parse_gps_csv(tmp_path, monkeypatch):
         assert {r.lat for r in index.catalog.rows() if r.path == "img_0001.jpg"} == {55.8}
     finally:
         index.close()
+
+
+# -- issue 23: index folders that are not what they seem ---------------------------------------
+def _foreign_catalog(folder: Path) -> Path:
+    """A catalog.sqlite another program wrote: tables named as ours, other columns."""
+    folder.mkdir()
+    db = sqlite3.connect(folder / "catalog.sqlite")
+    db.execute("CREATE TABLE images(id INTEGER PRIMARY KEY, path TEXT, taken TEXT)")
+    db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
+    db.execute("INSERT INTO images(path, taken) VALUES('a.jpg', '2020')")
+    db.commit()
+    db.close()
+    return folder
+
+
+def test_a_catalogue_of_a_foreign_schema_is_named_so_not_rebuilt(tmp_path):
+    # It was "the index has no model; build it again", then `netvlad index` failed with
+    # "no such column: status".
+    idx = _foreign_catalog(tmp_path / "idx")
+    before = (idx / "catalog.sqlite").read_bytes()
+    for create in (False, True):
+        with pytest.raises(LibraryIndexError) as err:
+            LibraryIndex(idx, create=create)
+        text = str(err.value)
+        assert "is not an index catalogue of this app" in text and "no column" in text
+        assert f"move the folder {idx} away" in text and "\n" not in text
+    lib = tmp_path / "lib"
+    make_library(lib, 2)
+    with pytest.raises(LibraryIndexError):
+        build_small(lib, idx)
+    assert (idx / "catalog.sqlite").read_bytes() == before  # the other program's data is intact
+    other = tmp_path / "other"
+    other.mkdir()
+    db = sqlite3.connect(other / "catalog.sqlite")
+    db.execute("CREATE TABLE photos(id INTEGER PRIMARY KEY)")
+    db.commit()
+    db.close()
+    with pytest.raises(LibraryIndexError, match="its tables are photos"):
+        LibraryIndex(other)
+
