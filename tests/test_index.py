@@ -281,3 +281,15 @@ def test_a_catalogue_of_a_foreign_schema_is_named_so_not_rebuilt(tmp_path):
     with pytest.raises(LibraryIndexError, match="its tables are photos"):
         LibraryIndex(other)
 
+
+def test_index_folder_that_is_a_file_is_refused_in_one_line(tmp_path):
+    lib = tmp_path / "lib"
+    make_library(lib, 2)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(LibraryIndexError, match=f"the index folder {afile} is a file: name a"):
+        build_small(lib, afile)
+    with pytest.raises(LibraryIndexError, match="would be made inside .*afile, a file"):
+        build_small(lib, afile / "sub")
+    with pytest.raises(LibraryIndexError, match="is a file"):
+        LibraryIndex(afile)
