@@ -325,8 +325,10 @@ class Catalog:
     def check(self) -> None:
         """Raise CatalogDamagedError unless SQLite's quick check passes (pages and indexes)."""
         result = self.db.execute("PRAGMA quick_check").fetchone()[0]
-        if result != "ok":
-            raise sqlite3.DatabaseError(result)
+        if result != "ok":  # one line: SQLite lists every problem, one per line
+            lines = [line for line in result.splitlines() if not line.startswith("***")]
+            more = f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else ""
+            raise sqlite3.DatabaseError(f"{lines[0] if lines else result}{more}")
 
     @_guarded
     def delete(self, ids: Iterable[int]) -> None:
