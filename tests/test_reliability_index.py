@@ -440,3 +440,15 @@ def test_catalog_check_finds_a_damaged_index_page_that_reads_do_not_touch(tmp_pa
     finally:
         cat.close()
 
+
+def test_the_build_lock_is_exclusive(tmp_path):
+    from netvlad_gui.core.library.buildlock import lock_index
+
+    first = lock_index(tmp_path)
+    try:
+        with pytest.raises(LibraryIndexError, match="another build is already updating"):
+            lock_index(tmp_path)  # a second build on the same folder, even in this process
+    finally:
+        first.close()
+    lock_index(tmp_path).close()  # free again once the first let go
+
