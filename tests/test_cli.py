@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from netvlad_gui.cli import main
 
@@ -257,3 +258,36 @@ def test_the_command_exits_with_mains_code_and_spares_the_final_collection(monke
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_output_survives_an_ascii_stdout(lund_index, shared_dir, tmp_path):
+    # PYTHONIOENCODING=ascii: the index summary and every located result crashed on "±".
+    import os
+    import subprocess
+    import sys
+
+    from _library import make_library
+
+    env = os.environ | {"PYTHONIOENCODING": "ascii"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "netvlad_gui.cli", *args]
+        return subprocess.run(
+            cmd, check=False, capture_output=True, env=env, timeout=600, encoding="ascii"
+        )
+
+    query = shared_dir / "data/lund_street/queries/02.jpg"
+    out = cli(
+        "locate", str(query), "--index", str(lund_index), "--no-verify", "--image-size", "320"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Located" in out.stdout and " +/-" in out.stdout  # "±", as ASCII can say it
+    lib = tmp_path / "lib"
+    make_library(lib, 3)
+    Image.open(lib / "img_0000.jpg").save(lib / "café ±.jpg")  # not in gps.csv: listed
+    out = cli(
+        *("index", str(lib), "--index", str(tmp_path / "idx"), "--backbone-weights", "none"),
+        *("--image-size", "96", "--workers", "0", "-q"),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "no GPS  cafe +/-.jpg" in out.stdout
