@@ -91,3 +91,37 @@ def test_export_carries_the_verdict_and_the_top_match_inliers(tmp_path) -> None:
     assert feats[1]["properties"]["verdict"] == "not_found"
     assert feats[1]["properties"]["matches"][0]["inliers"] is None
     assert feats[2]["properties"]["verdict"] is None
+
+
+# -- issue 23: exports opened in a map or a geotagger -----------------------------------------
+def _not_found_with_a_guess() -> LocateResult:
+    """A photo from far away: its nearest match is in Lund, which is no answer."""
+    return LocateResult(
+        query="/photos/arezzo.jpg",
+        lat=55.6982639,
+        lon=13.1951389,
+        confidence=0.05,
+        radius_m=31.0,
+        matches=[Match(1, "/lib/03.jpg", 55.6982639, 13.1951389, 0.21, 0.0, 2, True, inliers=3)],
+        verdict="not_found",
+        verified=True,
+    )
+
+
+def test_a_not_found_photo_carries_no_coordinates_only_a_guess(tmp_path) -> None:
+    results = [*_results(), _not_found_with_a_guess()]
+    path = write_csv(results, tmp_path / "out.csv")
+    header = path.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert header.index("verdict") <= 3  # early, next to the coordinates it qualifies
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    located, row = rows[0], rows[-1]
+    assert row["verdict"] == "not_found"
+    assert row["lat"] == row["lon"] == row["radius_m"] == ""  # nothing a map would place
+    assert float(row["guess_lat"]) == pytest.approx(55.6982639)
+    assert float(row["guess_lon"]) == pytest.approx(13.1951389)
+    assert located["guess_lat"] == "" and float(located["lat"]) == pytest.approx(55.6982559)
+    feature = to_geojson(results)["features"][-1]
+    assert feature["geometry"] is None
+    props = feature["properties"]
+    assert props["verdict"] == "not_found" and props["guess_lat"] == pytest.approx(55.6982639)
+    assert "lat" not in props and "lon" not in props
