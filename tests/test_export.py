@@ -125,3 +125,20 @@ def test_a_not_found_photo_carries_no_coordinates_only_a_guess(tmp_path) -> None
     props = feature["properties"]
     assert props["verdict"] == "not_found" and props["guess_lat"] == pytest.approx(55.6982639)
     assert "lat" not in props and "lon" not in props
+
+
+def test_a_non_utf8_photo_name_does_not_spoil_the_export(tmp_path) -> None:
+    odd = LocateResult(
+        query="/photos/caf\udce9.jpg",  # a Latin-1 name on disk, as Python holds it
+        lat=55.7,
+        lon=13.2,
+        confidence=0.9,
+        radius_m=10.0,
+        matches=[Match(1, "/lib/\udcff.jpg", 55.7, 13.2, 0.5, 0.0, 1, True)],
+        verdict="located",
+    )
+    rows = list(csv.DictReader(write_csv([odd], tmp_path / "a.csv").open(encoding="utf-8")))
+    assert rows[0]["query"] == "/photos/caf\ufffd.jpg" and rows[0]["top1_path"] == "/lib/\ufffd.jpg"
+    data = json.loads(write_geojson([odd], tmp_path / "a.geojson").read_text(encoding="utf-8"))
+    assert data["features"][0]["properties"]["matches"][0]["path"] == "/lib/\ufffd.jpg"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.geojson"]  # no .tmp

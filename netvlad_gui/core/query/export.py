@@ -49,6 +49,14 @@ def _num(value: float | None, digits: int) -> float | None:
     return round(float(value), digits)
 
 
+def _text(name: str | None) -> str | None:
+    """A file name fit for a UTF-8 file: a name that is not UTF-8 on disk (kept by Python as
+    surrogate escapes) shows replacement characters instead of making the export fail."""
+    if name is None:
+        return None
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _is_guess(res: LocateResult) -> bool:
     """Whether the result's coordinates are only the nearest match of a photo not found here."""
     return res.verdict == "not_found"
@@ -63,7 +71,7 @@ def result_row(res: LocateResult) -> dict[str, Any]:
     top = res.matches[0] if res.matches else None
     guess = _is_guess(res)
     return {
-        "query": res.query,
+        "query": _text(res.query),
         "lat": None if guess else _num(res.lat, 7),
         "lon": None if guess else _num(res.lon, 7),
         "verdict": res.verdict,
@@ -74,7 +82,7 @@ def result_row(res: LocateResult) -> dict[str, Any]:
         "true_lat": _num(res.true_lat, 7),
         "true_lon": _num(res.true_lon, 7),
         "error_m": _num(res.error_m, 1),
-        "top1_path": top.path if top else None,
+        "top1_path": _text(top.path) if top else None,
         "top1_score": _num(top.score, 4) if top else None,
         "top1_distance_m": _num(top.distance_m, 1) if top else None,
         "matches": len(res.matches),
@@ -96,7 +104,7 @@ def to_csv(results: Iterable[LocateResult]) -> str:
 def _match_json(m) -> dict[str, Any]:
     return {
         "rank": m.rank,
-        "path": m.path,
+        "path": _text(m.path),
         "lat": _num(m.lat, 7),
         "lon": _num(m.lon, 7),
         "score": _num(m.score, 4),
