@@ -142,3 +142,19 @@ def test_a_non_utf8_photo_name_does_not_spoil_the_export(tmp_path) -> None:
     data = json.loads(write_geojson([odd], tmp_path / "a.geojson").read_text(encoding="utf-8"))
     assert data["features"][0]["properties"]["matches"][0]["path"] == "/lib/\ufffd.jpg"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.geojson"]  # no .tmp
+
+
+def test_an_export_onto_a_read_only_file_system_names_the_users_file(tmp_path, monkeypatch):
+    import errno
+    import os
+    from pathlib import Path
+
+    def read_only(self, *args, **kwargs):  # EROFS: even unlinking a missing file is refused
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(ExportError) as err:
+        write_csv(_results(), tmp_path / "out.csv")
+    assert str(err.value) == f"cannot write {tmp_path / 'out.csv'}: Read-only file system"

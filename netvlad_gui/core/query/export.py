@@ -6,6 +6,7 @@ are written to a temporary name and renamed, so an interrupted export never leav
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -138,9 +139,13 @@ def _atomic_write_text(path: Path, text: str) -> Path:
     try:
         tmp.write_text(text, encoding="utf-8", newline="")
         os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # a read-only file system refuses even this (EROFS)
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # the user's file, not the hidden temporary one
+            why = exc.strerror or type(exc).__name__
+            raise ExportError(f"cannot write {path}: {why}") from None
+        raise
     return path
 
 
