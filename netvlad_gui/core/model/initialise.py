@@ -6,6 +6,7 @@ sample local descriptors and record the result the same way.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ExtractConfig, InitConfig
-from ..errors import DatasetError
+from ..errors import DatasetError, NetvladError
 from ..photos.decoding import Decoder
 from ..photos.images import batched_by_shape
 from .features import Cancelled, inference_model, iter_images
@@ -73,6 +74,10 @@ def initialise_from_images(
     return alpha
 
 
+class DiskFullError(NetvladError, OSError):
+    """The disk filled up while the one-pass initialisation kept its feature maps."""
+
+
 class FeatureMaps:
     """The sampled photos' backbone maps, kept on disk (one .npy each) so memory stays flat.
 
@@ -80,16 +85,34 @@ class FeatureMaps:
     could not be decoded has its reason instead. ``close()`` removes the folder.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, expected: int = 0):
         self.folder = Path(folder)
+        self.expected = expected  # how many maps will be kept, to say how much space they need
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         self.errors: dict[int, str] = {}
         self._kept: set[int] = set()
 
     def put(self, key: int, fmap: np.ndarray) -> None:
-        np.save(self.folder / f"{key}.npy", np.ascontiguousarray(fmap, dtype=np.float32))
+        fmap = np.ascontiguousarray(fmap, dtype=np.float32)
+        path = self.folder / f"{key}.npy"
+        try:
+            np.save(path, fmap)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) or " requested and " in str(exc):
+                raise DiskFullError(self._disk_full(fmap.nbytes)) from None
+            raise
         self._kept.add(key)
+
+    def _disk_full(self, each: int) -> str:
+        """numpy says "115200 requested and 59360 written": say what, where and how much."""
+        n = max(self.expected, len(self._kept) + 1)
+        return (
+            f"disk full in {self.folder}: setting up the model keeps the feature maps of the "
+            f"{n} photos it samples there, {_size(each)} each (about {_size(n * each)} in all, "
+            "removed when the build ends); free that much space and index again"
+        )
 
     def get(self, key: int) -> np.ndarray:
         return np.load(self.folder / f"{key}.npy")
@@ -105,6 +128,10 @@ class FeatureMaps:
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.0f} MB" if nbytes >= 1e6 else f"{max(nbytes / 1e3, 1):.0f} KB"
 
 
 def initialise_one_pass(
@@ -135,7 +162,7 @@ def initialise_one_pass(
         raise DatasetError("no images to initialise the NetVLAD layer from")
     pick = sample_positions(len(paths), init_cfg)
     chosen = [paths[i] for i in pick]
-    maps = FeatureMaps(folder)
+    maps = FeatureMaps(folder, expected=len(chosen))
     try:
         net = inference_model(model, extract_cfg)
         device = model.device
