@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from netvlad_gui.cli import main
 
@@ -257,3 +258,58 @@ def test_the_command_exits_with_mains_code_and_spares_the_final_collection(monke
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_output_survives_an_ascii_stdout(lund_index, shared_dir, tmp_path):
+    # PYTHONIOENCODING=ascii: the index summary and every located result crashed on "±".
+    import os
+    import subprocess
+    import sys
+
+    from _library import make_library
+
+    env = os.environ | {"PYTHONIOENCODING": "ascii"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "netvlad_gui.cli", *args]
+        return subprocess.run(
+            cmd, check=False, capture_output=True, env=env, timeout=600, encoding="ascii"
+        )
+
+    query = shared_dir / "data/lund_street/queries/02.jpg"
+    out = cli(
+        "locate", str(query), "--index", str(lund_index), "--no-verify", "--image-size", "320"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Located" in out.stdout and " +/-" in out.stdout  # "±", as ASCII can say it
+    lib = tmp_path / "lib"
+    make_library(lib, 3)
+    Image.open(lib / "img_0000.jpg").save(lib / "café ±.jpg")  # not in gps.csv: listed
+    out = cli(
+        *("index", str(lib), "--index", str(tmp_path / "idx"), "--backbone-weights", "none"),
+        *("--image-size", "96", "--workers", "0", "-q"),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "no GPS  cafe +/-.jpg" in out.stdout
+
+
+def test_locate_exports_csv_and_geojson_with_the_core_writer(lund_index, shared_dir, tmp_path):
+    # Issue 23: the CLI writes the files the GUI's File → Export writes, Berlin without a Point.
+    import csv
+
+    berlin = min((shared_dir / "data/exif/gps_photos/opensfm_berlin").glob("*.jpg"))
+    lund = min((shared_dir / "data/lund_street/queries").glob("*.jpg"))
+    out_csv, out_geo = tmp_path / "r.csv", tmp_path / "r.geojson"
+    args = [berlin, lund, tmp_path / "missing.jpg", "--csv", out_csv, "--geojson", out_geo]
+    assert _locate(lund_index, *args) == 0
+    rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
+    assert [Path(r["query"]).name for r in rows] == ["missing.jpg", berlin.name, lund.name]
+    missing, far, near = rows
+    assert missing["error"] == "file not found" and missing["verdict"] == ""
+    assert far["verdict"] == "not_found" and far["lat"] == "" and far["guess_lat"] != ""
+    assert near["verdict"] == "located" and float(near["lat"]) == pytest.approx(55.698, abs=0.01)
+    features = json.loads(out_geo.read_text(encoding="utf-8"))["features"]
+    assert [f["geometry"] is None for f in features] == [True, True, False]
+    with pytest.raises(SystemExit) as bad:  # a typo is refused before any photo is located
+        _locate(lund_index, lund, "--csv", tmp_path / "no" / "such" / "dir.csv")
+    assert bad.value.code == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ..core.config import (
     DEFAULT_MODEL,
@@ -118,6 +119,7 @@ def cmd_locate(args) -> int:
     try:
         for n, res in enumerate(_finals(session.run(inputs.photos)), 1):
             failures += bool(res.error)
+            results.append(res)
             _print_result(res, args.json)
             if bar is not None:
                 update_bar(bar, n)
@@ -125,12 +127,32 @@ def cmd_locate(args) -> int:
         if bar is not None:
             bar.close()
         session.close()
+    _export(args, results)
     return 1 if failures == total else 0
 
 
 def _finals(stages):
     """The final stage of each photo: a script wants answers, not the provisional steps."""
     return (res for _, res in stages if res.final)
+
+
+def _export(args, results) -> None:
+    """--csv and --geojson: the files the GUI's File → Export writes, by the same core writer."""
+    from ..core.query.export import write_csv, write_geojson
+
+    for path, write in ((args.csv, write_csv), (args.geojson, write_geojson)):
+        if path:
+            written = write(results, path)
+            if not args.json:
+                print(f"exported {len(results)} results to {plain(written)}", file=sys.stderr)
+
+
+def _export_path(text: str) -> Path:
+    """An export file whose folder exists: a typo is refused before the photos are located."""
+    path = Path(text).expanduser()
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no folder {path.parent} to write {path.name} in")
+    return path
 
 
 def _bars(args, inputs) -> bool:
@@ -302,6 +324,15 @@ def add_library_commands(sub) -> None:
         help=f"matches per photo (default {LocateConfig.top_n})",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per photo")
+    p.add_argument(
+        "--csv", metavar="FILE", type=_export_path, help="also write the results to a CSV file"
+    )
+    p.add_argument(
+        "--geojson",
+        metavar="FILE",
+        type=_export_path,
+        help="also write the results to a GeoJSON file (photos not found have no geometry)",
+    )
     v = VerifyConfig()
     p.add_argument(
         "--verify",

@@ -58,6 +58,12 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 POOLINGS = ("netvlad", "fmax")
 
 
+#: The most NetVLAD clusters a model may have: 16x the paper's 64, a 1.3-million-dimension
+#: descriptor (5 MB per photo) with MobileNetV2. More is a damaged or hostile file (one asked for
+#: 10^8 clusters: 38 GB), refused before anything is allocated.
+MAX_CLUSTERS = 1024
+
+
 @dataclass
 class ModelConfig:
     """What network turns an image into a global descriptor."""
@@ -86,7 +92,7 @@ class ModelConfig:
         if self.pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
         if self.pooling == "netvlad":
-            _check_int("NetVLAD clusters (--num-clusters)", self.num_clusters, 1, 65_536)
+            _check_int("NetVLAD clusters (--num-clusters)", self.num_clusters, 1, MAX_CLUSTERS)
         if self.whitening_dim is not None:
             _check_int("whitening_dim (--whitening-dim)", self.whitening_dim, 1, 10**7)
         return self

@@ -38,9 +38,49 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 PENDING, INDEXED, FAILED = "pending", "indexed", "failed"
 
+#: The columns of each table, as _SCHEMA makes them: a catalogue lacking one is not ours.
+_TABLES = {
+    "images": {
+        "id", "path", "size", "mtime", "lat", "lon", "alt",
+        "gps_source", "gps_reason", "status", "error", "row",
+    },
+    "meta": {"key", "value"},
+}  # fmt: skip
+
 
 class CatalogDamagedError(LibraryIndexError):
     """The catalogue file is not a readable SQLite database any more."""
+
+
+class ForeignCatalogError(LibraryIndexError):
+    """A readable SQLite file that another program (or an older netvlad-gui) wrote."""
+
+
+def foreign_message(path: Path, why: str) -> str:
+    return (
+        f"{path} is not an index catalogue of this app ({why}): another program or an older "
+        f"netvlad-gui wrote it; move the folder {path.parent} away (or name another --index "
+        "folder) and run `netvlad index LIBRARY` to build a new index"
+    )
+
+
+def _schema_problem(db: sqlite3.Connection) -> str:
+    """Why the database's tables are not this app's, or "" (ours, or none yet: a new file).
+
+    ``CREATE TABLE IF NOT EXISTS`` keeps a foreign ``images`` table as it is, so the first
+    query then failed with "no such column: status", after advice to run `netvlad index`.
+    """
+    tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    ours = sorted(tables & set(_TABLES))
+    if tables and not ours:
+        shown = ", ".join(sorted(tables)[:3]) + (", …" if len(tables) > 3 else "")
+        return f"its tables are {shown}"
+    for table in ours:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if missing := sorted(_TABLES[table] - columns):
+            shown = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
+            return f"its table {table!r} has no column {shown}"
+    return ""
 
 
 def damaged_message(path: Path, exc: BaseException) -> str:
@@ -129,6 +169,7 @@ class Catalog:
         try:
             if writable:
                 self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+                self._refuse_foreign()
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(_SCHEMA)
@@ -136,6 +177,8 @@ class Catalog:
                     self.set_meta("schema_version", str(SCHEMA_VERSION))
             else:
                 self.db = self._connect_read_only()
+        except ForeignCatalogError:
+            raise
         except sqlite3.OperationalError as exc:
             if "not a database" in str(exc) or "malformed" in str(exc):
                 raise CatalogDamagedError(damaged_message(self.path, exc)) from exc
@@ -148,6 +191,12 @@ class Catalog:
                 f"{self.path} was written by a newer netvlad-gui (schema {version}); upgrade the app"
             )
 
+    def _refuse_foreign(self) -> None:
+        """Close and raise ForeignCatalogError when the file holds another program's tables."""
+        if why := _schema_problem(self.db):
+            self.db.close()
+            raise ForeignCatalogError(foreign_message(self.path, why))
+
     def _connect_read_only(self) -> sqlite3.Connection:
         uri = "file:" + quote(os.fspath(self.path.resolve()))
         folder = self.path.resolve().parent
@@ -157,6 +206,9 @@ class Catalog:
         for mode in modes:
             db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30, check_same_thread=False)
             try:
+                if why := _schema_problem(db):
+                    db.close()
+                    raise ForeignCatalogError(foreign_message(self.path, why))
                 db.execute("SELECT COUNT(*) FROM meta").fetchone()
                 return db
             except sqlite3.OperationalError as exc:  # e.g. WAL on a folder that is read-only
@@ -273,8 +325,10 @@ class Catalog:
     def check(self) -> None:
         """Raise CatalogDamagedError unless SQLite's quick check passes (pages and indexes)."""
         result = self.db.execute("PRAGMA quick_check").fetchone()[0]
-        if result != "ok":
-            raise sqlite3.DatabaseError(result)
+        if result != "ok":  # one line: SQLite lists every problem, one per line
+            lines = [line for line in result.splitlines() if not line.startswith("***")]
+            more = f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else ""
+            raise sqlite3.DatabaseError(f"{lines[0] if lines else result}{more}")
 
     @_guarded
     def delete(self, ids: Iterable[int]) -> None:

@@ -121,6 +121,11 @@ class LibraryIndex:
     ):
         self.dir = Path(index_dir).expanduser()
         self.writable = create if writable is None else writable
+        if self.dir.exists() and not self.dir.is_dir():
+            raise LibraryIndexError(
+                f"the index folder {self.dir} is a file: name a folder (an existing index, or a "
+                "new one to create)"
+            )
         if not (self.dir / CATALOG_FILE).exists():
             if not create:
                 raise LibraryIndexError(

@@ -95,7 +95,7 @@ def scan_library(
         if warnings is not None:
             warnings.append(msg)
     hidden = tuple(f"{rel}/" for rel, _ in unreadable)
-    sidecar = geo.load_sidecar_csv(library)
+    sidecar = geo.LazySidecar(library)  # parsed only if a photo needs it
     stamp = _sidecar_stamp(library)
     recheck_csv = index.catalog.get_meta(SIDECAR_STAMP_KEY) != stamp
     known = {r.path: r for r in index.catalog.rows()}

@@ -38,10 +38,25 @@ def resolve_index_dir(
     from ..paths import default_index_dir
 
     if index:
-        return Path(index).expanduser()
+        return check_index_dir(Path(index).expanduser())
     if library:
         return default_index_dir(library)
     raise LibraryIndexError("name a library folder or an index folder")
+
+
+def check_index_dir(index_dir: Path) -> Path:
+    """``index_dir``, unless it (or a folder it would be made in) is a file: say so in one line
+    instead of "[Errno 17] File exists" when the build makes the folder."""
+    for p in (index_dir, *index_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == index_dir else f"would be made inside {p}, a file"
+                raise LibraryIndexError(
+                    f"the index folder {index_dir} {what}: name a folder (an existing index, "
+                    "or a new one to create)"
+                )
+            break
+    return index_dir
 
 
 def index_exists(index_dir: str | os.PathLike) -> bool:

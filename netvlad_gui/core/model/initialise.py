@@ -6,6 +6,7 @@ sample local descriptors and record the result the same way.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ExtractConfig, InitConfig
-from ..errors import DatasetError
+from ..errors import DatasetError, NetvladError
 from ..photos.decoding import Decoder
 from ..photos.images import batched_by_shape
 from .features import Cancelled, autocast_dtype, inference_model, iter_images
@@ -50,21 +51,30 @@ def initialise_from_images(
     chosen = [paths[i] for i in pick]
     device = model.device
 
+    errors: dict[int, str] = {}
+
     def images():
-        for n, (_, tensor, _err) in enumerate(iter_images(chosen, extract_cfg, decoder), 1):
+        for n, (j, tensor, err) in enumerate(iter_images(chosen, extract_cfg, decoder), 1):
             if cancel is not None and cancel():
                 raise Cancelled()
             if progress:
                 progress(n, len(chosen))
             if tensor is not None:
                 yield tensor.unsqueeze(0).to(device)
+            else:
+                errors[j] = err
 
     model.eval()
     samples = sample_local_descriptors(
         model, images(), _per_image(model, init_cfg, len(chosen)), init_cfg.seed
     )
+    _check_enough(model, samples, chosen, errors)
     alpha = _finish(model, samples, init_cfg, len(chosen), meta)
     return alpha
+
+
+class DiskFullError(NetvladError, OSError):
+    """The disk filled up while the one-pass initialisation kept its feature maps."""
 
 
 class FeatureMaps:
@@ -74,16 +84,34 @@ class FeatureMaps:
     could not be decoded has its reason instead. ``close()`` removes the folder.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, expected: int = 0):
         self.folder = Path(folder)
+        self.expected = expected  # how many maps will be kept, to say how much space they need
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         self.errors: dict[int, str] = {}
         self._kept: set[int] = set()
 
     def put(self, key: int, fmap: np.ndarray) -> None:
-        np.save(self.folder / f"{key}.npy", np.ascontiguousarray(fmap, dtype=np.float32))
+        fmap = np.ascontiguousarray(fmap, dtype=np.float32)
+        path = self.folder / f"{key}.npy"
+        try:
+            np.save(path, fmap)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) or " requested and " in str(exc):
+                raise DiskFullError(self._disk_full(fmap.nbytes)) from None
+            raise
         self._kept.add(key)
+
+    def _disk_full(self, each: int) -> str:
+        """numpy says "115200 requested and 59360 written": say what, where and how much."""
+        n = max(self.expected, len(self._kept) + 1)
+        return (
+            f"disk full in {self.folder}: setting up the model keeps the feature maps of the "
+            f"{n} photos it samples there, {_size(each)} each (about {_size(n * each)} in all, "
+            "removed when the build ends); free that much space and index again"
+        )
 
     def get(self, key: int) -> np.ndarray:
         return np.load(self.folder / f"{key}.npy")
@@ -99,6 +127,10 @@ class FeatureMaps:
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.0f} MB" if nbytes >= 1e6 else f"{max(nbytes / 1e3, 1):.0f} KB"
 
 
 def initialise_one_pass(
@@ -129,7 +161,7 @@ def initialise_one_pass(
         raise DatasetError("no images to initialise the NetVLAD layer from")
     pick = sample_positions(len(paths), init_cfg)
     chosen = [paths[i] for i in pick]
-    maps = FeatureMaps(folder)
+    maps = FeatureMaps(folder, expected=len(chosen))
     try:
         net = inference_model(model, extract_cfg)
         device = model.device
@@ -164,6 +196,10 @@ def initialise_one_pass(
             init_cfg.seed,
             model.local_dim,
         )
+        unreadable = {
+            j: maps.errors[int(pick[j])] for j in range(len(chosen)) if int(pick[j]) in maps.errors
+        }
+        _check_enough(model, samples, chosen, unreadable)
         _finish(model, samples, init_cfg, len(chosen), meta)
     except BaseException:
         maps.close()
@@ -197,6 +233,29 @@ def _finish(
         alpha,
     )
     return alpha
+
+
+def _check_enough(
+    model: PlaceModel, samples: np.ndarray, chosen: Sequence, errors: dict[int, str]
+) -> None:
+    """Refuse, in words a user can act on, a sample too poor for k-means: one descriptor per
+    cluster at least. A library whose every photo was unreadable once ended in an internal
+    error ("NetVLAD init needs at least 64 non-zero descriptors")."""
+    clusters = getattr(model.pool, "num_clusters", 0)
+    if len(samples) >= clusters:
+        return
+    if len(errors) == len(chosen):
+        j = min(errors)
+        raise DatasetError(
+            f"none of the {len(chosen)} photos sampled to set up the model could be read (first: "
+            f"{Path(chosen[j]).name}: {errors[j]}); add readable photos (JPEG, PNG, HEIC…) and "
+            "index again"
+        )
+    raise DatasetError(
+        f"too few photos to set up the model: {len(chosen) - len(errors)} readable photos gave "
+        f"{len(samples)} local descriptors, and its {clusters} clusters need at least one each; "
+        "add photos to the library, or choose a model that is already trained"
+    )
 
 
 def _per_image(model: PlaceModel, init_cfg: InitConfig, images: int) -> int:

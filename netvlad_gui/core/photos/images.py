@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import ExtractConfig
 from ..errors import NetvladError
+from .filekind import describe_file
 
 if TYPE_CHECKING:  # torch loads only when a photo is turned into a tensor (not for a scan)
     import torch
@@ -149,7 +150,7 @@ def load_image(
                 if img.format in ("JPEG", "MPO") and max(w, h) >= 2 * image_size:
                     _draft(img, image_size, always=draft)
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                img = _to_8bit(ImageOps.exif_transpose(img))
                 img = img.convert("RGB")
     except ImageLoadError:
         raise
@@ -160,13 +161,47 @@ def load_image(
     except PermissionError:
         raise ImageLoadError("permission denied") from None
     except UnidentifiedImageError:
-        raise ImageLoadError("not an image Pillow can read") from None
+        raise ImageLoadError(_unreadable_reason(path)) from None
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(f"possible decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncation and corrupt data as OSError ("image file is truncated").
         raise ImageLoadError(f"corrupt or truncated image: {exc}") from None
     return resize_longer_side(img, image_size)
+
+
+def _unreadable_reason(path: Path) -> str:
+    """Why no decoder opens ``path``, saying what the file is where its first bytes tell."""
+    kind = describe_file(path)
+    if kind:
+        return f"not an image this app can read: the file is {kind}"
+    return "not an image this app can read (an unknown format)"
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float greyscale (scanners, thermal and scientific cameras) as 8-bit "L".
+
+    Pillow's ``convert("RGB")`` clips these modes at 255 instead of scaling them: a 16-bit
+    photo turned flat white (mean 255, std 0), a query "not found", a library photo indexed as a
+    blank. 16-bit data is scaled by 1/257 (65535 -> 255); "I" and "F" by what their values
+    span: 0..1 floats, 8-bit or 16-bit ranges, else their maximum.
+    """
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    a = np.asarray(img, dtype=np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)
+    top = float(a.max()) if a.size else 0.0
+    if img.mode.startswith("I;16"):
+        scale = 255.0 / 65535.0
+    elif img.mode == "F" and top <= 1.0:
+        scale = 255.0
+    elif top <= 255.0:
+        scale = 1.0
+    elif top <= 65535.0:
+        scale = 255.0 / 65535.0
+    else:
+        scale = 255.0 / top
+    return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8))
 
 
 #: The shortest side any backbone can take: AlexNet cut at conv5 needs 31 px (VGG16 16, ResNet
