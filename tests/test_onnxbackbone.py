@@ -149,7 +149,12 @@ def test_an_index_builds_and_locates_with_onnxruntime(tmp_path):
 
     paths_ = make_library(tmp_path / "lib", 6)
     cfg = ExtractConfig(
-        image_size=96, batch_size=4, num_workers=0, device="cpu", runtime="onnxruntime"
+        image_size=96,
+        batch_size=4,
+        num_workers=0,
+        device="cpu",
+        runtime="onnxruntime",
+        precision="fp32",  # ORT runs fp32 only: auto is bf16 on AMX CPUs, which keeps torch
     )
     torch.manual_seed(0)
     s = build_small(tmp_path / "lib", tmp_path / "idx", extract_cfg=cfg, init_images=6)
