@@ -164,7 +164,7 @@ def test_an_index_builds_and_locates_with_onnxruntime(tmp_path):
     stored = index.store().read([rows[p.name] for p in paths_])
     # torch, the reference, gives the same descriptors with the index's model
     model = load_checkpoint(index.model_path)
-    torch_cfg = ExtractConfig(image_size=96, num_workers=0, device="cpu")
+    torch_cfg = ExtractConfig(image_size=96, num_workers=0, device="cpu", precision="fp32")
     again = np.stack([extract_one(model, p, torch_cfg) for p in paths_])
     assert _cosines(stored, again).min() >= 0.999
 
