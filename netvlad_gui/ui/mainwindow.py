@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QPushButton,
+    QSizePolicy,
     QStackedWidget,
     QWidget,
 )
@@ -202,6 +203,14 @@ class MainWindow(QMainWindow):
     def _show_page(self) -> None:
         has_library = bool(self.library or self.settings.index_dir)
         self.pages.setCurrentIndex(1 if has_library else 0)
+        # Only the page on show sets the window's least size (the first-start page is wide).
+        for i in range(self.pages.count()):
+            policy = (
+                QSizePolicy.Policy.Preferred
+                if i == self.pages.currentIndex()
+                else (QSizePolicy.Policy.Ignored)
+            )
+            self.pages.widget(i).setSizePolicy(policy, policy)
         self.library_panel.set_library(self.library or None)
 
     def show_notice(
