@@ -143,6 +143,24 @@ def test_the_window_fits_1024x700_and_1280x720_with_the_retrain_panel(
         assert_inside(w, window)
     assert results.title.text() == LONG_NAME
 
+    # The layout keeps still: the left column keeps its width from photo to photo, and a
+    # notice floats over the map instead of pushing the work area down.
+    left = window.splitter.sizes()
+    where = {w: rect_in(w, window) for w in (window.map, window.results, window.queue)}
+    window.queue.set_current(tokens[1])
+    settle(qtbot)
+    assert window.results.entry.token == tokens[1]
+    window.queue.set_current(tokens[0])
+    settle(qtbot)
+    assert window.splitter.sizes() == left
+    window.show_notice("A warning that stays until it is closed. " * 6, "warning")
+    settle(qtbot)
+    assert window.notice.isVisible()
+    assert {w: rect_in(w, window) for w in where} == where
+    assert rect_in(window.map, window).contains(rect_in(window.notice, window))
+    assert (window.width(), window.height()) == (1024, 700)
+    window.notice.close_button.click()
+
     # 1280x720 with the Retrain panel docked: its settings, buttons and charts are on screen,
     # the results keep room for their matches.
     fits(qtbot, window, 1280, 720)

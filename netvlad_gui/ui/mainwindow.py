@@ -36,7 +36,7 @@ from .locating import Locating
 from .mapdata import result_to_map
 from .mapview import MapView
 from .menus import build_menus
-from .notices import ERROR, INFO, WARNING, LogDock, NoticeBar
+from .notices import ERROR, INFO, WARNING, FloatOver, LogDock, NoticeBar
 from .queuepanel import QueuePanel
 from .resultspanel import ResultsPanel
 from .settingsdialog import AppSettings, SettingsDialog, model_problem
@@ -117,7 +117,10 @@ class MainWindow(QMainWindow):
         self.pages = QStackedWidget()
         self.pages.addWidget(self.welcome)
         self.pages.addWidget(self.splitter)
-        self.setCentralWidget(column([self.model_banner, self.notice, self.pages]))
+        self.setCentralWidget(column([self.model_banner, self.pages]))
+        # Notices float over the map's top: coming and going, they move nothing else.
+        self.notice.setParent(self.centralWidget())
+        self._notice_float = FloatOver(self.notice, [self.map, self.pages])
 
         self.log_dock = LogDock(self)
         self.log_view, self.warnings_button = self.log_dock.view, self.log_dock.warnings_button
@@ -222,6 +225,7 @@ class MainWindow(QMainWindow):
         levelno = {ERROR: logging.ERROR, WARNING: logging.WARNING}.get(level, logging.INFO)
         log.log(levelno, log_text or text, extra={"file": file} if file else None)
         self.notice.show_notice(text, level, action=action, on_action=on_action)
+        self._notice_float.place()
         self.noticeShown.emit(level, text)
 
     def _refresh_model_banner(self, message: str = "") -> None:
