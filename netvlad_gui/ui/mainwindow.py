@@ -263,7 +263,6 @@ class MainWindow(QMainWindow):
         self.settings.save()
         self.info = None
         self.map.clear(references=True)
-        self.library_panel.set_info(None)
         self._show_page()
         if changed:
             self._mark_stale()
@@ -271,6 +270,7 @@ class MainWindow(QMainWindow):
         log.info("library: %s", path)
 
     def _open_index(self) -> None:
+        self.library_panel.set_opening()
         self._openRequested.emit(self.index_dir, self.settings.extract_config(self.image_size))
 
     def build_index(self) -> None:
@@ -326,8 +326,9 @@ class MainWindow(QMainWindow):
             self._show_page()
         self.library_panel.set_info(info)
         self.map.set_references(info.references)
-        if info.references and self.queue.current() is None:
-            self.map.fit_all()
+        current = self.queue.current()
+        if current is None or current.stale or current.result is None or current.result.error:
+            self.map.fit_all()  # no result drawn: this library's photos (the world if none)
         self._refresh_model_banner()
         self.indexChanged.emit(info)
         if info.ready:
@@ -343,6 +344,8 @@ class MainWindow(QMainWindow):
             self.build_index()
 
     def _on_failed(self, what: str, message: str) -> None:
+        if what in ("open", "weights"):
+            self.library_panel.open_failed()
         if what == "weights":
             self._refresh_model_banner(message)  # the banner says how to fix it
         self.show_notice(failure_text(what, message), ERROR)
@@ -524,7 +527,6 @@ class MainWindow(QMainWindow):
         if self.library:
             self.info = None
             self.map.clear(references=True)
-            self.library_panel.set_info(None)
             self._open_index()
         self.show_notice(messages.trained_model_in_use(model_path), INFO)
         if self.library:

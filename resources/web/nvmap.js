@@ -396,8 +396,11 @@
     function clear(options) {
         clearResult();
         if (options && options.references) {
+            // Another library: nothing of the old one may keep the view (fitAll follows
+            // once its photos are known).
             state.refs.clearLayers();
             state.coverage.clearLayers();
+            state.map.setView(WORLD_VIEW.center, WORLD_VIEW.zoom, { animate: false });
             updateHint();
         }
         refreshLegend();
