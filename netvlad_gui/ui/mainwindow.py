@@ -87,6 +87,7 @@ class MainWindow(QMainWindow):
         self._build_ui()
         actions = build_menus(self)
         self.open_action, self.export_action = actions["open"], actions["export"]
+        self.copy_action, self.osm_action = actions["copy"], actions["osm"]
         self._start_engine()
         restore_window_state(self, [self.splitter, self._right], (1280, 820))
         self._show_page()
@@ -375,7 +376,7 @@ class MainWindow(QMainWindow):
         entries = self.queue.add(photos)  # photos already in the list are not added again
         if len(entries) < len(photos):
             self.statusBar().showMessage(
-                f"{len(photos) - len(entries)} of the photos are in the list already.", 5000
+                messages.already_listed(len(photos) - len(entries), len(photos)), 5000
             )
         first = entries[0] if entries else self.queue.find(photos[0])
         self.locating.dropped([e.token for e in entries], t0)

@@ -53,6 +53,18 @@ TITLE_KEEP = 140
 TITLE_SHARE = 0.4  # of the room beside the actions, when the verdict has to wrap anyway
 
 
+def breakable(text: str, every: int = 12) -> str:
+    """``text`` with zero-width spaces in words longer than ``every`` characters, so that a
+    word-wrapped label breaks a long path or name instead of cutting it off at its edge."""
+
+    def split(word: str) -> str:
+        if len(word) <= every:
+            return word
+        return "\u200b".join(word[i : i + every] for i in range(0, len(word), every))
+
+    return " ".join(split(w) for w in text.split(" "))
+
+
 def _scaled(image: QImage, size: QSize) -> QPixmap:
     return QPixmap.fromImage(image).scaled(
         size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
@@ -64,11 +76,13 @@ class ResultsPanel(QWidget):
 
     Signals: ``matchSelected(rank)`` when the user picks a match, ``matchActivated(rank)`` when
     they open it (double-click or Enter: the match viewer opens), ``stepRequested(delta)`` for
-    the previous/next photo, ``message(text)`` for the status bar, ``browserFailed(url)``.
+    the previous/next photo, ``message(text)`` for the status bar, ``browserFailed(url)``,
+    ``actionsChanged(enabled, guess)`` when Copy/Open change (the Edit menu follows them).
     """
 
     matchSelected = Signal(int)
     matchActivated = Signal(int)
+    actionsChanged = Signal(bool, bool)  # Copy/Open usable, and for a guess
     stepRequested = Signal(int)
     message = Signal(str)
     browserFailed = Signal(str)  # the URL no browser opened: the window offers to copy it
@@ -206,6 +220,9 @@ class ResultsPanel(QWidget):
         self._match_items.clear()
         if entry is None:
             self.stack.setCurrentIndex(0)
+            self.copy_button.setEnabled(False)
+            self.osm_button.setEnabled(False)
+            self.actionsChanged.emit(False, False)
             return
         self.stack.setCurrentIndex(1)
         self.title.setText(entry.display_name)
@@ -228,6 +245,7 @@ class ResultsPanel(QWidget):
         self.copy_button.setEnabled(located)
         self.osm_button.setEnabled(located)
         self._label_actions(entry.result if located else None)
+        self.actionsChanged.emit(located, located and entry.result.guess)
         self.prediction.setStyleSheet("color: darkred;" if entry.state == FAILED else "")
         results = entry.result.matches if entry.result is not None and not entry.stale else []
         self.matches_title.setText(f"Best {len(results)} matches" if results else "")
@@ -317,8 +335,8 @@ class ResultsPanel(QWidget):
             )
         if entry.state == WAITING:
             return "<p>Locating…</p>"
-        if entry.state == FAILED:
-            return f"<p><b>Cannot locate this photo.</b><br>{esc(entry.error)}</p>"
+        if entry.state == FAILED:  # core's reason, whole: long words may break anywhere
+            return f"<p><b>Cannot locate this photo.</b><br>{breakable(esc(entry.error))}</p>"
         res = entry.result
         if res is None:
             return ""
