@@ -21,7 +21,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QTextDocument
 
 from netvlad_gui.core.query.verdict import NOT_FOUND
-from netvlad_gui.ui.librarypanel import OPENING
+from netvlad_gui.ui.librarypanel import OPENING, LibraryPanel
 from netvlad_gui.ui.mapdata import format_coords
 from netvlad_gui.ui.queuepanel import FAILED, ICON
 from netvlad_gui.ui.stallmeter import StallMeter
@@ -131,3 +131,20 @@ def test_stall_figures_reach_the_log_only_when_measuring(qtbot, caplog) -> None:
         meter.stop()
         (record,) = [r for r in caplog.records if "worst GUI stall" in r.getMessage()]
         assert record.levelno == (logging.INFO if measuring else logging.DEBUG)
+
+
+def test_single_step_build_stages_show_a_busy_bar(qtbot) -> None:
+    """Loading the model (0 then 1 of 1) and finishing (0 of 1) are one step each: a busy bar,
+    not a full "1 / 1" one while the model still loads, nor an empty "0 / 1"."""
+    panel = LibraryPanel()
+    qtbot.addWidget(panel)
+    panel.set_busy(True)
+    bar = panel.progress_bar
+    for stage, done, total in (("model", 0, 1), ("model", 1, 1), ("finalize", 0, 1)):
+        panel.on_progress(stage, done, total)
+        assert (bar.minimum(), bar.maximum()) == (0, 0), (stage, done, total)  # busy
+        assert "/" not in bar.text()
+    panel.on_progress("extract", 3, 19)
+    assert (bar.maximum(), bar.value(), bar.text()) == (19, 3, "3 / 19")
+    panel.on_progress("finalize", 2, 5)  # the search index's steps, when there are several
+    assert (bar.maximum(), bar.value()) == (5, 2)

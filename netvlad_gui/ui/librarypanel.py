@@ -245,9 +245,13 @@ class LibraryPanel(QGroupBox):
         if stage not in STAGE_NAMES:
             return
         eta = self._eta.update(stage, done, total)
-        self.progress_bar.setRange(0, max(total, 1))
-        self.progress_bar.setValue(min(done, total))
-        self.progress_bar.setFormat(f"{done} / {total}")
+        if total > 1:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(min(done, total))
+            self.progress_bar.setFormat(f"{done} / {total}")
+        else:  # one step (loading the model, finishing): busy, neither full nor empty
+            self.progress_bar.setRange(0, 0)
+            self.progress_bar.setFormat("")
         if total > 1:
             text = f"{STAGE_NAMES[stage]}: {done} of {total}"
             if eta is not None and done < total:
