@@ -51,6 +51,7 @@ VERDICT_MIN_WIDTH = 110
 HEADER_GAP = 12
 TITLE_KEEP = 140
 TITLE_SHARE = 0.4  # of the room beside the actions, when the verdict has to wrap anyway
+EVIDENCE_KEEP = 150  # px of the evidence beside the headline that the actions' words may not take
 
 
 def breakable(text: str, every: int = 12) -> str:
@@ -406,10 +407,11 @@ class ResultsPanel(QWidget):
     def _fit_header(self) -> None:
         """Fit the header to the panel's width without ever asking for more.
 
-        In order of what gives way first: the actions show only their icons (their tooltips
-        say what they do), the photo's name is elided down to ``TITLE_KEEP`` pixels, the
-        verdict wraps (the name then keeps up to ``TITLE_SHARE`` of the room), and at the
-        narrowest the name is elided further.
+        In order of what gives way first: the verdict's evidence wraps under its headline, the
+        actions show only their icons (their tooltips say what they do) once their words would
+        leave less than ``EVIDENCE_KEEP`` px of the evidence on the headline's line, the name is
+        elided down to ``TITLE_KEEP`` px (or keeps ``TITLE_SHARE`` of the room when the verdict
+        wraps anyway), and at the narrowest the name is elided further.
         """
         if self._entry is None:
             return
@@ -421,10 +423,13 @@ class ResultsPanel(QWidget):
             if not w.isHidden()
         )
         fixed = nav + 10 + HEADER_GAP + 6 * self.header.spacing() + 4
-        verdict = self._verdict_width()
+        text = self.verdict.text()
+        verdict = self._rich_width(text)
+        headline = self._rich_width(text.split("</span>", 1)[0])  # the verdict's own words
         title = self.title.sizeHint().width()
         words = self.copy_button.text_width() + self.osm_button.text_width()
-        compact = fixed + words + verdict + min(title, TITLE_KEEP) > width
+        line = min(verdict, headline + EVIDENCE_KEEP)  # the headline and some of the evidence
+        compact = fixed + words + line + min(title, TITLE_KEEP) > width
         for button in (self.copy_button, self.osm_button):
             button.set_compact(compact)
         buttons = self.copy_button.sizeHint().width() + self.osm_button.sizeHint().width()
@@ -438,9 +443,8 @@ class ResultsPanel(QWidget):
         shown = min(shown, room - VERDICT_MIN_WIDTH)
         self.title.setMaximumWidth(max(self.title.minimumWidth(), shown))
 
-    def _verdict_width(self) -> int:
-        """The verdict's width on one line (its label wraps when it gets less)."""
-        text = self.verdict.text()
+    def _rich_width(self, text: str) -> int:
+        """The width of (part of) the verdict's rich text on one line."""
         if not text:
             return 0
         doc = QTextDocument()
