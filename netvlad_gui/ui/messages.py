@@ -46,6 +46,19 @@ def failed_photos(names: list[str], reason: str) -> str:
     return f"Cannot locate {len(names)} photos: {short_list(names)}."
 
 
+def already_listed(count: int, dropped: int) -> str:
+    """For photos dropped again: they are in the list already (and are not added twice)."""
+    if count == dropped:
+        return (
+            "This photo is in the list already."
+            if count == 1
+            else (f"These {count} photos are in the list already.")
+        )
+    if count == 1:
+        return "1 of the photos is in the list already."
+    return f"{count} of the photos are in the list already."
+
+
 def no_browser(url: str) -> str:
     return f"Could not open a web browser. The OpenStreetMap link is {url}"
 

@@ -31,7 +31,7 @@ def _chart(title: str, x_title: str, y_title: str) -> tuple[QChart, QValueAxis, 
 def _view(chart: QChart) -> QChartView:
     view = QChartView(chart)
     view.setRenderHint(QPainter.RenderHint.Antialiasing)
-    view.setMinimumSize(220, 180)
+    view.setMinimumSize(180, 150)  # two side by side fit a narrow dock
     return view
 
 

@@ -26,10 +26,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QComboBox,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -37,6 +39,8 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QRadioButton,
+    QScrollArea,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -56,6 +60,7 @@ from .trainprocess import LineProcess
 from .trainview import TrainRunView
 from .widgets import (
     PathRow,
+    Reflow,
     combo_box,
     double_spin_box,
     plain_label,
@@ -256,25 +261,60 @@ class TrainPanel(QWidget):
         self.resume_button.clicked.connect(self.resume)
         self.use_button.clicked.connect(self._use_model)
         self.build_button.clicked.connect(self.buildRequested)
-        buttons = QHBoxLayout()
+        run_buttons, model_buttons = QWidget(), QWidget()
+        row = QHBoxLayout(run_buttons)
+        row.setContentsMargins(0, 0, 0, 0)
         for b in (self.start_button, self.stop_button, self.resume_button):
-            buttons.addWidget(b)
-        buttons.addStretch(1)
-        buttons.addWidget(self.use_button)
-        buttons.addWidget(self.build_button)
+            row.addWidget(b)
+        row.addStretch(1)
+        row = QHBoxLayout(model_buttons)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addStretch(1)
+        row.addWidget(self.use_button)
+        row.addWidget(self.build_button)
+        buttons = Reflow([run_buttons, model_buttons])  # two rows when the dock is narrow
 
         self.view = TrainRunView()
         self.progress, self.status_label = self.view.progress, self.view.status_label
         self.charts, self.log_view = self.view.charts, self.view.log_view
 
-        top = QHBoxLayout()
-        top.addWidget(data_box, 1)
-        top.addWidget(params, 1)
+        # The panel fits a dock beside the map on a 1280x720 screen: the settings stack (data
+        # above training) when narrow and scroll when short, above a splitter; the run's
+        # progress, charts and log keep the room below it.
+        for box in (self.loss, self.layers, self.device):
+            box.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            box.setMinimumContentsLength(12)
+        settings = QWidget()
+        column = QVBoxLayout(settings)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(Reflow([data_box, params]))
+        column.addLayout(out_row)
+        column.addStretch(1)
+        self.settings_area = QScrollArea()
+        self.settings_area.setWidget(settings)
+        self.settings_area.setWidgetResizable(True)
+        self.settings_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.settings_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.settings_area.setMinimumSize(
+            settings.minimumSizeHint().width()
+            + self.settings_area.verticalScrollBar().sizeHint().width(),
+            120,
+        )
+        run = QWidget()
+        column = QVBoxLayout(run)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(buttons)
+        column.addWidget(self.view, 1)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.settings_area)
+        self.splitter.addWidget(run)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([260, 420])  # the charts get the larger part at first
         layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addLayout(out_row)
-        layout.addLayout(buttons)
-        layout.addWidget(self.view, 1)
+        layout.addWidget(self.splitter)
         self.refresh_library()
         self._update_data_enabled()
 
