@@ -263,10 +263,18 @@ class SequenceConfig:
     # Photos of a sequence move: consecutive places at least this far apart (a path that stays
     # on one reference is how a "hub" that scores well with every night photo wins).
     min_step_m: float = 1.5
-    stay_penalty: float = 2.0  # log-likelihood a track pays per photo that does not move
+    # Log-likelihood a track pays per photo that does not move: 50 forbids it where the
+    # references allow a moving track (2 and 5 let night photos' tracks sit on hubs).
+    stay_penalty: float = 50.0
     jitter_m: float = 1.5  # how much the step may change from one photo to the next
+    # A reference's similarity to other places (query/sequence.hubness) is taken off every
+    # photo's similarity to it, times this: a reference that resembles everything is no evidence.
+    hub_weight: float = 1.0
     temperature: float = 0.02  # similarity units per factor e of likelihood
     restart: float = 1e-3  # chance per photo that the track breaks (unrelated photos)
+    # Photos are decided together only when one track explains them better than unrelated
+    # places do, by at least this much (log-likelihood, nats): shuffled photos stay alone.
+    min_evidence: float = 5.0
     # Log-likelihood added to a candidate per unit of its geometric evidence (0..1, inliers):
     # a verified place pulls the track. Not measured on gardens_point (no verification there).
     evidence_weight: float = 2.0
@@ -287,8 +295,10 @@ class SequenceConfig:
         _check_float("sequence min step (m)", self.min_step_m, 0.0, 1e7)
         _check_float("sequence stay penalty", self.stay_penalty, 0.0, 1e6)
         _check_float("sequence jitter (m)", self.jitter_m, 0.0, 1e7, open_lo=True)
+        _check_float("sequence hub weight", self.hub_weight, 0.0, 100.0)
         _check_float("sequence temperature", self.temperature, 0.0, 10.0, open_lo=True)
         _check_float("sequence restart", self.restart, 0.0, 1.0, open_lo=True)
+        _check_float("sequence minimum evidence", self.min_evidence, -1e6, 1e6)
         _check_float("sequence evidence weight", self.evidence_weight, 0.0, 1000.0)
         if self.restart >= 1.0:
             raise ConfigError(f"sequence restart must be below 1, not {self.restart!r}")

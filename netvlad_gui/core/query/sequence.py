@@ -1,0 +1,618 @@
+"""Photos located together: the most likely track through each photo's candidates.
+
+Photos taken one after another cannot be far apart, and that constraint is evidence no single
+photo has: at night, a photo's best match is often wrong while the track through its
+neighbours' matches is right. The model is a hidden Markov model whose state is a pair of
+places (the previous photo's and this one's), so that it carries a velocity: from one photo to
+the next the track keeps its step, give or take ``jitter_m`` (a constant-velocity prior, the
+assumption of SeqSLAM's diagonal, here in metres on the references' GPS so it needs no
+reference order), a step may not exceed what the time between the photos allows, staying on
+one place costs ``stay_penalty``, and with probability ``restart`` the track breaks, so that
+unrelated photos are each left to their own evidence. Emissions are each photo's similarity to
+every reference in play (its candidates, its neighbours' candidates and the references near
+them), divided by ``temperature``. Forward-backward gives each photo the probability of each
+place and of a break before it.
+
+Why this model (benchmarks/sequence.py on gardens_point, night against day, groups of 10, the
+default model's descriptors; benchmarks/README.md "Sequences"):
+
+- a first-order HMM (distance between consecutive places only) barely helps: the track sits
+  on a "hub", a reference that every night photo scores well with;
+- SeqSLAM's diagonal (one constant velocity along the references' order for the whole group)
+  helps on day_right but falls apart on day_left, where single photos are weaker;
+- the velocity-carrying HMM here, whose state moves, is the best of those measured on both.
+
+A photo is decided with its neighbours only where they agree: at least ``min_support`` other
+photos of its unbroken stretch of track have the track's place for them among their own
+``support_top`` candidates (within ``agree_radius_m``). Otherwise, and for a photo alone, the
+outcome is the photo's own answer, unchanged, with the reason. numpy only: no torch, no faiss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import LocateConfig, SequenceConfig
+from ..errors import NetvladError
+from ..photos import geo
+
+#: The most references one window of photos considers (the best by similarity are kept) and
+#: the most neighbours each of them may step to: they bound the work per photo.
+MAX_STATES = 400
+MAX_NEIGHBOURS = 24
+
+ALONE = "located alone: no neighbouring photo"
+NO_GPS = "located alone: none of its candidates has GPS"
+TOO_FEW = "located alone: {n} of its neighbours agree, fewer than {need}"
+NO_TRACK = "located alone: in this order the photos fit one track no better than unrelated places"
+BROKEN = "located alone: its neighbours' track does not pass here"
+
+
+class SequenceError(NetvladError, ValueError):
+    """Candidates or references that cannot be located as a sequence (mismatched arrays…)."""
+
+
+@dataclass
+class PhotoCandidates:
+    """One photo's own answer: its candidates in the order that decided it (best first).
+
+    ``evidence`` (optional) is each candidate's geometric evidence in [0, 1], e.g.
+    ``verdict.inlier_evidence``; ``descriptor`` (optional) lets the model score references that
+    are not among this photo's candidates; ``time_s`` is its capture time in seconds (any
+    origin), None in file order.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    evidence: np.ndarray | None = None
+    descriptor: np.ndarray | None = None
+    time_s: float | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.ids = np.asarray(self.ids, dtype=np.int64).reshape(-1)
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        if self.ids.shape != self.scores.shape:
+            raise SequenceError(
+                f"{self.name or 'a photo'}: {len(self.ids)} candidates but "
+                f"{len(self.scores)} scores"
+            )
+        if self.evidence is not None:
+            self.evidence = np.clip(np.asarray(self.evidence, dtype=np.float64).reshape(-1), 0, 1)
+            if self.evidence.shape != self.ids.shape:
+                raise SequenceError(f"{self.name or 'a photo'}: evidence for the wrong candidates")
+        if self.descriptor is not None:
+            self.descriptor = np.asarray(self.descriptor, dtype=np.float32).reshape(-1)
+
+
+class ReferenceInfo:
+    """What the track model knows of the library's references, by id.
+
+    ``lat``/``lon`` (NaN where a reference has no GPS: it can be no place of a track),
+    optionally ``order`` (a reference's position in a sequence of its own, by capture time or
+    file order; NaN where none: neighbours in that order are brought into play beside
+    neighbours on the map) and ``descriptors`` (ids -> (n, D) float32 rows, e.g. from the
+    index's store) to score references a photo did not list, and ``hubness`` (see
+    :func:`hubness`): how much a reference resembles photos of other places, subtracted from
+    every photo's similarity to it.
+    """
+
+    def __init__(
+        self,
+        ids: Sequence[int] | np.ndarray,
+        lat: Sequence[float] | np.ndarray,
+        lon: Sequence[float] | np.ndarray,
+        *,
+        order: Sequence[float] | np.ndarray | None = None,
+        descriptors: Callable[[np.ndarray], np.ndarray] | None = None,
+        hubness: Sequence[float] | np.ndarray | None = None,
+    ) -> None:
+        self.ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        self.lat = np.asarray(lat, dtype=np.float64).reshape(-1)
+        self.lon = np.asarray(lon, dtype=np.float64).reshape(-1)
+        if not len(self.ids) == len(self.lat) == len(self.lon):
+            raise SequenceError("reference ids, latitudes and longitudes differ in length")
+        if len(np.unique(self.ids)) != len(self.ids):
+            raise SequenceError("reference ids repeat")
+        bad = ~(np.abs(self.lat) <= 90) | ~(np.abs(self.lon) <= 180)
+        self.lat[bad] = self.lon[bad] = np.nan  # no GPS (NaN, or impossible): never a place
+        self.order = None
+        if order is not None:
+            self.order = np.asarray(order, dtype=np.float64).reshape(-1)
+            if self.order.shape != self.ids.shape:
+                raise SequenceError("reference order has the wrong length")
+        self.descriptors = descriptors
+        self.hubness = None
+        if hubness is not None:
+            self.hubness = np.nan_to_num(np.asarray(hubness, dtype=np.float64).reshape(-1))
+            if self.hubness.shape != self.ids.shape:
+                raise SequenceError("reference hubness has the wrong length")
+        self._sort = np.argsort(self.ids, kind="stable")
+        self._sorted_ids = self.ids[self._sort]
+        self._tree: geo.GeoNeighbours | None = None
+        self._gps_rows: np.ndarray | None = None
+        self._by_order: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each id in these arrays, -1 for an id not known."""
+        ids = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(self._sorted_ids, ids)
+        pos = np.minimum(pos, max(len(self._sorted_ids) - 1, 0))
+        found = len(self._sorted_ids) > 0
+        ok = found & (self._sorted_ids[pos] == ids) if found else np.zeros(ids.shape, bool)
+        return np.where(ok, self._sort[pos] if found else -1, -1)
+
+    def has_gps(self, rows: np.ndarray) -> np.ndarray:
+        return (rows >= 0) & np.isfinite(self.lat[rows]) & np.isfinite(self.lon[rows])
+
+    def near(self, rows: np.ndarray, radius_m: float) -> np.ndarray:
+        """Rows with GPS within ``radius_m`` of any of ``rows`` (themselves included)."""
+        rows = rows[self.has_gps(rows)]
+        if not len(rows):
+            return rows
+        if self._tree is None:
+            self._gps_rows = np.flatnonzero(np.isfinite(self.lat) & np.isfinite(self.lon))
+            self._tree = geo.GeoNeighbours(self.lat[self._gps_rows], self.lon[self._gps_rows])
+        found = self._tree.query_many(self.lat[rows], self.lon[rows], radius_m)
+        return np.unique(self._gps_rows[np.concatenate(found)])
+
+    def in_order(self, rows: np.ndarray, reach: int) -> np.ndarray:
+        """Rows up to ``reach`` positions before or after each of ``rows`` in the references'
+        own order (none without an order)."""
+        if self.order is None or reach <= 0:
+            return np.zeros(0, np.int64)
+        if self._by_order is None:
+            have = np.flatnonzero(np.isfinite(self.order))
+            self._by_order = have[np.argsort(self.order[have], kind="stable")]
+        rank = np.full(len(self.ids), -1, np.int64)
+        rank[self._by_order] = np.arange(len(self._by_order))
+        r = rank[rows]
+        r = r[r >= 0]
+        if not len(r):
+            return np.zeros(0, np.int64)
+        near = (r[:, None] + np.arange(-reach, reach + 1)[None, :]).reshape(-1)
+        near = near[(near >= 0) & (near < len(self._by_order))]
+        return np.unique(self._by_order[near])
+
+
+def hubness(
+    descriptors: np.ndarray,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    pool: np.ndarray | None = None,
+    pool_lat: np.ndarray | None = None,
+    pool_lon: np.ndarray | None = None,
+    far_m: float = 100.0,
+) -> np.ndarray:
+    """Each reference's mean similarity to references of other places (farther than
+    ``far_m``): the library's own measure of how much a reference resembles everything.
+
+    At night a few references score well with every photo ("hubs"), and a track that sits on
+    them fits any order of photos; those are the references that resemble other places by day
+    too (correlation 0.6-0.7 on gardens_point). ``pool`` (default: the references themselves)
+    is what they are compared with; a random sample of a large library will do. NaN where a
+    reference has no GPS or no pool member is far enough.
+    """
+    desc = np.asarray(descriptors, dtype=np.float32)
+    if pool is None:
+        pool, pool_lat, pool_lon = desc, lat, lon
+    pool = np.asarray(pool, dtype=np.float32)
+    sims = np.einsum("nd,md->nm", desc, pool)
+    far = geo.haversine_m(
+        np.asarray(lat, float)[:, None],
+        np.asarray(lon, float)[:, None],
+        np.asarray(pool_lat, float)[None, :],
+        np.asarray(pool_lon, float)[None, :],
+    )
+    far = np.asarray(far) > far_m  # NaN (no GPS) compares False: never "far"
+    counts = far.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, (sims * far).sum(axis=1) / counts, np.nan)
+
+
+@dataclass
+class SequenceOutcome:
+    """One photo's answer from the track: what the session's "sequence" stage carries.
+
+    ``decided`` is False when the sequence gives no evidence here (a photo alone, neighbours
+    that disagree, a broken track): ``ref_id`` is then the photo's own answer, ``reason`` says
+    why. ``support`` counts the neighbours on the same stretch of track whose own candidates
+    agree with it; ``probability`` is the track's belief in the place (0..1).
+    """
+
+    index: int  # position in the ordered group
+    ref_id: int | None  # the place: a reference id (None: the photo had no candidate)
+    own_ref_id: int | None  # the photo's own answer (its first candidate)
+    decided: bool = False  # decided with its neighbours
+    support: int = 0
+    neighbours: int = 0  # photos on its unbroken stretch of track, itself excluded
+    probability: float = 0.0
+    changed: bool = False  # decided, and the place is not the photo's own answer
+    lat: float | None = None
+    lon: float | None = None
+    reason: str = ""
+
+
+@dataclass
+class _Window:
+    """What the track model needs of one window of photos, all in arrays."""
+
+    rows: np.ndarray  # (u,) reference rows in play
+    xy: np.ndarray  # (u, 2) local metres
+    emit: np.ndarray  # (w, u) log-likelihood of each place per photo
+    dt: np.ndarray | None  # (w-1,) seconds between consecutive photos; None in file order
+
+
+def locate_sequence(
+    photos: Sequence[PhotoCandidates],
+    refs: ReferenceInfo,
+    cfg: SequenceConfig | None = None,
+    *,
+    agree_radius_m: float | None = None,
+) -> list[SequenceOutcome]:
+    """Each photo's place on the most likely track through an ordered group of photos.
+
+    ``photos`` are one group in capture (or file) order, already split where one trip is
+    impossible (core/photos/capture.py). Groups longer than ``cfg.window`` are decided in
+    overlapping windows, each photo in the window where it lies most central.
+    """
+    cfg = (cfg or SequenceConfig()).validate()
+    agree = LocateConfig().agree_radius_m if agree_radius_m is None else float(agree_radius_m)
+    n = len(photos)
+    outcomes = [_alone(i, p, refs, ALONE) for i, p in enumerate(photos)]
+    if n < 2:
+        return outcomes
+    for lo, hi, keep_lo, keep_hi in _windows(n, cfg.window):
+        window = _window(photos[lo:hi], refs, cfg)
+        if window is None:
+            continue
+        found = _track(window, cfg)
+        if found is None:
+            for k in range(keep_lo - lo, keep_hi - lo):
+                outcomes[lo + k].reason = NO_TRACK
+                outcomes[lo + k].neighbours = hi - lo - 1
+            continue
+        place, prob, broken = found
+        for k in range(keep_lo - lo, keep_hi - lo):
+            outcomes[lo + k] = _outcome(
+                lo + k, k, photos[lo:hi], window, place, prob, broken, refs, cfg, agree
+            )
+    return outcomes
+
+
+def _windows(n: int, size: int) -> list[tuple[int, int, int, int]]:
+    """(start, end, keep_start, keep_end): overlapping windows; each photo kept once, from the
+    window where it is most central."""
+    if n <= size:
+        return [(0, n, 0, n)]
+    stride = max(1, size // 2)
+    starts = list(range(0, n - size, stride)) + [n - size]
+    out = []
+    for k, s in enumerate(starts):
+        keep_lo = 0 if k == 0 else (s + starts[k - 1] + size) // 2
+        keep_hi = n if k == len(starts) - 1 else (starts[k + 1] + s + size) // 2
+        if keep_hi > keep_lo:
+            out.append((s, s + size, keep_lo, keep_hi))
+    return out
+
+
+def _alone(index: int, photo: PhotoCandidates, refs: ReferenceInfo, reason: str):
+    own = int(photo.ids[0]) if len(photo.ids) else None
+    out = SequenceOutcome(index, own, own, reason=reason)
+    if own is not None:
+        row = int(refs.rows(np.array([own]))[0])
+        if row >= 0 and refs.has_gps(np.array([row]))[0]:
+            out.lat, out.lon = float(refs.lat[row]), float(refs.lon[row])
+    return out
+
+
+def _window(
+    photos: Sequence[PhotoCandidates], refs: ReferenceInfo, cfg: SequenceConfig
+) -> _Window | None:
+    """The references in play for these photos and each photo's log-likelihood of each."""
+    own = [refs.rows(p.ids[: cfg.candidates]) for p in photos]
+    listed = np.unique(np.concatenate(own)) if own else np.zeros(0, np.int64)
+    listed = listed[refs.has_gps(listed)] if len(listed) else listed
+    if not len(listed):
+        return None
+    times = [p.time_s for p in photos]
+    dt = None
+    if all(t is not None and math.isfinite(t) for t in times):
+        dt = np.abs(np.diff(np.asarray(times, dtype=np.float64)))
+    reach = _reach(cfg, dt)
+    rows = np.union1d(listed, refs.near(listed, float(reach.max())))
+    rows = np.union1d(rows, refs.in_order(listed, 2))
+    rows = rows[refs.has_gps(rows)]
+    scores = _scores(photos, refs, rows, cfg)
+    if refs.hubness is not None:
+        scores = scores - cfg.hub_weight * refs.hubness[rows][None, :]
+    if len(rows) > MAX_STATES:  # keep what some photo scores best, and every listed candidate
+        best = scores.max(axis=0) + np.isin(rows, listed) * 10.0
+        keep = np.sort(np.argsort(-best, kind="stable")[:MAX_STATES])
+        rows, scores = rows[keep], scores[:, keep]
+    emit = (scores - scores.max(axis=1, keepdims=True)) / cfg.temperature
+    for k, p in enumerate(photos):
+        if p.evidence is not None:
+            where = np.searchsorted(rows, refs.rows(p.ids))
+            where = np.minimum(where, len(rows) - 1)
+            ok = rows[where] == refs.rows(p.ids)
+            emit[k, where[ok]] += cfg.evidence_weight * p.evidence[ok]
+    lat0, lon0 = float(np.mean(refs.lat[rows])), float(np.mean(refs.lon[rows]))
+    k = geo.EARTH_RADIUS_M * math.pi / 180.0
+    xy = np.stack(
+        [
+            (refs.lon[rows] - lon0) * k * math.cos(math.radians(lat0)),
+            (refs.lat[rows] - lat0) * k,
+        ],
+        axis=1,
+    )
+    return _Window(rows, xy, emit, dt)
+
+
+def _reach(cfg: SequenceConfig, dt: np.ndarray | None) -> np.ndarray:
+    """The farthest a track may step between consecutive photos, per step (metres)."""
+    if dt is None:
+        return np.array([cfg.untimed_step_m])
+    return cfg.speed_mps * dt + cfg.jitter_m + cfg.min_step_m
+
+
+def _scores(
+    photos: Sequence[PhotoCandidates], refs: ReferenceInfo, rows: np.ndarray, cfg: SequenceConfig
+) -> np.ndarray:
+    """(w, u) similarity of each photo to each reference in play.
+
+    With descriptors (the photo's and the references') every pair is scored; otherwise a
+    reference a photo did not list gets the photo's lowest listed score, the most it can have.
+    """
+    if refs.descriptors is not None and all(p.descriptor is not None for p in photos):
+        dense = np.asarray(refs.descriptors(refs.ids[rows]), dtype=np.float32)
+        # einsum, not BLAS: a product this small gains nothing from threads, and OpenBLAS's
+        # threads on a busy 2-core machine made it 50x slower (317 ms vs 6 ms, 10 x 100 x 6144).
+        q = np.stack([p.descriptor for p in photos])
+        return np.einsum("wd,ud->wu", q, dense).astype(np.float64)
+    out = np.empty((len(photos), len(rows)), np.float64)
+    for k, p in enumerate(photos):
+        out[k] = p.scores.min() if len(p.scores) else 0.0
+        own = refs.rows(p.ids)
+        where = np.searchsorted(rows, own)
+        where = np.minimum(where, len(rows) - 1)
+        ok = (own >= 0) & (rows[where] == own)
+        out[k, where[ok]] = p.scores[ok]
+    return out
+
+
+# --- the track model --------------------------------------------------------------------------
+
+
+def _seg_lse(values: np.ndarray, starts: np.ndarray, size: int, segs: np.ndarray) -> np.ndarray:
+    """log-sum-exp of ``values`` over the consecutive segments beginning at ``starts``; the
+    result lands at ``segs`` (the segment ids) of an array of ``size``, -inf elsewhere."""
+    out = np.full(size, -np.inf)
+    if not len(values):
+        return out
+    m = np.maximum.reduceat(values, starts)
+    m_safe = np.where(np.isfinite(m), m, 0.0)
+    counts = np.diff(np.append(starts, len(values)))
+    s = np.add.reduceat(np.exp(values - np.repeat(m_safe, counts)), starts)
+    with np.errstate(divide="ignore"):
+        out[segs] = m_safe + np.log(s)
+    return out
+
+
+def _lse(values: np.ndarray) -> float:
+    m = np.max(values) if len(values) else -np.inf
+    if not np.isfinite(m):
+        return -np.inf
+    return float(m + np.log(np.sum(np.exp(values - m))))
+
+
+class _Graph:
+    """Pairs of places (a step) and pairs of steps (a triple), as flat index arrays."""
+
+    def __init__(self, xy: np.ndarray, reach: float) -> None:
+        u = len(xy)
+        d = np.sqrt(((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1))
+        nearest = np.argsort(d, axis=1, kind="stable")[:, : MAX_NEIGHBOURS + 1]
+        a = np.repeat(np.arange(u), nearest.shape[1])
+        b = nearest.reshape(-1)
+        ok = d[a, b] <= reach
+        self.a, self.b = a[ok], b[ok]  # sorted by a
+        self.length = d[self.a, self.b]
+        self.u, self.n = u, len(self.a)
+        start = np.searchsorted(self.a, np.arange(u))
+        end = np.searchsorted(self.a, np.arange(u), side="right")
+        counts = (end - start)[self.b]  # successors of each pair = pairs leaving its end
+        self.t1 = np.repeat(np.arange(self.n), counts)
+        offsets = np.arange(len(self.t1)) - np.repeat(np.cumsum(counts) - counts, counts)
+        self.t2 = np.repeat(start[self.b], counts) + offsets
+        # Grouping of triples by their first pair (as built) and by their second pair.
+        self.t1_starts, self.t1_segs = _segments(self.t1)
+        self.by_t2 = np.argsort(self.t2, kind="stable")
+        self.t2_starts, self.t2_segs = _segments(self.t2[self.by_t2])
+        # The straight-on error |next step - ratio * last step|^2 of each triple, expanded so
+        # that any ratio costs three numbers per triple: |A|^2 - 2 r A.B + r^2 |B|^2.
+        i, j, k = self.a[self.t1], self.b[self.t1], self.b[self.t2]
+        step_a, step_b = xy[k] - xy[j], xy[j] - xy[i]
+        self._aa = (step_a**2).sum(-1)
+        self._ab = (step_a * step_b).sum(-1)
+        self._bb = (step_b**2).sum(-1)
+        self.indeg = np.bincount(self.b, minlength=u)
+
+    def turn_cost(self, ratio: float, jitter: float) -> np.ndarray:
+        """-(distance from the straight-on place)^2 / (2 jitter^2), per triple."""
+        err = self._aa - 2.0 * ratio * self._ab + ratio * ratio * self._bb
+        return err * (-0.5 / jitter**2)
+
+
+def _segments(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if not len(keys):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return starts, keys[starts]
+
+
+class _Model:
+    """The track model over one window's places: the graph of steps and the step costs."""
+
+    def __init__(self, window: _Window, cfg: SequenceConfig) -> None:
+        self.cfg = cfg
+        self.g = g = _Graph(window.xy, float(_reach(cfg, window.dt).max()))
+        self.stay = np.where(g.length < cfg.min_step_m, -cfg.stay_penalty, 0.0)
+        self.log_keep, self.log_restart = math.log1p(-cfg.restart), math.log(cfg.restart)
+        # A restart (and the first photo) lands on a place uniformly, from any of its neighbours.
+        with np.errstate(divide="ignore"):
+            self.land = -np.log(g.indeg[g.b].astype(np.float64)) - math.log(g.u)
+        self._made: dict[tuple[float, float], np.ndarray] = {}
+        self._masks: dict[float, np.ndarray] = {}
+
+    def mask(self, reach: float) -> np.ndarray:
+        """0 for the pairs a track may step along, -inf for the rest, plus the stay cost."""
+        if reach not in self._masks:
+            self._masks[reach] = np.where(self.g.length <= reach, 0.0, -np.inf) + self.stay
+        return self._masks[reach]
+
+    def transition(self, ratio: float, reach: float) -> np.ndarray:
+        """log P(triple) for a step of ``reach`` at most, ``ratio`` times as long in time as
+        the step before, normalised over the places reachable from each pair."""
+        key = (ratio, reach)
+        if key not in self._made:  # in file order every step is the same
+            g = self.g
+            cost = g.turn_cost(ratio, self.cfg.jitter_m) + self.mask(reach)[g.t2]
+            self._made[key] = cost - _seg_lse(cost, g.t1_starts, g.n, g.t1_segs)[g.t1]
+        return self._made[key]
+
+    def steps(self, dt: np.ndarray | None, w: int) -> list[tuple[float, float]]:
+        """(time ratio, reach) of the step into each photo of a window of ``w``."""
+        reach = _reach(self.cfg, dt)
+        out = []
+        for s in range(w):
+            r = float(reach[min(max(s - 1, 0), len(reach) - 1)])
+            ratio = 1.0
+            if dt is not None and s >= 2 and dt[s - 2] > 0:
+                ratio = float(dt[s - 1] / dt[s - 2])
+            out.append((ratio, r))
+        return out
+
+    def forward(
+        self, emit: np.ndarray, dt: np.ndarray | None
+    ) -> tuple[np.ndarray, list[tuple[float, float]], float]:
+        """Normalised forward messages over pairs, the steps, and log P(photos | a track)."""
+        g, w = self.g, emit.shape[0]
+        steps = self.steps(dt, w)
+        alphas = np.empty((w, g.n))
+        # Photo 0 is preceded by a photo that says nothing: the first pair's first place is free.
+        alphas[0] = emit[0][g.b] + self.land + self.mask(steps[0][1])
+        log_z = _lse(alphas[0])
+        alphas[0] -= log_z
+        for s in range(1, w):
+            moved = (alphas[s - 1][g.t1] + self.transition(*steps[s]))[g.by_t2]
+            keep = _seg_lse(moved, g.t2_starts, g.n, g.t2_segs)
+            jump = self.log_restart + self.land + self.mask(steps[s][1])
+            a = np.logaddexp(self.log_keep + keep, jump) + emit[s][g.b]
+            norm = _lse(a)
+            log_z += norm
+            alphas[s] = a - norm
+        return alphas, steps, log_z
+
+    def evidence(self, emit: np.ndarray, log_z: float) -> float:
+        """How much better one track explains the photos than unrelated places (nats)."""
+        indep = float(sum(_lse(e) for e in emit)) - emit.shape[0] * math.log(self.g.u)
+        return log_z - indep
+
+    def posterior(
+        self, emit: np.ndarray, alphas: np.ndarray, steps: list[tuple[float, float]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per photo: its most probable place (index into the window's rows), that place's
+        probability, and the probability that the track broke just before it."""
+        g, w = self.g, emit.shape[0]
+        betas = np.zeros((w, g.n))
+        broken = np.zeros(w)
+        for s in range(w - 1, 0, -1):
+            nxt = betas[s] + emit[s][g.b]  # per pair of step s
+            tr = self.transition(*steps[s])
+            keep = _seg_lse(tr + nxt[g.t2], g.t1_starts, g.n, g.t1_segs)
+            jump = self.log_restart + _lse(nxt + self.land + self.mask(steps[s][1]))
+            whole = np.logaddexp(self.log_keep + keep, jump)
+            b = np.where(np.isfinite(alphas[s - 1]), whole, -np.inf)
+            betas[s - 1] = b - _lse(b[np.isfinite(b)]) if np.isfinite(b).any() else b
+            # P(break before photo s): the restart's share of all that reaches photo s.
+            total = _lse(alphas[s - 1] + whole)
+            broken[s] = math.exp(min(0.0, jump - total)) if np.isfinite(total) else 1.0
+        place = np.zeros(w, np.int64)
+        prob = np.zeros(w)
+        for s in range(w):
+            post = alphas[s] + betas[s]
+            post = np.exp(post - _lse(post))
+            marg = np.bincount(g.b, weights=post, minlength=g.u)
+            place[s] = int(np.argmax(marg))
+            prob[s] = min(1.0, float(marg[place[s]]))
+        return place, prob, broken
+
+
+def _track(window: _Window, cfg: SequenceConfig):
+    """The window's track: (place, probability, break probability per photo), or None when
+    one track explains the photos no better than unrelated places, by ``cfg.min_evidence``."""
+    model = _Model(window, cfg)
+    alphas, steps, log_z = model.forward(window.emit, window.dt)
+    if model.evidence(window.emit, log_z) < cfg.min_evidence:
+        return None
+    return model.posterior(window.emit, alphas, steps)
+
+
+def _outcome(
+    index: int,
+    k: int,
+    photos: Sequence[PhotoCandidates],
+    window: _Window,
+    place: np.ndarray,
+    prob: np.ndarray,
+    broken: np.ndarray,
+    refs: ReferenceInfo,
+    cfg: SequenceConfig,
+    agree: float,
+) -> SequenceOutcome:
+    """Photo ``k`` of the window: decided with its neighbours when enough of them agree."""
+    photo = photos[k]
+    out = _alone(index, photo, refs, "")
+    # Its unbroken stretch: neighbours not separated from it by a likely break.
+    lo = k
+    while lo > 0 and broken[lo] < 0.5:
+        lo -= 1
+    hi = k
+    while hi + 1 < len(photos) and broken[hi + 1] < 0.5:
+        hi += 1
+    others = [m for m in range(lo, hi + 1) if m != k]
+    out.neighbours = len(others)
+    if not others:
+        out.reason = BROKEN if len(photos) > 1 else ALONE
+        return out
+    rows = window.rows
+    support = 0
+    for m in others:
+        own = refs.rows(photos[m].ids[: cfg.support_top])
+        own = own[refs.has_gps(own)] if len(own) else own
+        if not len(own):
+            continue
+        r = rows[place[m]]
+        if agree > 0:
+            d = geo.haversine_m(refs.lat[r], refs.lon[r], refs.lat[own], refs.lon[own])
+            support += bool(np.min(d) <= agree)
+        else:
+            support += bool(np.isin(r, own))
+    out.support = support
+    if support < cfg.min_support:
+        out.reason = TOO_FEW.format(n=support, need=cfg.min_support)
+        return out
+    r = int(rows[place[k]])
+    out.decided, out.probability = True, float(prob[k])
+    out.ref_id = int(refs.ids[r])
+    out.lat, out.lon = float(refs.lat[r]), float(refs.lon[r])
+    out.changed = out.ref_id != out.own_ref_id
+    return out
