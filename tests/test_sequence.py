@@ -215,3 +215,27 @@ def test_a_long_walk_end_to_end():
     out = locate_sequence(photos, street.refs())
     assert places(out) == list(range(60))
     assert sum(o.changed for o in out) == len(range(2, 60, 7))
+
+
+def test_hubness_computed_as_references_come_into_play():
+    street = Street(13)
+    asked: list[int] = []
+    whole = hubness(street.desc, street.lat, street.lon)
+
+    def lazily(ids):
+        asked.extend(int(i) for i in ids)
+        return whole[np.asarray(ids) - 1000]
+
+    refs = ReferenceInfo(
+        street.ids,
+        street.lat,
+        street.lon,
+        descriptors=lambda i: street.desc[i - 1000],
+        hubness=lazily,
+    )
+    photos = walk(street, decoys={3: 70, 6: 2})
+    assert places(locate_sequence(photos, refs)) == list(range(10, 20))
+    first = len(asked)
+    assert first == len(set(asked)) > 0  # once each reference
+    locate_sequence(photos, refs)
+    assert len(asked) == first  # nothing asked again
