@@ -20,11 +20,14 @@ per photo of:
 - ``hmm1``: a first-order HMM on the same places and scores (distance between consecutive
   places only, within the step limit): the model of motion without velocity;
 - ``track``: ``core.query.sequence.locate_sequence`` with the default SequenceConfig;
-- ``track_nohub``: the same without the hubness correction.
+- ``track_nohub``: the same without the hubness correction;
+- ``track_timed``: ``track`` with synthetic capture times (frame i at 2*i s, 1.5 m/s), so
+  that the step limit comes from ``speed_mps`` times the time between photos.
 
 Controls: shuffled photos (3 random orders) must be no worse than single photos, and a group
-of one must give exactly the single answers. ``ms_per_photo`` times ``locate_sequence`` alone
-(K = 20 candidates per photo), on a machine whose load is printed beside it.
+of one must give exactly the single answers. ``ms_per_photo`` (wall) and
+``cpu_ms_per_photo`` (this process's CPU time, less sensitive to a shared machine's load) time
+``locate_sequence`` alone (K = 20 candidates per photo); the load is printed beside them.
 """
 
 from __future__ import annotations
@@ -174,20 +177,30 @@ class Pairing:
     def track_nohub(self, g):
         return self._track(g, self.refs_nohub)
 
-    def recall(self, method, n: int, order: np.ndarray | None = None) -> tuple[float, int, float]:
-        """(Recall@1, answers that differ from single, seconds per photo)."""
+    def track_timed(self, g):
+        """With synthetic capture times: frame i taken at 2*i s (1.5 m/s on the 3 m line)."""
+        from dataclasses import replace
+
+        from netvlad_gui.core.query.sequence import locate_sequence
+
+        photos = [replace(self.photos[t], time_s=2.0 * t) for t in g]
+        return np.array([o.ref_id for o in locate_sequence(photos, self.refs, self.cfg)])
+
+    def recall(self, method, n: int, order: np.ndarray | None = None) -> tuple:
+        """(Recall@1, answers that differ from single, wall and CPU seconds per photo)."""
         idx = np.arange(len(self.q)) if order is None else order
         hits = changed = 0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, len(idx), n):
             g = idx[i : i + n]
             pred = method(g)
             hits += sum(self.hit(t, p) for t, p in zip(g, pred, strict=True))
             changed += int((pred != self.single(g)).sum())
-        return hits / len(idx), changed, (time.perf_counter() - t0) / len(idx)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        return hits / len(idx), changed, wall / len(idx), cpu / len(idx)
 
 
-METHODS = ("single", "single_hub", "diagonal", "hmm1", "track", "track_nohub")
+METHODS = ("single", "single_hub", "diagonal", "hmm1", "track", "track_nohub", "track_timed")
 
 
 def measure(side: str, precision: str, out: list[dict]) -> None:
@@ -195,7 +208,7 @@ def measure(side: str, precision: str, out: list[dict]) -> None:
     single = p.recall(p.single, 1)[0]
     for name in METHODS:
         for n in GROUPS:
-            r, changed, sec = p.recall(getattr(p, name), n)
+            r, changed, sec, cpu = p.recall(getattr(p, name), n)
             row = {
                 "pairing": side,
                 "method": name,
@@ -203,6 +216,7 @@ def measure(side: str, precision: str, out: list[dict]) -> None:
                 "recall@1": round(r, 3),
                 "changed": changed,
                 "ms_per_photo": round(1000 * sec, 2),
+                "cpu_ms_per_photo": round(1000 * cpu, 2),
             }
             out.append(row)
             print(json.dumps(row), flush=True)
@@ -211,7 +225,7 @@ def measure(side: str, precision: str, out: list[dict]) -> None:
             rs, chg = [], 0
             for seed in range(3):
                 order = np.random.default_rng(seed).permutation(len(p.q))
-                r, c, _ = p.recall(getattr(p, name), n, order)
+                r, c, _, _ = p.recall(getattr(p, name), n, order)
                 rs.append(r)
                 chg += c
             row = {
@@ -226,7 +240,7 @@ def measure(side: str, precision: str, out: list[dict]) -> None:
             }
             out.append(row)
             print(json.dumps(row), flush=True)
-    alone = p.recall(p.track, 1)
+    alone = p.recall(p.track, 1)[:2]
     row = {
         "pairing": side,
         "method": "track",
@@ -263,13 +277,28 @@ def measure_video(out: list[dict], minutes: float = 10.0, every: float = 1.0) ->
         t0 = time.perf_counter()
         write_video(path, minutes, 30.0, (1280, 720))
         print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", flush=True)
+    import cv2
+
     info = probe(path)
     load = os.getloadavg()[0]
     t0, cpu0 = time.perf_counter(), time.process_time()
     frames = sum(1 for _ in sample_frames(path, every_s=every))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    # Baseline, same run: every frame decoded and converted (cap.read), the sampled ones kept.
+    t0 = time.perf_counter()
+    cap, kept, i = cv2.VideoCapture(str(path)), 0, 0
+    step = round(every * info.fps)
+    while True:
+        ok, _ = cap.read()
+        if not ok:
+            break
+        kept += i % step == 0
+        i += 1
+    cap.release()
+    base = time.perf_counter() - t0
     row = {
         "video": path.name,
+        "codec": "mp4v",
         "duration_s": round(info.duration_s, 1),
         "fps": info.fps,
         "size": [info.width, info.height],
@@ -277,6 +306,9 @@ def measure_video(out: list[dict], minutes: float = 10.0, every: float = 1.0) ->
         "frames_sampled": frames,
         "read_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
+        "baseline_read_every_frame_s": round(base, 1),
+        "baseline_frames_kept": kept,
+        "speedup_vs_baseline": round(base / wall, 2),
         "load_avg_1min": round(load, 2),
     }
     out.append(row)
@@ -327,7 +359,7 @@ def table(rows: list[dict]) -> None:
     print(
         f"\n{'pairing':10} {'method':12} "
         + " ".join(f"n={n:<5}" for n in GROUPS)
-        + "  ms/photo (n=10)"
+        + "  ms/photo wall, CPU (n=10)"
     )
     for side in PAIRINGS:
         for name in METHODS:
@@ -339,7 +371,10 @@ def table(rows: list[dict]) -> None:
             if not cells:
                 continue
             line = " ".join(f"{cells[n]['recall@1']:<7.2f}" for n in GROUPS)
-            print(f"{side:10} {name:12} {line}  {cells[10]['ms_per_photo']:.1f}")
+            c = cells[10]
+            print(
+                f"{side:10} {name:12} {line}  {c['ms_per_photo']:.1f}, {c['cpu_ms_per_photo']:.1f}"
+            )
     for r in rows:
         if r.get("control") == "shuffled":
             print(
