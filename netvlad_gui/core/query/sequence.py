@@ -224,7 +224,7 @@ def hubness(
     if pool is None:
         pool, pool_lat, pool_lon = desc, lat, lon
     pool = np.asarray(pool, dtype=np.float32)
-    sims = np.einsum("nd,md->nm", desc, pool)
+    sims = desc @ pool.T  # bulk work, once per reference: BLAS pays here
     far = geo.haversine_m(
         np.asarray(lat, float)[:, None],
         np.asarray(lon, float)[:, None],
