@@ -1,12 +1,11 @@
 """Sequences on gardens_point: night photos located in groups of consecutive photos, against day.
 
     python benchmarks/sequence.py                        # both pairings, groups 1/3/5/10/20
-    python benchmarks/sequence.py --precision fp32       # descriptors in fp32 (default: auto)
     python benchmarks/sequence.py --video                # + reading a 10-minute video
 
 Descriptors come from the project's own ``netvlad eval`` path (the default model, its NetVLAD
-layer initialised on the day folder, ``set_descriptors``), cached in ``$NETVLAD_BENCH_CACHE``
-(default /tmp/netvlad_bench). gardens_point has no GPS and no capture times: frame i is placed
+layer initialised on the day folder, ``set_descriptors``: fp32 whatever ``precision`` says, as
+``netvlad eval`` measures), cached in ``$NETVLAD_BENCH_CACHE`` (default /tmp/netvlad_bench). gardens_point has no GPS and no capture times: frame i is placed
 at 3*i metres along a line (synthetic GPS) and the photos are in file order. Ground truth is
 the folder's index criterion (a night frame matches day frames within +-2).
 
@@ -56,21 +55,21 @@ GROUPS = (1, 3, 5, 10, 20)
 K = 20
 
 
-def descriptors(side: str, precision: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def descriptors(side: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(day descriptors, night descriptors, correct day indices per night photo), cached."""
     from netvlad_gui.core.training.datasets import load_pair
 
     ps = load_pair(
         GARDENS / side, GARDENS / "night_right", gt_csv=GARDENS / f"gt_night_right_to_{side}.csv"
     )
-    npz = CACHE / f"gardens_{side}_{precision}.npz"
+    npz = CACHE / f"sequence_gardens_{side}.npz"
     if not npz.exists():
         from netvlad_gui.core.config import DEFAULT_MODEL, ExtractConfig, InitConfig
         from netvlad_gui.core.model.resolve import resolve_model
         from netvlad_gui.core.training.descriptors import set_descriptors
         from netvlad_gui.core.training.evaluate import prepare_model
 
-        cfg = ExtractConfig(device="cpu", precision=precision)
+        cfg = ExtractConfig(device="cpu")
         model = resolve_model(DEFAULT_MODEL)
         prepare_model(model, ps, cfg, InitConfig())
         db, q, errors = set_descriptors(model, ps, cfg)
@@ -91,12 +90,12 @@ def line_lon(n: int) -> np.ndarray:
 class Pairing:
     """One pairing's descriptors, references and candidates, and the methods measured on it."""
 
-    def __init__(self, side: str, precision: str) -> None:
+    def __init__(self, side: str) -> None:
         from netvlad_gui.core.config import SequenceConfig
         from netvlad_gui.core.query.sequence import PhotoCandidates, ReferenceInfo, hubness
 
         self.side = side
-        self.db, self.q, self.gt = descriptors(side, precision)
+        self.db, self.q, self.gt = descriptors(side)
         n = len(self.db)
         self.lat, self.lon = np.full(n, LAT0), line_lon(n)
         self.S = self.q @ self.db.T
@@ -203,8 +202,8 @@ class Pairing:
 METHODS = ("single", "single_hub", "diagonal", "hmm1", "track", "track_nohub", "track_timed")
 
 
-def measure(side: str, precision: str, out: list[dict]) -> None:
-    p = Pairing(side, precision)
+def measure(side: str, out: list[dict]) -> None:
+    p = Pairing(side)
     single = p.recall(p.single, 1)[0]
     for name in METHODS:
         for n in GROUPS:
@@ -271,7 +270,7 @@ def measure_video(out: list[dict], minutes: float = 10.0, every: float = 1.0) ->
     """Reading (decode + sample + resize to the model's input), nothing else."""
     from netvlad_gui.core.photos.video import probe, sample_frames
 
-    path = CACHE / f"video_{minutes:g}min_720p_30fps.mp4"
+    path = CACHE / f"sequence_video_{minutes:g}min_720p_30fps.mp4"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -318,7 +317,6 @@ def measure_video(out: list[dict], minutes: float = 10.0, every: float = 1.0) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairings", nargs="*", default=list(PAIRINGS), choices=PAIRINGS)
-    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     ap.add_argument("--video", action="store_true", help="also time reading a 10-minute video")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -326,24 +324,22 @@ def main() -> None:
         raise SystemExit(f"gardens_point not found at {GARDENS}")
     import platform
 
-    from netvlad_gui.core.config import ExtractConfig, SequenceConfig
-    from netvlad_gui.core.model.runtime import backbone_precision
+    from netvlad_gui.core.config import SequenceConfig
 
-    used = backbone_precision(ExtractConfig(precision=args.precision), "cpu")
     out: list[dict] = [
         {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "simd": cpu_flags(),
             "python": platform.python_version(),
-            "precision": used,
+            "descriptors": "fp32, netvlad eval's path",
             "load_avg_1min_at_start": round(os.getloadavg()[0], 2),
             "sequence_config": SequenceConfig().__dict__,
         }
     ]
     print(json.dumps(out[0]), flush=True)
     for side in args.pairings:
-        measure(side, used, out)
+        measure(side, out)
     if args.video:
         measure_video(out)
     out.append({"load_avg_1min_at_end": round(os.getloadavg()[0], 2)})
