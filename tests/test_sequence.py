@@ -191,6 +191,8 @@ def test_a_photo_without_candidates():
 def test_bad_input_is_refused_in_words():
     with pytest.raises(SequenceError, match="3 candidates but 2 scores"):
         PhotoCandidates([1, 2, 3], [0.1, 0.2])
+    with pytest.raises(SequenceError, match="not a number"):
+        PhotoCandidates([1, 2], [0.1, float("nan")])
     with pytest.raises(SequenceError, match="repeat"):
         ReferenceInfo([1, 1], [0, 0], [1, 1])
     with pytest.raises(SequenceError, match="differ in length"):

@@ -85,6 +85,8 @@ class PhotoCandidates:
                 f"{self.name or 'a photo'}: {len(self.ids)} candidates but "
                 f"{len(self.scores)} scores"
             )
+        if not np.isfinite(self.scores).all():
+            raise SequenceError(f"{self.name or 'a photo'}: a candidate's score is not a number")
         if self.evidence is not None:
             self.evidence = np.clip(np.asarray(self.evidence, dtype=np.float64).reshape(-1), 0, 1)
             if self.evidence.shape != self.ids.shape:
