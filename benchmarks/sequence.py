@@ -5,9 +5,10 @@
 
 Descriptors come from the project's own ``netvlad eval`` path (the default model, its NetVLAD
 layer initialised on the day folder, ``set_descriptors``: fp32 whatever ``precision`` says, as
-``netvlad eval`` measures), cached in ``$NETVLAD_BENCH_CACHE`` (default /tmp/netvlad_bench). gardens_point has no GPS and no capture times: frame i is placed
-at 3*i metres along a line (synthetic GPS) and the photos are in file order. Ground truth is
-the folder's index criterion (a night frame matches day frames within +-2).
+``netvlad eval`` measures), cached in ``$NETVLAD_BENCH_CACHE`` (default /tmp/netvlad_bench).
+gardens_point has no GPS and no capture times: frame i is placed at 3*i metres along a line
+(synthetic GPS) and the photos are in file order. Ground truth is the folder's index
+criterion (a night frame matches day frames within +-2).
 
 Per pairing and group size n (the 100 night photos cut into consecutive groups of n), Recall@1
 per photo of:

@@ -1,4 +1,4 @@
-"""Capture times from EXIF, photos ordered by them (else by file name), and groups split into trips."""
+"""Capture times from EXIF, photos ordered by them (else by file name), groups split into trips."""
 
 from __future__ import annotations
 
