@@ -1,14 +1,14 @@
 """Photos located together: the most likely track through each photo's candidates.
 
 Photos taken one after another cannot be far apart, and that constraint is evidence no single
-photo has: at night a photo's best match is often wrong while the track through its
-neighbours' matches is right. The model (core/query/track.py) is a hidden Markov model whose
-state is a pair of places (the previous photo's and this one's), so it carries a velocity: from
-one photo to the next the track keeps its step, give or take ``jitter_m`` (SeqSLAM's
-constant-velocity assumption, here in metres on the references' GPS, so it needs no reference
-order), a step may not exceed what the time between the photos allows (``speed_mps``, or
-``untimed_step_m`` in file order), standing still costs ``stay_penalty``, and with probability
-``restart`` the track breaks. Emissions are each photo's similarity to every reference in play (its candidates, its
+photo has: at night a photo's best match is often wrong while the track through its neighbours'
+matches is right. The model (core/query/track.py) is a hidden Markov model whose state is a
+pair of places (the previous photo's and this one's), so it carries a velocity: from one photo
+to the next the track keeps its step, give or take ``jitter_m`` (SeqSLAM's constant-velocity
+assumption, here in metres on the references' GPS, so it needs no reference order), a step may
+not exceed what the time between the photos allows (``speed_mps``, or ``untimed_step_m`` in
+file order), standing still costs ``stay_penalty``, and with probability ``restart`` the track
+breaks. Emissions are each photo's similarity to every reference in play (its candidates, its
 neighbours' and the references near them), less the reference's hubness (its similarity to
 other places: night photos all resemble a few references), over ``temperature``.
 Forward-backward gives each photo the probability of each place and of a break before it.
