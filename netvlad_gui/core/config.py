@@ -278,6 +278,85 @@ class LocateConfig:
 
 
 @dataclass
+class SequenceConfig:
+    """Photos located together: a walk, a burst, a video's frames (issue 22).
+
+    Ordering and splitting live in core/photos/capture.py, the track model in
+    core/query/sequence.py, video sampling in core/photos/video.py. The track model's defaults
+    were measured on gardens_point (benchmarks/sequence.py, benchmarks/README.md).
+    """
+
+    enabled: bool = True
+    # Splitting a group where one trip is impossible: consecutive capture times farther apart
+    # than this, or the photos' own GPS implying a faster journey than max_speed_mps.
+    max_gap_s: float = 600.0
+    max_speed_mps: float = 70.0  # 250 km/h: a fast train; anything faster is another trip
+    # The track model: each photo's best ``candidates`` references (plus the references near
+    # them) are the places it may be; ``window`` photos are decided together.
+    candidates: int = 20
+    window: int = 10
+    # How far apart two consecutive photos' places may lie: ``speed_mps`` times the time between
+    # them (capture times), or ``untimed_step_m`` per photo in file order (no times).
+    speed_mps: float = 15.0
+    untimed_step_m: float = 30.0
+    # Photos of a sequence move: consecutive places at least this far apart (a path that stays
+    # on one reference is how a "hub" that scores well with every night photo wins).
+    min_step_m: float = 1.5
+    # Log-likelihood a track pays per photo that does not move: 50 forbids it where the
+    # references allow a moving track (2 and 5 let night photos' tracks sit on hubs).
+    stay_penalty: float = 50.0
+    jitter_m: float = 1.5  # how much the step may change from one photo to the next
+    # A reference's mean similarity to references farther than ``hub_far_m`` (other places;
+    # query/sequence.hubness) is taken off every photo's similarity to it, times
+    # ``hub_weight``: a reference that resembles everything is no evidence. Measured: 0.5 and
+    # 50 m (1.0 fixed the shuffled control on day_right too but cost day_left 3 points).
+    hub_weight: float = 0.5
+    hub_far_m: float = 50.0
+    temperature: float = 0.02  # similarity units per factor e of likelihood
+    restart: float = 1e-3  # chance per photo that the track breaks (unrelated photos)
+    # Photos are decided together only when one track explains them better than unrelated
+    # places do, by at least this much (log-likelihood, nats): shuffled photos stay alone.
+    min_evidence: float = 5.0
+    # Log-likelihood added to a candidate per unit of its geometric evidence (0..1, inliers):
+    # a verified place pulls the track. Not measured on gardens_point (no verification there).
+    evidence_weight: float = 2.0
+    # A photo is decided with its neighbours only when at least ``min_support`` of them agree:
+    # their own ``support_top`` best candidates include the track's place for them.
+    min_support: int = 2
+    support_top: int = 5
+    every_s: float = 1.0  # a video is sampled every this many seconds
+
+    def validate(self) -> SequenceConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        _check_float("sequence gap (s)", self.max_gap_s, 0.0, 1e9, open_lo=True)
+        _check_float("sequence top speed (m/s)", self.max_speed_mps, 0.0, 1e5, open_lo=True)
+        _check_int("sequence candidates", self.candidates, 1, TOP_N_MAX)
+        _check_int("sequence window", self.window, 2, 1000, " (photos decided together)")
+        _check_float("sequence speed (m/s)", self.speed_mps, 0.0, 1e5, open_lo=True)
+        _check_float("sequence step (m)", self.untimed_step_m, 0.0, 1e7, open_lo=True)
+        _check_float("sequence min step (m)", self.min_step_m, 0.0, 1e7)
+        _check_float("sequence stay penalty", self.stay_penalty, 0.0, 1e6)
+        _check_float("sequence jitter (m)", self.jitter_m, 0.0, 1e7, open_lo=True)
+        _check_float("sequence hub weight", self.hub_weight, 0.0, 100.0)
+        _check_float("sequence hub distance (m)", self.hub_far_m, 0.0, 2e7, open_lo=True)
+        _check_float("sequence temperature", self.temperature, 0.0, 10.0, open_lo=True)
+        _check_float("sequence restart", self.restart, 0.0, 1.0, open_lo=True)
+        _check_float("sequence minimum evidence", self.min_evidence, -1e6, 1e6)
+        _check_float("sequence evidence weight", self.evidence_weight, 0.0, 1000.0)
+        if self.restart >= 1.0:
+            raise ConfigError(f"sequence restart must be below 1, not {self.restart!r}")
+        _check_int("sequence support", self.min_support, 1, 1000)
+        _check_int("sequence support top", self.support_top, 1, TOP_N_MAX)
+        _check_float("video interval (s)", self.every_s, 0.0, 86_400.0, open_lo=True)
+        if self.min_step_m >= self.untimed_step_m:
+            raise ConfigError(
+                f"sequence min step ({self.min_step_m:g} m) must be below the step "
+                f"({self.untimed_step_m:g} m)"
+            )
+        return self
+
+
+@dataclass
 class IndexConfig:
     """Which faiss index searches a library, chosen by its size (see core/library/searchindex.py).
 
