@@ -74,12 +74,39 @@ NOT_A_PHOTO = "not a photo"
 NO_PHOTOS = "a folder with no photos"
 
 
+#: Files a front hands to core/photos/video.py as a sequence of frames (named explicitly; a
+#: folder is searched for photos only).
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mts", ".m2ts", ".3gp", ".wmv", ".mpg"}
+)
+
+
+def is_video_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
 @dataclass
 class Inputs:
     """A user's photos and folders, sorted: what to locate and what was skipped (and why)."""
 
     photos: list[Path] = field(default_factory=list)  # as named (folders expanded), no repeats
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input as named, reason)
+    videos: list[Path] = field(default_factory=list)  # named video files, as sequences of frames
+
+
+@dataclass(frozen=True)
+class PhotoInput:
+    """A photo to locate as a front names it: its file, what results call it (a video frame
+    saved as a file: "clip.mp4@00:12.0"; "" is the path) and its capture time when known
+    otherwise than from its EXIF (a frame's time in its video, in seconds)."""
+
+    path: Path
+    name: str = ""
+    time_s: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or str(self.path)
 
 
 def expand_inputs(items: Iterable[str | os.PathLike]) -> Inputs:
@@ -108,6 +135,8 @@ def expand_inputs(items: Iterable[str | os.PathLike]) -> Inputs:
                 add(f)
         elif not p.exists():
             out.skipped.append((p, NOT_FOUND))
+        elif is_video_file(p):
+            out.videos.append(p)
         elif not is_image_file(p):
             out.skipped.append((p, NOT_A_PHOTO))
         else:

@@ -26,11 +26,16 @@ from PIL import Image
 
 from ..config import ExtractConfig, SequenceConfig
 from ..errors import NetvladError
-from .images import ImageLoadError, resize_longer_side, to_pixels
-
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mts", ".m2ts", ".3gp", ".wmv", ".mpg"}
+from .images import (
+    VIDEO_EXTENSIONS,
+    ImageLoadError,
+    PhotoInput,
+    is_video_file,
+    resize_longer_side,
+    to_pixels,
 )
+
+__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoTruncated", "is_video_file", "sample_frames"]
 #: A video is called truncated when its frames stop before this share of the length its header
 #: announces (headers round; a last frame or two may be missing from any encoder's output).
 TRUNCATED_BELOW = 0.9
@@ -43,10 +48,6 @@ class VideoError(NetvladError, ValueError):
 
 class VideoTruncated(VideoError):
     """The video's frames stop early; the frames before were yielded."""
-
-
-def is_video_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def format_time(seconds: float) -> str:
@@ -194,3 +195,21 @@ def sample_frames(
             )
     finally:
         cap.release()
+
+
+def save_frames(
+    path: str | os.PathLike,
+    folder: str | os.PathLike,
+    cfg: ExtractConfig | None = None,
+    every_s: float | None = None,
+) -> Iterator[PhotoInput]:
+    """:func:`sample_frames`, each frame saved as a JPEG in ``folder`` (created): a photo with
+    the frame's name and time, for fronts that show frames as photos (thumbnails, the match
+    viewer) and locate them like photos. Raises as :func:`sample_frames` does, after the frames
+    read so far."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, frame in enumerate(sample_frames(path, cfg, every_s)):
+        out = folder / f"frame_{k:06d}_{frame.index:08d}.jpg"
+        Image.fromarray(frame.pixels).save(out, quality=95)
+        yield PhotoInput(out, frame.name, frame.time_s)
