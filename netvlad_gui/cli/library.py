@@ -129,13 +129,6 @@ def _bars(args, inputs) -> bool:
     return not args.quiet and len(inputs.photos) > 1
 
 
-# What a plain-text reader should do about a verdict (core/query/verdict.py words the verdict itself).
-_VERDICT_HINT = {
-    "uncertain": ": weak evidence, check the matches",
-    "not_found": ": no match shares its geometry",
-}
-
-
 def _print_result(res, as_json: bool) -> None:
     if as_json:
         print(json.dumps(res.to_json(evidence=True)), flush=True)
@@ -147,8 +140,9 @@ def _print_result(res, as_json: bool) -> None:
     from ..core.query.verdict import describe
 
     how = "verified" if res.verified else "not verified"
-    hint = _VERDICT_HINT.get(res.verdict, "")
-    print(f"  verdict    {describe(res.verdict)}{hint} ({how})")
+    print(f"  verdict    {describe(res.verdict)} ({how})")
+    if res.verdict_reason:  # core/query/verdict.py words why
+        print(f"  why        {plain(res.verdict_reason)}")
     if res.lat is None:
         print("  no match with GPS")
     elif res.verdict == "not_found":

@@ -42,11 +42,12 @@ class LocateResult:
     matches: list[Match] = field(default_factory=list)
     error: str = ""  # why this photo could not be located
     verdict: str | None = None  # "located", "uncertain", "not_found"; None when ``error``
+    verdict_reason: str = ""  # why the verdict, in words for a user (core/query/verdict.py)
     verified: bool = False  # geometric verification ran (matches carry ``inliers``)
 
     def to_json(self, *, evidence: bool = False) -> dict:
         """The CLI's --json contract; ``evidence`` adds issue 11's ``verdict`` and per-match
-        ``inliers`` (null when not verified)."""
+        ``inliers`` (null when not verified), and issue 21's ``verdict_reason``."""
         keys = ("path", "lat", "lon", "score", "distance_m") + (("inliers",) if evidence else ())
         out = {
             "query": self.query,
@@ -59,6 +60,7 @@ class LocateResult:
         }
         if evidence:
             out["verdict"] = self.verdict
+            out["verdict_reason"] = self.verdict_reason
         if self.error:
             out["error"] = self.error
         return out
