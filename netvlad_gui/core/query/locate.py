@@ -26,6 +26,7 @@ from ..photos import geo
 from ..photos.images import ImageLoadError, load_image, to_tensor
 from .consensus import vote
 from .result import LocateResult, Match
+from .verdict import Evidence, calibrated_similarity, decide
 
 
 @dataclass
@@ -56,16 +57,11 @@ def predict(
     c = vote(lat, lon, w, cfg.agree_radius_m)  # ties go to the better-ranked hit
 
     top = float(scores[c.members].max())
-    lo = calibration.get("neg_best_median")
-    # The typical best same-place score: what a true match of this library looks like.
-    hi = calibration.get("pos_best_median", calibration.get("pos_median"))
-    if lo is not None and hi is not None and hi > lo + 1e-3:
-        distinct = (top - lo) / (hi - lo)
-    elif lo is not None:
-        distinct = (top - lo) / max(1.0 - lo, 1e-3) * 2.0
-    else:  # no calibration (a library without GPS pairs): trust agreement only, halved
+    # How the best agreeing score compares with what a true match of this library scores;
+    # without calibration (a library without GPS pairs) agreement only counts, halved.
+    distinct = calibrated_similarity(top, calibration)
+    if distinct is None:
         distinct = 0.5
-    distinct = float(np.clip(distinct, 0.0, 1.0))
     confidence = float(np.clip(c.agreement * distinct, 0.0, 1.0))
     radius = c.radius_m(confidence, cfg.agree_radius_m)
     return Prediction(c.lat, c.lon, confidence, radius, [cand[i] for i in c.members])
@@ -154,16 +150,21 @@ class Locator:
         img = load_image(Path(path), ec.image_size, ec.max_pixels, draft=ec.jpeg_draft)
         batch = to_tensor(img).unsqueeze(0)
         with torch.inference_mode():
-            if not with_map or backbone_precision(ec, self.device.type) == "bf16":
+            if not with_map:
                 return img, forward(self.model, batch, ec)[0], None
+            # One pass gives both: the map (in the backbone's precision, bf16 where native) for
+            # the patches, and the descriptor pooled from it in fp32 as ``forward`` pools it.
             x = batch.to(self.device)
             if ec.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            local = self.model.local_features(x)
+            low = backbone_precision(ec, self.device.type) == "bf16"
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=low):
+                local = self.model.local_features(x)
+            local = local.float()
             pooled = self.model.pool(local)
             if getattr(self.model, "whiten", None) is not None:
                 pooled = self.model.whiten(pooled)
-        return img, pooled.float().cpu().numpy()[0], local[0].float().cpu()
+        return img, pooled.float().cpu().numpy()[0], local[0].cpu()
 
     def verify_hits(
         self,
@@ -186,7 +187,7 @@ class Locator:
         checks: list | None = None,
     ) -> LocateResult:
         """The result from the global hits (best first) and, when verified, their checks."""
-        from .verdict import decide, predict_verified
+        from .verdict import predict_verified
         from .verify import rerank
 
         top_n = top_n or self.cfg.top_n
@@ -229,11 +230,14 @@ class Locator:
             res.confidence, res.radius_m = float(conf), float(radius)
             if truth.ok:
                 res.error_m = float(geo.haversine_m(lat, lon, res.true_lat, res.true_lon))
-        res.verdict = decide(
-            has_location=lat is not None,
-            confidence=res.confidence,
-            inliers=best_inliers,
-            cfg=self.cfg.verify,
+        res.verdict, res.verdict_reason = decide(
+            Evidence(
+                has_location=lat is not None,
+                confidence=res.confidence,
+                similarity=calibrated_similarity(hits[0].score, self.calibration) if hits else None,
+                best_inliers=best_inliers,
+            ),
+            self.cfg,
         )
         for rank, i in enumerate(shown, 1):
             h = hits[i]
