@@ -228,18 +228,24 @@ def test_locate_leads_with_the_verdict_and_never_places_a_far_away_photo(
     out = capsys.readouterr().out
     far, near = out.split(str(lund))
     assert far.splitlines()[1].startswith("  verdict    Not found in this library")
+    assert far.splitlines()[2].startswith("  why        no matching points")  # issue 21
     assert "  location " not in far and "  guess      " in far
     assert near.splitlines()[1].startswith("  verdict    Located (verified)")
+    assert near.splitlines()[2].startswith("  why        ") and "matching points" in near
     assert " inliers" in near
 
     assert _locate(lund_index, berlin, lund, json_out=True) == 0
     far_j, near_j = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert far_j["verdict"] == "not_found" and near_j["verdict"] == "located"
+    # issue 21: every verdict says why, in words (the reasons are core/query/verdict.py's)
+    assert "looks like no photo of this library" in far_j["verdict_reason"]
+    assert "matching points" in near_j["verdict_reason"]
     assert all(isinstance(m["inliers"], int) for m in near_j["matches"])
 
     assert _locate(lund_index, lund, "--no-verify", json_out=True) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["verdict"] in ("located", "uncertain", "not_found")
+    assert res["verdict_reason"].startswith("not verified")
     assert all(m["inliers"] is None for m in res["matches"])
 
 

@@ -34,6 +34,7 @@ CSV_FIELDS = (
     "error",
     "verdict",  # located / uncertain / not_found (empty when the photo could not be read)
     "top1_inliers",  # geometric inliers of the best match (empty when not verified)
+    "verdict_reason",  # why the verdict, in words (core/query/verdict.py)
 )
 
 
@@ -66,6 +67,7 @@ def result_row(res: LocateResult) -> dict[str, Any]:
         "error": res.error or None,
         "verdict": res.verdict,
         "top1_inliers": top.inliers if top else None,
+        "verdict_reason": res.verdict_reason or None,
     }
 
 
