@@ -191,9 +191,11 @@ def test_end_to_end_lund(shared_dir, lund_index):
         truth[f] = (float(lat), float(lon))
     hits_at_1 = 0
     for r in results:
-        # issue 11's contract: the old keys, plus "verdict" per photo and "inliers" per match
+        # issue 11's contract: the old keys, plus "verdict" per photo and "inliers" per match;
+        # issue 21's "verdict_reason" (why, in words)
         keys = {"query", "lat", "lon", "confidence", "radius_m", "error_m", "matches", "verdict"}
-        assert set(r) == keys and r["verdict"] == "located"
+        assert set(r) == keys | {"verdict_reason"} and r["verdict"] == "located"
+        assert "matching points" in r["verdict_reason"]
         assert math.isfinite(r["error_m"]) and 0 <= r["confidence"] <= 1 and r["radius_m"] > 0
         assert len(r["matches"]) == 5
         # Verification (on by default) re-ranks the matches by inliers, so global scores are

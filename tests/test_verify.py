@@ -358,12 +358,26 @@ def test_locator_result_carries_verdict_and_inliers(shared_dir, locator):
     assert [m.rank for m in plain.matches] == [m.score_rank for m in plain.matches]
 
 
-def test_locator_says_not_found_for_another_city(shared_dir, locator):
+def test_locator_says_not_found_for_another_city(shared_dir, lund_index_640, locator):
+    from netvlad_gui.core.library.index import LibraryIndex
+    from netvlad_gui.core.query.locate import Locator
+
     berlin = shared_dir / "data/exif/gps_photos/opensfm_berlin/02.jpg"
-    res = locator.locate(berlin)
+    index = LibraryIndex(lund_index_640)
+    try:
+        loc = Locator(index, extract_cfg=ExtractConfig(num_workers=0))  # the default 640 px
+        res = loc.locate(berlin)
+    finally:
+        index.close()
     assert res.verdict == NOT_FOUND and res.confidence < 0.25
+    assert "looks like no photo of this library" in res.verdict_reason
     assert res.lat is not None  # the nearest guess is kept, labelled by the verdict
     assert all(m.inliers < VerifyConfig().min_inliers for m in res.matches)
+    # At 320 px the global score cannot tell Berlin from Lund: no shared points then says
+    # "cannot tell", never "located" (nor a false "not here" for a photo that looks alike).
+    small = locator.locate(berlin)
+    assert small.verdict in (NOT_FOUND, UNCERTAIN) and small.verdict_reason
+    assert all(m.inliers < VerifyConfig().min_inliers for m in small.matches)
 
 
 def test_rerank_ranked_puts_the_verified_reference_first(shared_dir):

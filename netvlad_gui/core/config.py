@@ -268,9 +268,12 @@ class VerdictConfig:
     # score 0.00-0.14, lund queries 0.87-1.00); under not_found_confidence, not found.
     located_confidence: float = 0.5
     not_found_confidence: float = 0.2
-    # No geometric support: at or above this similarity the photo looks like the library's own
-    # same-place pairs, so it is uncertain (e.g. night vs day), not "not in this library".
-    look_alike: float = 0.25
+    # No geometric support: at or above this similarity (half-way from the library's typical
+    # best different-place pair to its typical best same-place pair) the photo looks like the
+    # library, so it is uncertain (e.g. night vs day), not "not in this library". Berlin and
+    # Portland against lund score 0-0.18 at 640 px; at 320 px the global score cannot tell them
+    # from Lund (0.41-1.0), so there they are uncertain, never located.
+    look_alike: float = 0.5
 
     def validate(self) -> VerdictConfig:
         """Raise ConfigError naming the first setting out of range; returns self."""
