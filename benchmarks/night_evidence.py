@@ -216,15 +216,9 @@ def mutual(q: Feats, r: Feats, ratio: float, same_scale: bool = True) -> tuple[n
         a, b = q.desc, r.desc
         d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T
         dist = np.sqrt(np.clip(d2, 0, None))
-    nn_r, nn_q = dist.argmin(1), dist.argmin(0)
-    qi = np.flatnonzero(nn_q[nn_r] == np.arange(len(nn_r)))
-    ri = nn_r[qi]
-    if ratio < 1 and len(qi):
-        rows = np.partition(dist[qi], 1, axis=1)[:, :2]
-        cols = np.partition(dist[:, ri], 1, axis=0)[:2].T
-        ok = (rows[:, 0] < ratio * rows[:, 1]) & (cols[:, 0] < ratio * cols[:, 1])
-        qi, ri = qi[ok], ri[ok]
-    return qi, ri
+    from netvlad_gui.core.query.verify import _ratio_mutual  # the verifier's own rule
+
+    return _ratio_mutual(dist, ratio)
 
 
 def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
