@@ -8,7 +8,10 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
 
-from _lund import lund_index  # noqa: F401  (session-scoped: the GUI tests share one index)
+from _lund import (  # noqa: F401  (session-scoped: the GUI tests share one index)
+    lund_index,
+    lund_index_640,
+)
 from _shared import shared_dir  # noqa: F401  (the fixture, defined in tests/_shared.py)
 
 

@@ -32,6 +32,7 @@ def _results() -> list[LocateResult]:
             Match(2, "/lib/21.jpg", 55.6992111, 13.1946778, 0.2173, 111.2, 14, False, inliers=4),
         ],
         verdict="located",
+        verdict_reason="87 matching points with the best match",
         verified=True,
     )
     no_gps_matches = LocateResult(
@@ -84,6 +85,7 @@ def test_export_carries_the_verdict_and_the_top_match_inliers(tmp_path) -> None:
     rows = list(csv.DictReader(write_csv(_results(), tmp_path / "v.csv").open(encoding="utf-8")))
     assert [r["verdict"] for r in rows] == ["located", "not_found", ""]
     assert [r["top1_inliers"] for r in rows] == ["87", "", ""]
+    assert [r["verdict_reason"] for r in rows] == ["87 matching points with the best match", "", ""]
     feats = to_geojson(_results())["features"]
     assert feats[0]["properties"]["verdict"] == "located"
     assert feats[0]["properties"]["top1_inliers"] == 87

@@ -170,9 +170,8 @@ def _print_result(res, as_json: bool) -> None:
     from ..core.query import wording
 
     how = "verified" if res.verified else "not verified"
-    hint = f": {wording.hint(res)}" if wording.hint(res) else ""
-    print(f"  verdict    {wording.headline(res)}{hint} ({how})")
-    if res.verdict_reason:
+    print(f"  verdict    {wording.headline(res)} ({how})")
+    if res.verdict_reason:  # core/query/verdict.py words why
         print(f"  why        {plain(res.verdict_reason)}")
     kind = wording.coordinates_kind(res)
     if kind == wording.NO_PLACE:

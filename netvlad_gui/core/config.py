@@ -213,14 +213,18 @@ class InitConfig:
 
 @dataclass
 class VerifyConfig:
-    """Geometric verification of the top matches (core/query/verify.py) and the verdict it supports.
-
-    Defaults measured in benchmarks/verify.py (benchmarks/README.md, "Geometric verification").
+    """Geometric verification of the top matches (core/query/verify.py) and the counts the
+    verdict reads. Defaults are for the default features, ``patch``; ``for_features("sift")``
+    gives SIFT's own. Measured in benchmarks/night_evidence.py and daynight.py
+    (benchmarks/README.md, "Night and day") and benchmarks/verify.py ("Geometric verification").
     """
 
     enabled: bool = True
     top_k: int = 10  # candidates verified (the global search's best K)
-    features: str = "sift"  # "sift" (OpenCV) or "patch" (the model's own feature map)
+    # "patch": the model's own feature map (the map NetVLAD pools), one descriptor per cell;
+    # finds the right place at night where SIFT finds nothing (night -> day R@1 0.67 -> 0.9x).
+    # "sift": OpenCV's SIFT, more precise on well-lit photos, blind at night.
+    features: str = "patch"
     geometry: str = "homography"  # "homography" or "fundamental", fitted with USAC MAGSAC
     sift_size: int = 320  # SIFT runs on this longer side (it doubles the image internally)
     max_features: int = 1000  # SIFT keypoints kept per image
@@ -228,26 +232,40 @@ class VerifyConfig:
     # absolute contrast threshold keeps a dark photo's keypoints (dusk: 5/5 lund queries
     # located instead of 1/5); "none" leaves them. benchmarks/verify_appearance.py.
     sift_contrast: str = "stretch"
-    ratio: float = 0.85  # Lowe's ratio test (SIFT); patches: best / second-best similarity
-    ransac_px: float = 3.0  # inlier threshold, in pixels of a 640 px image
-    # Counts for the default (SIFT): unrelated photos reach 4-6, true lund matches 30-66; 12
-    # instead of 15 let corridor's near-duplicate frames reorder (R@1 0.955 -> 0.946).
-    min_inliers: int = 15  # fewer: no geometric evidence for the place
-    located_inliers: int = 24  # at least: the place is verified
+    # Ratio test, both ways (nearest < ratio x second nearest); 1: mutual nearest neighbours
+    # only. Patches: 1, a ratio test throws away most true night matches (0.9: R@1 0.94 -> 0.82).
+    ratio: float = 1.0
+    ransac_px: float = 3.0  # inlier threshold, in pixels of a 640 px image (patches: >= a cell)
+    # Inlier counts: fewer than min_inliers is no geometric evidence (photos of Berlin and
+    # Portland reach PATCH_MIN against the lund library); located_inliers verify the place.
+    min_inliers: int = 20
+    located_inliers: int = 40
     # Candidates within this fraction of the best inlier count rank by global score (1: by
     # inliers alone); see verify.rerank.
     keep_ratio: float = 0.5
     cache_size: int = 256  # references' local features kept in memory (LRU)
 
+    @classmethod
+    def for_features(cls, features: str, **overrides: Any) -> VerifyConfig:
+        """The defaults measured for ``features`` ("patch" or "sift"), then ``overrides``."""
+        if features not in FEATURE_DEFAULTS:
+            raise ConfigError(
+                f"verify features must be one of {', '.join(VERIFY_FEATURES)}, not {features!r}"
+            )
+        return cls(**{"features": features, **FEATURE_DEFAULTS[features], **overrides})
+
     def validate(self) -> VerifyConfig:
         """Raise ConfigError naming the first setting out of range; returns self."""
-        if self.features not in ("sift", "patch"):
-            raise ConfigError(f"verify features must be sift or patch, not {self.features!r}")
-        if self.sift_contrast not in ("stretch", "none"):
+        if self.features not in VERIFY_FEATURES:
             raise ConfigError(
-                f"verify sift_contrast must be stretch or none, not {self.sift_contrast!r}"
+                f"verify features must be one of {', '.join(VERIFY_FEATURES)}, not {self.features!r}"
             )
-        if self.geometry not in ("homography", "fundamental"):
+        if self.sift_contrast not in SIFT_CONTRASTS:
+            raise ConfigError(
+                f"verify sift_contrast must be one of {', '.join(SIFT_CONTRASTS)}, "
+                f"not {self.sift_contrast!r}"
+            )
+        if self.geometry not in VERIFY_GEOMETRIES:
             raise ConfigError(
                 f"verify geometry must be homography or fundamental, not {self.geometry!r}"
             )
@@ -255,6 +273,57 @@ class VerifyConfig:
         _check_int("minimum inliers", self.min_inliers, 0, 100_000)
         _check_int("located inliers", self.located_inliers, self.min_inliers, 100_000)
         _check_float("ratio test", self.ratio, 0.0, 1.0, open_lo=True)
+        _check_float("keep ratio", self.keep_ratio, 0.0, 1.0)
+        _check_float("RANSAC threshold (px)", self.ransac_px, 0.0, 1000.0, open_lo=True)
+        _check_int("SIFT size", self.sift_size, 16, 8192, " (pixels, longer side)")
+        _check_int("SIFT keypoints", self.max_features, 1, 1_000_000)
+        _check_int("verify cache size", self.cache_size, 0, 1_000_000)
+        return self
+
+
+VERIFY_FEATURES = ("patch", "sift")  # VerifyConfig.features
+#: Where another feature's measured settings differ from VerifyConfig's (the patches'); see
+#: VerifyConfig.for_features. SIFT: unrelated photos reach 4-6 inliers, true lund matches 30-66;
+#: 12 instead of 15 let corridor's near-duplicate frames reorder (R@1 0.955 -> 0.946).
+FEATURE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "patch": {},
+    "sift": {"ratio": 0.85, "min_inliers": 15, "located_inliers": 24, "keep_ratio": 0.5},
+}
+VERIFY_GEOMETRIES = ("homography", "fundamental")  # VerifyConfig.geometry
+SIFT_CONTRASTS = ("stretch", "none")  # VerifyConfig.sift_contrast
+
+
+@dataclass
+class VerdictConfig:
+    """When a photo is ``located``, ``uncertain`` or ``not_found`` (core/query/verdict.py).
+
+    Confidences are ``locate.predict``'s (calibrated on the library's own pairs); the
+    similarity is ``verdict.calibrated_similarity`` of match #1 (0: the library's typical best
+    different-place score, 1: its typical best same-place score). Inlier counts live in
+    VerifyConfig, beside the features they count. Figures: benchmarks/README.md, "Night and day".
+    """
+
+    # Unverified: at or above, located (Berlin and Portland photos against the lund library
+    # score 0.00-0.14, lund queries 0.87-1.00); under not_found_confidence, not found.
+    located_confidence: float = 0.5
+    not_found_confidence: float = 0.2
+    # No geometric support: at or above this similarity (half-way from the library's typical
+    # best different-place pair to its typical best same-place pair) the photo looks like the
+    # library, so it is uncertain (e.g. night vs day), not "not in this library". Berlin and
+    # Portland against lund score 0-0.18 at 640 px; at 320 px the global score cannot tell them
+    # from Lund (0.41-1.0), so there they are uncertain, never located.
+    look_alike: float = 0.5
+
+    def validate(self) -> VerdictConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        _check_float("located confidence", self.located_confidence, 0.0, 1.0)
+        _check_float("not-found confidence", self.not_found_confidence, 0.0, 1.0)
+        if self.not_found_confidence > self.located_confidence:
+            raise ConfigError(
+                f"the not-found confidence ({self.not_found_confidence:g}) must not exceed the "
+                f"located confidence ({self.located_confidence:g})"
+            )
+        _check_float("look-alike similarity", self.look_alike, 0.0, 1.0)
         return self
 
 
@@ -266,6 +335,7 @@ class LocateConfig:
     agree_radius_m: float = NEGATIVE_RADIUS_M  # matches this close count as one place
     min_score: float = 0.0
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)
 
     def validate(self) -> LocateConfig:
         """Raise ConfigError naming the first setting out of range; returns self."""
@@ -274,6 +344,7 @@ class LocateConfig:
         # Scores are cosine similarities: a floor outside [-1, 1] keeps all or nothing.
         _check_float("minimum score", self.min_score, -1.0, 1.0)
         self.verify.validate()
+        self.verdict.validate()
         return self
 
 

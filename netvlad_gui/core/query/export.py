@@ -38,6 +38,7 @@ CSV_FIELDS = (
     "matches",
     "error",
     "top1_inliers",  # geometric inliers of the best match (empty when not verified)
+    "verdict_reason",  # why the verdict, in words (core/query/verdict.py)
 )
 
 
@@ -91,6 +92,7 @@ def result_row(res: LocateResult) -> dict[str, Any]:
         "matches": len(res.matches),
         "error": res.error or None,
         "top1_inliers": top.inliers if top else None,
+        "verdict_reason": res.verdict_reason or None,
     }
 
 
