@@ -108,6 +108,15 @@ def extract_cfg(args: argparse.Namespace) -> ExtractConfig:
     )
 
 
+def index_dir(args: argparse.Namespace):
+    """The index folder ``--library DIR`` or ``--index DIR`` names."""
+    from ..core.library.status import resolve_index_dir
+
+    if not (args.index or args.library):
+        raise CliError("say which index to use: --library DIR or --index DIR")
+    return resolve_index_dir(args.library, args.index)
+
+
 def add_model_args(p: argparse.ArgumentParser, model_help: str, weights_help: str) -> None:
     p.add_argument("--model", help=f"{model_help} (default {DEFAULT_MODEL})")
     p.add_argument("--backbone-weights", metavar="FILE|none", help=weights_help)

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 from ..core.config import (
     DEFAULT_MODEL,
     DEVICES,
     PRECISIONS,
     RUNTIMES,
-    LocateConfig,
-    VerifyConfig,
 )
-from ..core.photos.geo import format_distance
 from .common import (
     CliError,
     DefaultsHelpFormatter,
@@ -23,24 +18,18 @@ from .common import (
     add_model_args,
     add_runtime_args,
     extract_cfg,
+    index_dir,
     plain,
     progress_bar,
     update_bar,
 )
-
-
-def _index_dir(args):
-    from ..core.library.status import resolve_index_dir
-
-    if not (args.index or args.library):
-        raise CliError("say which index to use: --library DIR or --index DIR")
-    return resolve_index_dir(args.library, args.index)
+from .locating import add_locate_command
 
 
 def _open_index(args):
     from ..core.library.index import LibraryIndex
 
-    return LibraryIndex(_index_dir(args))
+    return LibraryIndex(index_dir(args))
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -91,106 +80,6 @@ def cmd_index(args) -> int:
     print(f"time      {s.elapsed_s:.1f} s ({rate:.2f} images/s)")
     print(f"size      {s.bytes_per_image / 1024:.1f} KiB per image")
     return 0
-
-
-def cmd_locate(args) -> int:
-    """One result per named photo; exit 1 when none could be located."""
-    from ..core.photos.images import expand_inputs
-    from ..core.preload import load_engine
-
-    load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
-    from ..core.errors import LibraryIndexError
-    from ..core.query.result import LocateResult
-    from ..core.query.session import open_session
-
-    verify = VerifyConfig(enabled=args.verify, top_k=args.verify_top)
-    locate_cfg = LocateConfig(top_n=args.top, verify=verify)
-    status, session = open_session(_index_dir(args), extract_cfg(args), locate_cfg)
-    if session is None:
-        raise LibraryIndexError(status.why_not())
-    inputs = expand_inputs(args.photos)
-    # Inputs that are no photo get a result that says why: the same reasons the GUI shows.
-    results = [LocateResult(query=str(p), error=reason) for p, reason in inputs.skipped]
-    failures = len(results)
-    for res in results:
-        _print_result(res, args.json)
-    total = len(inputs.photos) + failures
-    bar = progress_bar(len(inputs.photos), "locate", "photo") if _bars(args, inputs) else None
-    try:
-        for n, res in enumerate(_finals(session.run(inputs.photos)), 1):
-            failures += bool(res.error)
-            results.append(res)
-            _print_result(res, args.json)
-            if bar is not None:
-                update_bar(bar, n)
-    finally:
-        if bar is not None:
-            bar.close()
-        session.close()
-    _export(args, results)
-    return 1 if failures == total else 0
-
-
-def _finals(stages):
-    """The final stage of each photo: a script wants answers, not the provisional steps."""
-    return (res for _, res in stages if res.final)
-
-
-def _export(args, results) -> None:
-    """--csv and --geojson: the files the GUI's File → Export writes, by the same core writer."""
-    from ..core.query.export import write_csv, write_geojson
-
-    for path, write in ((args.csv, write_csv), (args.geojson, write_geojson)):
-        if path:
-            written = write(results, path)
-            if not args.json:
-                print(f"exported {len(results)} results to {plain(written)}", file=sys.stderr)
-
-
-def _export_path(text: str) -> Path:
-    """An export file whose folder exists: a typo is refused before the photos are located."""
-    path = Path(text).expanduser()
-    if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"no folder {path.parent} to write {path.name} in")
-    return path
-
-
-def _bars(args, inputs) -> bool:
-    return not args.quiet and len(inputs.photos) > 1
-
-
-def _print_result(res, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(res.to_json(evidence=True)), flush=True)
-        return
-    print(plain(res.query))
-    if res.error:
-        print(f"  cannot locate: {plain(res.error)}")
-        return
-    from ..core.query import wording
-
-    how = "verified" if res.verified else "not verified"
-    print(f"  verdict    {wording.headline(res)} ({how})")
-    if res.verdict_reason:  # core/query/verdict.py words why
-        print(f"  why        {plain(res.verdict_reason)}")
-    kind = wording.coordinates_kind(res)
-    if kind == wording.NO_PLACE:
-        print("  no match with GPS")
-    elif kind == wording.GUESS:
-        # A nearest neighbour always exists: show it as what it is, at street precision only.
-        print(f"  guess      {res.lat:.3f}, {res.lon:.3f}  (the nearest match, not a location)")
-    else:
-        print(
-            f"  location   {res.lat:.6f}, {res.lon:.6f}  ±{format_distance(res.radius_m, 0)}  "
-            f"confidence {res.confidence:.2f}"
-        )
-    if res.error_m is not None:
-        print(f"  error      {format_distance(res.error_m)} from the photo's own GPS")
-    for m in res.matches:
-        dist = f"{format_distance(m.distance_m):>9}" if m.distance_m is not None else "   no GPS"
-        inl = f"{m.inliers:>4} inliers" if m.inliers is not None else ""
-        print(f"  #{m.rank:<2} {m.score:.3f} {dist}  {plain(m.path)}  {inl}".rstrip())
-    sys.stdout.flush()
 
 
 def cmd_info(args) -> int:
@@ -313,42 +202,7 @@ def add_library_commands(sub) -> None:
     add_runtime_args(p)
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("locate", help="tell where photos were taken", **fmt)
-    p.add_argument("photos", nargs="+", help="photos or folders")
-    _add_index_choice(p, required=True)
-    p.add_argument(
-        "--top",
-        type=int,
-        default=LocateConfig.top_n,
-        help=f"matches per photo (default {LocateConfig.top_n})",
-    )
-    p.add_argument("--json", action="store_true", help="one JSON object per photo")
-    p.add_argument(
-        "--csv", metavar="FILE", type=_export_path, help="also write the results to a CSV file"
-    )
-    p.add_argument(
-        "--geojson",
-        metavar="FILE",
-        type=_export_path,
-        help="also write the results to a GeoJSON file (photos not found have no geometry)",
-    )
-    v = VerifyConfig()
-    p.add_argument(
-        "--verify",
-        action=argparse.BooleanOptionalAction,
-        default=v.enabled,
-        help="check the top matches geometrically (local features + MAGSAC) and say whether "
-        f"the photo is in the library at all (default {'on' if v.enabled else 'off'})",
-    )
-    p.add_argument(
-        "--verify-top",
-        type=int,
-        default=v.top_k,
-        metavar="K",
-        help=f"matches verified per photo (default {v.top_k})",
-    )
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_locate)
+    add_locate_command(sub, _add_index_choice)
 
     p = sub.add_parser("info", help="model, device and library statistics", **fmt)
     _add_index_choice(p, required=False)
