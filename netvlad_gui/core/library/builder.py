@@ -24,7 +24,7 @@ import numpy as np
 
 from ..cancel import Cancelled
 from ..config import DistributedConfig, ExtractConfig, IndexConfig, InitConfig
-from ..errors import LibraryIndexError
+from ..errors import FileWriteError, LibraryIndexError
 from ..photos.decoding import Decoder
 from .buildlock import lock_index as _lock
 from .buildmodel import KEPT_MAPS_DIR, nothing_to_extract, photos_needed_first, prepare_model
@@ -192,7 +192,7 @@ def build_index(
                     "build starts the fitting again"
                 )
         index.invalidate()
-        index.compact_store()
+        _compact(index, warnings)
         if progress:
             progress("finalize", 0, 1)
         if index.dim is not None and finalized_stamp(index) != index.catalog.get_meta(
@@ -264,6 +264,23 @@ def _open_for_build(index_dir: Path, warnings: list[str]) -> LibraryIndex:
     warnings.append(msg)
     index = LibraryIndex(index_dir, create=True)
     return index
+
+
+def _compact(index: LibraryIndex, warnings: list[str]) -> None:
+    """Compact the store when due; a folder without room for the copy only delays it.
+
+    Every photo is indexed and searchable without it: failing the build for it made every
+    later `netvlad index` exit 1 on a full disk.
+    """
+    try:
+        index.compact_store()
+    except FileWriteError as exc:
+        msg = (
+            f"skipped compacting the descriptor store ({exc}); every photo stays indexed and "
+            "the unused rows are dropped by a later build"
+        )
+        log.warning(msg)
+        warnings.append(msg)
 
 
 def _extract_pending(

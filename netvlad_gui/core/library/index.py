@@ -17,9 +17,11 @@ search never disturbs a running build and works on a read-only share or disc.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ import faiss
 import numpy as np
 
 from ..config import IndexConfig
-from ..errors import LibraryIndexError
+from ..errors import FileWriteError, LibraryIndexError
 from ..paths import fsync_dir
 from .catalog import FAILED, INDEXED, PENDING, Catalog, ImageRow, display_name
 from .searchindex import SearchIndex, open_search, refresh_saved
@@ -248,7 +250,8 @@ class LibraryIndex:
         """Writer only: rewrite the store without its dead rows once they pass ``min_share``.
 
         Crash-safe: the live rows go to a new file (fsynced, renamed into place), the catalogue
-        switches every row and the file name in one transaction, then the old file goes.
+        switches every row and the file name in one transaction, then the old file goes. Where
+        the folder has no room for the copy, FileWriteError (ENOSPC) before a byte is written.
         """
         if self.dim is None:
             return False
@@ -263,6 +266,14 @@ class LibraryIndex:
         ids = np.array([i for i, _ in pairs], np.int64)
         rows = np.array([r for _, r in pairs], np.int64)
         order = np.argsort(rows, kind="stable")  # sequential reads of the old file
+        need = len(pairs) * store.row_bytes
+        try:
+            free = shutil.disk_usage(self.dir).free
+        except OSError:
+            free = need
+        if free < need:
+            why = f"{need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free"
+            raise FileWriteError(new, OSError(errno.ENOSPC, f"No space left on device ({why})"))
         write_compacted(store, rows[order], new)
         mapping = {int(ids[o]): n for n, o in enumerate(order)}
         self.catalog.set_rows(
