@@ -61,3 +61,48 @@ def test_a_disk_too_full_to_compact_skips_compaction_with_a_warning(tmp_path, mo
     index = LibraryIndex(idx)
     assert index.stats().dead_rows == 0
     index.close()
+
+
+# -- probe 15: descriptors.f32 truncated or deleted -------------------------------------------
+def _self_hits(idx) -> int:
+    """How many indexed photos find themselves first, at cosine 1, from their stored rows."""
+    index = LibraryIndex(idx)
+    try:
+        rows = index.catalog.rows("indexed")
+        vecs = index.store().read([r.row for r in rows])
+        hits = index.search(vecs, 1)
+        return sum(h[0].id == r.id and h[0].score > 0.9999 for r, h in zip(rows, hits, strict=True))
+    finally:
+        index.close()
+
+
+def test_a_truncated_store_is_searched_as_far_as_it_goes_and_repaired_by_a_build(tmp_path):
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    make_library(lib, 6)
+    _build(lib, idx)
+    store = idx / "descriptors.f32"
+    row = store.stat().st_size // 6
+    os.truncate(store, 3 * row + row // 2)  # three and a half rows left
+    index = LibraryIndex(idx)  # a reader (locate) searches the rows that are left
+    try:
+        assert index.store().rows == 3 and index.store().lost == 3
+        vecs = index.store().read([0, 1, 2])
+        assert [h[0].score > 0.9999 for h in index.search(vecs, 1)] == [True] * 3
+    finally:
+        index.close()
+    s = _build(lib, idx)  # was: "shorter than its catalogue says …; rebuild the index", forever
+    assert s.extracted == 3 and s.indexed == 6
+    assert any("3 photos" in w and "extracted again" in w for w in s.warnings), s.warnings
+    assert _self_hits(idx) == 6
+    assert _build(lib, idx).extracted == 0
+
+
+def test_a_deleted_store_has_every_photo_extracted_again(tmp_path):
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    make_library(lib, 6)
+    _build(lib, idx)
+    (idx / "descriptors.f32").unlink()
+    s = _build(lib, idx)
+    assert s.extracted == 6 and s.indexed == 6
+    assert any("6 photos" in w for w in s.warnings), s.warnings
+    assert _self_hits(idx) == 6

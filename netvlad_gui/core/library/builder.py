@@ -31,6 +31,7 @@ from .buildmodel import KEPT_MAPS_DIR, nothing_to_extract, photos_needed_first, 
 from .calibration import FINALIZED_KEY, calibrate, finalized_stamp
 from .catalog import FAILED, PENDING, CatalogDamagedError, display_name
 from .index import CATALOG_FILE, MODEL_FILE, LibraryIndex, StageProgress
+from .repair import recover_lost_rows
 from .scan import scan_library
 from .searchindex import remove_saved
 
@@ -247,6 +248,7 @@ def _open_for_build(index_dir: Path, warnings: list[str]) -> LibraryIndex:
             index = None
     if index is not None:
         index.remove_orphan_stores()
+        recover_lost_rows(index, warnings)
         return index
     folder = Path(index_dir).expanduser()
     aside = folder / f"{CATALOG_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -308,6 +308,31 @@ class Catalog:
         return n
 
     @_guarded
+    def requeue(self, ids: Iterable[int], meta: dict[str, str]) -> None:
+        """Photos back to pending (their stored row is lost or damaged), atomically with meta.
+
+        Size, mtime and GPS stay: the scan leaves them pending and the build extracts them.
+        """
+        with self.db:
+            self.db.executemany(
+                "UPDATE images SET status='pending', row=NULL, error='' WHERE id=?",
+                [(int(i),) for i in ids],
+            )
+            for k, v in meta.items():
+                self.set_meta(k, v, commit=False)
+
+    @_guarded
+    def rows_from(self, first_row: int) -> list[int]:
+        """Ids of the indexed photos whose store row is ``first_row`` or later."""
+        return [
+            i
+            for (i,) in self.db.execute(
+                "SELECT id FROM images WHERE status='indexed' AND row >= ? ORDER BY id",
+                (int(first_row),),
+            )
+        ]
+
+    @_guarded
     def indexed_pairs(self) -> list[tuple[int, int]]:
         """(id, store row) of the indexed photos, by id."""
         return self.db.execute(
