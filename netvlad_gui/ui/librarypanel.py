@@ -194,6 +194,11 @@ class LibraryPanel(QGroupBox):
         text = " · ".join(parts)
         if info.pending:
             text += f"\n{info.pending} not indexed yet: click “Update index” to finish."
+        if info.lost:
+            text += (
+                f"\n{info.lost} not searchable (index data lost or damaged): click “Update "
+                "index” to extract them again."
+            )
         if info.cannot_place:
             text += "\nNo photo has GPS: similar photos are found, but nothing can be placed."
         if info.problem and not info.ready:

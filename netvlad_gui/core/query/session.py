@@ -20,12 +20,13 @@ from pathlib import Path
 
 from ..config import ExtractConfig, LocateConfig
 from ..library.index import LibraryIndex
-from ..library.status import LibraryStatus, index_exists, library_status
+from ..library.status import LibraryStatus, index_exists, library_status, not_searchable_note
 from ..photos import geo
 from ..photos.images import ImageLoadError
 from .answer import Evidence, build_answer
 from .locate import Locator
 from .result import LocateResult
+from .verdict import LOCATED
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,23 @@ STOPPED_BEFORE_CHECK = "stopped before the geometric check: the global search al
 class LocateSession:
     """Locates photos against one open library, each photo's stages from one description."""
 
-    def __init__(self, locator: Locator, cfg: LocateConfig | None = None) -> None:
+    def __init__(
+        self,
+        locator: Locator,
+        cfg: LocateConfig | None = None,
+        status: LibraryStatus | None = None,
+    ) -> None:
         self.locator = locator
         self.cfg = (cfg or locator.cfg).validate()
+        self.status = status  # what open_session found: photos not searchable, notes
+
+    def _noted(self, res: LocateResult) -> LocateResult:
+        """A final answer other than "located" says which photos of the library were not
+        searched: their place may be the one the search did not find."""
+        note = not_searchable_note(self.status) if self.status is not None else ""
+        if note and res.final and not res.error and res.verdict != LOCATED:
+            res.verdict_reason = f"{res.verdict_reason}; {note}" if res.verdict_reason else note
+        return res
 
     @property
     def index(self) -> LibraryIndex:
@@ -83,20 +98,22 @@ class LocateSession:
             library_has_gps=loc.library_has_gps,
         )
         if not verify:
-            yield build_answer(ev, loc.calibration, cfg, final=True)
+            yield self._noted(build_answer(ev, loc.calibration, cfg, final=True))
             return
         yield build_answer(ev, loc.calibration, cfg, final=False)
         if cancel is not None and cancel():
-            yield build_answer(ev, loc.calibration, cfg, final=True, reason=STOPPED_BEFORE_CHECK)
+            yield self._noted(
+                build_answer(ev, loc.calibration, cfg, final=True, reason=STOPPED_BEFORE_CHECK)
+            )
             return
         try:
             ev.checks = loc.verify(described, ev.hits, vc)
         except Exception as exc:  # the global answer stands, saying why
             log.warning("verifying %s failed", path, exc_info=True)
             reason = f"the geometric check failed ({exc}): the global search alone"
-            yield build_answer(ev, loc.calibration, cfg, final=True, reason=reason)
+            yield self._noted(build_answer(ev, loc.calibration, cfg, final=True, reason=reason))
             return
-        yield build_answer(ev, loc.calibration, cfg, final=True)
+        yield self._noted(build_answer(ev, loc.calibration, cfg, final=True))
 
     def locate(
         self,
@@ -157,7 +174,8 @@ def open_session(
             return status, None
         locator = Locator(index, extract_cfg=extract_cfg, locate_cfg=locate_cfg or LocateConfig())
         index.faiss_index()  # load the search index now, not on the first photo
+        status.lost = index.store().lost  # rows a truncated store no longer holds
     except BaseException:
         index.close()
         raise
-    return status, LocateSession(locator)
+    return status, LocateSession(locator, status=status)

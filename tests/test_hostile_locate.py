@@ -1,0 +1,90 @@
+"""Issue 23's hostile probes as a locate session meets them: photos of the library it cannot
+search (an unfinished update, lost or damaged stored descriptors) are said, never hidden behind
+a plain "Not found"."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import pytest
+from _lund import TEST_IMAGE_SIZE
+
+from netvlad_gui.core.config import ExtractConfig, LocateConfig, VerifyConfig
+from netvlad_gui.core.query.verdict import LOCATED
+
+FAST = ExtractConfig(image_size=TEST_IMAGE_SIZE, num_workers=0)
+GLOBAL_ONLY = LocateConfig(verify=VerifyConfig(enabled=False))  # the GUI's first answer
+NAMES = ["02.jpg", "05.jpg", "08.jpg", "11.jpg", "14.jpg"]
+
+
+@pytest.fixture
+def lund_copy(lund_index, tmp_path):
+    """A copy of the session's lund index that a test may damage."""
+    dst = tmp_path / "idx"
+    shutil.copytree(lund_index, dst, ignore=shutil.ignore_patterns("build.lock"))
+    return dst
+
+
+def _requeue(idx, names: list[str]) -> None:
+    """What an update killed by SIGTERM after its scan leaves: the changed photos pending, their
+    old rows dropped (catalog.upsert_pending), nothing extracted yet."""
+    db = sqlite3.connect(idx / "catalog.sqlite")
+    with db:
+        marks = ",".join("?" * len(names))
+        db.execute(f"UPDATE images SET status='pending', row=NULL WHERE path IN ({marks})", names)
+    db.close()
+
+
+# -- probe 7: SIGTERM mid-update ----------------------------------------------------------------
+def test_photos_an_unfinished_update_left_unsearchable_are_said(lund_copy, queries, capsys):
+    from netvlad_gui.cli import main
+    from netvlad_gui.core.library.status import not_searchable_note
+    from netvlad_gui.core.query.session import open_session
+
+    where_queries_are = ["01.jpg", "03.jpg", "04.jpg", "06.jpg", "07.jpg", "09.jpg", "10.jpg"]
+    where_queries_are += ["12.jpg", "13.jpg", "15.jpg", "16.jpg"]
+    _requeue(lund_copy, where_queries_are)
+    status, session = open_session(lund_copy, FAST)
+    assert status.ready and status.not_searchable == 11
+    note = not_searchable_note(status)
+    assert note.startswith("11 photos of this library are not searchable yet")
+    assert "update the index" in note
+    try:
+        results = [session.locate(queries / n, GLOBAL_ONLY) for n in NAMES]
+    finally:
+        session.close()
+    missed = [r for r in results if r.verdict != LOCATED]
+    assert len(missed) >= 3  # their places are among the photos not searched
+    assert all(note in r.verdict_reason for r in missed)  # was: a plain "Not found"
+
+    args = ["locate", str(queries / "08.jpg"), "--index", str(lund_copy), "--no-verify"]
+    assert main([*args, "--image-size", str(TEST_IMAGE_SIZE), "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert note in err  # said once, before the answers, whatever they are
+    assert "Located" in out or note in out
+
+
+def test_a_library_fully_searchable_has_no_note(lund_index):
+    from netvlad_gui.core.library.status import not_searchable_note
+    from netvlad_gui.core.query.session import open_session
+
+    status, session = open_session(lund_index, FAST)
+    session.close()
+    assert status.not_searchable == 0 and not_searchable_note(status) == ""
+
+
+def test_the_library_panel_says_which_photos_are_not_searchable(qtbot):
+    from netvlad_gui.core.library.status import LibraryStatus
+    from netvlad_gui.ui.librarypanel import LibraryPanel
+
+    panel = LibraryPanel()
+    qtbot.addWidget(panel)
+    status = LibraryStatus("idx", exists=True, ready=True, indexed=19, with_gps=19)
+    panel.set_info(status)
+    assert "not searchable" not in panel.stats_label.text()
+    status.pending, status.lost = 3, 2
+    panel.set_info(status)
+    text = panel.stats_label.text()
+    assert "3 not indexed yet: click “Update index”" in text
+    assert "2 not searchable" in text and "extract them again" in text
