@@ -8,7 +8,10 @@ import errno
 import os
 import shutil
 import time
+from pathlib import Path
 
+import numpy as np
+import pytest
 from _library import build_small, make_library
 
 from netvlad_gui.core.errors import FileWriteError
@@ -105,4 +108,95 @@ def test_a_deleted_store_has_every_photo_extracted_again(tmp_path):
     s = _build(lib, idx)
     assert s.extracted == 6 and s.indexed == 6
     assert any("6 photos" in w for w in s.warnings), s.warnings
+    assert _self_hits(idx) == 6
+
+
+# -- probe 1: bit rot in descriptors.f32 ------------------------------------------------------
+def rot(idx, row: int, dim: int) -> None:
+    """Flip the top exponent bit of one value of a stored row (x 2^128: 0.01 becomes 3e36), and
+    a few mantissa bits around it: what 10 flipped bits did to the hostile tester's store."""
+    path = next(idx.glob("descriptors*.f32"))
+    bits = np.fromfile(path, np.uint32)
+    start = row * dim
+    bits[start + 100] ^= np.uint32(1 << 30)
+    for j in (7, 300, 2000):
+        bits[start + j] ^= np.uint32(1 << 3)
+    bits.tofile(path)
+
+
+@pytest.mark.parametrize(("kind", "rerank"), [("flat", 128), ("ivfpq", 128), ("ivfpq", 0)], ids=str)
+def test_a_rotten_row_is_never_a_match_and_the_next_build_repairs_it(tmp_path, kind, rerank):
+    """Exact search leaves the row out when it loads; an approximate index (whose codes were
+    made before the damage) when it re-ranks its candidates, or checks its top-k without."""
+    from netvlad_gui.core.config import IndexConfig
+
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    make_library(lib, 8)
+    cfg = IndexConfig(kind=kind, nlist=1, pq_m=8, rerank=rerank)
+    _build(lib, idx, index_cfg=cfg)
+    index = LibraryIndex(idx)
+    good = index.store().read(np.arange(8))
+    victim = next(r for r in index.catalog.rows("indexed") if r.row == 3)
+    dim = index.dim
+    index.close()
+    rot(idx, 3, dim)
+
+    index = LibraryIndex(idx, config=cfg)  # a reader: locate
+    try:
+        for hits in index.search(good, 8):  # every photo's own descriptor as a query
+            assert victim.id not in [h.id for h in hits]  # was: first, at 1.9e35
+            assert all(-1.0001 <= h.score <= 1.0001 for h in hits)
+        assert index.damaged_ids == {victim.id}
+    finally:
+        index.close()
+
+    s = _build(lib, idx)  # was: "0 new or changed"
+    assert s.extracted == 1 and s.indexed == 8
+    assert any("damaged" in w and "1 photo" in w for w in s.warnings), s.warnings
+    assert _self_hits(idx) == 8
+    index = LibraryIndex(idx)
+    index.search(good[:1], 8)
+    assert index.damaged_ids == set()
+    index.close()
+    assert _build(lib, idx).extracted == 0  # the check found nothing more: no loop
+
+
+def test_a_build_never_stores_a_descriptor_that_is_not_unit_length(tmp_path, monkeypatch):
+    from netvlad_gui.core.library import builder
+
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    paths = make_library(lib, 6)
+    real = builder._descriptors
+
+    def blank(model, files, *a, **k):  # F.normalize keeps an all-zero vector all zero
+        for item in real(model, files, *a, **k):
+            if Path(files[item.index]).name == paths[1].name:
+                item.descriptor = np.zeros_like(item.descriptor)
+            yield item
+
+    monkeypatch.setattr(builder, "_descriptors", blank)
+    s = _build(lib, idx)
+    assert s.indexed == 5 and [p for p, _ in s.failed] == [paths[1].name]
+    assert "empty descriptor" in s.failed[0][1]
+
+
+def test_a_large_store_is_checked_when_its_file_changed_even_with_its_mtime_put_back(
+    tmp_path, monkeypatch
+):
+    from netvlad_gui.core.library import repair
+
+    monkeypatch.setattr(repair, "ALWAYS_CHECK_BYTES", 0)  # every store counts as large
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    make_library(lib, 6)
+    _build(lib, idx)
+    reads = []
+    real = repair.unit_rows
+    monkeypatch.setattr(repair, "unit_rows", lambda v: reads.append(len(v)) or real(v))
+    assert _build(lib, idx).extracted == 0 and reads == []  # as the last build left it: skipped
+    store = idx / "descriptors.f32"
+    st = store.stat()
+    rot(idx, 2, store.stat().st_size // 4 // 6)
+    os.utime(store, ns=(st.st_atime_ns, st.st_mtime_ns))  # the ctime still moved
+    s = _build(lib, idx)
+    assert reads == [6] and s.extracted == 1 and s.indexed == 6
     assert _self_hits(idx) == 6

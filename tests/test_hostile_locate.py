@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 
+import numpy as np
 import pytest
 from _lund import TEST_IMAGE_SIZE
 
@@ -88,3 +89,35 @@ def test_the_library_panel_says_which_photos_are_not_searchable(qtbot):
     text = panel.stats_label.text()
     assert "3 not indexed yet: click “Update index”" in text
     assert "2 not searchable" in text and "extract them again" in text
+
+
+# -- probe 1: bit rot, as locate met it ---------------------------------------------------------
+def test_a_rotten_row_of_lund_is_left_out_and_said(lund_copy, queries, capsys):
+    """Was: all 5 queries "Located", confidence 1.00, 111-168 m off, score 1.9e35."""
+    from netvlad_gui.cli import main
+    from netvlad_gui.core.library.status import not_searchable_note
+    from netvlad_gui.core.query.session import open_session
+
+    path = lund_copy / "descriptors.f32"
+    bits = np.fromfile(path, np.uint32)
+    dim = path.stat().st_size // 4 // 19
+    bits[3 * dim + 100] ^= np.uint32(1 << 30)  # one exponent bit: x 2^128
+    bits.tofile(path)
+    status, session = open_session(lund_copy, FAST)
+    try:
+        assert status.damaged == 1 and status.not_searchable == 1
+        note = not_searchable_note(status)
+        assert note == (
+            "1 photo of this library is not searchable yet (its stored descriptor is damaged): "
+            "update the index"
+        )
+        for name in NAMES:
+            res = session.locate(queries / name, GLOBAL_ONLY)
+            assert all(m.score <= 1.0001 for m in res.matches)
+            assert res.verdict != LOCATED or res.error_m < 25, (name, res.error_m)
+            assert res.verdict == LOCATED or note in res.verdict_reason
+    finally:
+        session.close()
+    args = ["locate", str(queries / "02.jpg"), "--index", str(lund_copy), "--no-verify", "-q"]
+    assert main([*args, "--image-size", str(TEST_IMAGE_SIZE)]) == 0
+    assert note in capsys.readouterr().err

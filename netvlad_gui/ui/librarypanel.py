@@ -194,10 +194,10 @@ class LibraryPanel(QGroupBox):
         text = " · ".join(parts)
         if info.pending:
             text += f"\n{info.pending} not indexed yet: click “Update index” to finish."
-        if info.lost:
+        if info.lost or info.damaged:
             text += (
-                f"\n{info.lost} not searchable (index data lost or damaged): click “Update "
-                "index” to extract them again."
+                f"\n{info.lost + info.damaged} not searchable (index data lost or damaged): "
+                "click “Update index” to extract them again."
             )
         if info.cannot_place:
             text += "\nNo photo has GPS: similar photos are found, but nothing can be placed."

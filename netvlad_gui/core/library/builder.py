@@ -31,14 +31,24 @@ from .buildmodel import KEPT_MAPS_DIR, nothing_to_extract, photos_needed_first, 
 from .calibration import FINALIZED_KEY, calibrate, finalized_stamp
 from .catalog import FAILED, PENDING, CatalogDamagedError, display_name
 from .index import CATALOG_FILE, MODEL_FILE, LibraryIndex, StageProgress
-from .repair import recover_lost_rows
+from .repair import record_checked, recover_lost_rows, requeue_damaged_rows
 from .scan import scan_library
 from .searchindex import remove_saved
+from .store import NOT_UNIT, unit_rows
 
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 32  # images per catalogue transaction: bounds the work a kill can lose
 NON_FINITE = "the model gave a descriptor with NaN or infinity (broken weights?); not indexed"
+
+
+def descriptor_problem(descriptor: np.ndarray) -> str:
+    """Why a freshly extracted descriptor must not be stored ("" when it is sound)."""
+    if not np.isfinite(descriptor).all():
+        return NON_FINITE  # a NaN row would match nothing and poison exact search
+    if not unit_rows(descriptor.reshape(1, -1))[0]:
+        return NOT_UNIT
+    return ""
 
 
 @dataclass
@@ -207,6 +217,7 @@ def build_index(
 
             index.refresh_saved_search(report)
             index.catalog.set_meta(FINALIZED_KEY, finalized_stamp(index))
+        record_checked(index)
         stats = index.stats()
         summary.model = summary.model or index.model_name
         summary.indexed = stats.indexed
@@ -249,6 +260,7 @@ def _open_for_build(index_dir: Path, warnings: list[str]) -> LibraryIndex:
     if index is not None:
         index.remove_orphan_stores()
         recover_lost_rows(index, warnings)
+        requeue_damaged_rows(index, warnings)
         return index
     folder = Path(index_dir).expanduser()
     aside = folder / f"{CATALOG_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -327,9 +339,8 @@ def _extract_pending(
     try:
         for item in items:
             error = item.error
-            if item.descriptor is not None and not np.isfinite(item.descriptor).all():
-                # A NaN row would match nothing and poison exact search: never stored.
-                error = NON_FINITE
+            if item.descriptor is not None and not error:
+                error = descriptor_problem(item.descriptor)
             if item.descriptor is not None and not error:
                 done_ok.append((item.index, item.descriptor))
             else:

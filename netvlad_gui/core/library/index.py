@@ -336,6 +336,12 @@ class LibraryIndex:
         self._search = None
         self._store = None
 
+    @property
+    def damaged_ids(self) -> set[int]:
+        """Photos whose stored descriptor the search found damaged and leaves out (so far: an
+        exact search checks every row when it loads, an approximate one the rows it reads)."""
+        return set(self._search.damaged) if self._search is not None else set()
+
     def search(self, queries: np.ndarray, k: int) -> list[list[SearchHit]]:
         """Top-k references for each query descriptor, best first."""
         index = self.search_index()

@@ -89,6 +89,7 @@ class LibraryStatus:
     failed: int = 0
     pending: int = 0
     lost: int = 0  # indexed photos whose stored descriptor the store no longer holds
+    damaged: int = 0  # indexed photos whose stored descriptor is damaged: left out of searches
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not indexed
     no_gps: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): indexed, no GPS
     references: list[dict] = field(default_factory=list)  # id, lat, lon, label: the map's points
@@ -102,7 +103,7 @@ class LibraryStatus:
     @property
     def not_searchable(self) -> int:
         """Photos of the library a search does not see until the index is updated."""
-        return self.pending + self.lost
+        return self.pending + self.lost + self.damaged
 
     @property
     def cannot_place(self) -> bool:
@@ -118,15 +119,23 @@ def not_searchable_note(status: LibraryStatus) -> str:
     """
     causes = [
         (status.pending, "an index update is unfinished"),
-        (status.lost, "their stored descriptors are lost"),
+        (status.lost, "lost"),
+        (status.damaged, "damaged"),
     ]
-    causes = [(n, why) for n, why in causes if n]
+    causes = [(n, _stored(n, why)) for n, why in causes if n]
     n = sum(k for k, _ in causes)
     if not n:
         return ""
     why = causes[0][1] if len(causes) == 1 else "; ".join(f"{k}: {w}" for k, w in causes)
     photos = "1 photo of this library is" if n == 1 else f"{n} photos of this library are"
     return f"{photos} not searchable yet ({why}): update the index"
+
+
+def _stored(n: int, what: str) -> str:
+    """ "its stored descriptor is lost" (one photo) or "their stored descriptors are lost"."""
+    if what not in ("lost", "damaged"):
+        return what
+    return f"its stored descriptor is {what}" if n == 1 else f"their stored descriptors are {what}"
 
 
 def library_status(index: LibraryIndex) -> LibraryStatus:

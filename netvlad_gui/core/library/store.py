@@ -18,6 +18,22 @@ from ..paths import atomic_open
 log = logging.getLogger(__name__)
 
 PREFETCH_MAX = 4096  # up to this many rows per read are scattered ones worth prefetching
+#: How far a stored descriptor's length may be from 1: float32 rounding stays under 1e-4 even
+#: at 1.3 million dimensions. A flipped exponent bit moves it by orders of magnitude; of 20 000
+#: rows with 10 random bits flipped, those left within this moved no cosine by more than 0.004
+#: (benchmarks/README.md, "bit rot").
+UNIT_TOLERANCE = 1e-3
+#: Why a descriptor of length 0 is not stored (F.normalize keeps an all-zero vector at zero):
+#: the store's check would take it for a damaged row and extract it again at every build.
+NOT_UNIT = "the model gave an empty descriptor (a blank photo?); not indexed"
+
+
+def unit_rows(vecs: np.ndarray) -> np.ndarray:
+    """Which rows are sound descriptors: finite and of unit length (the model normalises every
+    one). A damaged row (bit rot, a stray write) scored 1.9e35 and was every query's match."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", vecs, vecs)
+        return np.abs(sq - 1.0) <= 2 * UNIT_TOLERANCE  # NaN and inf compare False
 
 
 class StoreError(LibraryIndexError):

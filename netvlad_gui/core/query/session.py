@@ -49,13 +49,24 @@ class LocateSession:
         self.cfg = (cfg or locator.cfg).validate()
         self.status = status  # what open_session found: photos not searchable, notes
 
-    def _noted(self, res: LocateResult) -> LocateResult:
+    def _noted(self, res: LocateResult, met_damage: bool = False) -> LocateResult:
         """A final answer other than "located" says which photos of the library were not
-        searched: their place may be the one the search did not find."""
+        searched: their place may be the one the search did not find. So does any answer
+        whose search met a damaged stored descriptor (and left it out)."""
         note = not_searchable_note(self.status) if self.status is not None else ""
-        if note and res.final and not res.error and res.verdict != LOCATED:
+        if note and res.final and not res.error and (met_damage or res.verdict != LOCATED):
             res.verdict_reason = f"{res.verdict_reason}; {note}" if res.verdict_reason else note
         return res
+
+    def _search(self, descriptor, k: int):
+        """The search's hits, and whether it met damaged stored rows no search had met before
+        (an approximate index meets them among its candidates; ``status`` counts them)."""
+        before = len(self.index.damaged_ids)
+        hits = self.locator.search(descriptor, k)
+        after = len(self.index.damaged_ids)
+        if after > before and self.status is not None:
+            self.status.damaged = after
+        return hits, after > before
 
     @property
     def index(self) -> LibraryIndex:
@@ -91,29 +102,27 @@ class LocateSession:
             yield LocateResult(query=str(Path(path)), error=str(exc))
             return
         k = max(cfg.top_n, vc.top_k) if verify else cfg.top_n
-        ev = Evidence(
-            str(path),
-            loc.search(described.descriptor, k),
-            geo.read_gps(path),
-            library_has_gps=loc.library_has_gps,
-        )
+        hits, met = self._search(described.descriptor, k)
+        ev = Evidence(str(path), hits, geo.read_gps(path), library_has_gps=loc.library_has_gps)
+
+        def final(reason: str = "") -> LocateResult:
+            res = build_answer(ev, loc.calibration, cfg, final=True, reason=reason)
+            return self._noted(res, met)
+
         if not verify:
-            yield self._noted(build_answer(ev, loc.calibration, cfg, final=True))
+            yield final()
             return
         yield build_answer(ev, loc.calibration, cfg, final=False)
         if cancel is not None and cancel():
-            yield self._noted(
-                build_answer(ev, loc.calibration, cfg, final=True, reason=STOPPED_BEFORE_CHECK)
-            )
+            yield final(STOPPED_BEFORE_CHECK)
             return
         try:
             ev.checks = loc.verify(described, ev.hits, vc)
         except Exception as exc:  # the global answer stands, saying why
             log.warning("verifying %s failed", path, exc_info=True)
-            reason = f"the geometric check failed ({exc}): the global search alone"
-            yield self._noted(build_answer(ev, loc.calibration, cfg, final=True, reason=reason))
+            yield final(f"the geometric check failed ({exc}): the global search alone")
             return
-        yield self._noted(build_answer(ev, loc.calibration, cfg, final=True))
+        yield final()
 
     def locate(
         self,
@@ -175,6 +184,7 @@ def open_session(
         locator = Locator(index, extract_cfg=extract_cfg, locate_cfg=locate_cfg or LocateConfig())
         index.faiss_index()  # load the search index now, not on the first photo
         status.lost = index.store().lost  # rows a truncated store no longer holds
+        status.damaged = len(index.damaged_ids)  # an exact search checked every row
     except BaseException:
         index.close()
         raise
