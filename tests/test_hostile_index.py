@@ -5,6 +5,7 @@ it can, or a one-line reason, never a silently wrong answer."""
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _library import build_small, make_library
+from PIL import Image
 
 from netvlad_gui.core.errors import FileWriteError
 from netvlad_gui.core.library import index as index_mod
@@ -200,3 +202,38 @@ def test_a_large_store_is_checked_when_its_file_changed_even_with_its_mtime_put_
     s = _build(lib, idx)
     assert reads == [6] and s.extracted == 1 and s.indexed == 6
     assert _self_hits(idx) == 6
+
+
+# -- probe 6: a photo replaced by another of the same size and mtime ---------------------------
+def _same_size_other_photo(path: Path, seed: int) -> None:
+    """Write another picture over ``path``: same byte size (padded after the JPEG's end), and
+    the old mtime put back, as `cp` + `touch -r` or a sync tool restoring times would."""
+    st = path.stat()
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((128, 96))
+    for quality in range(90, 5, -5):
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=quality)
+        if buf.tell() <= st.st_size:
+            break
+    data = buf.getvalue()
+    path.write_bytes(data + b"\0" * (st.st_size - len(data)))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def test_a_photo_replaced_with_the_same_size_and_mtime_is_extracted_again(tmp_path, monkeypatch):
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    paths = make_library(lib, 6)
+    _build(lib, idx)
+    _same_size_other_photo(paths[1], seed=99)
+    assert _build(lib, idx).extracted == 1  # was 0: the old descriptor stayed
+    assert _self_hits(idx) == 6
+    from netvlad_gui.core.photos import filestamp
+
+    hashed = []
+    real = filestamp.content_digest
+    monkeypatch.setattr(filestamp, "content_digest", lambda p: hashed.append(p) or real(p))
+    assert _build(lib, idx).extracted == 0 and hashed == []  # a no-op reads no photo
+    paths[2].chmod(0o600)  # the change time moves, the bytes do not: hashed, kept
+    assert _build(lib, idx).extracted == 0 and [p.name for p in hashed] == [paths[2].name]
