@@ -121,3 +121,35 @@ def test_a_rotten_row_of_lund_is_left_out_and_said(lund_copy, queries, capsys):
     args = ["locate", str(queries / "02.jpg"), "--index", str(lund_copy), "--no-verify", "-q"]
     assert main([*args, "--image-size", str(TEST_IMAGE_SIZE)]) == 0
     assert note in capsys.readouterr().err
+
+
+# -- the mutation audit: the verifier's reference cache and a changed file -------------------------
+@pytest.mark.parametrize("same_size_and_mtime", [False, True], ids=["overwritten", "swapped"])
+def test_a_reference_overwritten_by_another_place_loses_its_inliers(
+    tmp_path, shared_dir, queries, same_size_and_mtime
+):
+    """The cache of reference features must not outlive the file: "swapped" keeps the size and
+    puts the mtime back, as `cp` + `touch -r` or a sync tool restoring times would."""
+    import os
+
+    from netvlad_gui.core.query.verify import Verifier
+
+    lund = shared_dir / "data/lund_street/references/07.jpg"  # 10 m from query 08
+    elsewhere = min((shared_dir / "data/gardens_point/day_left").glob("*.jpg"))
+    ref = tmp_path / "ref.jpg"
+    shutil.copyfile(lund, ref)
+    verifier = Verifier(None, FAST, VerifyConfig(features="sift"))
+    (before,) = verifier.verify_paths(queries / "08.jpg", [ref])
+    assert before.inliers >= 20
+
+    st = ref.stat()
+    data = elsewhere.read_bytes()
+    if same_size_and_mtime:
+        assert len(data) < st.st_size
+        data += b"\0" * (st.st_size - len(data))  # after the JPEG's end: decoders ignore it
+    ref.write_bytes(data)
+    if same_size_and_mtime:
+        os.utime(ref, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert (ref.stat().st_size, ref.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    (after,) = verifier.verify_paths(queries / "08.jpg", [ref])
+    assert after.inliers < before.inliers / 3, (before.inliers, after.inliers)
