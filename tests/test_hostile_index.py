@@ -237,3 +237,108 @@ def test_a_photo_replaced_with_the_same_size_and_mtime_is_extracted_again(tmp_pa
     assert _build(lib, idx).extracted == 0 and hashed == []  # a no-op reads no photo
     paths[2].chmod(0o600)  # the change time moves, the bytes do not: hashed, kept
     assert _build(lib, idx).extracted == 0 and [p.name for p in hashed] == [paths[2].name]
+
+
+# -- probe 5: the index records its input size -------------------------------------------------
+def _sizes_extracted(monkeypatch) -> list[int]:
+    """The image size of every extraction stage the builds run from now on."""
+    from netvlad_gui.core.library import builder
+
+    seen: list[int] = []
+    real = builder._extract_pending
+
+    def spy(index, model, library, pending, extract_cfg, *a, **k):
+        seen.append(extract_cfg.image_size)
+        return real(index, model, library, pending, extract_cfg, *a, **k)
+
+    monkeypatch.setattr(builder, "_extract_pending", spy)
+    return seen
+
+
+def test_an_update_at_another_image_size_is_refused_or_keeps_the_index_size(tmp_path, monkeypatch):
+    from netvlad_gui.cli import main
+    from netvlad_gui.core.config import ExtractConfig
+    from netvlad_gui.core.errors import LibraryIndexError
+
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    paths = make_library(lib, 6)
+    _build(lib, idx)  # 96 px (build_small's)
+    index = LibraryIndex(idx)
+    assert index.image_size == 96
+    index.close()
+    seen = _sizes_extracted(monkeypatch)
+    _touch_all(paths[:2], 10)
+
+    asked = ExtractConfig.from_options(image_size=128, num_workers=0, device="cpu")
+    with pytest.raises(LibraryIndexError, match="describes photos at 96 px, not 128 px") as err:
+        _build(lib, idx, extract_cfg=asked)  # was: extracted at 128 among rows made at 96
+    assert "leave out --image-size" in str(err.value) and "\n" not in str(err.value)
+    assert seen == []
+
+    s = _build(lib, idx, extract_cfg=asked, keep_index_model=True)  # the GUI's "Update index"
+    assert s.extracted == 2 and seen == [96]
+    assert any("keeps its image size of 96 px" in w for w in s.warnings), s.warnings
+
+    _touch_all(paths[2:3], 20)
+    default = ExtractConfig.from_options(num_workers=0, device="cpu")  # no --image-size: 640
+    s = _build(lib, idx, extract_cfg=default)
+    assert s.extracted == 1 and seen == [96, 96] and not s.warnings
+
+    args = ["index", str(lib), "--index", str(idx), "--image-size", "128", "-q"]
+    assert main(args) == 1  # the CLI says it in one line, exit 1
+
+
+def test_a_new_index_takes_the_size_asked_until_it_holds_descriptors(tmp_path):
+    from netvlad_gui.core.config import ExtractConfig
+    from netvlad_gui.core.library.builder import build_index
+
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    make_library(lib, 6)
+    first = ExtractConfig.from_options(image_size=128, num_workers=0, device="cpu")
+    build_index(lib, idx, backbone_weights="none", extract_cfg=first, cancel=lambda: True)
+    index = LibraryIndex(idx)
+    assert index.image_size == 128 and index.stats().indexed == 0
+    index.close()
+    s = _build(lib, idx, extract_cfg=ExtractConfig.from_options(image_size=96, device="cpu"))
+    assert s.indexed == 6  # nothing was extracted at 128: 96 is taken, not refused
+    index = LibraryIndex(idx)
+    assert index.image_size == 96
+    index.close()
+
+
+def test_an_older_index_without_a_recorded_size_has_it_settled_by_its_next_build(tmp_path):
+    import sqlite3
+
+    from netvlad_gui.core.config import ExtractConfig
+
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    paths = make_library(lib, 6)
+    _build(lib, idx)  # at 96 px
+
+    def forget():  # what an index built before the size was recorded holds
+        db = sqlite3.connect(idx / "catalog.sqlite")
+        with db:
+            db.execute("DELETE FROM meta WHERE key='extraction'")
+        db.close()
+
+    forget()
+    s = _build(lib, idx)  # nothing new, but the size is unknown: settled once (torch loads)
+    assert s.extracted == 0 and not s.warnings
+    index = LibraryIndex(idx)
+    assert index.image_size == 96
+    index.close()
+    forget()
+    _touch_all(paths[:1], 10)
+    s = _build(lib, idx)  # the same size as its descriptors: recorded, nothing more
+    assert s.extracted == 1 and not s.warnings
+    index = LibraryIndex(idx)
+    assert index.image_size == 96
+    index.close()
+    forget()
+    _touch_all(paths[:1], 20)
+    other = ExtractConfig(image_size=160, batch_size=4, num_workers=0, device="cpu")
+    s = _build(lib, idx, extract_cfg=other)  # its descriptors were not made at 160: all again
+    assert s.extracted == 6 and any("160 px" in w for w in s.warnings), s.warnings
+    index = LibraryIndex(idx)
+    assert index.image_size == 160
+    index.close()

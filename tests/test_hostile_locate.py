@@ -153,3 +153,32 @@ def test_a_reference_overwritten_by_another_place_loses_its_inliers(
         assert (ref.stat().st_size, ref.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
     (after,) = verifier.verify_paths(queries / "08.jpg", [ref])
     assert after.inliers < before.inliers / 3, (before.inliers, after.inliers)
+
+
+# -- probe 5: locate at another image size than the index's -----------------------------------------
+def test_locate_describes_photos_at_the_index_size_and_says_so_when_asked_another(
+    lund_index, queries, capsys
+):
+    """Was: `locate --image-size 160` on an index made at another size turned 5/5 Located into
+    Not found (a 160 px descriptor of a photo is at cosine 0.15 to its 640 px one)."""
+    from netvlad_gui.cli import main
+    from netvlad_gui.core.query.session import open_session
+
+    asked = ExtractConfig.from_options(image_size=160, num_workers=0)
+    status, session = open_session(lund_index, asked)
+    try:
+        assert status.image_size == TEST_IMAGE_SIZE
+        assert session.locator.extract_cfg.image_size == TEST_IMAGE_SIZE
+        (note,) = status.notes
+        assert f"at {TEST_IMAGE_SIZE} px" in note and "not at the 160 px asked for" in note
+        assert [session.locate(queries / n).verdict for n in NAMES] == [LOCATED] * 5
+    finally:
+        session.close()
+    status, session = open_session(lund_index, ExtractConfig.from_options(num_workers=0))
+    session.close()
+    assert status.notes == []  # nothing asked: the index's size, nothing to say
+
+    args = ["locate", str(queries / "05.jpg"), "--index", str(lund_index), "--no-verify", "-q"]
+    assert main([*args, "--image-size", "160"]) == 0
+    out, err = capsys.readouterr()
+    assert note in err and "Located" in out

@@ -110,8 +110,9 @@ def cmd_locate(args) -> int:
         raise LibraryIndexError(status.why_not())
     from ..core.library.status import not_searchable_note
 
-    if note := not_searchable_note(status):  # before the answers, whatever they are
-        print(f"note: {plain(note)}", file=sys.stderr)
+    for note in [*status.notes, not_searchable_note(status)]:  # before the answers
+        if note:
+            print(f"note: {plain(note)}", file=sys.stderr)
     inputs = expand_inputs(args.photos)
     # Inputs that are no photo get a result that says why: the same reasons the GUI shows.
     results = [LocateResult(query=str(p), error=reason) for p, reason in inputs.skipped]
@@ -230,6 +231,7 @@ def cmd_info(args) -> int:
             "library": st.library,
             "model": st.model,
             "dim": st.dim,
+            "image_size": index.image_size,  # px, longer side: every extraction uses it
             "indexed": st.indexed,
             "with_gps": st.with_gps,
             "failed": st.failed,

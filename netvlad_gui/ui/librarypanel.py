@@ -199,6 +199,8 @@ class LibraryPanel(QGroupBox):
                 f"\n{info.lost + info.damaged} not searchable (index data lost or damaged): "
                 "click “Update index” to extract them again."
             )
+        for note in info.notes:
+            text += f"\n{note[0].upper()}{note[1:]}."
         if info.cannot_place:
             text += "\nNo photo has GPS: similar photos are found, but nothing can be placed."
         if info.problem and not info.ready:

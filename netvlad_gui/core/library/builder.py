@@ -27,10 +27,17 @@ from ..config import DistributedConfig, ExtractConfig, IndexConfig, InitConfig
 from ..errors import FileWriteError, LibraryIndexError
 from ..photos.decoding import Decoder
 from .buildlock import lock_index as _lock
-from .buildmodel import KEPT_MAPS_DIR, nothing_to_extract, photos_needed_first, prepare_model
+from .buildmodel import (
+    KEPT_MAPS_DIR,
+    nothing_to_extract,
+    photos_needed_first,
+    prepare_model,
+    restart_all,
+)
 from .calibration import FINALIZED_KEY, calibrate, finalized_stamp
 from .catalog import FAILED, PENDING, CatalogDamagedError, display_name
 from .index import CATALOG_FILE, MODEL_FILE, LibraryIndex, StageProgress
+from .inputsize import resolve_image_size, settle_image_size
 from .repair import record_checked, recover_lost_rows, requeue_damaged_rows
 from .scan import scan_library
 from .searchindex import remove_saved
@@ -144,6 +151,7 @@ def build_index(
         summary = BuildSummary(str(library), str(index_dir), "", warnings=warnings)
         shutil.rmtree(index_dir / KEPT_MAPS_DIR, ignore_errors=True)  # a killed build's
         summary.total, summary.removed = scan_library(index, library, progress, warnings)
+        extract_cfg = resolve_image_size(index, extract_cfg, keep_index_model, warnings)
         try:
             if nothing_to_extract(index, model_spec, keep_index_model):
                 raise _UpToDate
@@ -176,6 +184,11 @@ def build_index(
                 decoder,
             )
             summary.model = index.model_name
+
+            def restart(why: str, mixed: str) -> None:
+                restart_all(index, warnings, why, mixed)
+
+            settle_image_size(index, model, extract_cfg, library, restart, warnings)
             if index.dim is None:
                 index.catalog.set_meta("dim", str(model.dim))
             elif index.dim != model.dim:

@@ -46,6 +46,7 @@ INDEX_CONFIG_KEY = "index_config"
 STORE_FILE_KEY = "store_file"  # the store's current file name (it changes when compacted)
 MODEL_SHA_KEY = "model_sha256"  # which model made the descriptors: hash of its weights
 MODEL_FILE_KEY = "model_file"  # size, mtime and sha256 of model.pt as saved, for a cheap check
+EXTRACTION_KEY = "extraction"  # the settings the descriptors were made with: {"image_size": N}
 COMPACT_SHARE = 0.5  # compact the store once this share of its rows is dead
 COMPACT_MIN_ROWS = 64  # … and at least this many (tiny stores are not worth rewriting)
 
@@ -169,6 +170,18 @@ class LibraryIndex:
     @property
     def model_name(self) -> str:
         return self.catalog.get_meta("model", "") or ""
+
+    @property
+    def image_size(self) -> int | None:
+        """The input size (longer side, px) the descriptors were made at; None: not recorded
+        (an index from before it was). Descriptors of two sizes do not compare (cosine 0.15 at
+        160 vs 640 px for the same photo), so every extraction for this index uses it."""
+        raw = self.catalog.get_meta(EXTRACTION_KEY)
+        size = json.loads(raw).get("image_size") if raw else None
+        return int(size) if size else None
+
+    def record_image_size(self, size: int) -> None:
+        self.catalog.set_meta(EXTRACTION_KEY, json.dumps({"image_size": int(size)}))
 
     @property
     def model_path(self) -> Path:

@@ -93,6 +93,8 @@ class LibraryStatus:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not indexed
     no_gps: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): indexed, no GPS
     references: list[dict] = field(default_factory=list)  # id, lat, lon, label: the map's points
+    image_size: int | None = None  # the size its descriptors were made at (None: not recorded)
+    notes: list[str] = field(default_factory=list)  # what a front says once when it opens it
 
     def why_not(self) -> str:
         """Why photos cannot be located with this index yet, as one line for an error."""
@@ -156,6 +158,7 @@ def library_status(index: LibraryIndex) -> LibraryStatus:
             {"id": r.id, "lat": r.lat, "lon": r.lon, "label": r.display_path}
             for r in index.reference_points()
         ],
+        image_size=index.image_size,
     )
     if stats.indexed == 0:
         status.problem = "no photo is indexed yet"

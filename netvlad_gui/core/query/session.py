@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..config import ExtractConfig, LocateConfig
 from ..library.index import LibraryIndex
+from ..library.inputsize import size_note
 from ..library.status import LibraryStatus, index_exists, library_status, not_searchable_note
 from ..photos import geo
 from ..photos.images import ImageLoadError
@@ -184,6 +185,8 @@ def open_session(
         locator = Locator(index, extract_cfg=extract_cfg, locate_cfg=locate_cfg or LocateConfig())
         index.faiss_index()  # load the search index now, not on the first photo
         status.lost = index.store().lost  # rows a truncated store no longer holds
+        if note := size_note(index.image_size, extract_cfg or locator.extract_cfg):
+            status.notes.append(note)
         status.damaged = len(index.damaged_ids)  # an exact search checked every row
     except BaseException:
         index.close()
