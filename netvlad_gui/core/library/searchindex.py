@@ -193,15 +193,22 @@ class SearchIndex:
             if len(cand) == 0:
                 continue
             vecs = store.read(self.rows[np.searchsorted(self.ids, cand)])
-            sound = unit_rows(vecs)  # the candidates are read anyway: checking them is ~free
-            if not sound.all():
-                self.damaged.update(int(i) for i in cand[~sound])
-                cand, vecs = cand[sound], vecs[sound]
             exact = vecs @ q
-            order = np.argsort(-exact, kind="stable")[:k]
+            order = self._sound_first(np.argsort(-exact, kind="stable"), vecs, cand, k)
             scores[qi, : len(order)] = exact[order]
             out[qi, : len(order)] = cand[order]
         return scores, out
+
+    def _sound_first(self, order, vecs, cand, k: int) -> np.ndarray:
+        """The first ``k`` of ``order`` whose rows are sound: only the rows an answer would
+        show are checked (k, not every candidate), again past any damaged one."""
+        while True:
+            top = order[:k]
+            bad = ~unit_rows(vecs[top])
+            if not bad.any():
+                return top
+            self.damaged.update(int(i) for i in cand[top[bad]])
+            order = order[~np.isin(order, top[bad])]
 
     def _sound(self, store, scores, ids) -> tuple[np.ndarray, np.ndarray]:
         """Without re-ranking: drop the top-k whose stored row is damaged (k rows read)."""
