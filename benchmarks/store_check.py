@@ -2,6 +2,7 @@
 
     python benchmarks/store_check.py                 # 10 000 references of 6144-D
     python benchmarks/store_check.py --sizes 50000   # flat_max: the largest exact library
+    python benchmarks/store_check.py --flips IDX/descriptors.f32   # what the check lets through
 
 A stored descriptor is sound when it is finite and of unit length (``store.unit_rows``). Three
 places check it, each timed against the same work without the check, alternately in one run:
@@ -14,6 +15,11 @@ places check it, each timed against the same work without the check, alternately
 
 The references are random unit vectors (the check's cost does not depend on their content),
 written to a real descriptor store and catalogue.
+
+``--flips STORE`` asks what the check lets through: in real stored descriptors (an index's
+descriptors.f32), 10 random bits flipped in one row at a time, as the hostile tester did; for each
+tolerance, the share of damaged rows still taken as sound and how far those move any cosine with
+the store's other rows.
 """
 
 from __future__ import annotations
@@ -154,13 +160,46 @@ def run(n: int, rounds: int, queries: int) -> dict:
     return out
 
 
+def flip_study(path: Path, trials: int, flips: int = 10) -> dict:
+    from netvlad_gui.core.library.store import UNIT_TOLERANCE
+
+    n = path.stat().st_size // 4 // DIM
+    d = np.fromfile(path, np.float32, count=n * DIM).reshape(n, DIM)
+    rng = np.random.default_rng(0)
+    dev, moved = np.empty(trials), np.empty(trials)
+    for t in range(trials):
+        r = int(rng.integers(n))
+        bits = d[r].view(np.uint32).copy()
+        pos = rng.choice(DIM * 32, flips, replace=False)
+        np.bitwise_xor.at(bits, pos // 32, np.uint32(1) << (pos % 32).astype(np.uint32))
+        v = bits.view(np.float32)
+        with np.errstate(all="ignore"):
+            norm = np.sqrt(np.dot(v.astype(np.float64), v.astype(np.float64)))
+            change = np.abs(d @ v - d @ d[r])
+        dev[t] = abs(norm - 1) if np.isfinite(norm) else np.inf
+        moved[t] = change.max() if np.isfinite(change).all() else np.inf
+    out = {"rows": n, "trials": trials, "bits_flipped": flips, "tolerances": {}}
+    for tol in (1e-2, UNIT_TOLERANCE, 1e-4, 1e-5):
+        passed = dev <= tol
+        out["tolerances"][f"{tol:g}"] = {
+            "taken_as_sound": float(passed.mean()),
+            "max_cosine_change_of_those": float(moved[passed].max()) if passed.any() else None,
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--flips", type=Path, metavar="STORE", help="a descriptors.f32 of 6144-D rows")
+    ap.add_argument("--trials", type=int, default=20_000)
     args = ap.parse_args()
+    if args.flips:
+        print(json.dumps(flip_study(args.flips, args.trials), indent=1))
+        return
     results = {
         "machine": machine(),
         "runs": [run(n, args.rounds, args.queries) for n in args.sizes],
