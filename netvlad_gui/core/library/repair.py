@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 CHECKED_KEY = "store_checked"  # the store file's stamp when every row was last found sound
 #: A store up to this size is checked at every build (a no-op run of 2 000 photos reads 48 MB,
-#: ~20 ms warm); a larger one when its file changed since its last check (any write, a stray one
+#: ~40 ms: benchmarks/README.md, "bit rot"); a larger one when its file changed since its last check (any write, a stray one
 #: included, moves its mtime and ctime). A search never uses a damaged row either way.
 ALWAYS_CHECK_BYTES = 1 << 30
 CHUNK = 4096  # rows read at a time: 24 MB at 6144-D
@@ -34,8 +34,7 @@ def recover_lost_rows(index: LibraryIndex, warnings: list[str]) -> int:
     catalogue at the whole rows that are left. Returns how many photos were requeued."""
     if index.dim is None:
         return 0
-    meta = index.catalog.get_metas(("store_rows",))
-    committed = int(meta.get("store_rows") or 0)
+    committed = int(index.catalog.get_meta("store_rows", "0") or 0)
     path = index.store_path
     left = min(file_size(path) // (index.dim * 4), committed)
     if left == committed:
@@ -81,7 +80,8 @@ def requeue_damaged_rows(index: LibraryIndex, warnings: list[str]) -> int:
         return 0
     index.catalog.requeue(bad, {})
     index.invalidate()
-    whose = "1 photo's stored descriptor was" if len(bad) == 1 else f"{len(bad)} photos' were"
+    one = "1 photo's stored descriptor was"
+    whose = one if len(bad) == 1 else f"{len(bad)} photos' stored descriptors were"
     msg = f"{whose} damaged in {path.name} (bit rot or a stray write): extracted again"
     log.warning(msg)
     warnings.append(msg)
