@@ -128,6 +128,10 @@ class ExtractConfig:
     # core/model/onnxbackbone.py): 1.78x torch on the default model, descriptors at cosine
     # 1.000000; CPU and fp32 only, elsewhere torch runs it.
     runtime: str = "torch"
+    # Whether a front's option asked for ``image_size`` (``from_options``) rather than leaving
+    # the default: an index records the size its descriptors were made at, and a build asked
+    # for another one refuses, while an index's own size is used when none was asked for.
+    image_size_asked: bool = field(default=False, compare=False, repr=False)
 
     @classmethod
     def from_options(
@@ -151,6 +155,7 @@ class ExtractConfig:
             cfg.device = device
         if image_size:
             cfg.image_size = image_size
+            cfg.image_size_asked = True
         if batch_size:
             cfg.batch_size = batch_size
         if num_workers is not None:
