@@ -21,11 +21,14 @@ from ..core.config import (
     AMP_DTYPES,
     DEVICES,
     LOSSES,
+    NO_SPLIT,
     RECALL_RADIUS_M,
     SPLIT_METHODS,
     TRAIN_LAYERS,
+    DataSpec,
     InitConfig,
     ModelConfig,
+    SplitConfig,
     VerifyConfig,
 )
 from .common import (
@@ -101,8 +104,7 @@ def _train_default(name: str):
 
 
 def _split_default(name: str):
-    """SplitConfig's default for a field (read when help is shown: core.datasets loads torch)."""
-    from ..core.training.datasets import NO_SPLIT, SplitConfig
+    """SplitConfig's default for a field."""
 
     if name == "fractions":
         both = (SplitConfig.fractions, NO_SPLIT)
@@ -184,9 +186,7 @@ def _add_source_args(p: argparse.ArgumentParser, *, gt: bool) -> None:
     )
 
 
-def _data_spec(args, prefix: str = ""):
-    from ..core.training.datasets import DataSpec
-
+def _data_spec(args, prefix: str = "") -> DataSpec:
     get = lambda name: getattr(args, prefix + name, None)
     return DataSpec(
         data=get("data"),
@@ -201,8 +201,6 @@ def _data_spec(args, prefix: str = ""):
 
 def _split_config(args):
     """A SplitConfig when any split option is given, else None (the source's default)."""
-    from ..core.training.datasets import SplitConfig
-
     given = {
         "method": args.split_method,
         "cell_m": args.cell_m,
@@ -440,13 +438,13 @@ def cmd_eval(args) -> int:
 
     load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
     from ..core.model.features import resolve_device
-    from ..core.training.datasets import SplitConfig, eval_set
+    from ..core.training.datasets import eval_set, load_spec
     from ..core.training.evaluate import compare, evaluate_model
 
     if args.verify and args.compare:
         raise CliError("--verify measures one model: leave out --compare")
     data = _data_spec(args)
-    ps = data.load()
+    ps = load_spec(data)
     default = "test" if args.split_fractions else data.default_split()
     split = _split_config(args) or SplitConfig(fractions=data.default_fractions())
     ps, note = eval_set(ps, args.split, split, default)

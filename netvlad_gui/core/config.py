@@ -11,14 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-from .errors import TrainConfigError
-
-if TYPE_CHECKING:
-    from .training.datasets import DataSpec, SplitConfig
-
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError, TrainConfigError
 
 #: The model a fresh install uses: it needs no download (weights ship in models/).
 DEFAULT_MODEL = "mobilenet_v2-netvlad"
@@ -286,7 +282,9 @@ class DistributedConfig:
 LOSSES = ("squared", "unsquared")
 TRAIN_LAYERS = ("last_block", "pooling", "all")
 AMP_DTYPES = ("auto", "bfloat16", "float16")  # TrainConfig.amp_dtype
-SPLIT_METHODS = ("track", "grid")  # datasets.SplitConfig.method
+SPLIT_METHODS = ("track", "grid")  # SplitConfig.method
+SPLITS = ("train", "val", "test")
+NO_SPLIT = (1.0, 0.0, 0.0)  # SplitConfig.fractions of a source used whole
 #: The Retrain panel's suggestion: a short run on a personal library (the paper trains 30).
 QUICK_EPOCHS = 5
 
@@ -322,12 +320,102 @@ def _training_extract(**options: Any) -> ExtractConfig:
     return ExtractConfig(**{**options, "channels_last": False})
 
 
-def _data_spec() -> DataSpec:
-    from .training.datasets import (
-        DataSpec,  # lazy: datasets pulls numpy, scipy and the image decoder
-    )
+@dataclass
+class SplitConfig:
+    """How one source becomes train / val / test places that do not overlap.
 
-    return DataSpec()
+    ``track`` cuts the route (file-name order of the database) into consecutive stretches;
+    ``grid`` deals square cells of ``cell_m`` to the splits. Validation and test images within
+    ``gap_m`` of any training image are dropped, so their places are unseen in training. A folder
+    that is its own query set trains leave-one-out; its val/test splits make every
+    ``query_every``-th photo a query and keep the rest as their database.
+    (core/training/datasets.py splits a set by these.)
+    """
+
+    method: str = "track"
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    cell_m: float = 100.0
+    gap_m: float = NEGATIVE_RADIUS_M
+    query_every: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.fractions = tuple(float(f) for f in self.fractions)  # type: ignore[assignment]
+        if self.method not in SPLIT_METHODS:
+            raise DatasetError(f"split method must be one of {SPLIT_METHODS}, got {self.method!r}")
+        if len(self.fractions) != 3 or any(f < 0 or not math.isfinite(f) for f in self.fractions):
+            raise DatasetError(f"split fractions must be 3 numbers >= 0, got {self.fractions}")
+        if sum(self.fractions) <= 0:
+            raise DatasetError("split fractions must not all be 0")
+        if self.query_every < 2:
+            raise DatasetError(f"query_every must be >= 2, got {self.query_every}")
+
+
+@dataclass
+class DataSpec:
+    """Where a set comes from, as the CLI names it; plain fields so a checkpoint can store it.
+
+    core/training/datasets.py's ``load_spec`` reads the photos it names.
+    """
+
+    data: str | None = None  # a geotagged folder
+    database: str | None = None
+    queries: str | None = None
+    frame_spacing_m: float | None = None
+    gt: str | None = None
+    dbstruct: str | None = None
+    image_root: str | None = None
+
+    @property
+    def kind(self) -> str:
+        given = [
+            k
+            for k, v in (
+                ("folder", self.data),
+                ("pair", self.database or self.queries),
+                ("dbstruct", self.dbstruct),
+            )
+            if v
+        ]
+        if len(given) != 1:
+            raise DatasetError(
+                "name exactly one data source: --data DIR, --database DIR --queries DIR, "
+                "or --dbstruct MAT --image-root DIR"
+            )
+        return given[0]
+
+    @property
+    def given(self) -> bool:
+        return bool(self.data or self.database or self.queries or self.dbstruct)
+
+    def default_fractions(self) -> tuple[float, float, float]:
+        """A folder is split 70/15/15 by default; a pair or a dbStruct is used whole."""
+        return SplitConfig.fractions if self.kind == "folder" else NO_SPLIT
+
+    def default_split(self) -> str:
+        """What ``eval`` measures by default: the held-out test places of a folder, else all."""
+        return "test" if self.kind == "folder" else "all"
+
+    def absolute(self) -> DataSpec:
+        """The same spec with absolute paths, so a run can be resumed from any folder."""
+        fix = lambda v: str(Path(v).expanduser().absolute()) if v else v
+        return dataclasses.replace(
+            self,
+            data=fix(self.data),
+            database=fix(self.database),
+            queries=fix(self.queries),
+            gt=fix(self.gt),
+            dbstruct=fix(self.dbstruct),
+            image_root=fix(self.image_root),
+        )
+
+    def describe(self) -> str:
+        kind = self.kind
+        if kind == "folder":
+            return str(self.data)
+        if kind == "pair":
+            return f"{self.database} + {self.queries}"
+        return f"{self.dbstruct} @ {self.image_root}"
 
 
 #: Flat option names (the CLI's flags, and runs saved before the options were grouped) and the
@@ -367,8 +455,8 @@ class TrainConfig:
     and runs saved before the grouping hold.
     """
 
-    data: DataSpec = field(default_factory=_data_spec)
-    val: DataSpec = field(default_factory=_data_spec)  # an explicit validation set (optional)
+    data: DataSpec = field(default_factory=DataSpec)
+    val: DataSpec = field(default_factory=DataSpec)  # an explicit validation set (optional)
     split: SplitConfig | None = None  # None: the source's default (a folder 70/15/15, else whole)
     model: str = DEFAULT_MODEL
     backbone_weights: str | None = None  # None: the shipped / torchvision weights
@@ -465,8 +553,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """A config saved by ``to_dict``, grouped or flat (runs saved before the grouping)."""
-        from .training.datasets import DataSpec, SplitConfig
-
         d = dict(d)
         groups = {
             "data": DataSpec,

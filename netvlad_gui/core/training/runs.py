@@ -1,4 +1,5 @@
-"""A training run's folder: the files training writes there, and where runs and their indexes go.
+"""A training run's folder: the files training writes there (named in model/runfiles.py), and where
+runs and their indexes go.
 
 Torch-free, so the Retrain panel can name these files without loading the trainer.
 """
@@ -9,11 +10,9 @@ import time
 from pathlib import Path
 
 from .. import paths
+from ..model.runfiles import BEST, FINAL, INIT, LAST
 
-LAST = "last.pt"  # every finished epoch, with the state a resume needs
-BEST = "best.pt"  # the best validation Recall@5 so far
-FINAL = "model.pt"  # the end result, with PCA-whitening
-INIT = "init.pt"  # the k-means initialised model, written before the first epoch
+__all__ = ["BEST", "FINAL", "INIT", "LAST", "has_state", "model_index_dir", "new_run_dir"]
 
 
 def new_run_dir() -> Path:

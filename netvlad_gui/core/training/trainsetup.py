@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import RESUMABLE_OVERRIDES, TrainConfig
+from ..config import NO_SPLIT, RESUMABLE_OVERRIDES, SplitConfig, TrainConfig
 from ..errors import TrainConfigError, TrainError
 from ..model.checkpoint import read_checkpoint_header
 from ..model.network import PlaceModel
-from .datasets import NO_SPLIT, PlaceSet, SplitConfig, split_set
+from .datasets import load_spec, split_set
+from .placeset import PlaceSet
 from .runs import LAST
 from .trainenv import rng_state, set_rng_state
 
@@ -25,7 +26,7 @@ STATE_VERSION = 1  # of ``last.pt``'s ``extra["train_state"]``
 
 def load_sets(cfg: TrainConfig) -> tuple[PlaceSet, PlaceSet | None]:
     """Training and validation sets of a config (validation may be None)."""
-    ps = cfg.data.load()
+    ps = load_spec(cfg.data)
     split = cfg.split or SplitConfig(fractions=cfg.data.default_fractions())
     val: PlaceSet | None = None
     if tuple(split.fractions[1:]) == NO_SPLIT[1:]:
@@ -34,7 +35,7 @@ def load_sets(cfg: TrainConfig) -> tuple[PlaceSet, PlaceSet | None]:
         parts = split_set(ps, split)
         train, val = parts["train"], parts["val"]
     if cfg.val.given:
-        val = cfg.val.load()
+        val = load_spec(cfg.val)
     if val is not None and (not val.num_db or not val.num_queries):
         val = None
     return train, val
