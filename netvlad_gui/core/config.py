@@ -285,6 +285,9 @@ AMP_DTYPES = ("auto", "bfloat16", "float16")  # TrainConfig.amp_dtype
 SPLIT_METHODS = ("track", "grid")  # SplitConfig.method
 SPLITS = ("train", "val", "test")
 NO_SPLIT = (1.0, 0.0, 0.0)  # SplitConfig.fractions of a source used whole
+#: A pair of folders trains on the first three quarters of the route and keeps the last quarter
+#: out, so that a run can say what it reaches on places it never saw (the held-out figure).
+PAIR_HOLDOUT = (0.75, 0.25, 0.0)
 #: The Retrain panel's suggestion: a short run on a personal library (the paper trains 30).
 QUICK_EPOCHS = 5
 
@@ -312,6 +315,23 @@ class MiningConfig:
     @property
     def effective_margin(self) -> float:
         return float(self.margin) if self.margin is not None else self.default_margin(self.loss)
+
+
+@dataclass
+class AugmentConfig:
+    """Synthetic-night variants of the training database photos, as extra queries (augment.py).
+
+    Ranges are (low, high) drawn uniformly per variant; probabilities in [0, 1].
+    """
+
+    variants: int = 0  # per database photo; 0: none
+    gamma: tuple[float, float] = (1.5, 3.0)  # darkens the mid-tones
+    gain: tuple[float, float] = (0.25, 0.6)
+    colour: float = 0.2  # per-channel gain within 1 +- this
+    blur: float = 0.5  # chance of a 5-pixel box blur
+    noise: tuple[float, float] = (0.01, 0.04)  # Gaussian sigma, in [0, 1] pixel units
+    grey: float = 0.5  # chance of greyscale
+    stretch: bool = True  # 1st..99th percentile to 0..1, as brightness-normalised night photos
 
 
 def _training_extract(**options: Any) -> ExtractConfig:
@@ -392,6 +412,14 @@ class DataSpec:
         """A folder is split 70/15/15 by default; a pair or a dbStruct is used whole."""
         return SplitConfig.fractions if self.kind == "folder" else NO_SPLIT
 
+    def training_fractions(self, val_given: bool = False) -> tuple[float, float, float]:
+        """How a training run splits this source by default: a folder 70/15/15, a pair
+        :data:`PAIR_HOLDOUT` (whole when a validation set is named), a dbStruct whole (the
+        paper's sets come with their own validation set)."""
+        if self.kind == "pair":
+            return NO_SPLIT if val_given else PAIR_HOLDOUT
+        return self.default_fractions()
+
     def default_split(self) -> str:
         """What ``eval`` measures by default: the held-out test places of a folder, else all."""
         return "test" if self.kind == "folder" else "all"
@@ -431,6 +459,7 @@ FLAT_TRAIN_OPTIONS: dict[str, tuple[str, str]] = {
     "cache_refresh_queries": ("mining", "cache_refresh_queries"),
     "loss": ("mining", "loss"),
     "margin": ("mining", "margin"),
+    "augment_variants": ("augment", "variants"),
 }
 #: Options that may change when a run is resumed (they do not change the steps already taken);
 #: everything else must stay as it was.
@@ -474,10 +503,14 @@ class TrainConfig:
     amp_dtype: str = "auto"  # "auto" (bfloat16 where supported, else float16 + loss scaling)
     seed: int = 0
     whitening_dim: int | None = 4096  # None or 0: no PCA-whitening
+    # NetVLAD's k-means on the queries too (every condition the photos show: night queries of a
+    # day library), not on the database alone; benchmarks/README.md, "Retraining".
+    init_from_queries: bool = True
     keep_epoch_checkpoints: bool = False
     mining: MiningConfig = field(default_factory=MiningConfig)
     extract: ExtractConfig = field(default_factory=_training_extract)  # the descriptor cache
     init: InitConfig = field(default_factory=InitConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __init__(self, **options: Any) -> None:
         for f in dataclasses.fields(self):
@@ -560,6 +593,7 @@ class TrainConfig:
             "init": InitConfig,
             "mining": MiningConfig,
             "extract": _training_extract,
+            "augment": AugmentConfig,
         }
         try:
             for name, make in groups.items():

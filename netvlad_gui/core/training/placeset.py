@@ -40,12 +40,18 @@ class PlaceSet:
     recall_radius_m: float = RECALL_RADIUS_M
     trivial_radius_m: float = 0.0  # positives must lie farther than this (Relja: 1 m, dbStruct)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # What a user calls the photos (a folder's name); ``name`` adds the split ("lund/train").
+    label: str = ""
+    # Per query: 0 for the photo as it is, N for its N-th photometric variant (augment.py)
+    q_variant: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.db_paths = [Path(p) for p in self.db_paths]
         self.q_paths = [Path(p) for p in self.q_paths]
         if self.q_same is None:
             self.q_same = np.full(len(self.q_paths), -1, dtype=np.int64)
+        if self.q_variant is None:
+            self.q_variant = np.zeros(len(self.q_paths), dtype=np.int64)
         for attr, n in (("db_pos", self.num_db), ("q_pos", self.num_queries)):
             value = getattr(self, attr)
             if value is not None:
@@ -54,6 +60,11 @@ class PlaceSet:
                 if value.ndim != 2 or value.shape[0] != n:
                     raise DatasetError(f"{attr} has shape {value.shape}, expected ({n}, d)")
                 setattr(self, attr, value)
+
+    @property
+    def source(self) -> str:
+        """The photos' own name for messages: no internal split names such as "…/train"."""
+        return self.label or self.name
 
     @property
     def num_db(self) -> int:
@@ -92,6 +103,7 @@ class PlaceSet:
         return dataclasses.replace(
             self,
             name=name,
+            label=self.source,
             db_paths=[self.db_paths[i] for i in db_idx],
             q_paths=[self.q_paths[i] for i in q_idx],
             db_pos=None if self.db_pos is None else self.db_pos[db_idx],
@@ -100,12 +112,36 @@ class PlaceSet:
             db_time=None if self.db_time is None else self.db_time[db_idx],
             q_time=None if self.q_time is None else self.q_time[q_idx],
             q_same=same,
+            q_variant=self.q_variant[q_idx],
             skipped=list(self.skipped),
+        )
+
+    def with_variants(self, variants: int) -> PlaceSet:
+        """This set plus ``variants`` photometric variants of each database photo as queries,
+        at the photo's position (the photo itself is then a positive, not the query's own file).
+        """
+        if variants <= 0 or not self.has_positions:
+            return self
+        n = self.num_db
+        extra = np.repeat(np.arange(1, variants + 1), n)
+        return dataclasses.replace(
+            self,
+            q_paths=self.q_paths + self.db_paths * variants,
+            q_pos=np.concatenate([self.q_pos, np.tile(self.db_pos, (variants, 1))]),
+            q_time=None
+            if self.q_time is None
+            else np.concatenate([self.q_time, np.full(n * variants, np.nan)]),
+            q_same=np.concatenate([self.q_same, np.full(n * variants, -1, dtype=np.int64)]),
+            q_variant=np.concatenate([self.q_variant, extra]),
+            q_gt=None
+            if self.q_gt is None
+            else self.q_gt + [np.zeros(0, np.int64)] * (n * variants),
         )
 
     def describe(self) -> dict:
         return {
             "name": self.name,
+            "source": self.source,
             "database": self.num_db,
             "queries": self.num_queries,
             "truth": "index" if self.q_gt is not None else "position",
