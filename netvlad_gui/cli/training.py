@@ -22,6 +22,7 @@ from ..core.config import (
     DEVICES,
     LOSSES,
     NO_SPLIT,
+    PAIR_HOLDOUT,
     RECALL_RADIUS_M,
     SPLIT_METHODS,
     TRAIN_LAYERS,
@@ -76,6 +77,12 @@ _TRAIN_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--workers", "num_workers", int, "image decoding threads (default {default})"),
     ("--seed", "seed", int, "random seed (default {default})"),
     (
+        "--augment",
+        "augment_variants",
+        int,
+        "synthetic-night variants of each database photo, added as queries (default {default})",
+    ),
+    (
         "--whitening-dim",
         "whitening_dim",
         int,
@@ -107,8 +114,12 @@ def _split_default(name: str):
     """SplitConfig's default for a field."""
 
     if name == "fractions":
-        both = (SplitConfig.fractions, NO_SPLIT)
-        return "{} for --data, else {}".format(*(",".join(f"{x:g}" for x in f) for f in both))
+        fmt = lambda f: ",".join(f"{x:g}" for x in f)
+        return (
+            f"{fmt(SplitConfig.fractions)} for --data; for --database/--queries "
+            f"{fmt(PAIR_HOLDOUT)} in train (the last quarter of the route held out, whole with "
+            f"--val-*) and {fmt(NO_SPLIT)} in eval; {fmt(NO_SPLIT)} for --dbstruct"
+        )
     return getattr(SplitConfig, name)
 
 
@@ -237,7 +248,8 @@ class _HumanProgress:
         kind = ev["event"]
         if kind == "start":
             print(
-                f"training on {ev['train']['name']}: {ev['train']['database']} database, "
+                f"training on {ev['train'].get('source') or ev['train']['name']}: "
+                f"{ev['train']['database']} database, "
                 f"{ev['trainable_queries']} trainable queries ({ev['no_positive']} without a "
                 f"positive), device {ev['device']} x{ev['world_size']}, epochs "
                 f"{ev['start_epoch']}..{ev['epochs']}",
@@ -245,7 +257,8 @@ class _HumanProgress:
             )
             if ev.get("val"):
                 print(
-                    f"validating on {ev['val']['name']}: {ev['val']['database']} database, "
+                    f"held-out places of {ev['val'].get('source') or ev['val']['name']}: "
+                    f"{ev['val']['database']} database, "
                     f"{ev['val']['queries']} queries",
                     file=sys.stderr,
                 )
@@ -277,6 +290,15 @@ class _HumanProgress:
             )
         elif kind == "whitening":
             print(f"PCA-whitening to {ev['dim']} dims on {ev['images']} images", file=sys.stderr)
+        elif kind == "heldout":
+            when = "before training" if ev["stage"] == "before" else "after training"
+            print(
+                f"held-out places ({ev['queries']} queries, never trained on): Recall@1 "
+                f"{100 * ev['recall@1']:.1f}%, Recall@5 {100 * ev['recall@5']:.1f}% {when}",
+                file=sys.stderr,
+            )
+        elif kind == "nothing_to_learn":
+            print(ev["message"], file=sys.stderr)
 
 
 def _json_progress(ev: dict) -> None:
@@ -300,6 +322,7 @@ def cmd_train(args) -> int:
         amp=args.amp,
         amp_dtype=args.amp_dtype,
         train_assignment_bias=args.train_assignment_bias,
+        init_from_queries=args.init_from_queries,
         keep_epoch_checkpoints=args.keep_epochs,
     )
     data, val = _data_spec(args).absolute(), _data_spec(args, "val_").absolute()
@@ -346,7 +369,17 @@ def cmd_train(args) -> int:
             else "no validation set: last epoch kept"
         )
         print(f"model     {result.model_path}\n{best}")
+        print(heldout_line(result.heldout))
     return 0
+
+
+def heldout_line(heldout: dict | None) -> str:
+    """The figure a user decides by: Recall@1 on places the run never trained on."""
+    from ..core.training.runs import heldout_change, heldout_summary
+
+    if not (heldout or {}).get("after"):
+        return "held-out  none: no places were kept out of training, so no figure for unseen places"
+    return f"held-out  {heldout_change(heldout, '->')}: {heldout_summary(heldout)}"
 
 
 def _add_train(sub) -> None:
@@ -422,6 +455,13 @@ def _add_train(sub) -> None:
         "--init-images",
         type=int,
         help=f"images sampled for k-means (default {InitConfig.num_images})",
+    )
+    add_option(
+        t,
+        "--init-from-queries",
+        action=argparse.BooleanOptionalAction,
+        default_of=lambda: _train_default("init_from_queries"),
+        help="NetVLAD's k-means on the queries too, not the database alone (default {default})",
     )
     for flag, field, typ, help_ in _TRAIN_OPTIONS:
         add_option(
