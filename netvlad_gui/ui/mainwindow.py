@@ -557,7 +557,8 @@ class MainWindow(QMainWindow):
             self.map.clear(references=True)
             self.library_panel.set_info(None)
             self._open_index()
-        self.show_notice(messages.trained_model_in_use(model_path), INFO)
+        figure = self.train_panel.heldout_summary() if self.train_panel else ""
+        self.show_notice(messages.trained_model_in_use(model_path, figure), INFO)
         if self.library:
             self._mark_stale()  # located with the previous model's index
 
