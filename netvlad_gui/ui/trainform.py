@@ -1,11 +1,11 @@
 """The Retrain panel's "Training" box: the run's options, their defaults read from core's
-TrainConfig (the CLI's, except a short run), and the ``netvlad train`` options they stand for."""
+TrainConfig (the CLI's), and the ``netvlad train`` options they stand for."""
 
 from __future__ import annotations
 
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QLineEdit, QWidget
 
-from netvlad_gui.core.config import DEFAULT_MODEL, LOSSES, QUICK_EPOCHS, MiningConfig, TrainConfig
+from netvlad_gui.core.config import DEFAULT_MODEL, LOSSES, MiningConfig, TrainConfig
 
 from .settingsdialog import cuda_available
 from .widgets import combo_box, double_spin_box, spin_box
@@ -24,7 +24,7 @@ class TrainParams(QGroupBox):
         super().__init__("Training", parent)
         d = _DEFAULTS
         form = QFormLayout(self)
-        self.epochs = _spin(1, 1000, QUICK_EPOCHS, "Passes over the training queries (--epochs)")
+        self.epochs = _spin(1, 1000, d.epochs, "Passes over the training queries (--epochs)")
         self.batch = _spin(
             1,
             256,
