@@ -538,3 +538,21 @@ def test_memory_does_not_grow_from_epoch_to_epoch(
     assert steps_per_epoch >= 3  # the leak adds >= 48 MB per epoch
     assert leaking[3] - leaking[2] > 0.75 * 16 * steps_per_epoch, leaking
     assert flat[3] - flat[2] < 24, flat  # no per-epoch growth, a little noise allowed
+
+
+def test_lund_library_has_nothing_to_learn_and_says_so_before_any_epoch(
+    shared_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 23: the 19-photo lund library failed after every epoch with jargon; now the first
+    pass over its photos says, in plain words, that there is nothing to learn."""
+    from _lund import TEST_IMAGE_SIZE
+
+    library = shared_dir / "data" / "lund_street" / "references"
+    cfg = TrainConfig(data=DataSpec(data=str(library)), image_size=TEST_IMAGE_SIZE, epochs=5)
+    events: list[dict] = []
+    with pytest.raises(TrainError, match="^nothing to learn: the model already tells"):
+        train(cfg, tmp_path / "run", progress=events.append)
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "nothing_to_learn" and not {"step", "epoch", "val"} & set(kinds)
+    assert kinds.count("start") == 1 and "references/train" not in events[-1]["message"]
+    assert not any((tmp_path / "run").glob("*.pt"))  # nothing to resume or to use
