@@ -292,7 +292,8 @@ class TrainPanel(QWidget):
 
     def _show_heldout(self) -> None:
         change = heldout_change(self.heldout)
-        self.heldout_label.setText(f"Places it never trains on: {change}" if change else "")
+        when = "trained" if self.heldout.get("after") else "trains"
+        self.heldout_label.setText(f"Places it never {when} on: {change}" if change else "")
         self.heldout_label.setVisible(bool(change))
 
     # ---- the command line ----------------------------------------------------------------------
@@ -410,6 +411,8 @@ class TrainPanel(QWidget):
     def _handle_stderr_line(self, line: str) -> None:
         if line.strip():
             self.last_stderr = line.strip()
+            if self.error_message and line.strip() == f"netvlad: error: {self.error_message}":
+                return  # the notice says it (the JSON error event came first)
             self._log_line(line)
 
     def _handle_stdout_line(self, line: str) -> None:

@@ -55,6 +55,16 @@ def tune_allocator(no_mmap: bool = True) -> bool:
     return ok_mmap and ok_trim and ok_max
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """glibc, found once: ``find_library`` forks ``ldconfig``, and a fork of a training process
+    counts its gigabytes twice while it lasts."""
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 def release_freed_memory() -> bool:
     """Let glibc hand freed memory back: large blocks mmap'ed again, the heap trimmed now.
 
@@ -67,7 +77,7 @@ def release_freed_memory() -> bool:
     if not sys.platform.startswith("linux") or os.environ.get("NETVLAD_NO_TUNE") == "1":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _libc()
         mallopt, trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
         return False
