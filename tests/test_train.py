@@ -556,3 +556,69 @@ def test_lund_library_has_nothing_to_learn_and_says_so_before_any_epoch(
     assert kinds[-1] == "nothing_to_learn" and not {"step", "epoch", "val"} & set(kinds)
     assert kinds.count("start") == 1 and "references/train" not in events[-1]["message"]
     assert not any((tmp_path / "run").glob("*.pt"))  # nothing to resume or to use
+
+
+def test_a_step_in_two_passes_gives_the_one_pass_gradient(tmp_path: Path) -> None:
+    """Memory holds a chunk's activations, not the step's; the gradient stays the same."""
+    from types import SimpleNamespace
+
+    from netvlad_gui.core.config import MiningConfig
+    from netvlad_gui.core.training.frozen import (
+        FrozenStore,
+        GroupsForward,
+        Prefix,
+        Tail,
+        frozen_split,
+    )
+    from netvlad_gui.core.training.mining import TrainTuple
+    from netvlad_gui.core.training.steps import StepInputs, take_step
+    from netvlad_gui.core.training.trainenv import DistInfo
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="alexnet", num_clusters=4), "none")
+    params = set_trainable(model, "last_block")
+    model.eval()
+    split = frozen_split(model)
+    store = FrozenStore(tmp_path / "store.f16")
+    with torch.inference_mode():
+        feats = Prefix(model, split)(torch.rand(7, 3, 96, 128)).numpy()
+    for i, f in enumerate(feats):
+        store._put((f"/p/{i}.jpg", 0), f)
+    keys = [(f"/p/{i}.jpg", 0) for i in range(7)]
+    tuples = [TrainTuple(0, 1, np.array([2, 3, 4])), TrainTuple(5, 6, np.array([2, 4]))]
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.grads: list[torch.Tensor] = []
+
+        def step(self) -> None:
+            self.grads = [p.grad.clone() for p in params]
+
+        def zero_grad(self, set_to_none: bool = True) -> None:
+            for p in params:
+                p.grad = None
+
+    def gradients(chunk: int) -> tuple[list[torch.Tensor], float]:
+        run = SimpleNamespace(scaler=None, optimizer=Recorder(), stale=False)
+        inputs = StepInputs(tuples, keys, keys, store)
+        cfg = MiningConfig(margin=2.0)  # every pair violates: a gradient everywhere
+        total, viol, n = take_step(
+            GroupsForward(Tail(model, split)),
+            inputs,
+            run,
+            cfg,
+            DistInfo(),
+            torch.device("cpu"),
+            tuple(feats.shape[1:]),
+            chunk,
+        )
+        assert viol == 5 and n == 2 and run.stale
+        return run.optimizer.grads, total
+
+    one, loss_one = gradients(0)
+    two, loss_two = gradients(2)
+    assert loss_two == pytest.approx(loss_one, rel=1e-6)
+    for a, b in zip(one, two, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-4)
+    assert any(float(g.abs().sum()) > 0 for g in one)
+    store.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,11 +113,16 @@ def take_step(
     dist: DistInfo,
     device: torch.device,
     empty_shape: tuple[int, ...],
+    chunk: int = 0,
 ) -> tuple[float, int, int]:
     """Forward, loss, backward and update; returns (loss sum, violations, tuples) over ranks.
 
     ``empty_shape``: one input's shape, for a rank without a tuple this step (DDP needs every
-    rank's forward and backward).
+    rank's forward and backward). ``chunk`` > 0 (one process): a step of more images than that
+    runs in two passes, so that memory holds the activations of ``chunk`` images, not of the
+    whole step: descriptors first without gradients, the loss's gradient with respect to them,
+    then each chunk again with gradients, back-propagating its rows of that gradient. The
+    result is the one-pass gradient; the price, a second forward of the trainable part.
     """
     tuples = inputs.tuples
     if tuples:
@@ -124,8 +130,12 @@ def take_step(
         order = inputs.order
     else:
         groups, order = [torch.zeros((1, *empty_shape), device=device)], [0]
-    outs = forward(groups)
+    two_pass = not dist.active and 0 < chunk < sum(len(g) for g in groups)
+    with torch.no_grad() if two_pass else nullcontext():
+        outs = forward(groups)
     flat = torch.cat([o.float() for o in outs])
+    if two_pass:
+        flat.requires_grad_(True)
     desc = flat[torch.argsort(torch.as_tensor(order, device=flat.device))]
     if tuples:
         where = inputs.where
@@ -162,6 +172,8 @@ def take_step(
         scaler.scale(loss).backward()
     else:
         loss.backward()
+    if two_pass and flat.grad is not None:
+        _replay(forward.inner, groups, flat.grad, chunk)
     if total_viol > 0:  # as trainWeakly.m: no violation, no update (not even weight decay)
         if scaler is not None:
             scaler.step(run.optimizer)
@@ -171,3 +183,15 @@ def take_step(
         run.stale = True
     run.optimizer.zero_grad(set_to_none=True)
     return total_sum, int(total_viol), int(total_tuples)
+
+
+def _replay(tail: nn.Module, groups: list[torch.Tensor], grads: torch.Tensor, chunk: int) -> None:
+    """The second pass of a two-pass step: each chunk's forward with gradients, then its rows of
+    the loss's gradient with respect to the descriptors, back-propagated into the weights."""
+    row = 0
+    for group in groups:
+        for c0 in range(0, len(group), chunk):
+            part = group[c0 : c0 + chunk]
+            out = tail(part).float()
+            out.backward(grads[row + c0 : row + c0 + len(part)])
+        row += len(group)

@@ -448,7 +448,9 @@ class _Trainer:
         self, forward: nn.Module, inputs: StepInputs, run: RunProgress, empty: tuple[int, ...]
     ) -> tuple[float, int, int]:
         """One SGD step (steps.take_step); returns (loss sum, violations, tuples) over ranks."""
-        return take_step(forward, inputs, run, self.mcfg, self.dist, self.device, empty)
+        return take_step(
+            forward, inputs, run, self.mcfg, self.dist, self.device, empty, self.ecfg.batch_size
+        )
 
     def _nothing_to_learn(self) -> None:
         """The first epoch's mining found no query whose negatives come too close: say so now,
