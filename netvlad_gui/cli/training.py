@@ -297,8 +297,6 @@ class _HumanProgress:
                 f"{100 * ev['recall@1']:.1f}%, Recall@5 {100 * ev['recall@5']:.1f}% {when}",
                 file=sys.stderr,
             )
-        elif kind == "nothing_to_learn":
-            print(ev["message"], file=sys.stderr)
 
 
 def _json_progress(ev: dict) -> None:
