@@ -114,6 +114,7 @@ def cmd_info(args) -> int:
             "library": st.library,
             "model": st.model,
             "dim": st.dim,
+            "image_size": index.image_size,  # px, longer side: every extraction uses it
             "indexed": st.indexed,
             "with_gps": st.with_gps,
             "failed": st.failed,

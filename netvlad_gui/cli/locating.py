@@ -34,6 +34,11 @@ def cmd_locate(args) -> int:
     status, session = open_session(index_dir(args), extract_cfg(args), locate_cfg)
     if session is None:
         raise LibraryIndexError(status.why_not())
+    from ..core.library.status import not_searchable_note
+
+    for note in [*status.notes, not_searchable_note(status)]:  # before the answers
+        if note:
+            print(f"note: {plain(note)}", file=sys.stderr)
     inputs = expand_inputs(args.photos)
     # Inputs that are no photo get a result that says why: the same reasons the GUI shows.
     results = [LocateResult(query=str(p), error=reason) for p, reason in inputs.skipped]

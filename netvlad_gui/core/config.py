@@ -11,12 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .training.datasets import DataSpec, SplitConfig
+from .errors import ConfigError, DatasetError
 
 #: The model a fresh install uses: it needs no download (weights ship in models/).
 DEFAULT_MODEL = "mobilenet_v2-netvlad"
@@ -131,6 +129,10 @@ class ExtractConfig:
     # core/model/onnxbackbone.py): 1.78x torch on the default model, descriptors at cosine
     # 1.000000; CPU and fp32 only, elsewhere torch runs it.
     runtime: str = "torch"
+    # Whether a front's option asked for ``image_size`` (``from_options``) rather than leaving
+    # the default: an index records the size its descriptors were made at, and a build asked
+    # for another one refuses, while an index's own size is used when none was asked for.
+    image_size_asked: bool = field(default=False, compare=False, repr=False)
 
     @classmethod
     def from_options(
@@ -154,6 +156,7 @@ class ExtractConfig:
             cfg.device = device
         if image_size:
             cfg.image_size = image_size
+            cfg.image_size_asked = True
         if batch_size:
             cfg.batch_size = batch_size
         if num_workers is not None:
@@ -515,9 +518,15 @@ class DistributedConfig:
 LOSSES = ("squared", "unsquared")
 TRAIN_LAYERS = ("last_block", "pooling", "all")
 AMP_DTYPES = ("auto", "bfloat16", "float16")  # TrainConfig.amp_dtype
-SPLIT_METHODS = ("track", "grid")  # datasets.SplitConfig.method
-#: The Retrain panel's suggestion: a short run on a personal library (the paper trains 30).
-QUICK_EPOCHS = 5
+SPLIT_METHODS = ("track", "grid")  # SplitConfig.method
+SPLITS = ("train", "val", "test")
+NO_SPLIT = (1.0, 0.0, 0.0)  # SplitConfig.fractions of a source used whole
+#: A pair of folders trains on the first three quarters of the route and keeps the last quarter
+#: out, so that a run can say what it reaches on places it never saw (the held-out figure).
+PAIR_HOLDOUT = (0.75, 0.25, 0.0)
+#: A run's epochs (the paper trains 30 on Pittsburgh): on day/night photos of one walk the held-out
+#: Recall@1 gain comes within 1-4 epochs (benchmarks/README.md, "Retraining"), in minutes on a CPU.
+QUICK_EPOCHS = 4
 
 
 @dataclass
@@ -570,18 +579,133 @@ def _at_least_0(name: str, value: object) -> None:
         raise ConfigError(f"{name} must be >= 0, got {value!r}")
 
 
+@dataclass
+class AugmentConfig:
+    """Synthetic-night variants of the training database photos, as extra queries (augment.py).
+
+    Ranges are (low, high) drawn uniformly per variant; probabilities in [0, 1].
+    """
+
+    variants: int = 0  # per database photo; 0: none
+    gamma: tuple[float, float] = (1.5, 3.0)  # darkens the mid-tones
+    gain: tuple[float, float] = (0.25, 0.6)
+    colour: float = 0.2  # per-channel gain within 1 +- this
+    blur: float = 0.5  # chance of a 5-pixel box blur
+    noise: tuple[float, float] = (0.01, 0.04)  # Gaussian sigma, in [0, 1] pixel units
+    grey: float = 0.5  # chance of greyscale
+    stretch: bool = True  # 1st..99th percentile to 0..1, as brightness-normalised night photos
+
+
 def _training_extract(**options: Any) -> ExtractConfig:
     # NCHW: channels_last rounds a little differently per batch size, and the cache of a DDP rank
     # (its share of the batches) must equal a single process's.
     return ExtractConfig(**{**options, "channels_last": False})
 
 
-def _data_spec() -> DataSpec:
-    from .training.datasets import (
-        DataSpec,  # lazy: datasets pulls numpy, scipy and the image decoder
-    )
+@dataclass
+class SplitConfig:
+    """How one source becomes train / val / test places that do not overlap.
 
-    return DataSpec()
+    ``track`` cuts the route (file-name order of the database) into consecutive stretches;
+    ``grid`` deals square cells of ``cell_m`` to the splits. Validation and test images within
+    ``gap_m`` of any training image are dropped, so their places are unseen in training. A folder
+    that is its own query set trains leave-one-out; its val/test splits make every
+    ``query_every``-th photo a query and keep the rest as their database.
+    (core/training/datasets.py splits a set by these.)
+    """
+
+    method: str = "track"
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    cell_m: float = 100.0
+    gap_m: float = NEGATIVE_RADIUS_M
+    query_every: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.fractions = tuple(float(f) for f in self.fractions)  # type: ignore[assignment]
+        if self.method not in SPLIT_METHODS:
+            raise DatasetError(f"split method must be one of {SPLIT_METHODS}, got {self.method!r}")
+        if len(self.fractions) != 3 or any(f < 0 or not math.isfinite(f) for f in self.fractions):
+            raise DatasetError(f"split fractions must be 3 numbers >= 0, got {self.fractions}")
+        if sum(self.fractions) <= 0:
+            raise DatasetError("split fractions must not all be 0")
+        if self.query_every < 2:
+            raise DatasetError(f"query_every must be >= 2, got {self.query_every}")
+
+
+@dataclass
+class DataSpec:
+    """Where a set comes from, as the CLI names it; plain fields so a checkpoint can store it.
+
+    core/training/datasets.py's ``load_spec`` reads the photos it names.
+    """
+
+    data: str | None = None  # a geotagged folder
+    database: str | None = None
+    queries: str | None = None
+    frame_spacing_m: float | None = None
+    gt: str | None = None
+    dbstruct: str | None = None
+    image_root: str | None = None
+
+    @property
+    def kind(self) -> str:
+        given = [
+            k
+            for k, v in (
+                ("folder", self.data),
+                ("pair", self.database or self.queries),
+                ("dbstruct", self.dbstruct),
+            )
+            if v
+        ]
+        if len(given) != 1:
+            raise DatasetError(
+                "name exactly one data source: --data DIR, --database DIR --queries DIR, "
+                "or --dbstruct MAT --image-root DIR"
+            )
+        return given[0]
+
+    @property
+    def given(self) -> bool:
+        return bool(self.data or self.database or self.queries or self.dbstruct)
+
+    def default_fractions(self) -> tuple[float, float, float]:
+        """A folder is split 70/15/15 by default; a pair or a dbStruct is used whole."""
+        return SplitConfig.fractions if self.kind == "folder" else NO_SPLIT
+
+    def training_fractions(self, val_given: bool = False) -> tuple[float, float, float]:
+        """How a training run splits this source by default: a folder 70/15/15, a pair
+        :data:`PAIR_HOLDOUT` (whole when a validation set is named), a dbStruct whole (the
+        paper's sets come with their own validation set)."""
+        if self.kind == "pair":
+            return NO_SPLIT if val_given else PAIR_HOLDOUT
+        return self.default_fractions()
+
+    def default_split(self) -> str:
+        """What ``eval`` measures by default: the held-out test places of a folder, else all."""
+        return "test" if self.kind == "folder" else "all"
+
+    def absolute(self) -> DataSpec:
+        """The same spec with absolute paths, so a run can be resumed from any folder."""
+        fix = lambda v: str(Path(v).expanduser().absolute()) if v else v
+        return dataclasses.replace(
+            self,
+            data=fix(self.data),
+            database=fix(self.database),
+            queries=fix(self.queries),
+            gt=fix(self.gt),
+            dbstruct=fix(self.dbstruct),
+            image_root=fix(self.image_root),
+        )
+
+    def describe(self) -> str:
+        kind = self.kind
+        if kind == "folder":
+            return str(self.data)
+        if kind == "pair":
+            return f"{self.database} + {self.queries}"
+        return f"{self.dbstruct} @ {self.image_root}"
 
 
 #: Flat option names (the CLI's flags, and runs saved before the options were grouped) and the
@@ -597,6 +721,7 @@ FLAT_TRAIN_OPTIONS: dict[str, tuple[str, str]] = {
     "cache_refresh_queries": ("mining", "cache_refresh_queries"),
     "loss": ("mining", "loss"),
     "margin": ("mining", "margin"),
+    "augment_variants": ("augment", "variants"),
 }
 #: Options that may change when a run is resumed (they do not change the steps already taken);
 #: everything else must stay as it was.
@@ -614,20 +739,21 @@ RESUMABLE_OVERRIDES = (
 
 @dataclass(init=False)
 class TrainConfig:
-    """Every knob of a training run; defaults are the paper's (``trainWeakly.m``).
+    """Every knob of a training run; defaults are the paper's (``trainWeakly.m``) except the
+    number of epochs and NetVLAD's k-means on the queries too (benchmarks/README.md, "Retraining").
 
     Build it with field names or with the flat names of :data:`FLAT_TRAIN_OPTIONS`
     (``TrainConfig(image_size=320)`` sets ``extract.image_size``), which is what the CLI's flags
     and runs saved before the grouping hold.
     """
 
-    data: DataSpec = field(default_factory=_data_spec)
-    val: DataSpec = field(default_factory=_data_spec)  # an explicit validation set (optional)
+    data: DataSpec = field(default_factory=DataSpec)
+    val: DataSpec = field(default_factory=DataSpec)  # an explicit validation set (optional)
     split: SplitConfig | None = None  # None: the source's default (a folder 70/15/15, else whole)
     model: str = DEFAULT_MODEL
     backbone_weights: str | None = None  # None: the shipped / torchvision weights
     num_clusters: int | None = None  # None: the model's own (ModelConfig.num_clusters)
-    epochs: int = 30
+    epochs: int = QUICK_EPOCHS
     batch_size: int = 4  # training tuples per SGD step
     lr: float = 1e-4
     momentum: float = 0.9
@@ -640,10 +766,14 @@ class TrainConfig:
     amp_dtype: str = "auto"  # "auto" (bfloat16 where supported, else float16 + loss scaling)
     seed: int = 0
     whitening_dim: int | None = 4096  # None or 0: no PCA-whitening
+    # NetVLAD's k-means on the queries too (every condition the photos show: night queries of a
+    # day library), not on the database alone; benchmarks/README.md, "Retraining".
+    init_from_queries: bool = True
     keep_epoch_checkpoints: bool = False
     mining: MiningConfig = field(default_factory=MiningConfig)
     extract: ExtractConfig = field(default_factory=_training_extract)  # the descriptor cache
     init: InitConfig = field(default_factory=InitConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __init__(self, **options: Any) -> None:
         for f in dataclasses.fields(self):
@@ -720,8 +850,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """A config saved by ``to_dict``, grouped or flat (runs saved before the grouping)."""
-        from .training.datasets import DataSpec, SplitConfig
-
         d = dict(d)
         groups = {
             "data": DataSpec,
@@ -729,6 +857,7 @@ class TrainConfig:
             "init": InitConfig,
             "mining": MiningConfig,
             "extract": _training_extract,
+            "augment": AugmentConfig,
         }
         try:
             for name, make in groups.items():

@@ -214,6 +214,13 @@ class LibraryPanel(QGroupBox):
         text = " · ".join(parts)
         if info.pending:
             text += f"\n{info.pending} not indexed yet: click “Update index” to finish."
+        if info.lost or info.damaged:
+            text += (
+                f"\n{info.lost + info.damaged} not searchable (index data lost or damaged): "
+                "click “Update index” to extract them again."
+            )
+        for note in info.notes:
+            text += f"\n{note[0].upper()}{note[1:]}."
         if info.cannot_place:
             text += "\nNo photo has GPS: similar photos are found, but nothing can be placed."
         if info.problem and not info.ready:

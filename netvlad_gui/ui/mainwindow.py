@@ -529,7 +529,8 @@ class MainWindow(QMainWindow):
             self.info = None
             self.map.clear(references=True)
             self._open_index()
-        self.show_notice(messages.trained_model_in_use(model_path), INFO)
+        figure = self.train_panel.heldout_summary() if self.train_panel else ""
+        self.show_notice(messages.trained_model_in_use(model_path, figure), INFO)
         if self.library:
             self._mark_stale()  # located with the previous model's index
 

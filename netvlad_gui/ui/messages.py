@@ -85,10 +85,13 @@ def photos_wait(has_library: bool) -> str:
     return "Build the library's index first (“Build index”): the dropped photos wait in the queue."
 
 
-def trained_model_in_use(model_path: str) -> str:
+def trained_model_in_use(model_path: str, figure: str = "") -> str:
+    """``figure``: what the model reaches on places it never trained on (the Retrain panel's)."""
     return (
-        f"Now using the trained model {model_path}. It needs its own index: click “Build "
-        "index” (or “Build the index” in the Retrain panel)."
+        f"Now using the trained model {model_path}. "
+        + (f"{figure} " if figure else "")
+        + "It needs its own index: click “Build index” (or “Build the index” in the Retrain "
+        "panel)."
     )
 
 

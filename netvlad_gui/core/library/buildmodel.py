@@ -155,6 +155,8 @@ def nothing_to_extract(index: LibraryIndex, model_spec, keep_index_model: bool) 
         return False  # prepare_model says why, as before
     if index.catalog.rows(PENDING):
         return False
+    if index.image_size is None:  # an index older than that record: settled once, with torch
+        return False
     saved = json.loads(raw)
     if st.st_size != saved.get("size"):
         return False
@@ -185,12 +187,15 @@ def photos_needed_first(
     return [library / rel for rel in rels]
 
 
-def restart_all(index: LibraryIndex, warnings: list[str], why: str) -> None:
-    """Drop every descriptor of the old model: all photos pending, store and search emptied."""
+def restart_all(
+    index: LibraryIndex, warnings: list[str], why: str, mixed: str = "two models"
+) -> None:
+    """Drop every descriptor of the old model (or ``mixed``: whatever made them differ): all
+    photos pending, store and search emptied."""
     n = index.catalog.restart_all({"store_rows": "0", SEARCH_META_KEY: ""})
     remove_saved(index.dir)
     index.invalidate()
-    msg = f"{why}: extracting all {n} photos again with it, so that no answer mixes two models"
+    msg = f"{why}: extracting all {n} photos again, so that no answer mixes {mixed}"
     log.warning(msg)
     warnings.append(msg)
 

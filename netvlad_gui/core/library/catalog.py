@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS images (
     gps_reason TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL,           -- pending | indexed | failed
     error TEXT NOT NULL DEFAULT '',
-    row INTEGER                     -- descriptor row in the store, when indexed
+    row INTEGER,                    -- descriptor row in the store, when indexed
+    marker TEXT NOT NULL DEFAULT '',  -- inode:ctime when last seen (photos/filestamp.py)
+    digest TEXT NOT NULL DEFAULT ''   -- hash of the file's first and last 64 KB
 );
 CREATE INDEX IF NOT EXISTS images_status ON images(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,7 +40,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 PENDING, INDEXED, FAILED = "pending", "indexed", "failed"
 
-#: The columns of each table, as _SCHEMA makes them: a catalogue lacking one is not ours.
+#: Columns added after the first release, to an older catalogue as the build opens it.
+_ADDED = {"images": {"marker": "TEXT NOT NULL DEFAULT ''", "digest": "TEXT NOT NULL DEFAULT ''"}}
+
+#: The columns each table had from the start: a catalogue lacking one is not ours.
 _TABLES = {
     "images": {
         "id", "path", "size", "mtime", "lat", "lon", "alt",
@@ -173,6 +178,7 @@ class Catalog:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(_SCHEMA)
+                self._add_columns()
                 if self.get_meta("schema_version") is None:
                     self.set_meta("schema_version", str(SCHEMA_VERSION))
             else:
@@ -196,6 +202,15 @@ class Catalog:
         if why := _schema_problem(self.db):
             self.db.close()
             raise ForeignCatalogError(foreign_message(self.path, why))
+
+    def _add_columns(self) -> None:
+        """Writer only: give an older catalogue the columns added since (``_ADDED``)."""
+        for table, added in _ADDED.items():
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, decl in added.items():
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+        self.db.commit()
 
     def _connect_read_only(self) -> sqlite3.Connection:
         uri = "file:" + quote(os.fspath(self.path.resolve()))
@@ -289,6 +304,20 @@ class Catalog:
         self.db.commit()
 
     @_guarded
+    def stamps(self) -> dict[int, tuple[str, str]]:
+        """id -> (change marker, content digest) as last recorded ("" where never recorded)."""
+        return {i: (m, d) for i, m, d in self.db.execute("SELECT id, marker, digest FROM images")}
+
+    @_guarded
+    def set_stamps(self, entries: Iterable[tuple]) -> None:
+        """(path, change marker, content digest) of files the scan looked at."""
+        self.db.executemany(
+            "UPDATE images SET marker=?, digest=? WHERE path=?",
+            [(m, d, path_to_db(path)) for path, m, d in entries],
+        )
+        self.db.commit()
+
+    @_guarded
     def update_gps(self, entries: Iterable[tuple]) -> None:
         """(id, lat, lon, alt, gps_source, gps_reason): a GPS fix; the descriptor stays valid."""
         self.db.executemany(
@@ -306,6 +335,31 @@ class Catalog:
             for k, v in meta.items():
                 self.set_meta(k, v, commit=False)
         return n
+
+    @_guarded
+    def requeue(self, ids: Iterable[int], meta: dict[str, str]) -> None:
+        """Photos back to pending (their stored row is lost or damaged), atomically with meta.
+
+        Size, mtime and GPS stay: the scan leaves them pending and the build extracts them.
+        """
+        with self.db:
+            self.db.executemany(
+                "UPDATE images SET status='pending', row=NULL, error='' WHERE id=?",
+                [(int(i),) for i in ids],
+            )
+            for k, v in meta.items():
+                self.set_meta(k, v, commit=False)
+
+    @_guarded
+    def rows_from(self, first_row: int) -> list[int]:
+        """Ids of the indexed photos whose store row is ``first_row`` or later."""
+        return [
+            i
+            for (i,) in self.db.execute(
+                "SELECT id FROM images WHERE status='indexed' AND row >= ? ORDER BY id",
+                (int(first_row),),
+            )
+        ]
 
     @_guarded
     def indexed_pairs(self) -> list[tuple[int, int]]:

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +39,27 @@ def initialise_from_images(
     cancel: Callable[[], bool] | None = None,
     meta: dict[str, Any] | None = None,
     decoder: Decoder | None = None,
+    maps: Callable[[Sequence[int]], Iterable[Any]] | None = None,
 ) -> float:
     """Initialise from up to ``num_images`` of ``paths`` (a seeded sample); return alpha.
 
     ``meta`` is recorded with the sample's size in ``model.meta["init"]``. Raises ``Cancelled``
-    between images when ``cancel()`` turns true. ``decoder``: see ``iter_images``.
+    between images when ``cancel()`` turns true. ``decoder``: see ``iter_images``. ``maps``
+    gives the backbone maps (D, H', W') of the photos at the sampled positions, in order (None
+    for one that cannot be read), instead of decoding them here: training computes them anyway.
     """
     if not paths:
         raise DatasetError("no images to initialise the NetVLAD layer from")
     pick = sample_positions(len(paths), init_cfg)
     chosen = [paths[i] for i in pick]
     device = model.device
+    if maps is not None:
+        model.eval()
+        kept = (m for m in maps([int(i) for i in pick]) if m is not None)
+        samples = sample_from_feature_maps(
+            kept, _per_image(model, init_cfg, len(chosen)), init_cfg.seed, model.local_dim
+        )
+        return _finish(model, samples, init_cfg, len(chosen), meta)
 
     errors: dict[int, str] = {}
 
@@ -256,6 +266,12 @@ def _check_enough(
         f"{len(samples)} local descriptors, and its {clusters} clusters need at least one each; "
         "add photos to the library, or choose a model that is already trained"
     )
+
+
+def samples_per_image(model: PlaceModel, init_cfg: InitConfig, images: int) -> int:
+    """How many local descriptors the initialisation samples per photo of a sample of
+    ``images`` (training re-samples a reference model the same way)."""
+    return _per_image(model, init_cfg, images)
 
 
 def _per_image(model: PlaceModel, init_cfg: InitConfig, images: int) -> int:

@@ -18,6 +18,7 @@ from PIL import Image
 from ..config import ExtractConfig, LocateConfig, VerifyConfig
 from ..errors import IndexModelMissingError
 from ..library.index import LibraryIndex, SearchHit
+from ..library.inputsize import at_index_size
 from ..library.status import NO_MODEL
 from ..model.features import NON_FINITE, describe_batch, inference_model, resolve_device
 from ..photos.images import ImageLoadError, load_image, to_tensor
@@ -65,7 +66,10 @@ class Locator:
         from ..model.checkpoint import load_checkpoint
 
         self.index = index
-        self.extract_cfg = (extract_cfg or ExtractConfig()).validate()
+        ec = (extract_cfg or ExtractConfig()).validate()
+        # Photos are described at the size the index's descriptors were made at, whatever the
+        # front asked for (open_session says so when it asked for another).
+        self.extract_cfg = at_index_size(ec, index.image_size or ec.image_size)
         self.cfg = (locate_cfg or LocateConfig()).validate()
         self.device = resolve_device(self.extract_cfg.device)
         if not index.model_path.exists():

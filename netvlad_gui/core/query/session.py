@@ -26,7 +26,8 @@ import numpy as np
 
 from ..config import ExtractConfig, LocateConfig, SequenceConfig
 from ..library.index import LibraryIndex
-from ..library.status import LibraryStatus, index_exists, library_status
+from ..library.inputsize import size_note
+from ..library.status import LibraryStatus, index_exists, library_status, not_searchable_note
 from ..photos import geo
 from ..photos.capture import Ordering, order_photos, read_capture_time
 from ..photos.images import ImageLoadError, PhotoInput
@@ -35,6 +36,7 @@ from .locate import Locator
 from .result import LocateResult
 from .sequence import PhotoCandidates
 from .together import References, candidates, decide_group, sequence_result
+from .verdict import LOCATED
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,36 @@ class _Own:
 class LocateSession:
     """Locates photos against one open library, each photo's stages from one description."""
 
-    def __init__(self, locator: Locator, cfg: LocateConfig | None = None) -> None:
+    def __init__(
+        self,
+        locator: Locator,
+        cfg: LocateConfig | None = None,
+        status: LibraryStatus | None = None,
+    ) -> None:
         self.locator = locator
         self.cfg = (cfg or locator.cfg).validate()
+        self.status = status  # what open_session found: photos not searchable, notes
         self._references: References | None = None
         self.ordering: Ordering | None = None  # the last sequence run's order and trips
+
+    def _noted(self, res: LocateResult, met_damage: bool = False) -> LocateResult:
+        """A final answer other than "located" says which photos of the library were not
+        searched: their place may be the one the search did not find. So does any answer
+        whose search met a damaged stored descriptor (and left it out)."""
+        note = not_searchable_note(self.status) if self.status is not None else ""
+        if note and res.final and not res.error and (met_damage or res.verdict != LOCATED):
+            res.verdict_reason = f"{res.verdict_reason}; {note}" if res.verdict_reason else note
+        return res
+
+    def _search(self, descriptor, k: int):
+        """The search's hits, and whether it met damaged stored rows no search had met before
+        (an approximate index meets them among its candidates; ``status`` counts them)."""
+        before = len(self.index.damaged_ids)
+        hits = self.locator.search(descriptor, k)
+        after = len(self.index.damaged_ids)
+        if after > before and self.status is not None:
+            self.status.damaged = after
+        return hits, after > before
 
     @property
     def index(self) -> LibraryIndex:
@@ -171,27 +198,26 @@ class LocateSession:
             yield LocateResult(query=item.label, error=str(exc))
             return
         k = max(cfg.top_n, vc.top_k if verify else 0, extra_k)
-        ev = Evidence(
-            item.label,
-            loc.search(described.descriptor, k),
-            truth if truth is not None else geo.read_gps(item.path),
-            library_has_gps=loc.library_has_gps,
-        )
+        hits, met = self._search(described.descriptor, k)
+        gps = truth if truth is not None else geo.read_gps(item.path)
+        ev = Evidence(item.label, hits, gps, library_has_gps=loc.library_has_gps)
+
+        def answer(reason: str = "") -> LocateResult:
+            res = build_answer(ev, loc.calibration, cfg, final=True, reason=reason)
+            return self._noted(res, met)
+
         if verify:
             yield build_answer(ev, loc.calibration, cfg, final=False)
             if cancel is not None and cancel():
-                yield build_answer(
-                    ev, loc.calibration, cfg, final=True, reason=STOPPED_BEFORE_CHECK
-                )
+                yield answer(STOPPED_BEFORE_CHECK)
                 return
             try:
                 ev.checks = loc.verify(described, ev.hits, vc)
             except Exception as exc:  # the global answer stands, saying why
                 log.warning("verifying %s failed", item.path, exc_info=True)
-                reason = f"the geometric check failed ({exc}): the global search alone"
-                yield build_answer(ev, loc.calibration, cfg, final=True, reason=reason)
+                yield answer(f"the geometric check failed ({exc}): the global search alone")
                 return
-        final = build_answer(ev, loc.calibration, cfg, final=True)
+        final = answer()
         if keep is None:
             yield final
             return
@@ -298,7 +324,11 @@ def open_session(
             return status, None
         locator = Locator(index, extract_cfg=extract_cfg, locate_cfg=locate_cfg or LocateConfig())
         index.faiss_index()  # load the search index now, not on the first photo
+        status.lost = index.store().lost  # rows a truncated store no longer holds
+        if note := size_note(index.image_size, extract_cfg or locator.extract_cfg):
+            status.notes.append(note)
+        status.damaged = len(index.damaged_ids)  # an exact search checked every row
     except BaseException:
         index.close()
         raise
-    return status, LocateSession(locator)
+    return status, LocateSession(locator, status=status)

@@ -41,6 +41,7 @@ from PIL import Image
 
 from ..config import ExtractConfig, VerifyConfig
 from ..errors import ConfigError
+from ..photos.filestamp import identity
 from ..photos.images import ImageLoadError, load_image, resize_longer_side, to_tensor
 
 _MIN_MATCHES = {"homography": 4, "fundamental": 8}
@@ -259,7 +260,8 @@ class Verifier:
     """Local features of queries and references, and the verification of K candidates.
 
     References' features are computed from their photo on first use and kept in an LRU cache of
-    ``cfg.cache_size`` images (keyed by path, size and mtime, so an edited photo is re-read).
+    ``cfg.cache_size`` images (keyed by path and ``filestamp.identity``, so an edited photo is
+    re-read, and so is one swapped for another of the same size with its mtime put back).
     """
 
     def __init__(
@@ -337,7 +339,7 @@ class Verifier:
                 st = os.stat(p)
             except OSError:
                 continue
-            key = (str(p), st.st_size, st.st_mtime_ns)
+            key = (str(p), *identity(p, st))
             with self._lock:
                 hit = self._cache.get(key)
                 if hit is not None:
