@@ -77,6 +77,10 @@ def _own_evidence(res: LocateResult) -> str:
         return "not verified (global search only)"
     n = res.best_inliers
     first = res.matches[0].inliers if res.matches else None
+    if res.sequence is not None and res.matches:
+        # Decided with its neighbours: match #1 is the track's place, which need not be the
+        # photo's own best-checked match (best_inliers); say what #1 itself has.
+        return "match #1 not checked" if first is None else f"match #1 {first} matching points"
     if n is None:
         return "verified: no match could be read"
     if res.verdict == NOT_FOUND or first != n:
