@@ -129,6 +129,8 @@
                 if (p.numbered !== numbered) {
                     p.numbered = numbered;
                     p.marker.setIcon(icon(p));
+                    // a number over the dots of photos placed at the same spot, not under
+                    if (!p.current) p.marker.setZIndexOffset(numbered ? 150 : 100);
                 }
             });
         }
