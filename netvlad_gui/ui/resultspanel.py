@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QSizePolicy,
     QStackedWidget,
+    QStyle,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -155,7 +156,7 @@ class ResultsPanel(QWidget):
         self.prediction_area.setWidgetResizable(True)
         self.prediction_area.setFrameShape(QFrame.Shape.NoFrame)
         self.prediction_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.prediction_area.setFixedWidth(QUERY_THUMB.width() + 24)
+        self._set_card_width(QUERY_THUMB.width())
         card = QVBoxLayout()
         card.setSpacing(4)
         card.addWidget(self.query_image, 0, Qt.AlignmentFlag.AlignLeft)
@@ -474,7 +475,7 @@ class ResultsPanel(QWidget):
             return
         self._query_size, self._match_size = query, match
         self.query_image.setFixedSize(query)
-        self.prediction_area.setFixedWidth(query.width() + 24)
+        self._set_card_width(query.width())
         self.matches.setIconSize(match)
         # At least as wide as a match's caption ("score 0.294 · 16 m") on one line.
         self.matches.setGridSize(QSize(max(match.width() + 12, 124), match.height() + 44))
@@ -484,6 +485,11 @@ class ResultsPanel(QWidget):
             self.show_entry(self._entry, self._position)  # redraw the thumbnails at the new size
             if selected is not None:
                 self.select_rank(selected)
+
+    def _set_card_width(self, thumb_width: int) -> None:
+        # the text keeps its width when the scroll bar shows (coordinates stay on one line)
+        bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        self.prediction_area.setFixedWidth(thumb_width + 24 + bar)
 
     def _set_query_thumb(self, path: str) -> None:
         image = self._thumbs.request(path)
