@@ -4,42 +4,20 @@ the CLI, on real night photos of gardens_point against a geotagged stretch of it
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 
 import pytest
+from _gardens import SIZE, build_gardens
+from _gardens import frame_number as _frame
+from _gardens import write_walk_video as _video
 
 from netvlad_gui.cli import main
 from netvlad_gui.core.config import ExtractConfig, SequenceConfig
-
-FRAMES = range(120, 160)  # a stretch of the walk: 40 places, 3 m apart
-SIZE = 320
-
-
-def _frame(path: str | Path) -> int:
-    return int(re.search(r"Image(\d+)", str(path)).group(1))
 
 
 @pytest.fixture(scope="module")
 def gardens(shared_dir, tmp_path_factory):
     """(index folder, night photos): the day_right stretch as a library with synthetic GPS."""
-    from netvlad_gui.core.library.builder import build_index
-
-    src = shared_dir / "data/gardens_point"
-    if not src.is_dir():
-        pytest.skip(f"gardens_point not found at {src}")
-    root = tmp_path_factory.mktemp("gardens")
-    lib = root / "day_right"
-    lib.mkdir()
-    rows = ["file,lat,lon"]
-    for f in FRAMES:
-        (lib / f"Image{f}.jpg").symlink_to(src / "day_right" / f"Image{f}.jpg")
-        rows.append(f"Image{f}.jpg,{-27.4775 + 3.0 * f / 111_195:.8f},153.0285")
-    (lib / "gps.csv").write_text("\n".join(rows) + "\n")
-    cfg = ExtractConfig(image_size=SIZE, num_workers=0)
-    build_index(lib, root / "idx", extract_cfg=cfg)
-    night = [src / "night_right" / f"Image{f}.jpg" for f in FRAMES[5:25]]
-    return root / "idx", night
+    return build_gardens(shared_dir, tmp_path_factory.mktemp("gardens"))
 
 
 def _r1(results) -> float:
@@ -83,18 +61,6 @@ def test_one_photo_or_no_sequence_is_located_as_alone(gardens):
         session.close()
     assert solo.sequence is None and solo.verdict == alone.verdict
     assert [m.path for m in solo.matches] == [m.path for m in alone.matches]
-
-
-def _video(path: Path, photos: list[Path], fps: float = 2.0) -> Path:
-    import cv2
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 360))
-    for p in photos:
-        img = cv2.resize(cv2.imread(str(p)), (640, 360))
-        for _ in range(int(fps)):  # each place one second
-            writer.write(img)
-    writer.release()
-    return path
 
 
 def test_a_video_is_located_as_a_sequence_of_named_frames(gardens, tmp_path, capsys):

@@ -29,6 +29,9 @@ TOP_N_MAX = 1000  # matches per photo: faiss asserts on 0, and memory grows with
 TOP_N_RANGE = (1, TOP_N_MAX)
 #: Matches verified per photo (``--verify-top``); each one adds to the time a photo takes.
 VERIFY_TOP_RANGE = (1, 1000)
+#: A video is sampled every this many seconds (SequenceConfig.every_s): from 100 frames a second
+#: (finer than any camera's spacing worth locating) to one a day.
+EVERY_S_RANGE = (0.01, 86_400.0)
 
 
 def _check_int(name: str, value: object, lo: int, hi: int, why: str = "") -> None:
@@ -419,7 +422,7 @@ class SequenceConfig:
             raise ConfigError(f"sequence restart must be below 1, not {self.restart!r}")
         _check_int("sequence support", self.min_support, 1, 1000)
         _check_int("sequence support top", self.support_top, 1, TOP_N_MAX)
-        _check_float("video interval (s)", self.every_s, 0.0, 86_400.0, open_lo=True)
+        _check_float("video interval (s)", self.every_s, *EVERY_S_RANGE)
         if self.min_step_m >= self.untimed_step_m:
             raise ConfigError(
                 f"sequence min step ({self.min_step_m:g} m) must be below the step "

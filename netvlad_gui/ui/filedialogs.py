@@ -12,11 +12,14 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFileDialog, QWidget
 
-from netvlad_gui.core.photos.images import IMAGE_EXTENSIONS
+from netvlad_gui.core.photos.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 LAST_FOLDER_KEY = "ui/last_folder"
-IMAGE_FILTER = "Photos ({});;All files (*)".format(
-    " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS))
+# A video is located as a sequence of its frames (Tools → Model and settings: one every N s).
+IMAGE_FILTER = "Photos and videos ({});;Photos ({});;Videos ({});;All files (*)".format(
+    " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)),
+    " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS)),
+    " ".join(f"*{e}" for e in sorted(VIDEO_EXTENSIONS)),
 )
 EXPORT_FILTER = "CSV (*.csv);;GeoJSON (*.geojson)"
 
@@ -56,7 +59,7 @@ def choose_library(parent: QWidget, library: str = "") -> str:
 
 def photos(parent: QWidget, library: str = "") -> list[str]:
     files, _ = QFileDialog.getOpenFileNames(
-        parent, "Photos to locate", start_folder(library), IMAGE_FILTER
+        parent, "Photos or videos to locate", start_folder(library), IMAGE_FILTER
     )
     if files:
         remember(files[0])

@@ -5,23 +5,37 @@ answer: which photos are in flight, which were sent before the library changed (
 belong to the old one), which of a batch failed, and how long each took. The engine's session
 decides every answer; stages are only relayed into the queue, and a photo's answer counts as
 arrived (``resultArrived``) when its final stage does.
+
+Waiting photos go out as engine jobs in list order: runs of photos located alone, and each
+group of photos located together (a walk, a video's frames) as one sequence job; each photo
+remembers its job, since a sequence's ids (its trips) are numbered per job.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 
 from PySide6.QtCore import QObject, Signal
 
-from netvlad_gui.core.config import LocateConfig
+from netvlad_gui.core.config import LocateConfig, SequenceConfig
 from netvlad_gui.core.query.result import LocateResult
 
 from . import messages
 from .notices import WARNING
 from .queuepanel import DONE, QueuePanel
+from .workers import LocateJob
 
 log = logging.getLogger("netvlad_gui.ui")
+
+_jobs = itertools.count(1)
+_groups = itertools.count(1)
+
+
+def new_group() -> int:
+    """A fresh group number: photos that share it are located together."""
+    return next(_groups)
 
 
 class Locating(QObject):
@@ -54,14 +68,42 @@ class Locating(QObject):
             self._drop_times[token] = t0
         self._failed_names = []
 
-    def send(self, cfg: LocateConfig) -> int:
-        """Send the waiting photos that are not in flight; how many were sent."""
+    def send(self, cfg: LocateConfig, sequence: SequenceConfig | None = None) -> int:
+        """Send the waiting photos that are not in flight; how many were sent. Photos of a
+        group go as one job located together with ``sequence`` (default: core's)."""
         waiting = [e for e in self.queue.waiting() if e.token not in self.in_flight]
         if not waiting:
             return 0
+        sequence = sequence or SequenceConfig()
+        jobs: list[LocateJob] = []
+        groups: dict[int, LocateJob] = {}
+        for e in waiting:
+            if e.group:
+                job = groups.get(e.group)
+                if job is None:
+                    job = groups[e.group] = LocateJob([], sequence)
+                    jobs.append(job)
+            elif jobs and jobs[-1].sequence is None:
+                job = jobs[-1]
+            else:
+                job = LocateJob([])
+                jobs.append(job)
+            job.items.append((e.token, e.photo()))
+        numbers = {id(job): next(_jobs) for job in jobs}
+        for job in jobs:
+            for token, _ in job.items:
+                self.queue.entry(token).job = numbers[id(job)]
         self.in_flight.update(e.token for e in waiting)
-        self.requested.emit([(e.token, e.path) for e in waiting], cfg)
+        self.requested.emit(jobs, cfg)
         return len(waiting)
+
+    def locate_together(self, tokens: list[int]) -> bool:
+        """Requeue these photos as one group located together; False (nothing changed) while
+        one of them is still being located."""
+        if len(tokens) < 2 or any(t in self.in_flight for t in tokens):
+            return False
+        self.queue.requeue(tokens, group=new_group())
+        return True
 
     def has_waiting(self) -> bool:
         return any(e.token not in self.in_flight for e in self.queue.waiting())
@@ -101,6 +143,11 @@ class Locating(QObject):
 
     def on_finished(self, _count: int, cancelled: bool) -> None:
         if cancelled:
+            # A photo stopped at a provisional stage has no answer: it waits again.
+            unfinished = [
+                t for t in self.in_flight if (e := self.queue.entry(t)) is not None and e.verifying
+            ]
+            self.queue.requeue(unfinished)
             self.in_flight.clear()
         if not self.in_flight:
             self.idle.emit()

@@ -39,6 +39,7 @@ from .menus import build_menus
 from .notices import ERROR, INFO, WARNING, FloatOver, LogDock, NoticeBar
 from .queuepanel import QueuePanel
 from .resultspanel import ResultsPanel
+from .sequencing import Sequencing
 from .settingsdialog import AppSettings, SettingsDialog, model_problem
 from .stallmeter import StallMeter, stall_label
 from .thumbnails import ThumbnailLoader
@@ -89,6 +90,7 @@ class MainWindow(QMainWindow):
         self.open_action, self.export_action = actions["open"], actions["export"]
         self.copy_action, self.osm_action = actions["copy"], actions["osm"]
         self._start_engine()
+        self.sequencing.attach(self.engine, actions["together"])
         restore_window_state(self, [self.splitter, self._right], (1280, 820))
         self._show_page()
         self._refresh_model_banner()
@@ -143,7 +145,7 @@ class MainWindow(QMainWindow):
         self.library_panel.libraryDropped.connect(self.set_library)
         self.library_panel.buildRequested.connect(self.build_index)
         self.library_panel.cancelRequested.connect(self.cancel_build)
-        self.queue.currentChanged.connect(self._show_token)
+        self.queue.currentChanged.connect(self.show_token)
         self.queue.relocateRequested.connect(self.locate_again)
         self.results.stepRequested.connect(self.queue.step)
         self.results.matchSelected.connect(self.map.select)
@@ -153,10 +155,11 @@ class MainWindow(QMainWindow):
         self.map.onlineTilesRequested.connect(self.use_online_tiles)
         self.model_banner.actionTriggered.connect(self.open_settings)
         self.stop_button.clicked.connect(self.cancel_locating)
-        self.locating.shown.connect(self._show_token)
+        self.locating.shown.connect(self.show_token)
         self.locating.resultArrived.connect(self.resultArrived)
         self.locating.idle.connect(self._on_locating_idle)
         self.locating.notice.connect(self._on_locating_notice)
+        self.sequencing = Sequencing(self)
 
     def _start_engine(self) -> None:
         self.engine = EngineWorker()
@@ -298,7 +301,7 @@ class MainWindow(QMainWindow):
             self.library_panel.show_summary_line("Cancelling: keeping what is finished…")
 
     def cancel_locating(self) -> None:
-        if self.locating.in_flight and not self._building:
+        if (self.locating.in_flight or self.sequencing.sampling) and not self._building:
             self.engine.cancel()
 
     def _on_progress(self, stage: str, done: int, total: int) -> None:
@@ -306,6 +309,8 @@ class MainWindow(QMainWindow):
             self.library_panel.on_progress(stage, done, total)
         elif stage == "locate" and total > 1:
             self.statusBar().showMessage(f"Locating {done} of {total}…")
+        elif stage == "frames":
+            self.sequencing.on_progress(done, total)
 
     def _on_build_finished(self, summary) -> None:
         self._building = False
@@ -339,7 +344,7 @@ class MainWindow(QMainWindow):
                 info.with_gps,
                 info.model,
             )
-            self._send_waiting()
+            self.send_waiting()
         elif self.options.auto_build and not self._building and not self._auto_built:
             self._auto_built = True  # once: a failed build must not start over and over
             self.build_index()
@@ -364,16 +369,20 @@ class MainWindow(QMainWindow):
             self.open_inputs([folder])
 
     def open_inputs(self, items: list[str]) -> list[int]:
-        """Photos and folders to locate (drops, File → Open, command line). Returns tokens."""
+        """Photos, folders and videos to locate (drops, File → Open, command line). Returns the
+        photos' tokens (a video's frames are listed once the engine has read them)."""
         t0 = time.perf_counter()
         inputs = expand_inputs(items)
         photos = [str(p.resolve()) for p in inputs.photos]
         skipped = [f"{p.name or p} ({reason})" for p, reason in inputs.skipped]
         if skipped:
             self.show_notice(messages.skipped_inputs(skipped), WARNING)
+        for video in inputs.videos:  # always a sequence of frames
+            self.sequencing.add_video(video)
         if not photos:
             return []
-        entries = self.queue.add(photos)  # photos already in the list are not added again
+        # photos already in the list are not added again
+        entries = self.sequencing.add_photos(items, inputs.photos, photos)
         if len(entries) < len(photos):
             self.statusBar().showMessage(
                 messages.already_listed(len(photos) - len(entries), len(photos)), 5000
@@ -382,7 +391,7 @@ class MainWindow(QMainWindow):
         self.locating.dropped([e.token for e in entries], t0)
         if first is not None:
             self.queue.set_current(first.token)
-        self._send_waiting()
+        self.send_waiting()
         return [e.token for e in entries]
 
     def _mark_stale(self) -> None:
@@ -393,7 +402,7 @@ class MainWindow(QMainWindow):
             return
         current = self.queue.current()
         if current is not None:
-            self._show_token(current.token)
+            self.show_token(current.token)
         self.show_notice(
             messages.stale_results(len(old)),
             WARNING,
@@ -407,10 +416,10 @@ class MainWindow(QMainWindow):
         self.notice.hide()
         current = self.queue.current()
         if current is not None:
-            self._show_token(current.token)
-        self._send_waiting()
+            self.show_token(current.token)
+        self.send_waiting()
 
-    def _send_waiting(self) -> None:
+    def send_waiting(self) -> None:
         if not self.locating.has_waiting():
             return
         if self._building:
@@ -421,7 +430,7 @@ class MainWindow(QMainWindow):
                 self.show_notice(messages.photos_wait(bool(self.library)), WARNING)
             return
         self.stalls.begin(LOCATING)
-        sent = self.locating.send(self.settings.locate_config())
+        sent = self.locating.send(self.settings.locate_config(), self.settings.sequence_config())
         self.stop_button.setVisible(sent > 1)
 
     def _on_locating_notice(self, text: str, level: str, action: str, file: str, log_text: str):
@@ -445,13 +454,14 @@ class MainWindow(QMainWindow):
         copy = lambda: QApplication.clipboard().setText(url)
         self.show_notice(messages.no_browser(url), WARNING, action="Copy link", on_action=copy)
 
-    def _show_token(self, token: int) -> None:
+    def show_token(self, token: int) -> None:
         entry = self.queue.entry(token) if token else None
         self.results.show_entry(entry, self.queue.position())
         if entry is None or entry.stale or entry.result is None or entry.result.error:
             self.map.clear()
         else:
             self.map.show_result(result_to_map(entry.result))
+            self.sequencing.draw_track(entry)
 
     # ---- export, settings ---------------------------------------------------------------------
 

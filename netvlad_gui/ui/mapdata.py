@@ -10,6 +10,8 @@ from netvlad_gui.core.query import wording
 from netvlad_gui.core.query.result import LocateResult
 
 OSM_ZOOM = 18
+#: The photos on either side of the one on show that its map view reaches (of its walk's track).
+TRACK_FIT_NEIGHBOURS = 5
 
 
 def result_to_map(res: LocateResult) -> dict[str, Any]:
@@ -25,7 +27,10 @@ def result_to_map(res: LocateResult) -> dict[str, Any]:
     if kind == wording.GUESS:
         label += " (a guess: not found in this library)"
     elif kind == wording.FIRST_GUESS:
-        label += " (first guess: being checked)"
+        waiting = wording.WAITING_FOR_NEIGHBOURS  # checked already: its neighbours decide
+        label += (
+            f" (its own answer: {waiting})" if res.verified else " (first guess: being checked)"
+        )
     query = {
         "label": label,
         "guess": guess,
@@ -53,6 +58,33 @@ def result_to_map(res: LocateResult) -> dict[str, Any]:
         for m in res.matches
     ]
     return {"query": query, "matches": matches}
+
+
+def track_to_map(photos: list[tuple[int, str, LocateResult]], current: int) -> dict[str, Any]:
+    """The ``MapView.show_track`` dict of a walk's photos decided together: (token, label,
+    final result) each, drawn in walk order (``sequence.index``) and numbered by it; the
+    photo ``current`` is on show, and the view reaches its nearest neighbours."""
+    placed = [  # a place only where it is an answer: never a not-found photo's guess
+        (token, label, res)
+        for token, label, res in photos
+        if res.sequence is not None and wording.coordinates_kind(res) == wording.ANSWER
+    ]
+    placed.sort(key=lambda p: p[2].sequence.index)
+    here = next((res.sequence.index for token, _, res in placed if token == current), None)
+    points = [
+        {
+            "token": token,
+            "number": res.sequence.index + 1,
+            "lat": res.lat,
+            "lon": res.lon,
+            "label": label,
+            "support": wording.support(res),
+            "current": token == current,
+            "fit": here is not None and abs(res.sequence.index - here) <= TRACK_FIT_NEIGHBOURS,
+        }
+        for token, label, res in placed
+    ]
+    return {"points": points}
 
 
 def format_coords(lat: float, lon: float) -> str:

@@ -46,6 +46,7 @@ class _Bridge(QObject):
 
     page_ready = Signal()
     match_clicked = Signal(int)
+    track_clicked = Signal(int)
     online_tiles_requested = Signal()
 
     @Slot()
@@ -59,6 +60,10 @@ class _Bridge(QObject):
     @Slot(int)
     def matchClicked(self, rank: int) -> None:
         self.match_clicked.emit(int(rank))
+
+    @Slot(int)
+    def trackClicked(self, token: int) -> None:
+        self.track_clicked.emit(int(token))
 
 
 class _MapPage(QWebEnginePage):
@@ -99,13 +104,15 @@ class MapView(QWebEngineView):
     """The map widget: references, the located query and its matches.
 
     Signals: ``ready`` once the page can take calls; ``matchClicked(rank)`` when the user clicks a
-    numbered match marker; ``onlineTilesRequested`` when the user clicks "Use online map tiles" on
+    numbered match marker; ``trackClicked(token)`` when they click a photo on the predicted
+    track of a walk; ``onlineTilesRequested`` when the user clicks "Use online map tiles" on
     the map (the owner saves the setting and calls ``set_tiles``). Data dicts follow ``nv.setReferences`` / ``nv.showResult`` in
     resources/web/nvmap.js; labels are shown as plain text, never as HTML.
     """
 
     ready = Signal()
     matchClicked = Signal(int)
+    trackClicked = Signal(int)
     onlineTilesRequested = Signal()
 
     def __init__(
@@ -153,6 +160,7 @@ class MapView(QWebEngineView):
         page.setWebChannel(self._channel)
         self._bridge.page_ready.connect(self._mark_ready)
         self._bridge.match_clicked.connect(self.matchClicked)
+        self._bridge.track_clicked.connect(self.trackClicked)
         self._bridge.online_tiles_requested.connect(self.onlineTilesRequested)
 
         self.setPage(page)
@@ -214,6 +222,12 @@ class MapView(QWebEngineView):
     def show_result(self, result: Mapping[str, Any]) -> None:
         """Draw a located query: ``{"query": {...}, "matches": [...]}`` (replaces the last one)."""
         self.run_js(js_call("showResult", result))
+
+    def show_track(self, track: Mapping[str, Any], *, fit: bool = False) -> None:
+        """Draw the predicted track of the shown photo's walk: ``{"points": [...]}`` as
+        ``mapdata.track_to_map`` makes it (replaces the last one; ``show_result`` clears it).
+        ``fit``: fit the view to the result and the photo's near neighbours."""
+        self.run_js(js_call("showTrack", track, {"fit": bool(fit)}))
 
     def select(self, rank: int) -> None:
         """Highlight match ``rank`` and open its popup (does not emit matchClicked)."""

@@ -46,6 +46,10 @@ def build_menus(win: QMainWindow) -> dict[str, QAction]:
         )
     }
     act(file_menu, "Open a &folder of photos…", win.open_folder_dialog)
+    # Checkable; Sequencing.attach wires it (and keeps it in step with the photo list's box).
+    actions["together"] = QAction("Locate photos of one &walk together", win)
+    actions["together"].setToolTip(win.queue.together.toolTip())
+    file_menu.addAction(actions["together"])
     file_menu.addSeparator()
     act(file_menu, "Choose &library folder…", win.choose_library)
     actions["export"] = act(

@@ -1,4 +1,9 @@
-"""The queue of dropped photos: one entry per photo, its state, and which one is shown."""
+"""The queue of dropped photos: one entry per photo, its state, and which one is shown.
+
+Photos of one walk (a folder dropped with "Locate photos of one walk together", a selection
+located as a sequence, a video's frames) share a ``group``: they are sent to the engine
+together. A video's frames are photos saved in the user cache with the frame's name.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,20 @@ from pathlib import Path
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
     QGroupBox,
     QHBoxLayout,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPushButton,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from netvlad_gui.core.photos.images import PhotoInput
 from netvlad_gui.core.query import wording
 from netvlad_gui.core.query.result import LocateResult
 from netvlad_gui.core.query.verdict import LOCATED
@@ -35,6 +44,11 @@ ROW_LINES = 3
 _tokens = itertools.count(1)
 
 
+#: A checked photo of a walk waiting for its neighbours (wording.WAITING_FOR_NEIGHBOURS), as
+#: the list's narrow row says it: one sentence on its two status lines.
+_WAITING_LINES = ("Checked, waiting for", "the photos after it")
+
+
 @dataclass
 class Entry:
     """One photo of the session and what became of it."""
@@ -46,6 +60,11 @@ class Entry:
     error: str = ""
     label: str = ""  # the name, with its folder when another photo of the list has the same name
     stale: bool = False  # located against another library: listed, never shown as current
+    group: int = 0  # photos with the same group (not 0) are located together, as a sequence
+    job: int = 0  # the engine job that located it (sequence ids are per job)
+    frame: str = ""  # a video frame's name, "clip.mp4@00:12.0" ("" for a photo)
+    time_s: float | None = None  # a frame's time in its video
+    source: str = ""  # a frame's video
 
     @property
     def verifying(self) -> bool:
@@ -54,7 +73,11 @@ class Entry:
 
     @property
     def name(self) -> str:
-        return Path(self.path).name
+        return self.frame or Path(self.path).name
+
+    def photo(self) -> str | PhotoInput:
+        """What the engine locates: the file, or a frame with its name and time."""
+        return PhotoInput(Path(self.path), self.frame, self.time_s) if self.frame else self.path
 
     @property
     def display_name(self) -> str:
@@ -62,7 +85,10 @@ class Entry:
 
     def status_line(self) -> str:
         """The row's status on one line (its tooltip, and the log)."""
-        return " · ".join(part for part in self.status_lines() if part)
+        lines = self.status_lines()
+        if lines == _WAITING_LINES:  # one sentence on two lines
+            return " ".join(lines)
+        return " · ".join(part for part in lines if part)
 
     def status_lines(self) -> tuple[str, str]:
         """The row's two status lines: what became of the photo, then its figures (confidence
@@ -78,8 +104,13 @@ class Entry:
             return "", ""
         kind = wording.coordinates_kind(res)
         if kind == wording.FIRST_GUESS:  # no verdict and no figures until the evidence is in
-            return "verifying…", ""
+            if res.verified:  # checked; decided once the photos after it are in
+                return _WAITING_LINES
+            return wording.waiting_for(res), ""
         verdict = wording.headline(res, short=True)
+        together = wording.support(res, short=True)
+        if together:  # "Located · 5 of 9 agree": decided with its neighbours
+            verdict = f"{verdict} · {together}"
         if kind == wording.NO_PLACE:
             return verdict or "Not in library", "no match with GPS"
         if kind == wording.GUESS:  # the nearest guess is no answer: no radius, no error
@@ -91,10 +122,14 @@ class Entry:
 
 
 class QueuePanel(QGroupBox):
-    """Lists the session's photos; ``currentChanged(token)`` when the user picks one."""
+    """Lists the session's photos; ``currentChanged(token)`` when the user picks one,
+    ``sequenceRequested(tokens)`` for "Locate selected as a sequence" (two or more photos),
+    ``togetherToggled(on)`` when the "one walk" box is ticked or cleared."""
 
     currentChanged = Signal(int)
     relocateRequested = Signal()  # "Locate again": the photos from another library
+    sequenceRequested = Signal(list)
+    togetherToggled = Signal(bool)
 
     def __init__(self, thumbs: ThumbnailLoader, parent: QWidget | None = None) -> None:
         super().__init__("Photos", parent)
@@ -106,8 +141,24 @@ class QueuePanel(QGroupBox):
         self.list.setIconSize(ICON)
         self.list.setUniformItemSizes(True)  # with a fixed row height: rows never squeeze
         self.list.setWordWrap(False)
-        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        # In the middle: a name keeps its end (a video frame's time, "clip.mp4@00:12.0").
+        self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.together = QCheckBox("Locate as one walk")
+        self.together.setObjectName("togetherCheck")
+        self.together.setToolTip(
+            "Locate the photos of a dropped folder (or of several dropped photos) together, in "
+            "capture order: photos taken one after another cannot be far apart, which helps "
+            "where one photo alone is unsure (night, season). Videos are always located so."
+        )
+        self.sequence_button = QPushButton("Locate together")
+        self.sequence_button.setObjectName("sequenceButton")
+        self.sequence_button.setToolTip(
+            "Locate the selected photos again, together as one sequence (select two or more)"
+        )
+        self.sequence_button.setEnabled(False)
         self.clear_button = QPushButton("Clear")
         self.clear_button.setToolTip("Forget the photos of this session")
         self.clear_button.setEnabled(False)
@@ -126,26 +177,43 @@ class QueuePanel(QGroupBox):
         self.stack.addWidget(self.list)
         layout = QVBoxLayout(self)
         layout.addWidget(self.stack)
+        layout.addWidget(self.together)
         row = QHBoxLayout()
         row.addWidget(self.relocate_button)
+        row.addWidget(self.sequence_button)
         row.addStretch(1)
         row.addWidget(self.clear_button)
         layout.addLayout(row)
         self.list.currentItemChanged.connect(self._on_current)
+        self.list.itemSelectionChanged.connect(self._on_selection)
+        self.list.customContextMenuRequested.connect(self._context_menu)
+        self.sequence_button.clicked.connect(self._request_sequence)
+        self.together.toggled.connect(self.togetherToggled)
         self.clear_button.clicked.connect(self.clear)
         self.relocate_button.clicked.connect(self.relocateRequested)
         thumbs.loaded.connect(self._on_thumbnail)
 
     # ---- the session ---------------------------------------------------------------------
 
-    def add(self, paths: list[str]) -> list[Entry]:
+    def add(self, paths: list[str], *, group: int = 0) -> list[Entry]:
         """Append photos (each gets a fresh token) and return their entries; a photo already in
-        the list is not added again (see ``find``)."""
+        the list is not added again (see ``find``). ``group``: located together."""
+        return self._add([Entry(0, str(p), group=group) for p in paths])
+
+    def add_frames(self, frames: list[PhotoInput], video: str, group: int) -> list[Entry]:
+        """Append a video's sampled frames (saved photos with names and times), one group."""
+        entries = [
+            Entry(0, str(f.path), group=group, frame=f.name, time_s=f.time_s, source=video)
+            for f in frames
+        ]
+        return self._add(entries)
+
+    def _add(self, new: list[Entry]) -> list[Entry]:
         added = []
-        for path in paths:
-            if self.find(str(path)) is not None:
+        for entry in new:
+            if self.find(entry.path) is not None:
                 continue
-            entry = Entry(next(_tokens), str(path))
+            entry.token = next(_tokens)
             item = QListWidgetItem()
             item.setData(Qt.ItemDataRole.UserRole, entry.token)
             item.setSizeHint(QSize(0, self._row_height()))
@@ -177,13 +245,16 @@ class QueuePanel(QGroupBox):
                 self._refresh(entry)
         self._update_empty()
 
-    def requeue(self, tokens: list[int]) -> list[Entry]:
-        """Forget these photos' results: they wait to be located again."""
+    def requeue(self, tokens: list[int], *, group: int | None = None) -> list[Entry]:
+        """Forget these photos' results: they wait to be located again (``group``: now located
+        together as this group; 0: each alone)."""
         out = []
         for token in tokens:
             entry = self._entries.get(token)
             if entry is not None:
                 entry.state, entry.result, entry.error, entry.stale = WAITING, None, "", False
+                if group is not None:
+                    entry.group = group
                 self._refresh(entry)
                 out.append(entry)
         self._update_empty()
@@ -230,6 +301,11 @@ class QueuePanel(QGroupBox):
         if item is not None:
             self.list.setCurrentItem(item)
 
+    def selected(self) -> list[int]:
+        """The selected photos' tokens, in list order."""
+        rows = sorted(self.list.row(item) for item in self.list.selectedItems())
+        return [self.list.item(r).data(Qt.ItemDataRole.UserRole) for r in rows]
+
     def position(self) -> tuple[int, int]:
         """(1-based position of the current photo, number of photos)."""
         return self.list.currentRow() + 1, self.list.count()
@@ -266,7 +342,7 @@ class QueuePanel(QGroupBox):
             by_name.setdefault(e.name, []).append(e)
         for same in by_name.values():
             for e in same:
-                parent = Path(e.path).parent.name
+                parent = Path(e.source or e.path).parent.name
                 label = f"{parent}/{e.name}" if len(same) > 1 and parent else e.name
                 if label != e.display_name:
                     e.label = label
@@ -300,6 +376,21 @@ class QueuePanel(QGroupBox):
         for token, entry in self._entries.items():
             if entry.path == path:
                 self._set_icon(self._items[token], image)
+
+    def _on_selection(self) -> None:
+        self.sequence_button.setEnabled(len(self.list.selectedItems()) > 1)
+
+    def _request_sequence(self) -> None:
+        tokens = self.selected()
+        if len(tokens) > 1:
+            self.sequenceRequested.emit(tokens)
+
+    def _context_menu(self, pos) -> None:
+        menu = QMenu(self)
+        together = menu.addAction("Locate selected as a sequence")
+        together.setEnabled(len(self.list.selectedItems()) > 1)
+        together.triggered.connect(self._request_sequence)
+        menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def _on_current(self, current: QListWidgetItem | None, _previous) -> None:
         self.currentChanged.emit(0 if current is None else current.data(Qt.ItemDataRole.UserRole))

@@ -22,8 +22,10 @@ from PySide6.QtWidgets import (
     QListView,
     QListWidget,
     QListWidgetItem,
+    QScrollArea,
     QSizePolicy,
     QStackedWidget,
+    QStyle,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -146,12 +148,19 @@ class ResultsPanel(QWidget):
         self.prediction.setWordWrap(True)
         self.prediction.setObjectName("prediction")
         self.prediction.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.prediction.setFixedWidth(QUERY_THUMB.width() + 24)
         self.prediction.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        # Scrolls when the window is short: a reason (a photo decided with its neighbours says
+        # how many agree) may be longer than the card under the photo at 700 px high.
+        self.prediction_area = QScrollArea()
+        self.prediction_area.setWidget(self.prediction)
+        self.prediction_area.setWidgetResizable(True)
+        self.prediction_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.prediction_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._set_card_width(QUERY_THUMB.width())
         card = QVBoxLayout()
         card.setSpacing(4)
         card.addWidget(self.query_image, 0, Qt.AlignmentFlag.AlignLeft)
-        card.addWidget(self.prediction, 1)
+        card.addWidget(self.prediction_area, 1)
 
         # The matches.
         self.matches = QListWidget()
@@ -347,9 +356,14 @@ class ResultsPanel(QWidget):
         if kind == wording.NO_PLACE:
             parts.append("<p>No match with GPS: this photo cannot be placed.</p>")
         elif kind == wording.FIRST_GUESS:
+            head = (  # checked, waiting for its neighbours; else its first guess, being checked
+                "Its own answer, decided once the photos after it are in"
+                if res.verified
+                else "First guess from the global search, being checked"
+            )
             parts.append(
-                f"<p style='margin:0; color:{GUESS_COLOUR}'>First guess from the global search, "
-                f"being checked:<br>{esc(format_coords(res.lat, res.lon))}</p>"
+                f"<p style='margin:0; color:{GUESS_COLOUR}'>{head}:"
+                f"<br>{esc(format_coords(res.lat, res.lon))}</p>"
             )
         elif kind == wording.GUESS:
             parts.append(
@@ -461,7 +475,7 @@ class ResultsPanel(QWidget):
             return
         self._query_size, self._match_size = query, match
         self.query_image.setFixedSize(query)
-        self.prediction.setFixedWidth(query.width() + 24)
+        self._set_card_width(query.width())
         self.matches.setIconSize(match)
         # At least as wide as a match's caption ("score 0.294 · 16 m") on one line.
         self.matches.setGridSize(QSize(max(match.width() + 12, 124), match.height() + 44))
@@ -471,6 +485,11 @@ class ResultsPanel(QWidget):
             self.show_entry(self._entry, self._position)  # redraw the thumbnails at the new size
             if selected is not None:
                 self.select_rank(selected)
+
+    def _set_card_width(self, thumb_width: int) -> None:
+        # the text keeps its width when the scroll bar shows (coordinates stay on one line)
+        bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        self.prediction_area.setFixedWidth(thumb_width + 24 + bar)
 
     def _set_query_thumb(self, path: str) -> None:
         image = self._thumbs.request(path)

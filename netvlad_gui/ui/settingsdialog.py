@@ -7,6 +7,7 @@ whether the chosen model can be built on this machine, so the window can say so 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from PySide6.QtCore import QSettings, Qt, Signal
@@ -28,11 +29,13 @@ from PySide6.QtWidgets import (
 from netvlad_gui.core import config
 from netvlad_gui.core.config import (
     DEFAULT_MODEL,
+    EVERY_S_RANGE,
     IMAGE_SIZE_RANGE,
     TOP_N_RANGE,
     VERIFY_TOP_RANGE,
     ExtractConfig,
     LocateConfig,
+    SequenceConfig,
     VerifyConfig,
 )
 from netvlad_gui.core.model import zoo
@@ -45,7 +48,7 @@ from netvlad_gui.core.model.resolve import (
 )
 from netvlad_gui.core.query.mappage import DEFAULT_TILE_URL
 
-from .widgets import FILE, PathRow, plain_label, spin_box
+from .widgets import FILE, PathRow, double_spin_box, plain_label, spin_box
 from .workers import DownloadWorker, WorkerThread
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,7 @@ RUNTIMES = tuple(zip(config.RUNTIMES, ("torch (reference)", "ONNX Runtime"), str
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.tar *.mat *.ckpt);;All files (*)"
 
 
-def _clamp(value: int, limits: tuple[int, int]) -> int:
+def _clamp(value: float, limits: tuple[float, float]) -> float:
     """``value`` within core's range for the setting (core/config.py is the one source)."""
     lo, hi = limits
     return min(max(value, lo), hi)
@@ -81,6 +84,9 @@ class AppSettings:
     verify: bool = VerifyConfig.enabled
     verify_top: int = VerifyConfig.top_k
     runtime: str = ExtractConfig.runtime  # what runs the backbone (core/model/onnxbackbone.py)
+    # Photos of one walk located together (issue 22): dropped folders and several photos.
+    sequence: bool = False
+    video_every_s: float = SequenceConfig.every_s  # a video's frames: one every this many s
 
     @classmethod
     def load(cls, store: QSettings | None = None) -> AppSettings:
@@ -97,6 +103,9 @@ class AppSettings:
         out.top_n = _clamp(out.top_n, TOP_N_RANGE)
         out.image_size = _clamp(out.image_size, IMAGE_SIZE_RANGE)
         out.verify_top = _clamp(out.verify_top, VERIFY_TOP_RANGE)
+        if not math.isfinite(out.video_every_s):  # "nan" or "inf" in a hand-edited file
+            out.video_every_s = SequenceConfig.every_s
+        out.video_every_s = _clamp(out.video_every_s, EVERY_S_RANGE)
         if out.device not in dict(DEVICES):
             out.device = "auto"
         if out.runtime not in config.RUNTIMES:
@@ -113,6 +122,10 @@ class AppSettings:
         """How the engine locates with these settings: matches shown, verification and its K."""
         verify = VerifyConfig(enabled=self.verify, top_k=self.verify_top)
         return LocateConfig(top_n=self.top_n, verify=verify).validate()
+
+    def sequence_config(self) -> SequenceConfig:
+        """How photos located together (and a video's frames) are sampled and decided."""
+        return SequenceConfig(every_s=self.video_every_s).validate()
 
     def save(self, store: QSettings | None = None) -> None:
         store = store or QSettings()
@@ -252,6 +265,15 @@ class SettingsDialog(QDialog):
             "Off: the map draws only the bundled country borders and coastlines, with no network "
             "use. On: tiles from the URL below, with its attribution (applies at once)."
         )
+        self.video_every = double_spin_box(
+            *EVERY_S_RANGE,
+            settings.video_every_s,
+            step=0.5,
+            tip="A dropped video is located as a sequence of its frames, one every this many "
+            f"seconds (default {SequenceConfig.every_s:g} s; fewer frames: faster)",
+        )
+        self.video_every.setObjectName("videoEvery")
+        self.video_every.setSuffix(" s")
         self.tile_url = QLineEdit(settings.tile_url)
         self.tile_url.setToolTip("Tile URL template, e.g. " + DEFAULT_TILE_URL)
         self.problem = plain_label()
@@ -268,6 +290,7 @@ class SettingsDialog(QDialog):
         form.addRow("Image size", self.image_size)
         form.addRow("Verification", self.verify)
         form.addRow("Matches verified (top-K)", self.verify_top)
+        form.addRow("Video frames, one every", self.video_every)
         form.addRow("Map", self.online_tiles)
         form.addRow("Tile URL", self.tile_url)
         note = plain_label(
@@ -334,6 +357,8 @@ class SettingsDialog(QDialog):
             verify=self.verify.isChecked(),
             verify_top=self.verify_top.value(),
             runtime=self.runtime.currentData() or ExtractConfig.runtime,
+            sequence=base.sequence,
+            video_every_s=self.video_every.value(),
         )
 
     # ---- download ----------------------------------------------------------------------------

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from netvlad_gui.core.config import ExtractConfig, LocateConfig
+from netvlad_gui.core.config import ExtractConfig, LocateConfig, SequenceConfig
 from netvlad_gui.core.library.status import LibraryStatus, index_exists, resolve_index_dir
 from netvlad_gui.core.model.zoo import WeightsUnavailableError
 from netvlad_gui.core.preload import preload
@@ -25,6 +26,17 @@ from .throttle import Throttle
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class LocateJob:
+    """Photos the engine locates in one go: ``items`` are (token, photo) with a photo a path
+    or a ``PhotoInput`` (a video frame with its name and time); with ``sequence`` they are
+    located together (core's session orders them and splits them into trips), else each
+    alone, in order."""
+
+    items: list = field(default_factory=list)
+    sequence: SequenceConfig | None = None
+
+
 class EngineWorker(QObject):
     """Holds the open library and its locate session; builds, updates and locates.
 
@@ -33,7 +45,10 @@ class EngineWorker(QObject):
     ``staged(token, LocateResult)`` for every stage of a photo's answer as the session yields it
     (``result.final`` says whether more follow), ``locateFinished(count, cancelled)`` and
     ``failed(what, message)`` where ``what`` is one of "open", "build", "locate", "weights".
-    ``warmedUp`` says that ``warm_up`` has loaded the engine's modules.
+    ``warmedUp`` says that ``warm_up`` has loaded the engine's modules. ``framesReady(video,
+    frames, problem, cancelled)`` ends ``sample_video``: the frames (PhotoInputs, none when
+    the video cannot be read), the one-line reason why they are missing or stop early, and
+    whether Stop ended it (progress stage "frames" before).
     """
 
     progress = Signal(str, int, int)
@@ -43,6 +58,7 @@ class EngineWorker(QObject):
     locateFinished = Signal(int, bool)
     failed = Signal(str, str)
     warmedUp = Signal()
+    framesReady = Signal(str, list, str, bool)
 
     def __init__(self) -> None:
         super().__init__()
@@ -129,11 +145,13 @@ class EngineWorker(QObject):
 
     @Slot(list, object)
     def locate(self, jobs: list, cfg: LocateConfig) -> None:
-        """Locate ``jobs`` = [(token, path)] with ``cfg``, relaying each stage as ``staged``.
+        """Locate ``jobs`` (LocateJobs, or (token, path) pairs located alone) with ``cfg``,
+        relaying each stage as ``staged``.
 
-        ``cancel()`` stops between photos and between a photo's stages (its final stage then
-        rests on the global search and says so): ``locateFinished(done, True)``; the rest is not
-        sent. A bug on one photo gives it a final result with ``error`` and the rest go on.
+        ``cancel()`` stops between photos (and between the trips of a sequence) and between a
+        photo's stages (its final stage then rests on the global search and says so):
+        ``locateFinished(done, True)``; the rest is not sent. A bug on one photo gives it a
+        final result with ``error`` and the rest go on.
         """
         if self._stopping.is_set():
             return
@@ -142,19 +160,31 @@ class EngineWorker(QObject):
             self.failed.emit("locate", "there is no index to search yet: build the library first")
             self.locateFinished.emit(0, False)
             return
+        jobs = [j if isinstance(j, LocateJob) else LocateJob([j]) for j in jobs]
+        total = sum(len(j.items) for j in jobs)
         done = 0
-        self._progress("locate", 0, len(jobs))
-        for token, path in jobs:
+        self._progress("locate", 0, total)
+        for job in jobs:
             if self._cancel.is_set():
                 break
-            for result in self._stages(path, cfg):
-                self.staged.emit(int(token), result)
-            done += 1
-            self._progress("locate", done, len(jobs))
-        self._progress("locate", done, len(jobs))
+            if job.sequence is not None and len(job.items) > 1:
+                for token, result in self._together(job, cfg):
+                    self.staged.emit(int(token), result)
+                    if result.final:
+                        done += 1
+                        self._progress("locate", done, total)
+                continue
+            for token, path in job.items:
+                if self._cancel.is_set():
+                    break
+                for result in self._stages(path, cfg):
+                    self.staged.emit(int(token), result)
+                done += 1
+                self._progress("locate", done, total)
+        self._progress("locate", done, total)
         self.locateFinished.emit(done, self._cancel.is_set())
 
-    def _stages(self, path: str, cfg: LocateConfig):
+    def _stages(self, path, cfg: LocateConfig):
         """The session's stages of one photo; a bug ends the photo with a final error result
         (its traceback goes to the log) instead of stopping the rest."""
         from netvlad_gui.core.query.result import LocateResult
@@ -163,6 +193,58 @@ class EngineWorker(QObject):
             yield from self._session.stages(path, cfg, cancel=self._cancel.is_set)
         except Exception as exc:  # noqa: BLE001 - a bug on one photo must not stop the rest
             yield LocateResult(query=str(path), error=error_message(exc, f"locate {path}"))
+
+    def _together(self, job: LocateJob, cfg: LocateConfig):
+        """(token, stage) of a job's photos located as a sequence. A bug ends the photos that
+        have no final stage yet with an error result (the traceback goes to the log)."""
+        from netvlad_gui.core.query.result import LocateResult
+
+        tokens = [token for token, _ in job.items]
+        photos = [photo for _, photo in job.items]
+        ended: set[int] = set()
+        try:
+            run = self._session.run(photos, cfg, cancel=self._cancel.is_set, sequence=job.sequence)
+            for position, result in run:
+                if result.final:
+                    ended.add(position)
+                yield tokens[position], result
+        except Exception as exc:  # noqa: BLE001 - the photos get a reason, the app goes on
+            message = error_message(exc, "locate a sequence")
+            for position, photo in enumerate(photos):
+                if position not in ended:
+                    name = getattr(photo, "label", None) or str(photo)
+                    yield tokens[position], LocateResult(query=name, error=message)
+
+    @Slot(str, object, float)
+    def sample_video(self, video: str, extract_cfg: ExtractConfig, every_s: float) -> None:
+        """Sample ``video``'s frames into the user cache (reused when there), with progress
+        ("frames", saved, expected); ``framesReady`` says what came of it."""
+        if self._stopping.is_set():
+            return
+        from netvlad_gui.core.cancel import Cancelled
+        from netvlad_gui.core.photos.framecache import cached_frames
+        from netvlad_gui.core.photos.video import VideoError
+
+        self._cancel.clear()
+        self._progress("frames", 0, 0)
+        try:
+            sampled = cached_frames(
+                video,
+                extract_cfg,
+                every_s,
+                progress=lambda done, total: self._progress("frames", done, total),
+                cancel=self._cancel.is_set,
+            )
+        except Cancelled:
+            self.framesReady.emit(video, [], "", True)
+            return
+        except VideoError as exc:
+            self.framesReady.emit(video, [], str(exc), False)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug: said in words, logged in full
+            self.framesReady.emit(video, [], error_message(exc, f"read {video}"), False)
+            return
+        self.framesReady.emit(video, list(sampled.frames), sampled.problem, False)
 
     # ---- internals --------------------------------------------------------------------------
 

@@ -93,6 +93,7 @@
         ["guess", "nv-pred nv-guess", "", "Nearest guess: not found in this library"],
         ["first_guess", "nv-pred nv-guess", "", "First guess: its matches are being checked"],
         ["match", "nv-match", "1", "Best matches, by rank"],
+        ["track", "nv-step", "3", "Predicted track of the walk: photos in order (click one)"],
         ["spread", "nv-leg", "", "Match moved aside: line to its spot"],
         ["truth", "nv-truth", "", "Photo's own GPS position"],
         ["cluster", "nv-cluster", "5", "Library photos, grouped (count)"],

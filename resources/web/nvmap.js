@@ -1,7 +1,8 @@
 /*
  * netvlad-gui map page logic (project code, MIT; not vendored).
  *
- * Loaded after Leaflet, leaflet.markercluster, topojson-client, nvgeo.js and nvcontrols.js.
+ * Loaded after Leaflet, leaflet.markercluster, topojson-client, nvgeo.js, nvcontrols.js and
+ * nvtrack.js (the predicted track of photos located together).
  * The page calls
  * nvInit(map, config) once; Python then drives window.nv through runJavaScript.
  * Every string that may come from a file name or EXIF reaches the DOM through
@@ -15,6 +16,9 @@
     // A result is fitted up to this zoom (a ±10 m circle is then ~30 px across its radius),
     // with EDGE px kept free beyond the rings of markers round the prediction.
     var RESULT_MAX_ZOOM = 18;
+    // With a walk's track on show, deeper: its photos are often a few metres apart (3 m is
+    // 6 px at zoom 18, 23 px at 20), and the track's points must be told apart.
+    var TRACK_MAX_ZOOM = 20;
     var EDGE = 12;
     // Street level and beyond: vectors need no tiles, and tiles are scaled up past their
     // deepest level (maxNativeZoom), so markers a few metres apart can be told apart.
@@ -41,6 +45,7 @@
         selected: null,
         coverage: null,
         legs: null,
+        track: null,
         tiles: null,
         tileConfig: { online: false },
         tileLoads: 0,
@@ -120,6 +125,11 @@
     function notifyClick(rank) {
         var bridge = window.nvBridge;
         if (bridge && typeof bridge.matchClicked === "function") bridge.matchClicked(rank);
+    }
+
+    function notifyTrack(token) {
+        var bridge = window.nvBridge;
+        if (bridge && typeof bridge.trackClicked === "function") bridge.trackClicked(token);
     }
 
     // ---- offline base layer ----------------------------------------------------------------
@@ -253,6 +263,7 @@
     function clearResult() {
         state.result.clearLayers();
         state.legs.clearLayers();
+        state.track.clear();
         state.matches = {};
         state.prediction = null;
         state.circle = null;
@@ -343,12 +354,13 @@
         var map = state.map;
         var size = map.getSize();
         if (!bounds.isValid() || size.x <= 0 || size.y <= 0) return;
-        var zoom = RESULT_MAX_ZOOM;
+        var deepest = state.track.size() ? TRACK_MAX_ZOOM : RESULT_MAX_ZOOM;
+        var zoom = deepest;
         var pad = EDGE;
         for (var i = 0; i < 5; i++) {
             pad = EDGE + ringReach(zoom);
             var fits = map.getBoundsZoom(bounds, false, L.point(2 * pad, 2 * pad));
-            var next = Math.min(fits, RESULT_MAX_ZOOM);
+            var next = Math.min(fits, deepest);
             if (next >= zoom) break;
             zoom = next;
         }
@@ -382,9 +394,12 @@
         return clear;
     }
 
-    // The drawn result's true extent (match markers may sit beside their true positions).
+    // The drawn result's true extent (match markers may sit beside their true positions),
+    // with the photo's near neighbours on its track.
     function resultBounds() {
         var bounds = L.latLngBounds([]);
+        var track = state.track.fitBounds();
+        if (track.isValid()) bounds.extend(track);
         state.result.eachLayer(function (layer) {
             if (layer.nvTrue) bounds.extend(layer.nvTrue);
             else if (layer.getBounds) bounds.extend(layer.getBounds());
@@ -433,6 +448,17 @@
                 interactive: false,
             }).addTo(state.legs);
         });
+    }
+
+    // The predicted track of the photo on show and its walk (nvtrack.js); ``options.fit``
+    // fits the view to the result and its near neighbours (not when a later photo of the walk
+    // comes in: the view does not jump).
+    function showTrack(data, options) {
+        state.track.show(data);
+        if (options && options.fit) fitResult();
+        layoutMatches();
+        refreshLegend();
+        return count();
     }
 
     function highlight(rank) {
@@ -492,6 +518,7 @@
             coverage: coverageCount(),
             spread: state.legs.getLayers().length / 2,
             tiles: !!state.tiles,
+            track: state.track.count(),
         };
     }
 
@@ -573,6 +600,7 @@
             kinds.push(state.firstGuess ? "first_guess" : state.guess ? "guess" : "prediction");
         }
         if (Object.keys(state.matches).length) kinds.push("match");
+        if (state.track.size()) kinds.push("track");
         if (state.legs.getLayers().length) kinds.push("spread");
         if (state.truth) kinds.push("truth");
         if (clusters) kinds.push("cluster");
@@ -634,6 +662,7 @@
             spiderfyOnMaxZoom: true,
         }).addTo(map);
         state.refs.on("animationend", refreshLegend);
+        state.track = window.nvTrack.create(map, notifyTrack);
         state.result = L.featureGroup().addTo(map);
         state.hint = controls.hint(map, useOnlineTiles, function () {
             state.hintDismissed = true;
@@ -655,6 +684,7 @@
         window.nv = {
             setReferences: setReferences,
             showResult: showResult,
+            showTrack: showTrack,
             select: select,
             clear: clear,
             fitAll: fitAll,
@@ -663,6 +693,7 @@
             ui: ui,
             // For tests and debugging: the live Leaflet objects.
             matchMarker: function (rank) { return state.matches[rank] || null; },
+            trackMarker: function (token) { return state.track.marker(token); },
             layers: function () {
                 return {
                     map: state.map, base: state.base, references: state.refs,

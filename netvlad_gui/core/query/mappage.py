@@ -59,6 +59,7 @@ _JS = [
     "topojson-client.min.js",
     "nvgeo.js",
     "nvcontrols.js",
+    "nvtrack.js",
     "nvmap.js",
 ]
 _CSS = ["leaflet.css", "MarkerCluster.css", "MarkerCluster.Default.css", "nvmap.css"]

@@ -16,6 +16,10 @@ ANSWER, GUESS, FIRST_GUESS, NO_PLACE = "answer", "guess", "first_guess", "none"
 
 #: The headline of a stage shown while its evidence is being checked: no verdict yet.
 CHECKING = "Checking the matches…"
+#: What a provisional stage waits for: its geometric check, or (checked already, located as a
+#: sequence) the photos after it, with which its final answer is decided.
+VERIFYING = "verifying…"
+WAITING_FOR_NEIGHBOURS = "waiting for the photos after it"
 
 
 def coordinates_kind(res: LocateResult) -> str:
@@ -37,18 +41,46 @@ def headline(res: LocateResult, *, short: bool = False) -> str:
     return describe(res.verdict, short=short)
 
 
+def waiting_for(res: LocateResult) -> str:
+    """What a provisional stage waits for (VERIFYING or WAITING_FOR_NEIGHBOURS); "" when final."""
+    if not res.provisional:
+        return ""
+    return WAITING_FOR_NEIGHBOURS if res.verified else VERIFYING
+
+
+def support(res: LocateResult, *, short: bool = False) -> str:
+    """How many of its neighbours support a photo decided with them: "5 of 9 neighbours agree"
+    ("5 of 9 agree" ``short``); "" for a photo located alone."""
+    seq = res.sequence
+    if seq is None or res.error:
+        return ""
+    of = f"{seq.support} of {seq.neighbours}" if seq.neighbours > 0 else f"{seq.support}"
+    return f"{of} agree" if short else f"{of} neighbours agree"
+
+
 def evidence_line(res: LocateResult) -> str:
-    """The evidence behind the verdict in a few words: match #1's inliers, or why there are none.
+    """The evidence behind the verdict in a few words: match #1's inliers, or why there are none,
+    and for a photo decided with its neighbours how many of them agree.
 
     Match #1 is the match the verdict rests on (answer.py orders them so), so "best match" and
     the first thumbnail always agree.
     """
     if res.provisional:
-        return "verifying…"
+        return waiting_for(res)
+    line = _own_evidence(res)
+    together = support(res)
+    return f"{line}; {together}" if together else line
+
+
+def _own_evidence(res: LocateResult) -> str:
     if not res.verified:
         return "not verified (global search only)"
     n = res.best_inliers
     first = res.matches[0].inliers if res.matches else None
+    if res.sequence is not None and res.matches:
+        # Decided with its neighbours: match #1 is the track's place, which need not be the
+        # photo's own best-checked match (best_inliers); say what #1 itself has.
+        return "match #1 not checked" if first is None else f"match #1 {first} matching points"
     if n is None:
         return "verified: no match could be read"
     if res.verdict == NOT_FOUND or first != n:
