@@ -247,3 +247,19 @@ def test_a_row_waiting_for_its_neighbours_and_one_decided_with_them() -> None:
     decided.sequence = SequenceInfo(1, 3, 5, 9)
     entry.result = decided
     assert entry.status_lines()[0] == "Located · 5 of 9 agree"
+
+
+def test_stop_cancels_a_video_queued_behind_the_running_job(qtbot, tmp_path) -> None:
+    """A video dropped while photos are located waits in the engine's queue; Stop must end it
+    too, though its sampling only starts (and clears the cancel flag) after the Stop."""
+    from netvlad_gui.core.config import ExtractConfig
+    from netvlad_gui.ui.workers import EngineWorker
+
+    video = tmp_path / "clip.avi"
+    video.write_bytes(b"not read: the job must end before it opens the file")
+    worker = EngineWorker()
+    asked_at = worker.cancels  # the window asks for the video...
+    worker.cancel()  # ...then Stop is clicked while another job runs
+    with qtbot.waitSignal(worker.framesReady, timeout=5_000) as got:
+        worker.sample_video(str(video), ExtractConfig(), 1.0, asked_at)
+    assert got.args == [str(video), [], "", True]  # cancelled, no frames, no problem

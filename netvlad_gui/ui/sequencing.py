@@ -36,12 +36,13 @@ class Sequencing(QObject):
     ``sampling`` lists the videos whose frames the engine is reading (Stop ends that too).
     """
 
-    _sampleRequested = Signal(str, object, float)
+    _sampleRequested = Signal(str, object, float, int)
 
     def __init__(self, win: MainWindow) -> None:
         super().__init__(win)
         self.win = win
         self.sampling: list[str] = []
+        self._engine = None  # the engine worker (attach)
         self._started: dict[str, float] = {}  # video -> when it was dropped (perf_counter)
         self.action: QAction | None = None  # File → Locate photos of one walk together
         queue = win.queue
@@ -53,6 +54,7 @@ class Sequencing(QObject):
 
     def attach(self, engine, action: QAction) -> None:
         """Wire the engine worker (video sampling) and the File menu's checkable action."""
+        self._engine = engine
         self._sampleRequested.connect(engine.sample_video)
         engine.framesReady.connect(self._on_frames)
         self.action = action
@@ -123,7 +125,8 @@ class Sequencing(QObject):
         win.statusBar().showMessage(f"Reading the frames of {video.name}…")
         win.stop_button.show()
         every = win.settings.sequence_config().every_s
-        self._sampleRequested.emit(path, win.settings.extract_config(win.image_size), every)
+        cfg = win.settings.extract_config(win.image_size)
+        self._sampleRequested.emit(path, cfg, every, self._engine.cancels)
 
     def on_progress(self, done: int, total: int) -> None:
         """The engine's progress reading a video's frames (``total`` 0: not known)."""

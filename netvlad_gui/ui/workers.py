@@ -64,13 +64,16 @@ class EngineWorker(QObject):
         super().__init__()
         self._cancel = threading.Event()
         self._stopping = threading.Event()
+        self.cancels = 0  # how many times cancel() was called: a job asked for before is stale
         self._session = None  # core.query.session.LocateSession; owns the open index
         self._throttle = Throttle()
 
     # ---- called from the GUI thread ---------------------------------------------------------
 
     def cancel(self) -> None:
-        """Stop the running job at its next checkpoint; finished work is kept."""
+        """Stop the running job at its next checkpoint, and the video samplings asked for before
+        (queued behind it: each clears the flag when it starts); finished work is kept."""
+        self.cancels += 1
         self._cancel.set()
 
     def stop(self) -> None:
@@ -215,11 +218,17 @@ class EngineWorker(QObject):
                     name = getattr(photo, "label", None) or str(photo)
                     yield tokens[position], LocateResult(query=name, error=message)
 
-    @Slot(str, object, float)
-    def sample_video(self, video: str, extract_cfg: ExtractConfig, every_s: float) -> None:
+    @Slot(str, object, float, int)
+    def sample_video(
+        self, video: str, extract_cfg: ExtractConfig, every_s: float, asked_at: int = -1
+    ) -> None:
         """Sample ``video``'s frames into the user cache (reused when there), with progress
-        ("frames", saved, expected); ``framesReady`` says what came of it."""
+        ("frames", saved, expected); ``framesReady`` says what came of it. ``asked_at`` is
+        ``cancels`` when the window asked: a Stop since then cancels it before it starts."""
         if self._stopping.is_set():
+            return
+        if 0 <= asked_at < self.cancels:
+            self.framesReady.emit(video, [], "", True)
             return
         from netvlad_gui.core.cancel import Cancelled
         from netvlad_gui.core.photos.framecache import cached_frames
