@@ -10,30 +10,23 @@ import copy
 import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..cancel import Cancelled
+from ..cancel import Cancelled  # noqa: F401 - callers import it from here
 from ..config import ExtractConfig
 from ..errors import DeviceUnavailableError
 from ..photos.decoding import Decoder
-from ..photos.images import ImageLoadError, batched_by_shape, load_tensor, pixels_to_tensor
+from ..photos.images import ImageLoadError, load_tensor, pixels_to_tensor
 from . import onnxbackbone
+from .extraction import NON_FINITE, Extracted, extract_with
 from .runtime import backbone_precision
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
-
-
-#: Why a photo whose descriptor holds NaN or inf is skipped: such a row would never match in a
-#: search (nor let others match), so it is never stored; the model is the usual cause.
-NON_FINITE = (
-    "the model gave a non-finite descriptor (NaN or inf); photo skipped (damaged model weights?)"
-)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -61,15 +54,6 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError as exc:
         raise DeviceUnavailableError(f"unknown device {device!r}; use auto, cpu or cuda") from exc
-
-
-@dataclass
-class Extracted:
-    """One image's outcome: a descriptor, or the reason there is none."""
-
-    index: int
-    descriptor: np.ndarray | None
-    error: str = ""
 
 
 _PREPARED = "_netvlad_inference"  # marks a copy made by inference_model, with its switches
@@ -183,7 +167,9 @@ def describe_batch(
         if with_map:
             raise TypeError(f"{type(model).__name__} gives no backbone maps")
         return model(batch).float().cpu().numpy(), None
-    out = model.describe(batch, with_map=with_map, autocast=autocast_dtype(cfg, device.type))
+    ort = isinstance(getattr(model, "backbone", None), onnxbackbone.OrtBackbone)
+    autocast = None if ort else autocast_dtype(cfg, device.type)  # ONNX Runtime runs fp32
+    out = model.describe(batch, with_map=with_map, autocast=autocast)
     maps = out.maps.cpu().contiguous() if out.maps is not None else None
     return out.descriptors.float().cpu().numpy(), maps
 
@@ -223,7 +209,8 @@ def extract(
     cancel: CancelFn | None = None,
     decoder: Decoder | None = None,
 ) -> Iterator[Extracted]:
-    """Yield one ``Extracted`` per path (in completion order, not input order).
+    """Yield one ``Extracted`` per path (in completion order, not input order): the loop of
+    ``extraction.extract_with`` with ``model`` run by torch (``TorchModel``).
 
     A photo whose descriptor is not finite comes back without one, with the reason
     (``NON_FINITE``), so that no caller ever stores it.
@@ -231,40 +218,11 @@ def extract(
     Raises ``Cancelled`` between batches when ``cancel()`` turns true; results already yielded
     stay valid. ``decoder``: see :func:`iter_images`.
     """
+    from .torchmodel import TorchModel
+
     cfg = cfg or ExtractConfig()
-    net = inference_model(model, cfg)
-    total, done = len(paths), 0
-
-    def good_images():
-        nonlocal done
-        for i, tensor, err in iter_images(paths, cfg, decoder):
-            if cancel is not None and cancel():
-                raise Cancelled()
-            if tensor is None:
-                failures.append(Extracted(int(i), None, err))
-                continue
-            yield int(i), tensor
-
-    failures: list[Extracted] = []
-    with torch.inference_mode():
-        for idxs, batch in batched_by_shape(good_images(), cfg.batch_size):
-            while failures:
-                done += 1
-                yield failures.pop(0)
-            desc = forward(net, batch, cfg)
-            finite = np.isfinite(desc).all(axis=1)
-            for i, d, ok in zip(idxs, desc, finite, strict=True):
-                done += 1
-                yield Extracted(i, d) if ok else Extracted(i, None, NON_FINITE)
-            if progress is not None:
-                progress(done + len(failures), total)
-            if cancel is not None and cancel():
-                raise Cancelled()
-    for f in failures:
-        done += 1
-        yield f
-    if progress is not None:
-        progress(done, total)
+    net = TorchModel(model, cfg)
+    yield from extract_with(net, paths, cfg, progress=progress, cancel=cancel, decoder=decoder)
 
 
 def extract_one(model: torch.nn.Module, path: str | os.PathLike, cfg: ExtractConfig | None = None):

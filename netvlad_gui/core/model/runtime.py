@@ -22,9 +22,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import importlib.util
 import logging
 import os
 import sys
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +115,105 @@ def backbone_precision(cfg, device_type: str = "cpu") -> str:
     if cfg.precision == "fp32":
         return "fp32"
     return "bf16" if native_bf16(device_type) else "fp32"
+
+
+# -- which engine runs the network (ExtractConfig.runtime "auto") ------------------------------
+#: From this many photos, torch in bf16 (on a CPU with native bf16) finishes an index build of
+#: that backbone sooner than ONNX Runtime in fp32, its ~3 s of imports included: measured on a
+#: 2-core Xeon with AMX (benchmarks/runtime_auto.py, benchmarks/README.md "Which engine runs").
+#: A backbone not listed runs faster in ONNX Runtime fp32 at any length (MobileNetV2: 1.3x torch
+#: bf16 warm) or was not measured; it is left to ONNX Runtime.
+BF16_PAYS_FROM = {"vgg16": 4, "resnet18": 40, "resnet50": 40, "alexnet": 100}
+
+ONNXRUNTIME, TORCH = "onnxruntime", "torch"
+#: Where a machine's NVIDIA driver shows itself; without it torch can find no CUDA device, so
+#: "auto" means the CPU without importing torch to ask.
+NVIDIA_DRIVER = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What runs the network for one job, and why (the words ``netvlad info`` shows)."""
+
+    runtime: str  # "onnxruntime" or "torch"
+    precision: str  # "fp32" or "bf16": the backbone's arithmetic
+    why: str
+
+    def to_json(self) -> dict:
+        return {"runtime": self.runtime, "precision": self.precision, "why": self.why}
+
+
+def gpu_present() -> bool:
+    """Whether torch could find a CUDA GPU here; asked without importing torch when it is not
+    loaded yet (no NVIDIA driver: no GPU)."""
+    if "torch" in sys.modules:
+        return bool(sys.modules["torch"].cuda.is_available())
+    return any(os.path.exists(p) for p in NVIDIA_DRIVER)
+
+
+def device_kind(cfg) -> str:
+    """ "cpu", "cuda" or "mps": where ``cfg.device`` runs the network ("auto": a CUDA GPU when
+    there is one, as ``features.resolve_device`` decides)."""
+    if cfg.device == "auto":
+        return "cuda" if gpu_present() else "cpu"
+    return cfg.device.partition(":")[0]
+
+
+def asked_precision(cfg) -> str | None:
+    """The precision ``cfg`` forces ("fp32"/"bf16"), or None for "auto"."""
+    if cfg.bf16 or cfg.precision == "bf16":
+        return "bf16"
+    return "fp32" if cfg.precision == "fp32" else None
+
+
+def ort_installed() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def choose_engine(
+    cfg, *, backbone: str | None = None, photos: int | None = None, made_with: str | None = None
+) -> Engine:
+    """The engine for a job of ``photos`` photos (None: a short or open-ended one, e.g. the
+    window's session) through ``backbone``, by the measured rules:
+
+    - a GPU, or ``--runtime torch``: torch (ONNX Runtime runs here on the CPU only);
+    - ``made_with``, the precision of the descriptors an index already holds, binds: an index
+      never mixes precisions (bf16 and fp32 descriptors differ: cosine 0.97-0.99);
+    - else ``--precision`` when forced; else fp32 with ``--runtime onnxruntime`` or without
+      native bf16; else bf16 only for a job long enough that torch's bf16 speed on this
+      backbone repays its start-up (:data:`BF16_PAYS_FROM`);
+    - fp32 runs in ONNX Runtime (1.3-1.8x torch fp32, the same descriptors), bf16 in torch.
+    """
+    kind = device_kind(cfg)
+    if kind != "cpu":
+        prec = made_with or backbone_precision(cfg, kind)
+        return Engine(TORCH, prec, f"torch runs on the GPU ({kind}); ONNX Runtime only on the CPU")
+    if cfg.runtime == TORCH:
+        return Engine(TORCH, made_with or backbone_precision(cfg, "cpu"), "--runtime torch")
+    asked = asked_precision(cfg)
+    if made_with:
+        prec, why = made_with, f"this index's descriptors were made in {made_with}"
+    elif asked:
+        prec, why = asked, f"--precision {asked}"
+    elif cfg.runtime == ONNXRUNTIME:
+        prec, why = "fp32", "--runtime onnxruntime"
+    elif not native_bf16("cpu"):
+        prec, why = "fp32", "this CPU has no native bf16: ONNX Runtime fp32 is the fastest"
+    else:
+        start = BF16_PAYS_FROM.get(backbone or "")
+        if start is None:
+            prec, why = "fp32", f"ONNX Runtime fp32 runs {backbone} faster than torch bf16 here"
+        elif photos is None or photos < start:
+            prec = "fp32"
+            why = (
+                f"a short job: below {start} photos torch's start-up costs more than its bf16 "
+                f"speed on {backbone} saves"
+            )
+        else:
+            prec = "bf16"
+            why = f"a long job ({photos} photos): torch bf16 on this CPU's native bf16 is faster"
+    if prec == "bf16":
+        return Engine(TORCH, "bf16", f"{why}; ONNX Runtime runs fp32 only")
+    if cfg.runtime != ONNXRUNTIME and not ort_installed():
+        return Engine(TORCH, "fp32", f"{why}; onnxruntime is not installed, torch runs it")
+    return Engine(ONNXRUNTIME, "fp32", why)
