@@ -132,6 +132,13 @@ def update_bar(bar: tqdm, done: int, total: int | None = None) -> None:
     bar.refresh()
 
 
+def stage_label(stage: str) -> str | None:
+    """How the CLI names a stage on its progress line where its own name says too little."""
+    from ..core.model.graphs import PREPARE, PREPARE_LABEL
+
+    return PREPARE_LABEL if stage == PREPARE else None
+
+
 class StageBar:
     """One tqdm bar per stage (scan, model, init, extract…), on stderr."""
 
@@ -146,7 +153,7 @@ class StageBar:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = progress_bar(total, stage)
+            self.bar = progress_bar(total, stage_label(stage) or stage)
         if self.bar is not None:
             update_bar(self.bar, done, total)
 
@@ -154,6 +161,18 @@ class StageBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class StageNotice:
+    """A line on stderr when a labelled stage starts (``locate`` has no bars for one photo)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        label = stage_label(stage) if self.enabled and done == 0 else None
+        if label:
+            print(f"netvlad: {label}…", file=sys.stderr, flush=True)
 
 
 def plain(text: object) -> str:

@@ -19,6 +19,7 @@ from .common import (
     CliError,
     DefaultsHelpFormatter,
     StageBar,
+    StageNotice,
     add_model_args,
     add_runtime_args,
     extract_cfg,
@@ -94,17 +95,17 @@ def cmd_index(args) -> int:
 
 def cmd_locate(args) -> int:
     """One result per named photo; exit 1 when none could be located."""
-    from ..core.photos.images import expand_inputs
-    from ..core.preload import load_engine
-
-    load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
     from ..core.errors import LibraryIndexError
+    from ..core.photos.images import expand_inputs
     from ..core.query.result import LocateResult
     from ..core.query.session import open_session
 
     verify = VerifyConfig(enabled=args.verify, top_k=args.verify_top)
     locate_cfg = LocateConfig(top_n=args.top, verify=verify)
-    status, session = open_session(_index_dir(args), extract_cfg(args), locate_cfg)
+    # torch loads only if it runs the model, or to export its graph once (said on stderr)
+    status, session = open_session(
+        _index_dir(args), extract_cfg(args), locate_cfg, progress=StageNotice(not args.quiet)
+    )
     if session is None:
         raise LibraryIndexError(status.why_not())
     inputs = expand_inputs(args.photos)
@@ -173,29 +174,43 @@ def _print_result(res, as_json: bool) -> None:
 
 
 def cmd_info(args) -> int:
-    from ..core.preload import load_engine
+    from importlib import metadata
 
-    load_engine()
-    import torch
-
-    from ..core.model.onnxbackbone import describe as describe_runtime
-    from ..core.model.runtime import NATIVE_BF16_FLAGS, backbone_precision, cpu_flags
+    from ..core.model.runtime import (
+        NATIVE_BF16_FLAGS,
+        backbone_precision,
+        cpu_flags,
+        engines_info,
+        gpu_present,
+    )
     from ..core.paths import data_dir, models_dir
+    from ..core.query.locate import index_engines_info
 
     info = {
         "default_model": DEFAULT_MODEL,
         "shipped_models": str(models_dir()),
         "data_dir": str(data_dir()),
-        "torch": torch.__version__,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "torch": metadata.version("torch"),
+        "device": "cpu",
+        "cuda_devices": [],
     }
+    if gpu_present():  # only then is torch worth importing to ask
+        from ..core.preload import load_engine
+
+        load_engine()
+        import torch
+
+        info["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        info["cuda_devices"] = [
+            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+        ]
     cfg = extract_cfg(args)
     device = cfg.device if cfg.device != "auto" else info["device"]
-    info["precision"] = backbone_precision(cfg, device.partition(":")[0])  # what runs
+    # what --precision auto means when torch runs the backbone on this device
+    info["precision"] = backbone_precision(cfg, device.partition(":")[0])
     info["precision_asked"] = cfg.precision
     info["cpu_bf16_flags"] = sorted(cpu_flags() & NATIVE_BF16_FLAGS)
-    info.update(describe_runtime(cfg, device.partition(":")[0]))  # what runs the backbone
+    info.update(engines_info(cfg))  # what runs the network for which job, and why
     if args.index or args.library:
         index = _open_index(args)
         st = index.stats()
@@ -212,6 +227,7 @@ def cmd_info(args) -> int:
             "dead_rows": st.dead_rows,  # store rows no photo uses; compacted past a share
             "dead_share": round(st.dead_share, 3),
         }
+        info["index"].update(index_engines_info(index, cfg))
     if args.json:
         print(json.dumps(info))
     else:

@@ -25,9 +25,18 @@ import numpy as np
 from ..cancel import Cancelled
 from ..config import DistributedConfig, ExtractConfig, IndexConfig, InitConfig
 from ..errors import LibraryIndexError
+from ..model.ortmodel import OnnxExportError
+from ..model.runtime import ONNXRUNTIME, TORCH, Engine
 from ..photos.decoding import Decoder
 from .buildlock import lock_index as _lock
-from .buildmodel import KEPT_MAPS_DIR, nothing_to_extract, photos_needed_first, prepare_model
+from .buildmodel import (
+    KEPT_MAPS_DIR,
+    job_engine,
+    nothing_to_extract,
+    photos_needed_first,
+    prepare_model,
+    prepare_ort_model,
+)
 from .calibration import FINALIZED_KEY, calibrate, finalized_stamp
 from .catalog import FAILED, PENDING, CatalogDamagedError, display_name
 from .index import CATALOG_FILE, MODEL_FILE, LibraryIndex, StageProgress
@@ -138,32 +147,58 @@ def build_index(
                 raise _UpToDate
             if progress:  # importing torch and loading the model take seconds: say so
                 progress("model", 0, 1)
-            # The core the import leaves idle decodes the first photos meanwhile.
+            # The core the import (or ONNX Runtime's start) leaves idle decodes the first photos.
             first = photos_needed_first(
                 index, library, model_spec, init_cfg, decoder.ahead, distributed is None
             )
             decoder.prefetch(first)
-            from ..model.engine import load_engine
-
-            load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
-            from ..model.features import resolve_device
-
-            device = resolve_device(extract_cfg.device)
-            model = prepare_model(
-                index,
-                model_spec,
-                backbone_weights,
-                device,
-                init_cfg,
-                extract_cfg,
-                library,
-                progress,
-                cancel,
-                keep_index_model,
-                warnings,
-                kept if distributed is None else None,
-                decoder,
+            engine = job_engine(
+                index, model_spec, extract_cfg, warnings, ray=distributed is not None
             )
+            log.info("%s runs the network in %s: %s", engine.runtime, engine.precision, engine.why)
+            model = None
+            if engine.runtime == ONNXRUNTIME:
+                model = _prepare_ort(
+                    index,
+                    model_spec,
+                    backbone_weights,
+                    init_cfg,
+                    extract_cfg,
+                    library,
+                    progress,
+                    cancel,
+                    keep_index_model,
+                    warnings,
+                    kept,
+                    decoder,
+                )
+                if model is None:  # a model only torch can run: it runs in fp32 here too
+                    engine = Engine(TORCH, "fp32", f"{engine.why}; this model runs in torch")
+            if model is None:
+                from ..model.engine import load_engine
+
+                load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
+                from ..model.features import resolve_device
+                from ..model.inference import torch_config
+
+                device = resolve_device(extract_cfg.device)
+                extract_cfg = torch_config(extract_cfg, engine)
+                model = prepare_model(
+                    index,
+                    model_spec,
+                    backbone_weights,
+                    device,
+                    init_cfg,
+                    extract_cfg,
+                    library,
+                    progress,
+                    cancel,
+                    keep_index_model,
+                    warnings,
+                    kept if distributed is None else None,
+                    decoder,
+                )
+            index.record_engine(engine)
             summary.model = index.model_name
             if index.dim is None:
                 index.catalog.set_meta("dim", str(model.dim))
@@ -227,6 +262,46 @@ def build_index(
             kept["maps"].close()
         index.close()
         lock.close()
+
+
+def _prepare_ort(
+    index,
+    model_spec,
+    backbone_weights,
+    init_cfg,
+    extract_cfg,
+    library,
+    progress,
+    cancel,
+    keep_index_model,
+    warnings,
+    kept,
+    decoder,
+):
+    """``prepare_ort_model``; under ``--runtime auto`` a model that cannot be exported to ONNX
+    (or a missing onnx package) is said in ``warnings`` and torch runs it (None)."""
+    from ..model.ortmodel import OnnxRuntimeMissing
+
+    try:
+        return prepare_ort_model(
+            index,
+            model_spec,
+            backbone_weights,
+            init_cfg,
+            extract_cfg,
+            library,
+            progress,
+            cancel,
+            keep_index_model,
+            warnings,
+            kept,
+            decoder,
+        )
+    except (OnnxRuntimeMissing, OnnxExportError) as exc:
+        if extract_cfg.runtime == ONNXRUNTIME:
+            raise
+        warnings.append(f"{exc}: torch runs the model instead")
+        return None
 
 
 def _open_for_build(index_dir: Path, warnings: list[str]) -> LibraryIndex:
@@ -326,8 +401,19 @@ def _extract_pending(
 def _descriptors(model, paths, extract_cfg, report, cancel, maps=None, keys=(), decoder=None):
     """``Extracted`` for each of ``paths`` (index into ``paths``): pooled from the kept backbone
     map where ``keys[i]`` names one in ``maps``, else through the whole network."""
-    from ..model.features import Extracted, extract
-    from ..model.initialise import pool_feature_map
+    from ..model.extraction import Extracted, extract_with
+    from ..model.inference import is_inference_model
+
+    if is_inference_model(model):  # ONNX Runtime: no torch
+
+        def extract(model, paths, cfg, **kw):
+            return extract_with(model, paths, cfg, **kw)
+
+        def pool_feature_map(model, fmap):
+            return model.pool_maps(fmap[None])[0]
+    else:
+        from ..model.features import extract
+        from ..model.initialise import pool_feature_map
 
     keys = list(keys) or [None] * len(paths)
     pooled = [i for i, k in enumerate(keys) if maps is not None and k is not None and k in maps]

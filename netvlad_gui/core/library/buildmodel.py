@@ -19,6 +19,7 @@ from ..errors import LibraryIndexError
 from ..model.sample import sample_positions
 from .catalog import PENDING
 from .index import (
+    ENGINE_KEY,
     MODEL_FILE,
     MODEL_FILE_KEY,
     MODEL_SHA_KEY,
@@ -71,23 +72,8 @@ def prepare_model(
         model = load_checkpoint(path)
         if progress:
             progress("model", 1, 1)
-        recorded = index.model_name
-        if keep_index_model and model_spec is not None and str(model_spec) != recorded:
-            log.info("%s keeps its model %s (asked for %s)", index.dir, recorded, model_spec)
-        elif model_spec is not None and recorded and str(model_spec) != recorded:
-            raise LibraryIndexError(
-                f"this index was built with model {recorded!r}, not {str(model_spec)!r}; "
-                "use another --index folder (or delete this one) to index with a new model"
-            )
-        made_by = index.catalog.get_meta(MODEL_SHA_KEY)
-        if made_by is None or made_by != model_state_sha(model):
-            if made_by is not None:
-                restart_all(
-                    index,
-                    warnings,
-                    f"{path} is not the model that made this index's descriptors",
-                )
-            index.record_model(model, recorded or str(model_spec or MODEL_FILE))
+        _check_spec(index, model_spec, keep_index_model)
+        _check_made_by(index, model_spec, model_state_sha(model), warnings, model)
         return model.to(device)
     spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
     model = resolve_model(spec, backbone_weights).to(device)
@@ -131,6 +117,151 @@ def prepare_model(
     save_model(model, path)
     index.record_model(model, spec)
     return model.to(device)
+
+
+def _check_spec(index: LibraryIndex, model_spec, keep_index_model: bool) -> None:
+    """An index keeps its model: asking for another one is an error (unless ``keep_index_model``)."""
+    recorded = index.model_name
+    if keep_index_model and model_spec is not None and str(model_spec) != recorded:
+        log.info("%s keeps its model %s (asked for %s)", index.dir, recorded, model_spec)
+    elif model_spec is not None and recorded and str(model_spec) != recorded:
+        raise LibraryIndexError(
+            f"this index was built with model {recorded!r}, not {str(model_spec)!r}; "
+            "use another --index folder (or delete this one) to index with a new model"
+        )
+
+
+def _check_made_by(index: LibraryIndex, model_spec, sha: str, warnings, model=None) -> None:
+    """model.pt whose weights did not make the descriptors: all photos again (and recorded)."""
+    made_by = index.catalog.get_meta(MODEL_SHA_KEY)
+    if made_by is None or made_by != sha:
+        if made_by is not None:
+            restart_all(
+                index,
+                warnings,
+                f"{index.model_path} is not the model that made this index's descriptors",
+            )
+        name = index.model_name or str(model_spec or MODEL_FILE)
+        index.record_model(model, name, state_sha=sha)
+
+
+def job_engine(index: LibraryIndex, model_spec, extract_cfg, warnings: list[str], *, ray: bool):
+    """The engine (model.runtime.Engine) that describes this build's pending photos.
+
+    Chosen before torch loads, from the measured rules (``runtime.choose_engine``): the
+    descriptors the index holds bind the precision; a precision forced against them extracts
+    every photo again with it (said in ``warnings``). Ray's workers run torch.
+    """
+    from ..model.runtime import TORCH, Engine, asked_precision, backbone_precision, choose_engine
+
+    made = index.descriptor_engine()
+    asked = asked_precision(extract_cfg)
+    if made is not None and asked is not None and asked != made["precision"]:
+        restart_all(
+            index,
+            warnings,
+            f"this index's descriptors were made in {made['precision']}, --precision {asked} "
+            "asks for another",
+            mixes="precisions",
+        )
+        made = None
+    made_with = made["precision"] if made else None
+    if ray:
+        prec = made_with or backbone_precision(extract_cfg, "cpu")
+        return Engine(TORCH, prec, "Ray's workers run torch")
+    pending = len(index.catalog.rows(PENDING))
+    return choose_engine(
+        extract_cfg, backbone=backbone_of(index, model_spec), photos=pending, made_with=made_with
+    )
+
+
+def backbone_of(index: LibraryIndex, model_spec) -> str:
+    """The backbone's name (which engine is faster depends on it), known without torch: from
+    model.pt or a checkpoint named as the spec (read without torch), else from the spec's name."""
+    from ..model.ckptfile import CheckpointFormatError
+    from ..model.ortmodel import ModelFile
+    from ..model.resolve import looks_like_file
+
+    spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
+    for path in (
+        index.dir / MODEL_FILE,
+        Path(spec).expanduser() if looks_like_file(spec) else None,
+    ):
+        if path is not None and path.is_file():
+            try:
+                return ModelFile.read(path).backbone
+            except (OSError, CheckpointFormatError):
+                return ""
+    return spec.partition("-")[0]
+
+
+def prepare_ort_model(
+    index: LibraryIndex,
+    model_spec,
+    backbone_weights,
+    init_cfg,
+    extract_cfg,
+    library: Path,
+    progress,
+    cancel,
+    keep_index_model: bool,
+    warnings: list[str],
+    kept: dict,
+    decoder=None,
+):
+    """``prepare_model`` without torch: the index's model.pt or a new model, run by ONNX Runtime
+    (core/model/graphs.py: torch loads only to export a missing graph, under the "prepare"
+    stage); a new model is initialised from the library in one pass and saved as model.pt.
+
+    None when this model cannot run so (a checkpoint in torch's old format, random weights):
+    the caller prepares it with torch.
+    """
+    from ..model.ckptfile import CheckpointFormatError
+    from ..model.graphs import new_model, ort_model
+    from ..model.onepass import initialise_one_pass
+    from ..model.ortmodel import ModelFile
+
+    path = index.dir / MODEL_FILE
+    if path.exists():
+        try:
+            file = ModelFile.read(path)
+        except CheckpointFormatError:
+            return None
+        _check_spec(index, model_spec, keep_index_model)
+        model = ort_model(file, progress=progress)
+        if progress:
+            progress("model", 1, 1)
+        _check_made_by(index, model_spec, model.state_sha(), warnings)
+        return model
+    spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
+    model = new_model(spec, backbone_weights, progress=progress)
+    if model is None:
+        return None
+    if progress:
+        progress("model", 1, 1)
+    if not model.is_initialised:
+        rels = [row.path for row in index.catalog.rows()]
+        if not rels:
+            raise LibraryIndexError(f"no images in {library} to initialise the NetVLAD layer from")
+        kept["maps"] = initialise_one_pass(
+            model,
+            [library / rel for rel in rels],
+            init_cfg,
+            extract_cfg,
+            index.dir / KEPT_MAPS_DIR,
+            progress=(lambda n, total: progress("init", n, total)) if progress else None,
+            cancel=cancel,
+            meta={"library": str(library)},
+            decoder=decoder,
+        )
+        kept["paths"] = rels
+    made_by = index.catalog.get_meta(MODEL_SHA_KEY)
+    has_descriptors = int(index.catalog.get_meta("store_rows", "0") or 0) > 0
+    if has_descriptors and (made_by is None or made_by != model.state_sha()):
+        restart_all(index, warnings, f"{path} is missing and a new model was made")
+    save_model(model.file, path)
+    index.record_model(None, spec, state_sha=model.state_sha())
+    return model
 
 
 def nothing_to_extract(index: LibraryIndex, model_spec, keep_index_model: bool) -> bool:
@@ -185,22 +316,26 @@ def photos_needed_first(
     return [library / rel for rel in rels]
 
 
-def restart_all(index: LibraryIndex, warnings: list[str], why: str) -> None:
+def restart_all(index: LibraryIndex, warnings: list[str], why: str, mixes: str = "models") -> None:
     """Drop every descriptor of the old model: all photos pending, store and search emptied."""
-    n = index.catalog.restart_all({"store_rows": "0", SEARCH_META_KEY: ""})
+    n = index.catalog.restart_all({"store_rows": "0", SEARCH_META_KEY: "", ENGINE_KEY: ""})
     remove_saved(index.dir)
     index.invalidate()
-    msg = f"{why}: extracting all {n} photos again with it, so that no answer mixes two models"
+    msg = f"{why}: extracting all {n} photos again with it, so that no answer mixes two {mixes}"
     log.warning(msg)
     warnings.append(msg)
 
 
 def save_model(model, path: Path) -> None:
-    """save_checkpoint, with a full disk said as such (torch says "enforce fail at …")."""
-    from ..model.checkpoint import save_checkpoint
-
+    """save_checkpoint (or ``ModelFile.write``, torch-free), with a full disk said as such
+    (torch says "enforce fail at …")."""
     try:
-        save_checkpoint(model, path)
+        if hasattr(model, "write"):  # a ModelFile
+            model.write(path)
+        else:
+            from ..model.checkpoint import save_checkpoint
+
+            save_checkpoint(model, path)
     except (OSError, RuntimeError) as exc:
         full = getattr(exc, "errno", None) == errno.ENOSPC
         if not full:
@@ -217,4 +352,6 @@ def save_model(model, path: Path) -> None:
 
 
 def _state_bytes(model) -> int:
+    if hasattr(model, "state") and isinstance(model.state, dict):  # a ModelFile
+        return sum(int(a.nbytes) for a in model.state.values())
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())

@@ -31,9 +31,16 @@ import torch
 from torch import nn
 
 from .. import paths
-from ..errors import NetvladError
 from ..paths import atomic_path, atomic_write_text
-from .ortmodel import INPUT, INSTALL, OPSET, OUTPUT, OnnxRuntimeMissing, installed_version
+from .ortmodel import (
+    INPUT,
+    INSTALL,
+    OPSET,
+    OUTPUT,
+    OnnxExportError,
+    OnnxRuntimeMissing,
+    installed_version,
+)
 from .runtime import asked_precision
 
 log = logging.getLogger(__name__)
@@ -43,10 +50,6 @@ TRACE_SIZE = (160, 224)  # multiples of 32: every stride-2 "SAME" conv pads asym
 CHECK_SIZES = ((97, 131), (128, 95))  # odd sizes the export must match torch at
 MIN_COSINE = 0.9999
 KEEP = 6  # exported backbones kept in the cache
-
-
-class OnnxExportError(NetvladError, RuntimeError):
-    """An exported backbone that does not give torch's feature maps."""
 
 
 def require():

@@ -36,6 +36,10 @@ class OnnxRuntimeMissing(NetvladError, ImportError):
     """runtime="onnxruntime" without the onnx / onnxruntime packages."""
 
 
+class OnnxExportError(NetvladError, RuntimeError):
+    """An exported backbone that does not give torch's feature maps."""
+
+
 def require_ort():
     """The ``onnxruntime`` module, or OnnxRuntimeMissing saying how to install it."""
     try:

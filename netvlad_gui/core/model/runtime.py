@@ -217,3 +217,31 @@ def choose_engine(
     if cfg.runtime != ONNXRUNTIME and not ort_installed():
         return Engine(TORCH, "fp32", f"{why}; onnxruntime is not installed, torch runs it")
     return Engine(ONNXRUNTIME, "fp32", why)
+
+
+def engines_info(cfg, backbone: str | None = None) -> dict:
+    """What ``netvlad info`` says runs the network for ``cfg`` here, and why: a short job (a
+    locate, a small library) and a long one (2 000 photos), for ``backbone`` (the default
+    model's when None)."""
+    from importlib import metadata
+
+    from ..config import DEFAULT_MODEL
+
+    backbone = backbone or DEFAULT_MODEL.partition("-")[0]
+    short = choose_engine(cfg, backbone=backbone)
+    long_job = choose_engine(cfg, backbone=backbone, photos=2000)
+    try:
+        ort = metadata.version("onnxruntime")
+    except metadata.PackageNotFoundError:
+        ort = None
+    out = {
+        "runtime": short.runtime,
+        "runtime_precision": short.precision,
+        "runtime_why": short.why,
+        "runtime_asked": cfg.runtime,
+        "runtime_long_job": long_job.to_json() | {"photos": 2000, "backbone": backbone},
+        "onnxruntime": ort,
+    }
+    if ort is None:
+        out["runtime_note"] = 'onnxruntime is not installed: pip install "netvlad-gui[onnx]"'
+    return out
