@@ -210,7 +210,7 @@ def cmd_info(args) -> int:
     info["precision"] = backbone_precision(cfg, device.partition(":")[0])
     info["precision_asked"] = cfg.precision
     info["cpu_bf16_flags"] = sorted(cpu_flags() & NATIVE_BF16_FLAGS)
-    info.update(engines_info(cfg))  # what runs the network for which job, and why
+    info.update(engines_info(cfg, _backbone_of(args.model)))  # what runs which job, and why
     if args.index or args.library:
         index = _open_index(args)
         st = index.stats()
@@ -239,6 +239,22 @@ def cmd_info(args) -> int:
             else:
                 print(f"{k:18} {v}")
     return 0
+
+
+def _backbone_of(spec: str | None) -> str | None:
+    """The backbone of a model spec (a checkpoint file's read without torch), for ``info``."""
+    if not spec:
+        return None
+    from ..core.model.ckptfile import CheckpointFormatError
+    from ..core.model.ortmodel import ModelFile
+    from ..core.model.resolve import looks_like_file
+
+    if looks_like_file(spec):
+        try:
+            return ModelFile.read(spec).backbone or None
+        except (OSError, CheckpointFormatError):
+            return None
+    return spec.partition("-")[0]
 
 
 def cmd_models(args) -> int:
@@ -345,6 +361,10 @@ def add_library_commands(sub) -> None:
     )
     p.add_argument(
         "--runtime", choices=list(RUNTIMES), help="say what runs the backbone if this is asked for"
+    )
+    p.add_argument(
+        "--model",
+        help=f"say what runs this model (BACKBONE-POOLING or a checkpoint; default {DEFAULT_MODEL})",
     )
     p.set_defaults(func=cmd_info)
 

@@ -11,6 +11,7 @@ to extract: a run that finds nothing new scans, checks model.pt's file stamp and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -143,7 +144,7 @@ def build_index(
         shutil.rmtree(index_dir / KEPT_MAPS_DIR, ignore_errors=True)  # a killed build's
         summary.total, summary.removed = scan_library(index, library, progress, warnings)
         try:
-            if nothing_to_extract(index, model_spec, keep_index_model):
+            if nothing_to_extract(index, model_spec, keep_index_model, extract_cfg):
                 raise _UpToDate
             if progress:  # importing torch and loading the model take seconds: say so
                 progress("model", 0, 1)
@@ -172,7 +173,8 @@ def build_index(
                     kept,
                     decoder,
                 )
-                if model is None:  # a model only torch can run: it runs in fp32 here too
+                if model is None and extract_cfg.runtime != ONNXRUNTIME:
+                    # a model only torch can make (random weights, an old file): fp32 in torch
                     engine = Engine(TORCH, "fp32", f"{engine.why}; this model runs in torch")
             if model is None:
                 from ..model.engine import load_engine
@@ -182,7 +184,10 @@ def build_index(
                 from ..model.inference import torch_config
 
                 device = resolve_device(extract_cfg.device)
-                extract_cfg = torch_config(extract_cfg, engine)
+                if engine.runtime == TORCH:
+                    extract_cfg = torch_config(extract_cfg, engine)
+                else:  # --runtime onnxruntime on a model torch makes: ONNX Runtime inside torch
+                    extract_cfg = dataclasses.replace(extract_cfg, precision="fp32")
                 model = prepare_model(
                     index,
                     model_spec,

@@ -264,14 +264,23 @@ def prepare_ort_model(
     return model
 
 
-def nothing_to_extract(index: LibraryIndex, model_spec, keep_index_model: bool) -> bool:
+def nothing_to_extract(
+    index: LibraryIndex, model_spec, keep_index_model: bool, extract_cfg=None
+) -> bool:
     """Whether this build has nothing for the network to do, decided without torch.
 
     True when no photo is pending and model.pt is the file whose weights made the descriptors:
     its size and mtime as recorded (else its sha256), with the weights' hash recorded too. The
     model-name check of ``prepare_model`` is made here as well, so that asking for another model
-    fails the same way whether or not there is work.
+    fails the same way whether or not there is work; and a precision forced against the
+    descriptors' (``job_engine`` extracts them all again) is work too.
     """
+    from ..model.runtime import asked_precision
+
+    asked = asked_precision(extract_cfg) if extract_cfg is not None else None
+    made = index.descriptor_engine() if asked else None
+    if made is not None and made["precision"] != asked:
+        return False
     path = index.dir / MODEL_FILE
     raw = index.catalog.get_meta(MODEL_FILE_KEY)
     if not raw or index.catalog.get_meta(MODEL_SHA_KEY) is None or index.dim is None:

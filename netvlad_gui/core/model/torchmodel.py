@@ -17,7 +17,10 @@ from .runtime import backbone_precision
 def pixels_to_batch(pixels: np.ndarray) -> torch.Tensor:
     """(B, 3, H, W) float in [0, 1] of (B, H, W, 3) uint8: ``images.pixels_to_tensor`` of each
     photo, stacked (the same values and memory order as extraction always fed the network)."""
-    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+    pixels = np.ascontiguousarray(pixels)
+    if not pixels.flags.writeable:  # torch wants to own writable memory
+        pixels = pixels.copy()
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 class TorchModel:
