@@ -129,7 +129,7 @@ def test_the_numpy_head_is_torchs_head():
 def engines(cache):
     """The default model (shipped weights) run by ONNX Runtime and by torch in fp32, with a
     NetVLAD layer initialised from real photos' maps."""
-    from netvlad_gui.core.model.torchmodel import TorchModel
+    from netvlad_gui.core.model.features import TorchModel
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(paths, "cache_dir", lambda: cache / "netvlad-gui")

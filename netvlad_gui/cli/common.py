@@ -85,9 +85,10 @@ def add_runtime_args(p: argparse.ArgumentParser, *, jpeg_draft: bool = True) -> 
     p.add_argument(
         "--runtime",
         choices=list(RUNTIMES),
-        help="what runs the backbone: torch (the reference) or onnxruntime, an optional extra "
-        'that is faster on CPUs (pip install "netvlad-gui[onnx]"; CPU and fp32 only, elsewhere '
-        f"torch runs it) (default {ExtractConfig.runtime})",
+        help="what runs the network: auto picks per job and machine (ONNX Runtime in fp32 on "
+        "CPUs, no torch import; torch on GPUs and for long bf16 jobs on heavy backbones; "
+        "`netvlad info` says which and why), torch (the reference) or onnxruntime "
+        f"(default {ExtractConfig.runtime})",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 

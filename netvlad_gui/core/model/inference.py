@@ -4,7 +4,7 @@ An :class:`InferenceModel` takes photo pixels as the decoder gives them ((B, H, 
 size per batch) and gives numpy arrays: global descriptors, backbone maps (verification's patch
 features, the one-pass initialisation) and the head applied to kept maps. Two engines implement
 it: :class:`~netvlad_gui.core.model.ortmodel.OrtModel` (ONNX Runtime + numpy, no torch) and
-:class:`~netvlad_gui.core.model.torchmodel.TorchModel` (torch, any device and precision).
+:class:`~netvlad_gui.core.model.features.TorchModel` (torch, any device and precision).
 :func:`open_model` picks by the job's :class:`~netvlad_gui.core.model.runtime.Engine` and
 imports torch only when torch runs it, or when a graph must be exported first.
 """
@@ -65,7 +65,7 @@ def as_inference_model(model, cfg: ExtractConfig | None = None) -> InferenceMode
     """``model`` itself when it is an InferenceModel; a torch network wrapped as one."""
     if is_inference_model(model):
         return model
-    from .torchmodel import TorchModel
+    from .features import TorchModel
 
     return TorchModel(model, cfg or ExtractConfig())
 
@@ -105,8 +105,7 @@ def torch_model(path: str | os.PathLike, cfg: ExtractConfig, engine: Engine) -> 
 
     load_engine()
     from .checkpoint import load_checkpoint
-    from .features import resolve_device
-    from .torchmodel import TorchModel
+    from .features import TorchModel, resolve_device
 
     model = load_checkpoint(Path(path)).to(resolve_device(cfg.device))
     return TorchModel(model, torch_config(cfg, engine))

@@ -226,6 +226,7 @@ def engines_info(cfg, backbone: str | None = None) -> dict:
     from importlib import metadata
 
     from ..config import DEFAULT_MODEL
+    from .ortmodel import INSTALL
 
     backbone = backbone or DEFAULT_MODEL.partition("-")[0]
     short = choose_engine(cfg, backbone=backbone)
@@ -243,5 +244,5 @@ def engines_info(cfg, backbone: str | None = None) -> dict:
         "onnxruntime": ort,
     }
     if ort is None:
-        out["runtime_note"] = 'onnxruntime is not installed: pip install "netvlad-gui[onnx]"'
+        out["runtime_note"] = f"onnxruntime is not installed: {INSTALL}"
     return out
