@@ -13,6 +13,10 @@ back to the OS, so the resident size stays at its peak. Environment variables
 OpenMP threads that wait for work spin by default; on a machine whose cores are shared, spinning
 threads steal the cores the working ones need (faiss's PQ training ran 5x slower). The passive
 wait policy has to be in the environment before torch or faiss load their OpenMP runtime.
+numpy's OpenBLAS has threads of its own that spin the same way and no passive policy: on this
+2-core machine under load, NetVLAD's (64 x 96) @ (96 x 1200) products took 650 ms with its two
+threads and 1 ms with one, so numpy's BLAS runs in one thread (``limit_numpy_blas``); the
+network's threads are ONNX Runtime's or torch's.
 
 ``NETVLAD_NO_TUNE=1`` turns all of this off (the benchmarks' baseline).
 """
@@ -61,6 +65,21 @@ def tune_openmp() -> bool:
     return "torch" not in sys.modules and "faiss" not in sys.modules
 
 
+def limit_numpy_blas() -> bool:
+    """numpy's own OpenBLAS in one thread (see the module's docstring); True if it took effect.
+
+    Only numpy's: faiss's BLAS runs on OpenMP, which waits passively (``tune_openmp``)."""
+    try:
+        import numpy  # noqa: F401 - loads its BLAS, so that it can be found
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return False
+    libs = [c for c in ThreadpoolController().lib_controllers if "numpy" in c.filepath]
+    for lib in libs:
+        lib.set_num_threads(1)
+    return bool(libs)
+
+
 def tune_process() -> None:
     """Everything the CLI and the GUI set once, before any model runs (and before torch loads)."""
     global _done
@@ -71,6 +90,7 @@ def tune_process() -> None:
         return
     if not tune_openmp():
         log.debug("torch or faiss was imported before tune_process(): OpenMP policy unchanged")
+    limit_numpy_blas()
     if not tune_allocator():
         log.debug("allocator tuning not available on this platform")
 
@@ -119,11 +139,12 @@ def backbone_precision(cfg, device_type: str = "cpu") -> str:
 
 # -- which engine runs the network (ExtractConfig.runtime "auto") ------------------------------
 #: From this many photos, torch in bf16 (on a CPU with native bf16) finishes an index build of
-#: that backbone sooner than ONNX Runtime in fp32, its ~3 s of imports included: measured on a
-#: 2-core Xeon with AMX (benchmarks/runtime_auto.py, benchmarks/README.md "Which engine runs").
-#: A backbone not listed runs faster in ONNX Runtime fp32 at any length (MobileNetV2: 1.3x torch
-#: bf16 warm) or was not measured; it is left to ONNX Runtime.
-BF16_PAYS_FROM = {"vgg16": 4, "resnet18": 40, "resnet50": 40, "alexnet": 100}
+#: that backbone sooner than ONNX Runtime in fp32, its start-up (~2.1 CPU-s of imports) included:
+#: measured on a 2-core Xeon with AMX (benchmarks/runtime_auto.py, benchmarks/README.md "Which
+#: engine runs"), where torch bf16 ran VGG16 3.4x, AlexNet 3.2x, ResNet-18 2.3x and ResNet-50
+#: 1.7x ONNX Runtime fp32 warm. MobileNetV2 (the default) is not listed: ONNX Runtime fp32 ran it
+#: 1.4x torch bf16 warm, so it runs in ONNX Runtime at any length; so does a backbone not measured.
+BF16_PAYS_FROM = {"vgg16": 6, "resnet50": 20, "resnet18": 50, "alexnet": 100}
 
 ONNXRUNTIME, TORCH = "onnxruntime", "torch"
 #: Where a machine's NVIDIA driver shows itself; without it torch can find no CUDA device, so
