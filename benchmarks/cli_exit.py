@@ -31,10 +31,10 @@ from _common import machine
 LUND = REPO.parent / "shared" / "data" / "lund_street"
 
 
-def timed(argv: list[str], code: Path, cwd: Path) -> tuple[float, float, float]:
-    """(wall s, s from the last stdout line to the exit, CPU s) of ``python -m netvlad_gui.cli
-    ARGV``; the CPU seconds (user + system, all threads) do not grow with a shared machine's
-    load the way the wall time does."""
+def timed(argv: list[str], code: Path, cwd: Path) -> tuple[float, float, float, float]:
+    """(wall s, s from the last stdout line to the exit, CPU s, peak RSS MB) of ``python -m
+    netvlad_gui.cli ARGV``; the CPU seconds (user + system, all threads) do not grow with a
+    shared machine's load the way the wall time does."""
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])
     )
@@ -53,7 +53,7 @@ def timed(argv: list[str], code: Path, cwd: Path) -> tuple[float, float, float]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"netvlad {' '.join(argv)} failed ({status}) with {code}")
     end = time.perf_counter()
-    return end - t0, end - last, usage.ru_utime + usage.ru_stime
+    return end - t0, end - last, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -71,7 +71,7 @@ def main() -> None:
             index = Path(tmp) / "lund-index"
             timed(["index", str(LUND / "references"), "--index", str(index), "-q"], REPO, Path(tmp))
             argv = ["locate", "--index", str(index), str(LUND / "queries" / "08.jpg")]
-        rows: dict[str, list[tuple[float, float, float]]] = {str(t): [] for t in trees}
+        rows: dict[str, list[tuple]] = {str(t): [] for t in trees}
         for _ in range(args.rounds):
             for tree in trees:
                 rows[str(tree)].append(timed(argv, tree, Path(tmp)))
@@ -79,12 +79,13 @@ def main() -> None:
         out = {
             "code": tree,
             "command": "netvlad " + " ".join(args.command or ["locate", "INDEX", "08.jpg"]),
-            "wall_s": [round(w, 2) for w, _, _ in runs],
-            "median_wall_s": round(statistics.median(w for w, _, _ in runs), 2),
-            "cpu_s": [round(c, 2) for _, _, c in runs],
-            "median_cpu_s": round(statistics.median(c for _, _, c in runs), 2),
-            "exit_s": [round(e, 2) for _, e, _ in runs],
-            "median_exit_s": round(statistics.median(e for _, e, _ in runs), 2),
+            "wall_s": [round(r[0], 2) for r in runs],
+            "median_wall_s": round(statistics.median(r[0] for r in runs), 2),
+            "cpu_s": [round(r[2], 2) for r in runs],
+            "median_cpu_s": round(statistics.median(r[2] for r in runs), 2),
+            "exit_s": [round(r[1], 2) for r in runs],
+            "median_exit_s": round(statistics.median(r[1] for r in runs), 2),
+            "peak_rss_mb": round(max(r[3] for r in runs)),
             "load": os.getloadavg(),
         }
         print(json.dumps(out))
