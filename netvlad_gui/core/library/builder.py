@@ -11,7 +11,6 @@ to extract: a run that finds nothing new scans, checks model.pt's file stamp and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -26,17 +25,13 @@ import numpy as np
 from ..cancel import Cancelled
 from ..config import DistributedConfig, ExtractConfig, IndexConfig, InitConfig
 from ..errors import LibraryIndexError
-from ..model.ortmodel import OnnxExportError
-from ..model.runtime import ONNXRUNTIME, TORCH, Engine
 from ..photos.decoding import Decoder
 from .buildlock import lock_index as _lock
 from .buildmodel import (
     KEPT_MAPS_DIR,
-    job_engine,
     nothing_to_extract,
     photos_needed_first,
-    prepare_model,
-    prepare_ort_model,
+    prepare_engine_model,
 )
 from .calibration import FINALIZED_KEY, calibrate, finalized_stamp
 from .catalog import FAILED, PENDING, CatalogDamagedError, display_name
@@ -146,64 +141,27 @@ def build_index(
         try:
             if nothing_to_extract(index, model_spec, keep_index_model, extract_cfg):
                 raise _UpToDate
-            if progress:  # importing torch and loading the model take seconds: say so
+            if progress:  # starting the engine and loading the model take a moment: say so
                 progress("model", 0, 1)
-            # The core the import (or ONNX Runtime's start) leaves idle decodes the first photos.
+            # The core the engine's start leaves idle decodes the first photos meanwhile.
             first = photos_needed_first(
                 index, library, model_spec, init_cfg, decoder.ahead, distributed is None
             )
             decoder.prefetch(first)
-            engine = job_engine(
-                index, model_spec, extract_cfg, warnings, ray=distributed is not None
+            model, extract_cfg = prepare_engine_model(
+                index,
+                model_spec,
+                backbone_weights,
+                init_cfg,
+                extract_cfg,
+                library,
+                progress,
+                cancel,
+                keep_index_model,
+                warnings,
+                kept if distributed is None else None,
+                decoder,
             )
-            log.info("%s runs the network in %s: %s", engine.runtime, engine.precision, engine.why)
-            model = None
-            if engine.runtime == ONNXRUNTIME:
-                model = _prepare_ort(
-                    index,
-                    model_spec,
-                    backbone_weights,
-                    init_cfg,
-                    extract_cfg,
-                    library,
-                    progress,
-                    cancel,
-                    keep_index_model,
-                    warnings,
-                    kept,
-                    decoder,
-                )
-                if model is None and extract_cfg.runtime != ONNXRUNTIME:
-                    # a model only torch can make (random weights, an old file): fp32 in torch
-                    engine = Engine(TORCH, "fp32", f"{engine.why}; this model runs in torch")
-            if model is None:
-                from ..model.engine import load_engine
-
-                load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
-                from ..model.features import resolve_device
-                from ..model.inference import torch_config
-
-                device = resolve_device(extract_cfg.device)
-                if engine.runtime == TORCH:
-                    extract_cfg = torch_config(extract_cfg, engine)
-                else:  # --runtime onnxruntime on a model torch makes: ONNX Runtime inside torch
-                    extract_cfg = dataclasses.replace(extract_cfg, precision="fp32")
-                model = prepare_model(
-                    index,
-                    model_spec,
-                    backbone_weights,
-                    device,
-                    init_cfg,
-                    extract_cfg,
-                    library,
-                    progress,
-                    cancel,
-                    keep_index_model,
-                    warnings,
-                    kept if distributed is None else None,
-                    decoder,
-                )
-            index.record_engine(engine)
             summary.model = index.model_name
             if index.dim is None:
                 index.catalog.set_meta("dim", str(model.dim))
@@ -267,46 +225,6 @@ def build_index(
             kept["maps"].close()
         index.close()
         lock.close()
-
-
-def _prepare_ort(
-    index,
-    model_spec,
-    backbone_weights,
-    init_cfg,
-    extract_cfg,
-    library,
-    progress,
-    cancel,
-    keep_index_model,
-    warnings,
-    kept,
-    decoder,
-):
-    """``prepare_ort_model``; under ``--runtime auto`` a model that cannot be exported to ONNX
-    (or a missing onnx package) is said in ``warnings`` and torch runs it (None)."""
-    from ..model.ortmodel import OnnxRuntimeMissing
-
-    try:
-        return prepare_ort_model(
-            index,
-            model_spec,
-            backbone_weights,
-            init_cfg,
-            extract_cfg,
-            library,
-            progress,
-            cancel,
-            keep_index_model,
-            warnings,
-            kept,
-            decoder,
-        )
-    except (OnnxRuntimeMissing, OnnxExportError) as exc:
-        if extract_cfg.runtime == ONNXRUNTIME:
-            raise
-        warnings.append(f"{exc}: torch runs the model instead")
-        return None
 
 
 def _open_for_build(index_dir: Path, warnings: list[str]) -> LibraryIndex:

@@ -35,6 +35,90 @@ log = logging.getLogger(__name__)
 KEPT_MAPS_DIR = ".init-maps"  # the sampled photos' backbone maps, while a new library is built
 
 
+def prepare_engine_model(
+    index: LibraryIndex,
+    model_spec,
+    backbone_weights,
+    init_cfg,
+    extract_cfg,
+    library: Path,
+    progress,
+    cancel,
+    keep_index_model: bool,
+    warnings: list[str],
+    kept: dict | None,
+    decoder=None,
+):
+    """The build's model, run by the engine this job gets (``job_engine``), and the
+    ExtractConfig it runs with; the engine is recorded in the index.
+
+    ONNX Runtime: ``prepare_ort_model`` (no torch unless a graph must be exported). A model only
+    torch can make (random weights, a checkpoint in torch's old format), or one that cannot be
+    exported under ``--runtime auto``, runs in torch in fp32 (said in ``warnings`` when the
+    export failed); with ``--runtime onnxruntime`` ONNX Runtime then runs its backbone inside
+    torch. Ray's builds (``kept`` None) run torch.
+    """
+    import dataclasses
+
+    from ..model.ortmodel import OnnxExportError, OnnxRuntimeMissing
+    from ..model.runtime import ONNXRUNTIME, TORCH, Engine
+
+    engine = job_engine(index, model_spec, extract_cfg, warnings, ray=kept is None)
+    log.info("%s runs the network in %s: %s", engine.runtime, engine.precision, engine.why)
+    model = None
+    if engine.runtime == ONNXRUNTIME:
+        try:
+            model = prepare_ort_model(
+                index,
+                model_spec,
+                backbone_weights,
+                init_cfg,
+                extract_cfg,
+                library,
+                progress,
+                cancel,
+                keep_index_model,
+                warnings,
+                kept,
+                decoder,
+            )
+        except (OnnxRuntimeMissing, OnnxExportError) as exc:
+            if extract_cfg.runtime == ONNXRUNTIME:
+                raise
+            warnings.append(f"{exc}: torch runs the model instead")
+        if model is None and extract_cfg.runtime != ONNXRUNTIME:
+            engine = Engine(TORCH, "fp32", f"{engine.why}; this model runs in torch")
+    if model is None:
+        from ..model.engine import load_engine
+
+        load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
+        from ..model.features import resolve_device
+        from ..model.inference import torch_config
+
+        device = resolve_device(extract_cfg.device)
+        if engine.runtime == TORCH:
+            extract_cfg = torch_config(extract_cfg, engine)
+        else:  # --runtime onnxruntime on a model torch makes: ONNX Runtime inside torch
+            extract_cfg = dataclasses.replace(extract_cfg, precision="fp32")
+        model = prepare_model(
+            index,
+            model_spec,
+            backbone_weights,
+            device,
+            init_cfg,
+            extract_cfg,
+            library,
+            progress,
+            cancel,
+            keep_index_model,
+            warnings,
+            kept,
+            decoder,
+        )
+    index.record_engine(engine)
+    return model, extract_cfg
+
+
 def prepare_model(
     index: LibraryIndex,
     model_spec,
