@@ -114,6 +114,7 @@ def run_index(lib: Path, index_dir: Path, extra: list[str], code: Path | None = 
         "first_photo_s": round(first[0], 2) if first else None,
         "stage_starts_s": {k: round(v, 2) for k, v in stages.items()},
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),  # all threads: not inflated by load
         "extracted": summary.get("extracted"),
         "indexed": summary.get("indexed"),
     }
@@ -172,6 +173,8 @@ def one_size(tmp: Path, n: int, args) -> list[dict]:
                 "noop_rerun_s": b["seconds"],
                 "first_use_s": first_use[k],
                 "peak_rss_mb": a["peak_rss_mb"],
+                "cpu_s": a["cpu_s"],
+                "load": os.getloadavg(),
                 "noop_peak_rss_mb": b["peak_rss_mb"],
                 "extracted": a["extracted"],
             }

@@ -412,3 +412,27 @@ def test_an_index_from_before_the_record_is_assumed_made_as_auto_made_it(library
         }
     finally:
         index.close()
+
+
+def test_a_model_that_cannot_be_exported_runs_in_torch_under_auto(library, tmp_path, monkeypatch):
+    from netvlad_gui.core.model import onnxbackbone
+    from netvlad_gui.core.model.ortmodel import OnnxExportError
+
+    monkeypatch.setattr(paths, "cache_dir", lambda: tmp_path / "empty-cache")  # nothing cached
+
+    def refuse(*args, **kwargs):
+        raise OnnxExportError("cannot export this backbone to ONNX (test); use --runtime torch")
+
+    monkeypatch.setattr(onnxbackbone, "export_graph", refuse)
+    summary, stages = _build(library, tmp_path / "idx")
+    assert summary.indexed == 10 and graphs.PREPARE in stages
+    assert any("torch runs the model instead" in w for w in summary.warnings)
+    from netvlad_gui.core.library.index import LibraryIndex
+
+    index = LibraryIndex(tmp_path / "idx")
+    try:
+        assert index.descriptor_engine() == {"runtime": "torch", "precision": "fp32"}
+    finally:
+        index.close()
+    with pytest.raises(OnnxExportError):  # asked for by name: the reason, not a fallback
+        _build(library, tmp_path / "idx2", runtime="onnxruntime")

@@ -142,10 +142,17 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise CheckpointFormatError(f"{path}: not a zip checkpoint") from None
-    with zf:
+        return _read(path)
+    except CheckpointFormatError:
+        raise
+    except (zipfile.BadZipFile, pickle.UnpicklingError, struct.error) as exc:
+        raise CheckpointFormatError(f"{path}: unreadable checkpoint ({exc})") from None
+    except (ValueError, TypeError, KeyError, IndexError, EOFError) as exc:  # damaged inside
+        raise CheckpointFormatError(f"{path}: damaged checkpoint ({exc})") from None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if not pkl:
@@ -161,13 +168,10 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
             if not info.filename.startswith(prefix) or info.compress_type != zipfile.ZIP_STORED:
                 continue
             start = _data_offset(whole, info)
+            if start + info.file_size > len(whole):
+                raise CheckpointFormatError(f"{path}: truncated ({info.filename})")
             records[info.filename[len(prefix) :]] = whole[start : start + info.file_size]
-        try:
-            return _Unpickler(io.BytesIO(zf.read(pkl[0])), records).load()
-        except CheckpointFormatError:
-            raise
-        except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as exc:
-            raise CheckpointFormatError(f"{path}: unreadable checkpoint ({exc})") from None
+        return _Unpickler(io.BytesIO(zf.read(pkl[0])), records).load()
 
 
 def _data_offset(whole: np.ndarray, info: zipfile.ZipInfo) -> int:

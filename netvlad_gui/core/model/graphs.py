@@ -18,6 +18,7 @@ and the job says so: the progress stage "prepare" ("preparing the model for fast
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,7 +31,15 @@ import numpy as np
 
 from .. import paths
 from .ckptfile import CheckpointFormatError
-from .ortmodel import OPSET, ModelFile, OrtModel, cpu_threads, installed_version, shared_session
+from .ortmodel import (
+    OPSET,
+    ModelFile,
+    OnnxExportError,
+    OrtModel,
+    cpu_threads,
+    installed_version,
+    shared_session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +108,12 @@ def _prepare_with_torch(progress: StageProgress | None, make: Callable[[], None]
     from .engine import load_engine
 
     load_engine()
-    make()
+    try:
+        make()
+    except OSError as exc:  # a full or read-only cache: say so; torch can still run the model
+        raise OnnxExportError(
+            f"cannot keep the model's graph in {cache_folder()} ({exc}); use --runtime torch"
+        ) from None
     if progress:
         progress(PREPARE, 1, 1)
 
@@ -139,7 +153,8 @@ def ort_model(
 def _session(path: Path):
     st = path.stat()
     sess = shared_session(str(path), cpu_threads(), st.st_mtime_ns)
-    os.utime(path.with_suffix(".json"))  # most recently used: kept longest
+    with contextlib.suppress(OSError):  # a read-only cache: used as it is
+        os.utime(path.with_suffix(".json"))  # most recently used: kept longest
     return sess
 
 
@@ -236,9 +251,11 @@ def new_model(
     base = cache_folder() / "bases" / f"{key}.pt"
     try:
         file = ModelFile.read(base)
-        os.utime(base)  # most recently used: kept longest
     except (OSError, CheckpointFormatError):
         file = None
+    else:
+        with contextlib.suppress(OSError):  # a read-only cache: used as it is
+            os.utime(base)  # most recently used: kept longest
     if file is None:
 
         def make() -> None:

@@ -90,12 +90,16 @@ def open_model(
     """
     if engine.runtime == ONNXRUNTIME:
         from .graphs import ort_model
-        from .ortmodel import ModelFile
+        from .ortmodel import ModelFile, OnnxExportError, OnnxRuntimeMissing
 
         try:
             return ort_model(ModelFile.read(path), progress=progress)
         except CheckpointFormatError as exc:
             log.warning("%s; torch runs this model", exc)
+        except (OnnxExportError, OnnxRuntimeMissing) as exc:
+            if cfg.runtime == ONNXRUNTIME:
+                raise
+            log.warning("%s; torch runs this model", exc)  # --runtime auto: never stuck
     return torch_model(path, cfg, engine)
 
 
