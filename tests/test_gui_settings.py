@@ -133,6 +133,10 @@ def test_backbone_runtime_setting_reaches_the_engine_config(qtbot, monkeypatch) 
     assert loaded.extract_config(320).image_size == 320  # a launch option wins
     QSettings().setValue("settings/runtime", "tensorrt")
     assert AppSettings.load().runtime == "auto"  # unknown stored value: the default
+    AppSettings(runtime="torch").save()  # chosen now: kept
+    assert AppSettings.load().runtime == "torch"
+    QSettings().remove("settings/runtime_chosen")  # saved before "auto": torch was the default
+    assert AppSettings.load().runtime == "auto"
 
     monkeypatch.setattr(ortmodel, "installed_version", lambda: None)
     dialog = SettingsDialog(loaded)

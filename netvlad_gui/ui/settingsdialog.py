@@ -59,6 +59,9 @@ RUNTIMES = tuple(
         strict=True,
     )
 )
+#: Marks settings saved since the runtime "auto" (issue 24): an older file's "torch" was only
+#: the default of its day, not a choice, and reads as today's default.
+RUNTIME_CHOSEN = "settings/runtime_chosen"
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.tar *.mat *.ckpt);;All files (*)"
 
 
@@ -107,6 +110,9 @@ class AppSettings:
             out.device = "auto"
         if out.runtime not in config.RUNTIMES:
             out.runtime = ExtractConfig.runtime
+        if out.runtime == "torch" and store.value(RUNTIME_CHOSEN) is None:
+            # saved before "auto" existed, when every save wrote torch, the default then
+            out.runtime = ExtractConfig.runtime
         return out
 
     def extract_config(self, image_size: int | None = None) -> ExtractConfig:
@@ -124,6 +130,7 @@ class AppSettings:
         store = store or QSettings()
         for name, value in self.__dict__.items():
             store.setValue(f"settings/{name}", value)
+        store.setValue(RUNTIME_CHOSEN, True)  # the runtime saved now is a choice (see load)
         store.sync()
 
 

@@ -214,6 +214,8 @@ def choose_engine(
     asked = asked_precision(cfg)
     if made_with:
         prec, why = made_with, f"this index's descriptors were made in {made_with}"
+        if made_with == "bf16" and asked is None:
+            why += " (netvlad index --precision fp32 makes them again for ONNX Runtime)"
     elif asked:
         prec, why = asked, f"--precision {asked}"
     elif cfg.runtime == ONNXRUNTIME:
