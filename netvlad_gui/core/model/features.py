@@ -1,4 +1,6 @@
-"""Batched descriptor extraction: decode in threads ahead of use, forward under inference_mode.
+"""A torch network run for inference: extraction's switches (device, folded BatchNorm, memory
+layout, precision), ``TorchModel`` (the torch ``InferenceModel``: pixels in, numpy out) and
+batched extraction with torch (``extract``: the loop of ``extraction.py``).
 
 Extraction yields results as they come so that the index can stream them to disk, and a bad
 image is reported and skipped instead of ending the run.
