@@ -236,7 +236,7 @@ def job_engine(index: LibraryIndex, model_spec, extract_cfg, warnings: list[str]
     descriptors the index holds bind the precision; a precision forced against them extracts
     every photo again with it (said in ``warnings``). Ray's workers run torch.
     """
-    from ..model.runtime import TORCH, Engine, asked_precision, backbone_precision, choose_engine
+    from ..model.runtime import TORCH, Engine, asked_precision, choose_engine
 
     made = index.descriptor_engine()
     asked = asked_precision(extract_cfg)
@@ -250,13 +250,13 @@ def job_engine(index: LibraryIndex, model_spec, extract_cfg, warnings: list[str]
         )
         made = None
     made_with = made["precision"] if made else None
-    if ray:
-        prec = made_with or backbone_precision(extract_cfg, "cpu")
-        return Engine(TORCH, prec, "Ray's workers run torch")
     pending = len(index.catalog.rows(PENDING))
-    return choose_engine(
+    engine = choose_engine(
         extract_cfg, backbone=backbone_of(index, model_spec), photos=pending, made_with=made_with
     )
+    if ray:  # the same precision as a build here would use, so that the two never differ
+        return Engine(TORCH, engine.precision, f"{engine.why}; Ray's workers run torch")
+    return engine
 
 
 def backbone_of(index: LibraryIndex, model_spec) -> str:
