@@ -114,7 +114,7 @@ def run(
     from netvlad_gui.core.query.locate import Locator
     from netvlad_gui.core.query.verify import rerank
 
-    vcfg = VerifyConfig(features=features, geometry=geometry, top_k=max(KS))
+    vcfg = VerifyConfig.for_features(features, geometry=geometry, top_k=max(KS))
     ecfg = ExtractConfig(image_size=image_size, device="cpu")
     out: dict = {"features": features, "geometry": geometry, "recall": {}, "time": {}}
     sets = _sets()

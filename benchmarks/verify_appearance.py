@@ -172,7 +172,7 @@ def run(
     from netvlad_gui.core.config import ExtractConfig, LocateConfig, VerifyConfig
     from netvlad_gui.core.query.locate import Locator
 
-    vcfg = replace(VerifyConfig(features=features), top_k=k)
+    vcfg = VerifyConfig.for_features(features, top_k=k)
     if contrast is not None:
         vcfg = replace(vcfg, sift_contrast=contrast)
 

@@ -247,3 +247,61 @@ def test_torchvision_download_via_local_server(monkeypatch, tmp_path, local_serv
 def test_torchvision_urls_come_from_the_weights_api() -> None:
     url, label = backbones.torchvision_weights_url("vgg16")
     assert url.startswith("https://download.pytorch.org/") and label.startswith("torchvision:VGG16")
+
+
+def _zip_bomb(path: Path, floats: int) -> Path:
+    """A torch.save'd state dict whose entries are deflated: 256 MB of zeros in ~250 KB."""
+    import zipfile
+
+    plain = path.with_suffix(".plain")
+    torch.save({"features.0.0.weight": torch.zeros(floats)}, plain)
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            with zin.open(info) as src, zout.open(info.filename, "w", force_zip64=True) as dst:
+                while block := src.read(1 << 24):
+                    dst.write(block)
+    plain.unlink()
+    return path
+
+
+def test_a_zip_bomb_as_backbone_weights_is_refused_before_it_inflates(tmp_path: Path) -> None:
+    # A 9.7 MB bomb grew to 10.5 GB before its refusal; as --model it was refused at once.
+    import subprocess
+    import sys
+
+    bomb = _zip_bomb(tmp_path / "bomb.pth", 64 << 20)
+    assert bomb.stat().st_size < 2 << 20
+    code = (
+        "import resource, sys, torch\n"
+        "from netvlad_gui.core.model.backbones import BackboneError, load_backbone\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    load_backbone('mobilenet_v2', sys.argv[1])\n"
+        "except BackboneError as exc:\n"
+        "    print(exc)\n"
+        "grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
+        "print(grew // 1024)\n"
+    )
+    cmd = [sys.executable, "-c", code, str(bomb)]
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    message, grew_mb = out.stdout.strip().splitlines()
+    assert "compressed" in message and "zip bomb" in message and str(bomb) in message
+    assert int(grew_mb) < 100  # the 256 MB inside were never inflated
+
+
+def test_old_style_weights_files_still_load(tmp_path: Path) -> None:
+    full = torchvision.models.mobilenet_v2(weights=None)
+    path = tmp_path / "legacy.pth"
+    torch.save(full.state_dict(), path, _use_new_zipfile_serialization=False)
+    bb = load_backbone("mobilenet_v2", path)
+    assert torch.equal(bb.module[0][0].weight, full.features[0][0].weight)
+
+
+def test_a_zip_bomb_as_model_says_what_it_is(tmp_path: Path) -> None:
+    from netvlad_gui.core.model.checkpoint import CheckpointError
+    from netvlad_gui.core.model.importers import load_any
+
+    bomb = _zip_bomb(tmp_path / "bomb.pth", 1 << 20)
+    with pytest.raises(CheckpointError, match=r"compressed, which torch.save never does"):
+        load_any(bomb)

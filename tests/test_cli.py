@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from netvlad_gui.cli import main
 
@@ -102,8 +103,8 @@ def test_runtime_options_reach_the_extraction_config():
     assert not full.jpeg_draft
 
 
-def _locate(lund_index, *items, json_out=False):
-    argv = ["locate", *map(str, items), "--index", str(lund_index), "--image-size", "320"]
+def _locate(lund_index, *items, json_out=False, size=320):
+    argv = ["locate", *map(str, items), "--index", str(lund_index), "--image-size", str(size)]
     return main([*argv, "--workers", "0", "-q", *(["--json"] if json_out else [])])
 
 
@@ -218,28 +219,36 @@ def test_index_prints_the_builds_warnings_and_info_the_dead_rows(tmp_path, capsy
 
 
 def test_locate_leads_with_the_verdict_and_never_places_a_far_away_photo(
-    lund_index, shared_dir, capsys
+    lund_index_640, shared_dir, capsys
 ):
     """Issue 11: Berlin against a Lund library is "not found", with no location line; the JSON
-    gains "verdict" per photo and "inliers" per match (null when not verified)."""
+    gains "verdict" per photo and "inliers" per match (null when not verified), issue 21 the
+    reason. At the default 640 px: at 320 the global score cannot tell Berlin from Lund."""
+    lund_index = lund_index_640
     berlin = min((shared_dir / "data/exif/gps_photos/opensfm_berlin").glob("*.jpg"))
     lund = min((shared_dir / "data/lund_street/queries").glob("*.jpg"))
-    assert _locate(lund_index, berlin, lund) == 0
+    assert _locate(lund_index, berlin, lund, size=640) == 0
     out = capsys.readouterr().out
     far, near = out.split(str(lund))
     assert far.splitlines()[1].startswith("  verdict    Not found in this library")
+    assert far.splitlines()[2].startswith("  why        no matching points")  # issue 21
     assert "  location " not in far and "  guess      " in far
     assert near.splitlines()[1].startswith("  verdict    Located (verified)")
+    assert near.splitlines()[2].startswith("  why        ") and "matching points" in near
     assert " inliers" in near
 
-    assert _locate(lund_index, berlin, lund, json_out=True) == 0
+    assert _locate(lund_index, berlin, lund, json_out=True, size=640) == 0
     far_j, near_j = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert far_j["verdict"] == "not_found" and near_j["verdict"] == "located"
+    # issue 21: every verdict says why, in words (the reasons are core/query/verdict.py's)
+    assert "looks like no photo of this library" in far_j["verdict_reason"]
+    assert "matching points" in near_j["verdict_reason"]
     assert all(isinstance(m["inliers"], int) for m in near_j["matches"])
 
-    assert _locate(lund_index, lund, "--no-verify", json_out=True) == 0
+    assert _locate(lund_index, lund, "--no-verify", json_out=True, size=640) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["verdict"] in ("located", "uncertain", "not_found")
+    assert res["verdict_reason"].startswith("not verified")
     assert all(m["inliers"] is None for m in res["matches"])
 
 
@@ -257,3 +266,61 @@ def test_the_command_exits_with_mains_code_and_spares_the_final_collection(monke
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_output_survives_an_ascii_stdout(lund_index, shared_dir, tmp_path):
+    # PYTHONIOENCODING=ascii: the index summary and every located result crashed on "±".
+    import os
+    import subprocess
+    import sys
+
+    from _library import make_library
+
+    env = os.environ | {"PYTHONIOENCODING": "ascii"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "netvlad_gui.cli", *args]
+        return subprocess.run(
+            cmd, check=False, capture_output=True, env=env, timeout=600, encoding="ascii"
+        )
+
+    query = shared_dir / "data/lund_street/queries/02.jpg"
+    out = cli(
+        "locate", str(query), "--index", str(lund_index), "--no-verify", "--image-size", "320"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Located" in out.stdout and " +/-" in out.stdout  # "±", as ASCII can say it
+    lib = tmp_path / "lib"
+    make_library(lib, 3)
+    Image.open(lib / "img_0000.jpg").save(lib / "café ±.jpg")  # not in gps.csv: listed
+    out = cli(
+        *("index", str(lib), "--index", str(tmp_path / "idx"), "--backbone-weights", "none"),
+        *("--image-size", "96", "--workers", "0", "-q"),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "no GPS  cafe +/-.jpg" in out.stdout
+
+
+def test_locate_exports_csv_and_geojson_with_the_core_writer(lund_index_640, shared_dir, tmp_path):
+    # Issue 23: the CLI writes the files the GUI's File → Export writes, Berlin without a Point
+    # (at the default 640 px: at 320 px the library cannot tell Berlin from Lund, "uncertain").
+    import csv
+
+    lund_index = lund_index_640
+
+    berlin = min((shared_dir / "data/exif/gps_photos/opensfm_berlin").glob("*.jpg"))
+    lund = min((shared_dir / "data/lund_street/queries").glob("*.jpg"))
+    out_csv, out_geo = tmp_path / "r.csv", tmp_path / "r.geojson"
+    args = [berlin, lund, tmp_path / "missing.jpg", "--csv", out_csv, "--geojson", out_geo]
+    assert _locate(lund_index, *args) == 0
+    rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
+    assert [Path(r["query"]).name for r in rows] == ["missing.jpg", berlin.name, lund.name]
+    missing, far, near = rows
+    assert missing["error"] == "file not found" and missing["verdict"] == ""
+    assert far["verdict"] == "not_found" and far["lat"] == "" and far["guess_lat"] != ""
+    assert near["verdict"] == "located" and float(near["lat"]) == pytest.approx(55.698, abs=0.01)
+    features = json.loads(out_geo.read_text(encoding="utf-8"))["features"]
+    assert [f["geometry"] is None for f in features] == [True, True, False]
+    with pytest.raises(SystemExit) as bad:  # a typo is refused before any photo is located
+        _locate(lund_index, lund, "--csv", tmp_path / "no" / "such" / "dir.csv")
+    assert bad.value.code == 2

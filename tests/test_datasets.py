@@ -19,6 +19,7 @@ from netvlad_gui.core.training.datasets import (
     gps_to_metres,
     load_folder,
     load_pair,
+    load_spec,
     read_gt_csv,
     select,
     split_set,
@@ -245,6 +246,6 @@ def test_dataspec_names_one_source() -> None:
     with pytest.raises(DatasetError, match="exactly one"):
         DataSpec(data="a", database="b").kind  # noqa: B018
     with pytest.raises(DatasetError, match="together"):
-        DataSpec(database="b").load()
+        load_spec(DataSpec(database="b"))
     assert DataSpec(data="x").default_split() == "test"
     assert DataSpec(database="a", queries="b").default_fractions() == (1.0, 0.0, 0.0)

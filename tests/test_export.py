@@ -32,6 +32,7 @@ def _results() -> list[LocateResult]:
             Match(2, "/lib/21.jpg", 55.6992111, 13.1946778, 0.2173, 111.2, 14, False, inliers=4),
         ],
         verdict="located",
+        verdict_reason="87 matching points with the best match",
         verified=True,
     )
     no_gps_matches = LocateResult(
@@ -84,6 +85,7 @@ def test_export_carries_the_verdict_and_the_top_match_inliers(tmp_path) -> None:
     rows = list(csv.DictReader(write_csv(_results(), tmp_path / "v.csv").open(encoding="utf-8")))
     assert [r["verdict"] for r in rows] == ["located", "not_found", ""]
     assert [r["top1_inliers"] for r in rows] == ["87", "", ""]
+    assert [r["verdict_reason"] for r in rows] == ["87 matching points with the best match", "", ""]
     feats = to_geojson(_results())["features"]
     assert feats[0]["properties"]["verdict"] == "located"
     assert feats[0]["properties"]["top1_inliers"] == 87
@@ -91,3 +93,77 @@ def test_export_carries_the_verdict_and_the_top_match_inliers(tmp_path) -> None:
     assert feats[1]["properties"]["verdict"] == "not_found"
     assert feats[1]["properties"]["matches"][0]["inliers"] is None
     assert feats[2]["properties"]["verdict"] is None
+
+
+# -- issue 23: exports opened in a map or a geotagger -----------------------------------------
+def _not_found_with_a_guess() -> LocateResult:
+    """A photo from far away: its nearest match is in Lund, which is no answer."""
+    return LocateResult(
+        query="/photos/arezzo.jpg",
+        lat=55.6982639,
+        lon=13.1951389,
+        confidence=0.05,
+        radius_m=31.0,
+        matches=[Match(1, "/lib/03.jpg", 55.6982639, 13.1951389, 0.21, 0.0, 2, True, inliers=3)],
+        verdict="not_found",
+        verified=True,
+    )
+
+
+def test_a_not_found_photo_carries_no_coordinates_only_a_guess(tmp_path) -> None:
+    results = [*_results(), _not_found_with_a_guess()]
+    path = write_csv(results, tmp_path / "out.csv")
+    header = path.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert header.index("verdict") <= 3  # early, next to the coordinates it qualifies
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    located, row = rows[0], rows[-1]
+    assert row["verdict"] == "not_found"
+    assert row["lat"] == row["lon"] == row["radius_m"] == ""  # nothing a map would place
+    assert float(row["guess_lat"]) == pytest.approx(55.6982639)
+    assert float(row["guess_lon"]) == pytest.approx(13.1951389)
+    assert located["guess_lat"] == "" and float(located["lat"]) == pytest.approx(55.6982559)
+    feature = to_geojson(results)["features"][-1]
+    assert feature["geometry"] is None
+    props = feature["properties"]
+    assert props["verdict"] == "not_found" and props["guess_lat"] == pytest.approx(55.6982639)
+    assert "lat" not in props and "lon" not in props
+
+
+def test_a_non_utf8_photo_name_does_not_spoil_the_export(tmp_path) -> None:
+    odd = LocateResult(
+        query="/photos/caf\udce9.jpg",  # a Latin-1 name on disk, as Python holds it
+        lat=55.7,
+        lon=13.2,
+        confidence=0.9,
+        radius_m=10.0,
+        matches=[Match(1, "/lib/\udcff.jpg", 55.7, 13.2, 0.5, 0.0, 1, True)],
+        verdict="located",
+    )
+    rows = list(csv.DictReader(write_csv([odd], tmp_path / "a.csv").open(encoding="utf-8")))
+    assert rows[0]["query"] == "/photos/caf\ufffd.jpg" and rows[0]["top1_path"] == "/lib/\ufffd.jpg"
+    data = json.loads(write_geojson([odd], tmp_path / "a.geojson").read_text(encoding="utf-8"))
+    assert data["features"][0]["properties"]["matches"][0]["path"] == "/lib/\ufffd.jpg"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.geojson"]  # no .tmp
+
+
+def test_an_export_onto_a_read_only_file_system_names_the_users_file(tmp_path, monkeypatch):
+    import errno
+    import os
+    from pathlib import Path
+
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # EROFS: even unlinking a missing file is refused
+        if str(path).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *args, **kwargs)
+
+    def no_unlink(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(Path, "unlink", no_unlink)
+    with pytest.raises(ExportError) as err:
+        write_csv(_results(), tmp_path / "out.csv")
+    assert str(err.value).startswith(f"cannot write {tmp_path / 'out.csv'}: Read-only file system")
+    assert "\n" not in str(err.value)

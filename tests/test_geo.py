@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 import math
+import os
 import struct
 import unicodedata
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from _shared import SHARED_DIR  # tests/ is on sys.path; conftest.py provides `shared_dir`
 from PIL import Image
 
+from netvlad_gui.core.photos import geo
 from netvlad_gui.core.photos.geo import (
     EARTH_RADIUS_M,
     GeoError,
@@ -567,3 +569,61 @@ def test_neighbours_whole_earth_and_edges() -> None:
 def test_neighbours_bad_input(call) -> None:
     with pytest.raises(GeoError):
         call()
+
+
+# --- gps.csv that is no list of photos (issue 23) ----------------------------------------------
+
+
+def _loads_within(root: Path, seconds: float = 10.0):
+    """load_sidecar_csv in a daemon thread: a FIFO once blocked it (and a build) forever."""
+    import threading
+
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(load_sidecar_csv(root)), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert out, f"load_sidecar_csv({root}) still running after {seconds} s"
+    return out[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_fifo_named_gps_csv_is_refused_at_once(tmp_path: Path, caplog) -> None:
+    os.mkfifo(tmp_path / "gps.csv")
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
+    with caplog.at_level(logging.WARNING, logger="netvlad_gui.core.photos.geo"):
+        points = _loads_within(tmp_path)
+    assert points == {} and "not a regular file (a named pipe)" in caplog.text
+    reason = read_gps(tmp_path / "a.jpg", root=tmp_path).reason
+    assert "gps.csv ignored (not a regular file (a named pipe))" in reason
+
+
+def test_gps_csv_linked_to_a_device_or_too_large_is_refused(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "gps.csv").symlink_to("/dev/zero")  # once read until memory ran out
+    assert _loads_within(tmp_path).problem == "not a regular file (a device)"
+    (tmp_path / "gps.csv").unlink()
+    with open(tmp_path / "gps.csv", "wb") as f:
+        f.truncate(geo.SIDECAR_MAX_BYTES + 1)  # sparse: costs no disk
+    points = load_sidecar_csv(tmp_path)
+    assert points == {} and "MiB, more than 256 MiB" in points.problem
+
+
+def test_a_row_refused_for_its_values_says_why_not_just_not_listed(tmp_path: Path) -> None:
+    for name in ("far.jpg", "text.jpg", "null.jpg", "fixed.jpg", "x.jpg"):
+        (tmp_path / name).write_bytes(b"no exif")
+    _write_csv(
+        tmp_path,
+        "file,lat,lon\nfar.jpg,95,13\ntext.jpg,55.7 N,13.2\nnull.jpg,0,0\n"
+        "fixed.jpg,95,13\nfixed.jpg,55.7,13.2\n",
+    )
+    sidecar = load_sidecar_csv(tmp_path)
+
+    def reason(name: str) -> str:
+        return read_gps(tmp_path / name, root=tmp_path, sidecar=sidecar).reason
+
+    assert "'far.jpg' in gps.csv was refused (line 2: latitude 95 out of range)" in reason(
+        "far.jpg"
+    )
+    assert "line 3: unreadable lat/lon ('55.7 N', '13.2')" in reason("text.jpg")
+    assert "null island" in reason("null.jpg") and "not listed" not in reason("null.jpg")
+    assert read_gps(tmp_path / "fixed.jpg", root=tmp_path, sidecar=sidecar).ok  # later row wins
+    assert "'x.jpg' not listed in gps.csv" in reason("x.jpg")

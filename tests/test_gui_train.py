@@ -17,7 +17,7 @@ from PySide6.QtGui import QAction
 from netvlad_gui.core.config import QUICK_EPOCHS, ExtractConfig, MiningConfig, TrainConfig
 from netvlad_gui.core.paths import default_index_dir
 from netvlad_gui.ui import trainpanel
-from netvlad_gui.ui.notices import ERROR
+from netvlad_gui.ui.notices import ERROR, WARNING
 from netvlad_gui.ui.trainpanel import IDLE, TrainPanel
 
 pytestmark = pytest.mark.usefixtures("isolated_settings", "delete_later")
@@ -73,13 +73,51 @@ def test_panel_trains_shows_progress_and_switches_model(qtbot, tmp_path: Path) -
     assert panel.progress.value() == panel.progress.maximum()
     assert panel.state == IDLE and panel.process is None
     assert (run_dir / "model.pt").is_file() and panel.use_button.isEnabled()
-
     panel.use_button.click()  # "Use this model": the app's model, with its own index folder
     assert win.settings.model == str((run_dir / "model.pt").resolve())
     assert Path(win.settings.index_dir) != default_index_dir(library)
     assert Path(win.settings.index_dir).name.startswith(default_index_dir(library).name)
     assert "Build index" in win.notice.text
     assert panel.build_button.isEnabled()
+
+
+def test_the_held_out_figure_comes_with_use_this_model(qtbot, tmp_path: Path) -> None:
+    library = tiny_library(tmp_path / "library", n=16)
+    win = open_window(qtbot, library=str(library))
+    panel = win.open_training()
+    configure(panel, tmp_path / "run", epochs=1)
+    # Validation places right after the training stretch: they are the held-out places.
+    panel.extra_edit.setText(TINY + " --gap-m 0")
+    events: list[dict] = []
+    panel.event.connect(events.append)
+    with qtbot.waitSignal(panel.finished, timeout=RUN_TIMEOUT_MS) as done:
+        panel.start()
+    assert done.args[1] is True, panel.log_view.toPlainText()
+    heldout = [e for e in events if e["event"] == "heldout"]
+    assert [e["stage"] for e in heldout] == ["before", "after"]
+    before, after = (round(100 * e["recall@1"]) for e in heldout)
+    # Before and after beside "Use this model", and in its tooltip.
+    assert panel.heldout_label.isVisible()
+    assert f"Recall@1 {before} % before → {after} % with this model" in panel.heldout_label.text()
+    tip = panel.use_button.toolTip()
+    assert "never trained on" in tip and f"{after} %" in tip and f"{before} % before" in tip
+    assert panel.charts.points()["recall@1"][0] == (0.0, pytest.approx(before, abs=0.5))
+    _assert_plain(panel)
+    panel.use_button.click()  # the model comes with its figure
+    assert "never trained on" in win.notice.text and f"{after} %" in win.notice.text
+
+
+JARGON = ("margin", "tuple", "references/train", "/train:")
+
+
+def _assert_plain(panel: TrainPanel) -> None:
+    """What the panel says in words carries no training jargon or internal folder names."""
+    shown = [panel.log_view.toPlainText(), panel.status_label.text(), panel.heldout_label.text()]
+    shown += [b.toolTip() for b in (panel.start_button, panel.resume_button, panel.use_button)]
+    for text in shown:
+        lines = [line for line in text.splitlines() if not line.startswith("$ netvlad train")]
+        for word in JARGON:
+            assert word not in "\n".join(lines).lower(), (word, text)
 
 
 def test_stop_really_stops_and_resume_continues(qtbot, tmp_path: Path) -> None:
@@ -231,3 +269,56 @@ def test_out_of_memory_error_event_is_a_clear_notice(qtbot, tmp_path: Path, monk
     level, text = notices[-1]
     assert level == ERROR and message in text and "smaller batch size" in text
     assert panel.state == IDLE and panel.start_button.isEnabled()
+
+
+def test_nothing_to_learn_is_said_plainly_and_disables_start_and_resume(
+    qtbot, tmp_path: Path, monkeypatch
+) -> None:
+    from netvlad_gui.core.training.train import NOTHING_TO_LEARN
+
+    library = tiny_library(tmp_path / "library")
+    panel = TrainPanel(lambda: str(library))
+    qtbot.addWidget(panel)
+    run_dir = tmp_path / "run"
+    panel.out_edit.setText(str(run_dir))
+    # What `netvlad train --json-progress` prints for such photos (tests/test_train.py runs it).
+    lines = [
+        {"event": "init", "images": 12, "descriptors": 2500, "alpha": 40.0},
+        {"event": "cache", "epoch": 1, "done": 8, "total": 8},
+        {"event": "start", "epochs": 5, "start_epoch": 1, "trainable_queries": 8},
+        {"event": "nothing_to_learn", "message": NOTHING_TO_LEARN},
+        {"event": "error", "message": NOTHING_TO_LEARN},
+    ]
+    _fake_train(
+        panel,
+        monkeypatch,
+        "import json, sys\n"
+        f"for ev in {lines!r}: print(json.dumps(ev), flush=True)\n"
+        f"print('netvlad: error: ' + {NOTHING_TO_LEARN!r}, file=sys.stderr); sys.exit(1)",
+    )
+    notices: list[tuple[str, str]] = []
+    panel.notice.connect(lambda text, level: notices.append((level, text)))
+    with qtbot.waitSignal(panel.finished, timeout=10_000) as done:
+        panel.start()
+    assert done.args == [1, False]
+    level, text = notices[-1]
+    assert level == WARNING and text.startswith("Nothing to learn: the model already tells")
+    assert "Training failed" not in text and "other times, seasons or light" in text
+    assert panel.status_label.text() == "Nothing to learn from these photos."
+    _assert_plain(panel)
+    # Nothing can help with these photos: no Start, no Resume, until other data is chosen.
+    assert not panel.start_button.isEnabled() and not panel.resume_button.isEnabled()
+    assert "Nothing to learn" in panel.start_button.toolTip()
+    panel.use_folders.setChecked(True)
+    panel.database_edit.setText(str(tmp_path / "db"))
+    panel.queries_edit.setText(str(tmp_path / "q"))
+    assert panel.start_button.isEnabled()
+    panel.use_library.setChecked(True)
+    assert not panel.start_button.isEnabled()
+
+
+def test_log_lines_wrap_instead_of_being_cut_off(qtbot) -> None:
+    panel = TrainPanel(lambda: "")
+    qtbot.addWidget(panel)
+    mode = panel.log_view.lineWrapMode()
+    assert mode == panel.log_view.LineWrapMode.WidgetWidth

@@ -177,3 +177,75 @@ def test_big_jpeg_decodes_at_reduced_size(phone_108mp):
     ).stdout.split()
     assert out[:2] == ["(640,", "480)"]
     assert int(out[2]) < 100, f"loading grew peak memory by {out[2]} MB"
+
+
+def _grey_gradient(h: int = 120, w: int = 160):
+    import numpy as np
+
+    return np.linspace(0, 65535, h * w).reshape(h, w).astype(np.uint16)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_greyscale_decodes_as_its_picture_not_flat_white(tmp_path, suffix):
+    # Pillow's convert("RGB") clips 16-bit greyscale at 255: the photo came out flat white.
+    import numpy as np
+
+    from netvlad_gui.core.photos.decoding import Decoder
+
+    grey = _grey_gradient()
+    p16, p8 = tmp_path / f"g16{suffix}", tmp_path / f"g8{suffix}"
+    Image.fromarray(grey).save(p16)
+    Image.fromarray((grey // 257).astype(np.uint8)).save(p8)
+    with Image.open(p16) as raw:
+        assert raw.mode.startswith("I;16")
+    got = np.asarray(load_image(p16, 160), np.int16)
+    want = np.asarray(load_image(p8, 160), np.int16)
+    assert got.std() > 60 and abs(got.mean() - 127.5) < 2
+    assert np.abs(got - want).max() <= 1
+    # … and so is a library photo (decoded by the build's threads) and a query
+    from netvlad_gui.core.config import ExtractConfig
+
+    decoder = Decoder(ExtractConfig(image_size=160, num_workers=1))
+    try:
+        [(_, pixels, err)] = list(decoder.decoded([p16]))
+    finally:
+        decoder.close()
+    assert not err and pixels.std() > 60
+
+
+def test_32_bit_and_float_greyscale_are_scaled_to_8_bits(tmp_path):
+    import numpy as np
+
+    grey = _grey_gradient()
+    Image.fromarray(grey.astype(np.int32)).save(tmp_path / "i32.tif")
+    Image.fromarray(grey.astype(np.float32) / 65535).save(tmp_path / "f32.tif")
+    for name in ("i32.tif", "f32.tif"):
+        a = np.asarray(load_image(tmp_path / name, 160), np.float32)
+        assert a.std() > 60 and abs(a.mean() - 127.5) < 2, name
+
+
+@pytest.mark.parametrize(
+    ("head", "words"),
+    [
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "a PDF document"),
+        (b"just some notes\nabout the trip\n", "a text file"),
+        (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + bytes(64), "an MP4 video"),
+        (b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  " + bytes(64), "a QuickTime video"),
+        (b"PK\x03\x04\x14\x00\x06\x00" + bytes(64), "a ZIP archive"),
+        (b"\xff\xd8\xff\xe0" + bytes(64), "a damaged JPEG"),
+    ],
+    ids=["pdf", "text", "mp4", "mov", "zip", "jpeg"],
+)
+def test_a_file_no_decoder_reads_is_named_for_what_it_is(tmp_path, head, words):
+    p = tmp_path / "photo.jpg"
+    p.write_bytes(head)
+    with pytest.raises(ImageLoadError) as err:
+        load_image(p)
+    assert words in str(err.value) and "Pillow" not in str(err.value)
+
+
+def test_a_file_of_unknown_bytes_says_so(tmp_path):
+    p = tmp_path / "photo.jpg"
+    p.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ImageLoadError, match="not an image this app can read .an unknown format"):
+        load_image(p)

@@ -215,3 +215,81 @@ def test_second_concurrent_build_is_refused(tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(LibraryIndexError, match="another build"):
             _build(lib, tmp_path / "idx")
+
+
+def test_a_scan_with_nothing_new_does_not_parse_gps_csv(tmp_path, monkeypatch):
+    # A 1 000 000-row gps.csv took 6.4 s to parse on every no-op `netvlad index` (issue 23).
+    from netvlad_gui.core.library.scan import scan_library
+    from netvlad_gui.core.photos import geo
+
+    lib = tmp_path / "lib"
+    make_library(lib, 4)
+    parsed = []
+    real = geo.load_sidecar_csv
+    monkeypatch.setattr(geo, "load_sidecar_csv", lambda root: parsed.append(root) or real(root))
+    index = LibraryIndex(tmp_path / "idx", create=True)
+    try:
+        assert scan_library(index, lib, None) == (4, 0)
+        assert len(parsed) == 1  # four new photos: read once for all of them
+        assert all(r.gps_source == "csv" for r in index.catalog.rows())
+        assert scan_library(index, lib, None) == (4, 0)
+        assert len(parsed) == 1  # nothing new: not read at all
+        with open(lib / "gps.csv", "a") as f:
+            f.write("img_0001.jpg,55.8,13.3\n")  # a fix in gps.csv reaches the catalogue
+        scan_library(index, lib, None)
+        assert len(parsed) == 2
+        assert {r.lat for r in index.catalog.rows() if r.path == "img_0001.jpg"} == {55.8}
+    finally:
+        index.close()
+
+
+# -- issue 23: index folders that are not what they seem ---------------------------------------
+def _foreign_catalog(folder: Path) -> Path:
+    """A catalog.sqlite another program wrote: tables named as ours, other columns."""
+    folder.mkdir()
+    db = sqlite3.connect(folder / "catalog.sqlite")
+    db.execute("CREATE TABLE images(id INTEGER PRIMARY KEY, path TEXT, taken TEXT)")
+    db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
+    db.execute("INSERT INTO images(path, taken) VALUES('a.jpg', '2020')")
+    db.commit()
+    db.close()
+    return folder
+
+
+def test_a_catalogue_of_a_foreign_schema_is_named_so_not_rebuilt(tmp_path):
+    # It was "the index has no model; build it again", then `netvlad index` failed with
+    # "no such column: status".
+    idx = _foreign_catalog(tmp_path / "idx")
+    before = (idx / "catalog.sqlite").read_bytes()
+    for create in (False, True):
+        with pytest.raises(LibraryIndexError) as err:
+            LibraryIndex(idx, create=create)
+        text = str(err.value)
+        assert "is not an index catalogue of this app" in text and "no column" in text
+        assert f"move the folder {idx} away" in text and "\n" not in text
+    lib = tmp_path / "lib"
+    make_library(lib, 2)
+    with pytest.raises(LibraryIndexError):
+        build_small(lib, idx)
+    assert (idx / "catalog.sqlite").read_bytes() == before  # the other program's data is intact
+    other = tmp_path / "other"
+    other.mkdir()
+    db = sqlite3.connect(other / "catalog.sqlite")
+    db.execute("CREATE TABLE photos(id INTEGER PRIMARY KEY)")
+    db.commit()
+    db.close()
+    with pytest.raises(LibraryIndexError, match="its tables are photos"):
+        LibraryIndex(other)
+
+
+def test_index_folder_that_is_a_file_is_refused_in_one_line(tmp_path):
+    lib = tmp_path / "lib"
+    make_library(lib, 2)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(LibraryIndexError, match=f"the index folder {afile} is a file: name a"):
+        build_small(lib, afile)
+    with pytest.raises(LibraryIndexError, match="would be made inside .*afile, a file"):
+        build_small(lib, afile / "sub")
+    with pytest.raises(LibraryIndexError, match="is a file"):
+        LibraryIndex(afile)

@@ -192,10 +192,10 @@ def test_end_to_end_lund(shared_dir, lund_index):
     hits_at_1 = 0
     for r in results:
         # issue 11's contract: the old keys, plus "verdict" per photo and "inliers" per match;
-        # issue 21 adds "verdict_reason" (null when the verdict says it all)
+        # issue 21's "verdict_reason" (why, in words) and issue 22's "sequence" (null: alone)
         keys = {"query", "lat", "lon", "confidence", "radius_m", "error_m", "matches", "verdict"}
-        keys.add("verdict_reason")
-        assert set(r) == keys and r["verdict"] == "located"
+        assert set(r) == keys | {"verdict_reason", "sequence"} and r["verdict"] == "located"
+        assert "matching points" in r["verdict_reason"] and r["sequence"] is None
         assert math.isfinite(r["error_m"]) and 0 <= r["confidence"] <= 1 and r["radius_m"] > 0
         assert len(r["matches"]) == 5
         # Verification (on by default) re-ranks the matches by inliers, so global scores are

@@ -449,7 +449,8 @@ def test_tiles_switch_on_and_off_live_and_failures_are_shown(
 ) -> None:
     view.set_tiles(True, tile_server, "local test")
     assert view.tiles_online
-    qtbot.waitUntil(lambda: len(_TileHandler.agents) > 0, timeout=10_000)  # no reload needed
+    # no reload needed; 30 s: on a loaded 2-core machine Chromium took over 10 s to ask
+    qtbot.waitUntil(lambda: len(_TileHandler.agents) > 0, timeout=30_000)
     assert run_js(qtbot, view, "nv.ui().hint") is False
     assert run_js(qtbot, view, "nv.count().tiles") is True
     # The server answers 404 to everything: the map says so.
@@ -551,3 +552,127 @@ def test_a_not_found_photo_is_drawn_as_a_grey_guess(qtbot, view: MapView) -> Non
         run_js(qtbot, view, "document.querySelectorAll('.leaflet-marker-pane .nv-guess').length")
         == 0
     )
+
+
+# ---- issue 23: the first view shows the evidence ----------------------------------------------
+
+M_LAT = 1 / 111_320  # degrees of latitude per metre
+M_LON = M_LAT / 0.5637  # degrees of longitude per metre at Lund (cos 55.7°)
+PIXEL_PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAH"
+    "ggJ/PchI7wAAAABJRU5ErkJggg=="
+)
+
+
+def lund_like(truth_m: tuple[float, float] = (1.0, 0.0)) -> dict:
+    """As a lund query comes back: ±10 m, its own GPS a metre off, five matches 2-20 m away."""
+    offsets = [(3.0, 1.0), (-2.0, 12.0), (5.0, -4.0), (-9.0, -6.0), (0.0, 20.0)]
+    return {
+        "query": {
+            "label": "02.jpg",
+            "lat": LUND[0],
+            "lon": LUND[1],
+            "radius_m": 10.0,
+            "confidence": 1.0,
+            "true_lat": LUND[0] + truth_m[0] * M_LAT,
+            "true_lon": LUND[1] + truth_m[1] * M_LON,
+            "error_m": 1.0,
+        },
+        "matches": [
+            {
+                "rank": r,
+                "id": r,
+                "lat": LUND[0] + dy * M_LAT,
+                "lon": LUND[1] + dx * M_LON,
+                "label": f"{r:02d}.jpg",
+                "score": 0.9,
+                "distance_m": 5.0,
+                "thumb_url": PIXEL_PNG,
+            }
+            for r, (dx, dy) in enumerate(offsets, 1)
+        ],
+    }
+
+
+EVIDENCE_JS = """(function () {
+    var map = nv.layers().map, size = map.getSize(), L_ = nv.layers();
+    function at(marker) { var p = map.latLngToContainerPoint(marker.getLatLng()); return [p.x, p.y]; }
+    var out = {size: [size.x, size.y], zoom: map.getZoom(), matches: [], pred: at(L_.prediction),
+               truth: L_.truth ? at(L_.truth) : null, circle: null};
+    for (var r = 1; r <= 5; r++) out.matches.push(at(nv.matchMarker(r)));
+    L_.result.eachLayer(function (l) {
+        if (l instanceof L.Circle) {
+            var b = l.getBounds();
+            out.circle = (map.latLngToContainerPoint(b.getNorthEast()).x -
+                          map.latLngToContainerPoint(b.getSouthWest()).x) / 2;
+        }
+    });
+    return out;
+})()"""
+
+
+def evidence(qtbot, view: MapView, result: dict) -> dict:
+    view.show_result(result)
+    qtbot.waitUntil(lambda: run_js(qtbot, view, "nv.count().matches") == 5, timeout=5_000)
+    return run_js(qtbot, view, EVIDENCE_JS)
+
+
+def within(point, size, margin: float) -> bool:
+    return margin <= point[0] <= size[0] - margin and margin <= point[1] <= size[1] - margin
+
+
+def gap(a, b) -> float:
+    return ((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5
+
+
+def test_the_first_view_keeps_the_circle_and_own_gps_in_sight(qtbot) -> None:
+    """At the first zoom the matches ring the prediction outside its ±10 m circle and off the
+    own-GPS diamond, every marker whole inside the (small) map."""
+    view = make_view(qtbot)
+    view.resize(620, 380)  # the map at 1280x720 with the Retrain panel docked
+    with qtbot.waitSignal(view.ready, timeout=LOAD_TIMEOUT_MS):
+        pass
+    for truth in ((1.0, 0.0), (0.0, 13.0)):  # beside the prediction; just outside its circle
+        e = evidence(qtbot, view, lund_like(truth))
+        assert e["zoom"] >= 17  # close enough to see which street
+        assert e["circle"] >= 15  # the circle is seen, not a dot under the markers
+        for m in e["matches"]:
+            assert within(m, e["size"], 12)  # a 24 px marker is not cut off at an edge
+            assert gap(m, e["pred"]) >= e["circle"] + 12 - 0.5  # off the circle
+            assert gap(m, e["truth"]) >= 12 + 13 - 0.5  # off the own-GPS diamond
+        for i, a in enumerate(e["matches"]):
+            assert all(gap(a, b) >= 24 for b in e["matches"][i + 1 :])
+    # The legend starts collapsed on a map this small (its title opens it).
+    ui = run_js(qtbot, view, "nv.ui()")
+    assert ui["legendCollapsed"] and "match" in ui["legend"]
+    view.resize(900, 640)
+    qtbot.waitUntil(lambda: not run_js(qtbot, view, "nv.ui().legendCollapsed"), timeout=5_000)
+
+
+def test_a_far_away_guess_and_its_popups_stay_inside_the_map(qtbot) -> None:
+    """A photo from far away guessed in Lund: the ring round the guess at the top of the
+    fitted view is not cut off at the map's top edge, nor is a match's popup. (Its own GPS is
+    put where the fit is tight: the whole height at a whole zoom.)"""
+    view = make_view(qtbot)
+    view.resize(620, 380)
+    with qtbot.waitSignal(view.ready, timeout=LOAD_TIMEOUT_MS):
+        pass
+    far = lund_like()
+    far["query"].update(
+        radius_m=None, guess=True, verdict="not_found", true_lat=53.62, true_lon=13.4004
+    )
+    e = evidence(qtbot, view, far)
+    assert e["zoom"] <= 8
+    for point in (*e["matches"], e["pred"], e["truth"]):
+        assert within(point, e["size"], 12)
+    view.select(1)
+    popup_js = """(function () {
+        var p = document.querySelector('.leaflet-popup'), m = nv.layers().map.getContainer();
+        if (!p) return null;
+        var a = p.getBoundingClientRect(), b = m.getBoundingClientRect();
+        return [a.top - b.top, a.left - b.left, b.right - a.right, b.bottom - a.bottom];
+    })()"""
+    qtbot.waitUntil(lambda: run_js(qtbot, view, popup_js) is not None, timeout=5_000)
+    qtbot.waitUntil(lambda: min(run_js(qtbot, view, popup_js)) >= 0, timeout=5_000)
+    img = run_js(qtbot, view, "document.querySelector('.leaflet-popup img.nv-thumb').height")
+    assert img == 165  # its box is sized before the photo loads

@@ -171,3 +171,34 @@ def test_a_no_op_run_skips_finalising_but_a_gps_csv_edit_does_not(tmp_path, monk
     (lib / "gps.csv").write_text("\n".join(rows[:-1]) + "\n")  # one photo loses its GPS
     s = builder.build_index(lib, tmp_path / "idx", **kw)
     assert len(calls) == 2 and s.with_gps == 5
+
+
+def test_disk_full_while_keeping_the_maps_says_where_and_how_much(tmp_path, monkeypatch):
+    # numpy's own words were "115200 requested and 59360 written" (issue 23).
+    from netvlad_gui.core.errors import NetvladError
+
+    paths = make_library(tmp_path / "lib", 6)
+    cfg = ExtractConfig(image_size=96, batch_size=2, num_workers=0, device="cpu")
+    real_save, saved = np.save, []
+
+    def fills_up(file, arr, *args, **kwargs):
+        if saved:  # the second map meets a full disk, half written, as ndarray.tofile says it
+            with open(file, "wb") as f:
+                f.write(b"\0" * (arr.nbytes // 2))
+            raise OSError(f"{arr.nbytes} requested and {arr.nbytes // 2} written")
+        saved.append(arr.nbytes)
+        real_save(file, arr, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", fills_up)
+    folder = tmp_path / "idx" / "maps"
+    with pytest.raises(NetvladError) as err:
+        initialise_one_pass(_model(), paths, INIT, cfg, folder)
+    text = str(err.value)
+    assert text.startswith(f"disk full in {folder}: ") and "\n" not in text
+    each = saved[0]  # one photo's backbone map, float32
+    assert (
+        f"6 photos it samples there, {each / 1e3:.0f} KB each (about {6 * each / 1e3:.0f} KB"
+        in text
+    )
+    assert "free that much space" in text and "requested and" not in text
+    assert isinstance(err.value, OSError) and not folder.exists()  # nothing left behind

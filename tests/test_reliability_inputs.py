@@ -119,3 +119,59 @@ def test_build_index_refuses_an_oversized_image_size(tmp_path):
             backbone_weights="none",
             extract_cfg=ExtractConfig(image_size=100_000, num_workers=0, device="cpu"),
         )
+
+
+# -- issue 23: model inputs that ended in "internal error (a bug…)" ----------------------------
+def test_a_checkpoint_asking_for_10_to_the_8_clusters_is_refused_before_allocating(tmp_path):
+    # It tried to allocate 38 GB, then "internal error (a bug, please report it)".
+    import torch
+
+    from netvlad_gui.core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    model = build_model(ModelConfig(num_clusters=4), "none", progress=False)
+    path = tmp_path / "huge.pt"
+    save_checkpoint(model, path)
+    obj = torch.load(path, weights_only=True)
+    obj["config"]["num_clusters"] = 10**8
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match="clusters .* from 1 to 1024") as err:
+        load_checkpoint(path)
+    assert "use another checkpoint" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(NetvladError, match="from 1 to 1024"):
+        build_model(ModelConfig(num_clusters=10**8), "none", progress=False)
+
+
+def test_a_library_of_unreadable_photos_says_so_in_one_line(tmp_path, capsys):
+    from netvlad_gui.cli import main
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(3):
+        (lib / f"p{i}.jpg").write_text(f"a note, not a photo {i}\n")
+    code = main(
+        ["index", str(lib), "--index", str(tmp_path / "idx"), "--backbone-weights", "none"]
+        + ["--image-size", "96", "--workers", "0", "--device", "cpu", "-q"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "internal error" not in err and "\n" not in err
+    assert "none of the 3 photos sampled to set up the model could be read" in err
+    assert "p0.jpg: not an image this app can read: the file is a text file" in err
+
+
+def test_a_library_too_small_to_set_up_the_model_says_so(tmp_path):
+    from _library import build_small
+
+    lib = tmp_path / "lib"
+    make_library(lib, 1, size=64)  # one small photo: 30 local descriptors for 64 clusters
+    with pytest.raises(NetvladError, match="too few photos to set up the model: 1 readable"):
+        build_small(lib, tmp_path / "idx")
+
+
+def test_device_cuda_without_a_gpu_is_a_user_error(monkeypatch):
+    import torch
+
+    from netvlad_gui.core.model.features import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(NetvladError, match="no CUDA GPU is available; use --device cpu"):
+        resolve_device("cuda")

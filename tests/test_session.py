@@ -80,9 +80,17 @@ def test_match_one_carries_the_best_inliers_the_verdict_rests_on(session, querie
     assert final.matches[0].agrees  # the evidence is part of the predicted place
 
 
-def test_a_far_away_photo_is_never_uncertain_on_its_way_to_not_found(session, shared_dir):
+def test_a_far_away_photo_is_never_uncertain_on_its_way_to_not_found(lund_index_640, shared_dir):
+    """At the default 640 px (at the tests' 320 px Berlin looks too much like Lund for the
+    calibration to rule it out: its honest verdict there is uncertain)."""
+    from netvlad_gui.core.query.session import open_session
+
     berlin = min((shared_dir / "data/exif/gps_photos/opensfm_berlin").glob("*.jpg"))
-    quick, final = session.stages(berlin)
+    _, session = open_session(lund_index_640, ExtractConfig(num_workers=0))
+    try:
+        quick, final = session.stages(berlin)
+    finally:
+        session.close()
     assert quick.verdict is None and quick.provisional  # no amber "Uncertain" while checking
     assert final.verdict == NOT_FOUND and final.guess
 
@@ -97,7 +105,7 @@ def test_stop_between_stages_ends_on_the_global_answer_and_says_so(session, quer
         stop["now"] = True
     assert [s.final for s in out] == [False, True]
     assert out[1].stage == GLOBAL and not out[1].verified and out[1].verdict is not None
-    assert out[1].verdict_reason == STOPPED_BEFORE_CHECK
+    assert out[1].verdict_reason.startswith(STOPPED_BEFORE_CHECK)
 
 
 def test_an_unreadable_photo_gives_one_final_result_with_its_reason(session, tmp_path):
@@ -123,7 +131,7 @@ def test_nothing_verified_when_no_reference_photo_can_be_read(session, queries, 
     verifier = session.locator.verifier
     monkeypatch.setattr(verifier, "reference_features", lambda paths: [None] * len(paths))
     final = session.locate(queries / "02.jpg")
-    assert not final.verified and final.verdict_reason == NO_REFERENCE_READ
+    assert not final.verified and final.verdict_reason.startswith(NO_REFERENCE_READ)
     assert all(m.inliers is None for m in final.matches)
 
 

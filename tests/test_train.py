@@ -369,17 +369,21 @@ def test_train_from_a_dbstruct(tmp_path: Path) -> None:
     assert final.whiten is None and final.meta["training"]["whitening"]["dim"] is None
 
 
-def test_epochs_of_easy_queries_say_so_and_train_nothing(tmp_path: Path) -> None:
+def test_nothing_to_learn_is_said_after_the_first_mining_pass(tmp_path: Path) -> None:
+    # Every query is a database file: its own photo is its positive, every negative is farther.
     data = _tiny_dbstruct(tmp_path, queries_are_db_files=True)
     events: list[dict] = []
-    with pytest.raises(TrainError, match="nothing trained: in all 2 epochs"):
-        cfg = _cfg(tmp_path, epochs=2, split=None, data=data)
-        train(cfg, tmp_path / "run", progress=events.append)
-    epochs = [e for e in events if e["event"] == "epoch"]
-    assert [e["all_easy"] for e in epochs] == [True, True]
-    assert all(e["tuples"] == 0 and e["skipped"]["easy"] == 10 for e in epochs)
-    assert not any(e["event"] in ("step", "done") for e in events)
-    assert not (tmp_path / "run" / "model.pt").exists()  # nothing for "Use this model"
+    run = tmp_path / "run"
+    with pytest.raises(TrainError, match="nothing to learn: the model already tells every place"):
+        train(_cfg(tmp_path, epochs=2, split=None, data=data), run, progress=events.append)
+    kinds = [e["event"] for e in events]
+    # Said as soon as the first epoch's mining is done: no epoch ends, no step, no model.
+    assert kinds[-1] == "nothing_to_learn" and not {"epoch", "step", "done"} & set(kinds)
+    message = events[-1]["message"]
+    assert "other times, seasons or light" in message
+    assert not any(word in message for word in ("margin", "tuple", "/train"))
+    assert not (run / "model.pt").exists()  # nothing for "Use this model"
+    assert not (run / "init.pt").exists() and not (run / "last.pt").exists()  # nor for Resume
 
 
 def test_data_that_cannot_train_is_refused_before_the_model(tmp_path: Path) -> None:
@@ -489,3 +493,132 @@ def test_ddp_two_cpu_processes_match_one(street: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(v, single[k], atol=2e-5, rtol=1e-4)
         moved += int(not torch.equal(v, init[k]))
     assert moved >= 3  # conv5 and NetVLAD did train
+
+
+def _rss_mb() -> float:
+    """This process's resident size now (Linux), or skip: ru_maxrss only knows the peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    pytest.skip("no /proc/self/status: the resident size now is not readable here")
+
+
+def _rss_per_epoch(street: Path, run_dir: Path) -> dict[int, float]:
+    rss: dict[int, float] = {}
+
+    def progress(ev: dict) -> None:
+        if ev["event"] == "epoch":
+            rss[ev["epoch"]] = _rss_mb()
+
+    cfg = _cfg(street, epochs=3, image_size=192, cache_refresh_queries=8, whitening_dim=None)
+    train(cfg, run_dir, progress=progress)
+    return rss
+
+
+def test_memory_does_not_grow_from_epoch_to_epoch(
+    street: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import netvlad_gui.core.training.train as train_mod
+
+    flat = _rss_per_epoch(street, tmp_path / "flat")
+    # The same run with a deliberate leak of 16 MB per step: the measurement must see it.
+    kept: list[torch.Tensor] = []
+    real_step = train_mod.take_step
+
+    def leaky(*args, **kwargs):
+        kept.append(torch.ones(4 * 1024 * 1024))  # 16 MB that no one frees
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "take_step", leaky)
+    leaking = _rss_per_epoch(street, tmp_path / "leak")
+    steps_per_epoch = len(kept) / 3
+    assert steps_per_epoch >= 3  # the leak adds >= 48 MB per epoch
+    assert leaking[3] - leaking[2] > 0.75 * 16 * steps_per_epoch, leaking
+    assert flat[3] - flat[2] < 24, flat  # no per-epoch growth, a little noise allowed
+
+
+def test_lund_library_has_nothing_to_learn_and_says_so_before_any_epoch(
+    shared_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 23: the 19-photo lund library failed after every epoch with jargon; now the first
+    pass over its photos says, in plain words, that there is nothing to learn."""
+    from _lund import TEST_IMAGE_SIZE
+
+    library = shared_dir / "data" / "lund_street" / "references"
+    cfg = TrainConfig(data=DataSpec(data=str(library)), image_size=TEST_IMAGE_SIZE, epochs=5)
+    events: list[dict] = []
+    with pytest.raises(TrainError, match="^nothing to learn: the model already tells"):
+        train(cfg, tmp_path / "run", progress=events.append)
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "nothing_to_learn" and not {"step", "epoch", "val"} & set(kinds)
+    assert kinds.count("start") == 1 and "references/train" not in events[-1]["message"]
+    assert not any((tmp_path / "run").glob("*.pt"))  # nothing to resume or to use
+
+
+def test_a_step_in_two_passes_gives_the_one_pass_gradient(tmp_path: Path) -> None:
+    """Memory holds a chunk's activations, not the step's; the gradient stays the same."""
+    from types import SimpleNamespace
+
+    from netvlad_gui.core.config import MiningConfig
+    from netvlad_gui.core.training.frozen import (
+        FrozenStore,
+        GroupsForward,
+        Prefix,
+        Tail,
+        frozen_split,
+    )
+    from netvlad_gui.core.training.mining import TrainTuple
+    from netvlad_gui.core.training.steps import StepInputs, take_step
+    from netvlad_gui.core.training.trainenv import DistInfo
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="alexnet", num_clusters=4), "none")
+    params = set_trainable(model, "last_block")
+    model.eval()
+    split = frozen_split(model)
+    store = FrozenStore(tmp_path / "store.f16")
+    with torch.inference_mode():
+        feats = Prefix(model, split)(torch.rand(7, 3, 96, 128)).numpy()
+    for i, f in enumerate(feats):
+        store._put((f"/p/{i}.jpg", 0), f)
+    keys = [(f"/p/{i}.jpg", 0) for i in range(7)]
+    tuples = [TrainTuple(0, 1, np.array([2, 3, 4])), TrainTuple(5, 6, np.array([2, 4]))]
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.grads: list[torch.Tensor] = []
+
+        def step(self) -> None:
+            self.grads = [p.grad.clone() for p in params]
+
+        def zero_grad(self, set_to_none: bool = True) -> None:
+            for p in params:
+                p.grad = None
+
+    def gradients(chunk: int) -> tuple[list[torch.Tensor], float]:
+        run = SimpleNamespace(scaler=None, optimizer=Recorder(), stale=False)
+        inputs = StepInputs(tuples, keys, keys, store)
+        cfg = MiningConfig(margin=2.0)  # every pair violates: a gradient everywhere
+        total, viol, n = take_step(
+            GroupsForward(Tail(model, split)),
+            inputs,
+            run,
+            cfg,
+            DistInfo(),
+            torch.device("cpu"),
+            tuple(feats.shape[1:]),
+            chunk,
+        )
+        assert viol == 5 and n == 2 and run.stale
+        return run.optimizer.grads, total
+
+    one, loss_one = gradients(0)
+    two, loss_two = gradients(2)
+    assert loss_two == pytest.approx(loss_one, rel=1e-6)
+    for a, b in zip(one, two, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-4)
+    assert any(float(g.abs().sum()) > 0 for g in one)
+    store.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..core.errors import NetvladError
-from .common import CliError, extract_cfg
+from .common import CliError, extract_cfg, survive_any_encoding
 
 __all__ = ["CliError", "build_parser", "extract_cfg", "main"]
 
@@ -89,6 +89,7 @@ def run() -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
+    survive_any_encoding()
     args = build_parser().parse_args(argv)
     from ..core.model.runtime import tune_process
 

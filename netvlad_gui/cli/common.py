@@ -4,7 +4,10 @@ plain-text output and help texts whose defaults come from the config dataclasses
 from __future__ import annotations
 
 import argparse
+import codecs
+import io
 import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -106,6 +109,15 @@ def extract_cfg(args: argparse.Namespace) -> ExtractConfig:
     )
 
 
+def index_dir(args: argparse.Namespace):
+    """The index folder ``--library DIR`` or ``--index DIR`` names."""
+    from ..core.library.status import resolve_index_dir
+
+    if not (args.index or args.library):
+        raise CliError("say which index to use: --library DIR or --index DIR")
+    return resolve_index_dir(args.library, args.index)
+
+
 def add_model_args(p: argparse.ArgumentParser, model_help: str, weights_help: str) -> None:
     p.add_argument("--model", help=f"{model_help} (default {DEFAULT_MODEL})")
     p.add_argument("--backbone-weights", metavar="FILE|none", help=weights_help)
@@ -186,3 +198,57 @@ def plain(text: object) -> str:
     if s.isprintable():
         return s
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
+#: ASCII for the characters the CLI prints itself, where the output cannot encode them.
+_STAND_INS = {
+    "±": "+/-",
+    "…": "...",
+    "–": "-",
+    "—": "-",
+    "·": "-",
+    "×": "x",
+    "°": " deg",
+    "→": "->",
+    "≤": "<=",
+    "≥": ">=",
+    "‘": "'",
+    "’": "'",
+    "“": '"',
+    "”": '"',
+}
+
+
+def _stand_in(err: UnicodeError) -> tuple[str, int]:
+    """An encoding error handler: each character the output cannot hold becomes its ASCII
+    stand-in ("±" -> "+/-"), its letter without accents ("é" -> "e"), else "?"."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    out = []
+    for c in err.object[err.start : err.end]:
+        alt = _STAND_INS.get(c)
+        if alt is None:
+            alt = unicodedata.normalize("NFKD", c).encode("ascii", "ignore").decode() or "?"
+        out.append(alt)
+    return "".join(out), err.end
+
+
+codecs.register_error("netvlad-stand-in", _stand_in)
+
+
+def survive_any_encoding() -> None:
+    """Let stdout and stderr print whatever the CLI says, whatever their encoding.
+
+    Under ``PYTHONIOENCODING=ascii``, a C locale or a cp1252 console, the "±" of every located
+    result (and any accented file name) raised UnicodeEncodeError: an "internal error" after
+    the work was done. Characters the stream cannot encode get a stand-in instead.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if not isinstance(stream, io.TextIOWrapper) or stream.errors != "strict":
+            continue
+        try:
+            utf = codecs.lookup(stream.encoding).name.startswith("utf")
+        except LookupError:
+            utf = False
+        if not utf:
+            stream.reconfigure(errors="netvlad-stand-in")

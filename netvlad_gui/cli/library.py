@@ -4,43 +4,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..core.config import (
     DEFAULT_MODEL,
     DEVICES,
     PRECISIONS,
     RUNTIMES,
-    LocateConfig,
-    VerifyConfig,
 )
-from ..core.photos.geo import format_distance
 from .common import (
     CliError,
     DefaultsHelpFormatter,
     StageBar,
-    StageNotice,
     add_model_args,
     add_runtime_args,
     extract_cfg,
+    index_dir,
     plain,
     progress_bar,
     update_bar,
 )
-
-
-def _index_dir(args):
-    from ..core.library.status import resolve_index_dir
-
-    if not (args.index or args.library):
-        raise CliError("say which index to use: --library DIR or --index DIR")
-    return resolve_index_dir(args.library, args.index)
+from .locating import add_locate_command
 
 
 def _open_index(args):
     from ..core.library.index import LibraryIndex
 
-    return LibraryIndex(_index_dir(args))
+    return LibraryIndex(index_dir(args))
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -93,86 +82,6 @@ def cmd_index(args) -> int:
     return 0
 
 
-def cmd_locate(args) -> int:
-    """One result per named photo; exit 1 when none could be located."""
-    from ..core.errors import LibraryIndexError
-    from ..core.photos.images import expand_inputs
-    from ..core.query.result import LocateResult
-    from ..core.query.session import open_session
-
-    verify = VerifyConfig(enabled=args.verify, top_k=args.verify_top)
-    locate_cfg = LocateConfig(top_n=args.top, verify=verify)
-    # torch loads only if it runs the model, or to export its graph once (said on stderr)
-    status, session = open_session(
-        _index_dir(args), extract_cfg(args), locate_cfg, progress=StageNotice(not args.quiet)
-    )
-    if session is None:
-        raise LibraryIndexError(status.why_not())
-    inputs = expand_inputs(args.photos)
-    # Inputs that are no photo get a result that says why: the same reasons the GUI shows.
-    results = [LocateResult(query=str(p), error=reason) for p, reason in inputs.skipped]
-    failures = len(results)
-    for res in results:
-        _print_result(res, args.json)
-    total = len(inputs.photos) + failures
-    bar = progress_bar(len(inputs.photos), "locate", "photo") if _bars(args, inputs) else None
-    try:
-        for n, res in enumerate(_finals(session.run(inputs.photos)), 1):
-            failures += bool(res.error)
-            _print_result(res, args.json)
-            if bar is not None:
-                update_bar(bar, n)
-    finally:
-        if bar is not None:
-            bar.close()
-        session.close()
-    return 1 if failures == total else 0
-
-
-def _finals(stages):
-    """The final stage of each photo: a script wants answers, not the provisional steps."""
-    return (res for _, res in stages if res.final)
-
-
-def _bars(args, inputs) -> bool:
-    return not args.quiet and len(inputs.photos) > 1
-
-
-def _print_result(res, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(res.to_json(evidence=True)), flush=True)
-        return
-    print(plain(res.query))
-    if res.error:
-        print(f"  cannot locate: {plain(res.error)}")
-        return
-    from ..core.query import wording
-
-    how = "verified" if res.verified else "not verified"
-    hint = f": {wording.hint(res)}" if wording.hint(res) else ""
-    print(f"  verdict    {wording.headline(res)}{hint} ({how})")
-    if res.verdict_reason:
-        print(f"  why        {plain(res.verdict_reason)}")
-    kind = wording.coordinates_kind(res)
-    if kind == wording.NO_PLACE:
-        print("  no match with GPS")
-    elif kind == wording.GUESS:
-        # A nearest neighbour always exists: show it as what it is, at street precision only.
-        print(f"  guess      {res.lat:.3f}, {res.lon:.3f}  (the nearest match, not a location)")
-    else:
-        print(
-            f"  location   {res.lat:.6f}, {res.lon:.6f}  ±{format_distance(res.radius_m, 0)}  "
-            f"confidence {res.confidence:.2f}"
-        )
-    if res.error_m is not None:
-        print(f"  error      {format_distance(res.error_m)} from the photo's own GPS")
-    for m in res.matches:
-        dist = f"{format_distance(m.distance_m):>9}" if m.distance_m is not None else "   no GPS"
-        inl = f"{m.inliers:>4} inliers" if m.inliers is not None else ""
-        print(f"  #{m.rank:<2} {m.score:.3f} {dist}  {plain(m.path)}  {inl}".rstrip())
-    sys.stdout.flush()
-
-
 def cmd_info(args) -> int:
     from importlib import metadata
 
@@ -219,6 +128,7 @@ def cmd_info(args) -> int:
             "library": st.library,
             "model": st.model,
             "dim": st.dim,
+            "image_size": index.image_size,  # px, longer side: every extraction uses it
             "indexed": st.indexed,
             "with_gps": st.with_gps,
             "failed": st.failed,
@@ -324,33 +234,7 @@ def add_library_commands(sub) -> None:
     add_runtime_args(p)
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("locate", help="tell where photos were taken", **fmt)
-    p.add_argument("photos", nargs="+", help="photos or folders")
-    _add_index_choice(p, required=True)
-    p.add_argument(
-        "--top",
-        type=int,
-        default=LocateConfig.top_n,
-        help=f"matches per photo (default {LocateConfig.top_n})",
-    )
-    p.add_argument("--json", action="store_true", help="one JSON object per photo")
-    v = VerifyConfig()
-    p.add_argument(
-        "--verify",
-        action=argparse.BooleanOptionalAction,
-        default=v.enabled,
-        help="check the top matches geometrically (local features + MAGSAC) and say whether "
-        f"the photo is in the library at all (default {'on' if v.enabled else 'off'})",
-    )
-    p.add_argument(
-        "--verify-top",
-        type=int,
-        default=v.top_k,
-        metavar="K",
-        help=f"matches verified per photo (default {v.top_k})",
-    )
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_locate)
+    add_locate_command(sub, _add_index_choice)
 
     p = sub.add_parser("info", help="model, device and library statistics", **fmt)
     _add_index_choice(p, required=False)

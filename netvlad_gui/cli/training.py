@@ -21,11 +21,15 @@ from ..core.config import (
     AMP_DTYPES,
     DEVICES,
     LOSSES,
+    NO_SPLIT,
+    PAIR_HOLDOUT,
     RECALL_RADIUS_M,
     SPLIT_METHODS,
     TRAIN_LAYERS,
+    DataSpec,
     InitConfig,
     ModelConfig,
+    SplitConfig,
     VerifyConfig,
 )
 from .common import (
@@ -73,6 +77,12 @@ _TRAIN_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--workers", "num_workers", int, "image decoding threads (default {default})"),
     ("--seed", "seed", int, "random seed (default {default})"),
     (
+        "--augment",
+        "augment_variants",
+        int,
+        "synthetic-night variants of each database photo, added as queries (default {default})",
+    ),
+    (
         "--whitening-dim",
         "whitening_dim",
         int,
@@ -101,12 +111,15 @@ def _train_default(name: str):
 
 
 def _split_default(name: str):
-    """SplitConfig's default for a field (read when help is shown: core.datasets loads torch)."""
-    from ..core.training.datasets import NO_SPLIT, SplitConfig
+    """SplitConfig's default for a field."""
 
     if name == "fractions":
-        both = (SplitConfig.fractions, NO_SPLIT)
-        return "{} for --data, else {}".format(*(",".join(f"{x:g}" for x in f) for f in both))
+        fmt = lambda f: ",".join(f"{x:g}" for x in f)
+        return (
+            f"{fmt(SplitConfig.fractions)} for --data; for --database/--queries "
+            f"{fmt(PAIR_HOLDOUT)} in train (the last quarter of the route held out, whole with "
+            f"--val-*) and {fmt(NO_SPLIT)} in eval; {fmt(NO_SPLIT)} for --dbstruct"
+        )
     return getattr(SplitConfig, name)
 
 
@@ -184,9 +197,7 @@ def _add_source_args(p: argparse.ArgumentParser, *, gt: bool) -> None:
     )
 
 
-def _data_spec(args, prefix: str = ""):
-    from ..core.training.datasets import DataSpec
-
+def _data_spec(args, prefix: str = "") -> DataSpec:
     get = lambda name: getattr(args, prefix + name, None)
     return DataSpec(
         data=get("data"),
@@ -201,8 +212,6 @@ def _data_spec(args, prefix: str = ""):
 
 def _split_config(args):
     """A SplitConfig when any split option is given, else None (the source's default)."""
-    from ..core.training.datasets import SplitConfig
-
     given = {
         "method": args.split_method,
         "cell_m": args.cell_m,
@@ -239,7 +248,8 @@ class _HumanProgress:
         kind = ev["event"]
         if kind == "start":
             print(
-                f"training on {ev['train']['name']}: {ev['train']['database']} database, "
+                f"training on {ev['train'].get('source') or ev['train']['name']}: "
+                f"{ev['train']['database']} database, "
                 f"{ev['trainable_queries']} trainable queries ({ev['no_positive']} without a "
                 f"positive), device {ev['device']} x{ev['world_size']}, epochs "
                 f"{ev['start_epoch']}..{ev['epochs']}",
@@ -247,7 +257,8 @@ class _HumanProgress:
             )
             if ev.get("val"):
                 print(
-                    f"validating on {ev['val']['name']}: {ev['val']['database']} database, "
+                    f"held-out places of {ev['val'].get('source') or ev['val']['name']}: "
+                    f"{ev['val']['database']} database, "
                     f"{ev['val']['queries']} queries",
                     file=sys.stderr,
                 )
@@ -279,6 +290,13 @@ class _HumanProgress:
             )
         elif kind == "whitening":
             print(f"PCA-whitening to {ev['dim']} dims on {ev['images']} images", file=sys.stderr)
+        elif kind == "heldout":
+            when = "before training" if ev["stage"] == "before" else "after training"
+            print(
+                f"held-out places ({ev['queries']} queries, never trained on): Recall@1 "
+                f"{100 * ev['recall@1']:.1f}%, Recall@5 {100 * ev['recall@5']:.1f}% {when}",
+                file=sys.stderr,
+            )
 
 
 def _json_progress(ev: dict) -> None:
@@ -302,6 +320,7 @@ def cmd_train(args) -> int:
         amp=args.amp,
         amp_dtype=args.amp_dtype,
         train_assignment_bias=args.train_assignment_bias,
+        init_from_queries=args.init_from_queries,
         keep_epoch_checkpoints=args.keep_epochs,
     )
     data, val = _data_spec(args).absolute(), _data_spec(args, "val_").absolute()
@@ -348,7 +367,17 @@ def cmd_train(args) -> int:
             else "no validation set: last epoch kept"
         )
         print(f"model     {result.model_path}\n{best}")
+        print(heldout_line(result.heldout))
     return 0
+
+
+def heldout_line(heldout: dict | None) -> str:
+    """The figure a user decides by: Recall@1 on places the run never trained on."""
+    from ..core.training.runs import heldout_change, heldout_summary
+
+    if not (heldout or {}).get("after"):
+        return "held-out  none: no places were kept out of training, so no figure for unseen places"
+    return f"held-out  {heldout_change(heldout, '->')}: {heldout_summary(heldout)}"
 
 
 def _add_train(sub) -> None:
@@ -425,6 +454,13 @@ def _add_train(sub) -> None:
         type=int,
         help=f"images sampled for k-means (default {InitConfig.num_images})",
     )
+    add_option(
+        t,
+        "--init-from-queries",
+        action=argparse.BooleanOptionalAction,
+        default_of=lambda: _train_default("init_from_queries"),
+        help="NetVLAD's k-means on the queries too, not the database alone (default {default})",
+    )
     for flag, field, typ, help_ in _TRAIN_OPTIONS:
         add_option(
             t, flag, dest=field, type=typ, default_of=lambda f=field: _train_default(f), help=help_
@@ -440,13 +476,13 @@ def cmd_eval(args) -> int:
 
     load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
     from ..core.model.features import resolve_device
-    from ..core.training.datasets import SplitConfig, eval_set
+    from ..core.training.datasets import eval_set, load_spec
     from ..core.training.evaluate import compare, evaluate_model
 
     if args.verify and args.compare:
         raise CliError("--verify measures one model: leave out --compare")
     data = _data_spec(args)
-    ps = data.load()
+    ps = load_spec(data)
     default = "test" if args.split_fractions else data.default_split()
     split = _split_config(args) or SplitConfig(fractions=data.default_fractions())
     ps, note = eval_set(ps, args.split, split, default)

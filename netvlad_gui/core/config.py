@@ -11,12 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .training.datasets import DataSpec, SplitConfig
+from .errors import ConfigError, DatasetError
 
 #: The model a fresh install uses: it needs no download (weights ship in models/).
 DEFAULT_MODEL = "mobilenet_v2-netvlad"
@@ -58,6 +56,12 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 POOLINGS = ("netvlad", "fmax")
 
 
+#: The most NetVLAD clusters a model may have: 16x the paper's 64, a 1.3-million-dimension
+#: descriptor (5 MB per photo) with MobileNetV2. More is a damaged or hostile file (one asked for
+#: 10^8 clusters: 38 GB), refused before anything is allocated.
+MAX_CLUSTERS = 1024
+
+
 @dataclass
 class ModelConfig:
     """What network turns an image into a global descriptor."""
@@ -86,7 +90,7 @@ class ModelConfig:
         if self.pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
         if self.pooling == "netvlad":
-            _check_int("NetVLAD clusters (--num-clusters)", self.num_clusters, 1, 65_536)
+            _check_int("NetVLAD clusters (--num-clusters)", self.num_clusters, 1, MAX_CLUSTERS)
         if self.whitening_dim is not None:
             _check_int("whitening_dim (--whitening-dim)", self.whitening_dim, 1, 10**7)
         return self
@@ -124,6 +128,10 @@ class ExtractConfig:
     # (the reference) or "onnxruntime" (CPU and fp32 only, 1.3-1.8x torch fp32, descriptors at
     # cosine 1.0000) force one.
     runtime: str = "auto"
+    # Whether a front's option asked for ``image_size`` (``from_options``) rather than leaving
+    # the default: an index records the size its descriptors were made at, and a build asked
+    # for another one refuses, while an index's own size is used when none was asked for.
+    image_size_asked: bool = field(default=False, compare=False, repr=False)
 
     @classmethod
     def from_options(
@@ -147,6 +155,7 @@ class ExtractConfig:
             cfg.device = device
         if image_size:
             cfg.image_size = image_size
+            cfg.image_size_asked = True
         if batch_size:
             cfg.batch_size = batch_size
         if num_workers is not None:
@@ -211,14 +220,18 @@ class InitConfig:
 
 @dataclass
 class VerifyConfig:
-    """Geometric verification of the top matches (core/query/verify.py) and the verdict it supports.
-
-    Defaults measured in benchmarks/verify.py (benchmarks/README.md, "Geometric verification").
+    """Geometric verification of the top matches (core/query/verify.py) and the counts the
+    verdict reads. Defaults are for the default features, ``patch``; ``for_features("sift")``
+    gives SIFT's own. Measured in benchmarks/night_evidence.py and daynight.py
+    (benchmarks/README.md, "Night and day") and benchmarks/verify.py ("Geometric verification").
     """
 
     enabled: bool = True
     top_k: int = 10  # candidates verified (the global search's best K)
-    features: str = "sift"  # "sift" (OpenCV) or "patch" (the model's own feature map)
+    # "patch": the model's own feature map (the map NetVLAD pools), one descriptor per cell;
+    # finds the right place at night where SIFT finds nothing (night -> day R@1 0.67 -> 0.9x).
+    # "sift": OpenCV's SIFT, more precise on well-lit photos, blind at night.
+    features: str = "patch"
     geometry: str = "homography"  # "homography" or "fundamental", fitted with USAC MAGSAC
     sift_size: int = 320  # SIFT runs on this longer side (it doubles the image internally)
     max_features: int = 1000  # SIFT keypoints kept per image
@@ -226,26 +239,40 @@ class VerifyConfig:
     # absolute contrast threshold keeps a dark photo's keypoints (dusk: 5/5 lund queries
     # located instead of 1/5); "none" leaves them. benchmarks/verify_appearance.py.
     sift_contrast: str = "stretch"
-    ratio: float = 0.85  # Lowe's ratio test (SIFT); patches: best / second-best similarity
-    ransac_px: float = 3.0  # inlier threshold, in pixels of a 640 px image
-    # Counts for the default (SIFT): unrelated photos reach 4-6, true lund matches 30-66; 12
-    # instead of 15 let corridor's near-duplicate frames reorder (R@1 0.955 -> 0.946).
-    min_inliers: int = 15  # fewer: no geometric evidence for the place
-    located_inliers: int = 24  # at least: the place is verified
+    # Ratio test, both ways (nearest < ratio x second nearest); 1: mutual nearest neighbours
+    # only. Patches: 1, a ratio test throws away most true night matches (0.9: R@1 0.94 -> 0.82).
+    ratio: float = 1.0
+    ransac_px: float = 3.0  # inlier threshold, in pixels of a 640 px image (patches: >= a cell)
+    # Inlier counts: fewer than min_inliers is no geometric evidence (photos of Berlin and
+    # Portland reach PATCH_MIN against the lund library); located_inliers verify the place.
+    min_inliers: int = 20
+    located_inliers: int = 40
     # Candidates within this fraction of the best inlier count rank by global score (1: by
     # inliers alone); see verify.rerank.
     keep_ratio: float = 0.5
     cache_size: int = 256  # references' local features kept in memory (LRU)
 
+    @classmethod
+    def for_features(cls, features: str, **overrides: Any) -> VerifyConfig:
+        """The defaults measured for ``features`` ("patch" or "sift"), then ``overrides``."""
+        if features not in FEATURE_DEFAULTS:
+            raise ConfigError(
+                f"verify features must be one of {', '.join(VERIFY_FEATURES)}, not {features!r}"
+            )
+        return cls(**{"features": features, **FEATURE_DEFAULTS[features], **overrides})
+
     def validate(self) -> VerifyConfig:
         """Raise ConfigError naming the first setting out of range; returns self."""
-        if self.features not in ("sift", "patch"):
-            raise ConfigError(f"verify features must be sift or patch, not {self.features!r}")
-        if self.sift_contrast not in ("stretch", "none"):
+        if self.features not in VERIFY_FEATURES:
             raise ConfigError(
-                f"verify sift_contrast must be stretch or none, not {self.sift_contrast!r}"
+                f"verify features must be one of {', '.join(VERIFY_FEATURES)}, not {self.features!r}"
             )
-        if self.geometry not in ("homography", "fundamental"):
+        if self.sift_contrast not in SIFT_CONTRASTS:
+            raise ConfigError(
+                f"verify sift_contrast must be one of {', '.join(SIFT_CONTRASTS)}, "
+                f"not {self.sift_contrast!r}"
+            )
+        if self.geometry not in VERIFY_GEOMETRIES:
             raise ConfigError(
                 f"verify geometry must be homography or fundamental, not {self.geometry!r}"
             )
@@ -253,6 +280,57 @@ class VerifyConfig:
         _check_int("minimum inliers", self.min_inliers, 0, 100_000)
         _check_int("located inliers", self.located_inliers, self.min_inliers, 100_000)
         _check_float("ratio test", self.ratio, 0.0, 1.0, open_lo=True)
+        _check_float("keep ratio", self.keep_ratio, 0.0, 1.0)
+        _check_float("RANSAC threshold (px)", self.ransac_px, 0.0, 1000.0, open_lo=True)
+        _check_int("SIFT size", self.sift_size, 16, 8192, " (pixels, longer side)")
+        _check_int("SIFT keypoints", self.max_features, 1, 1_000_000)
+        _check_int("verify cache size", self.cache_size, 0, 1_000_000)
+        return self
+
+
+VERIFY_FEATURES = ("patch", "sift")  # VerifyConfig.features
+#: Where another feature's measured settings differ from VerifyConfig's (the patches'); see
+#: VerifyConfig.for_features. SIFT: unrelated photos reach 4-6 inliers, true lund matches 30-66;
+#: 12 instead of 15 let corridor's near-duplicate frames reorder (R@1 0.955 -> 0.946).
+FEATURE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "patch": {},
+    "sift": {"ratio": 0.85, "min_inliers": 15, "located_inliers": 24, "keep_ratio": 0.5},
+}
+VERIFY_GEOMETRIES = ("homography", "fundamental")  # VerifyConfig.geometry
+SIFT_CONTRASTS = ("stretch", "none")  # VerifyConfig.sift_contrast
+
+
+@dataclass
+class VerdictConfig:
+    """When a photo is ``located``, ``uncertain`` or ``not_found`` (core/query/verdict.py).
+
+    Confidences are ``locate.predict``'s (calibrated on the library's own pairs); the
+    similarity is ``verdict.calibrated_similarity`` of match #1 (0: the library's typical best
+    different-place score, 1: its typical best same-place score). Inlier counts live in
+    VerifyConfig, beside the features they count. Figures: benchmarks/README.md, "Night and day".
+    """
+
+    # Unverified: at or above, located (Berlin and Portland photos against the lund library
+    # score 0.00-0.14, lund queries 0.87-1.00); under not_found_confidence, not found.
+    located_confidence: float = 0.5
+    not_found_confidence: float = 0.2
+    # No geometric support: at or above this similarity (half-way from the library's typical
+    # best different-place pair to its typical best same-place pair) the photo looks like the
+    # library, so it is uncertain (e.g. night vs day), not "not in this library". Berlin and
+    # Portland against lund score 0-0.18 at 640 px; at 320 px the global score cannot tell them
+    # from Lund (0.41-1.0), so there they are uncertain, never located.
+    look_alike: float = 0.5
+
+    def validate(self) -> VerdictConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        _check_float("located confidence", self.located_confidence, 0.0, 1.0)
+        _check_float("not-found confidence", self.not_found_confidence, 0.0, 1.0)
+        if self.not_found_confidence > self.located_confidence:
+            raise ConfigError(
+                f"the not-found confidence ({self.not_found_confidence:g}) must not exceed the "
+                f"located confidence ({self.located_confidence:g})"
+            )
+        _check_float("look-alike similarity", self.look_alike, 0.0, 1.0)
         return self
 
 
@@ -264,6 +342,7 @@ class LocateConfig:
     agree_radius_m: float = NEGATIVE_RADIUS_M  # matches this close count as one place
     min_score: float = 0.0
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)
 
     def validate(self) -> LocateConfig:
         """Raise ConfigError naming the first setting out of range; returns self."""
@@ -272,6 +351,86 @@ class LocateConfig:
         # Scores are cosine similarities: a floor outside [-1, 1] keeps all or nothing.
         _check_float("minimum score", self.min_score, -1.0, 1.0)
         self.verify.validate()
+        self.verdict.validate()
+        return self
+
+
+@dataclass
+class SequenceConfig:
+    """Photos located together: a walk, a burst, a video's frames (issue 22).
+
+    Ordering and splitting live in core/photos/capture.py, the track model in
+    core/query/sequence.py, video sampling in core/photos/video.py. The track model's defaults
+    were measured on gardens_point (benchmarks/sequence.py, benchmarks/README.md).
+    """
+
+    enabled: bool = True
+    # Splitting a group where one trip is impossible: consecutive capture times farther apart
+    # than this, or the photos' own GPS implying a faster journey than max_speed_mps.
+    max_gap_s: float = 600.0
+    max_speed_mps: float = 70.0  # 250 km/h: a fast train; anything faster is another trip
+    # The track model: each photo's best ``candidates`` references (plus the references near
+    # them) are the places it may be; ``window`` photos are decided together.
+    candidates: int = 20
+    window: int = 10
+    # How far apart two consecutive photos' places may lie: ``speed_mps`` times the time between
+    # them (capture times), or ``untimed_step_m`` per photo in file order (no times).
+    speed_mps: float = 15.0
+    untimed_step_m: float = 30.0
+    # Photos of a sequence move: consecutive places at least this far apart (a path that stays
+    # on one reference is how a "hub" that scores well with every night photo wins).
+    min_step_m: float = 1.5
+    # Log-likelihood a track pays per photo that does not move: 50 forbids it where the
+    # references allow a moving track (2 and 5 let night photos' tracks sit on hubs).
+    stay_penalty: float = 50.0
+    jitter_m: float = 1.5  # how much the step may change from one photo to the next
+    # A reference's mean similarity to references farther than ``hub_far_m`` (other places;
+    # query/sequence.hubness) is taken off every photo's similarity to it, times
+    # ``hub_weight``: a reference that resembles everything is no evidence. Measured: 0.5 and
+    # 50 m (1.0 fixed the shuffled control on day_right too but cost day_left 3 points).
+    hub_weight: float = 0.5
+    hub_far_m: float = 50.0
+    temperature: float = 0.02  # similarity units per factor e of likelihood
+    restart: float = 1e-3  # chance per photo that the track breaks (unrelated photos)
+    # Photos are decided together only when one track explains them better than unrelated
+    # places do, by at least this much (log-likelihood, nats): shuffled photos stay alone.
+    min_evidence: float = 5.0
+    # Log-likelihood added to a candidate per unit of its geometric evidence (0..1, inliers):
+    # a verified place pulls the track. Not measured on gardens_point (no verification there).
+    evidence_weight: float = 2.0
+    # A photo is decided with its neighbours only when at least ``min_support`` of them agree:
+    # their own ``support_top`` best candidates include the track's place for them.
+    min_support: int = 2
+    support_top: int = 5
+    every_s: float = 1.0  # a video is sampled every this many seconds
+
+    def validate(self) -> SequenceConfig:
+        """Raise ConfigError naming the first setting out of range; returns self."""
+        _check_float("sequence gap (s)", self.max_gap_s, 0.0, 1e9, open_lo=True)
+        _check_float("sequence top speed (m/s)", self.max_speed_mps, 0.0, 1e5, open_lo=True)
+        _check_int("sequence candidates", self.candidates, 1, TOP_N_MAX)
+        _check_int("sequence window", self.window, 2, 1000, " (photos decided together)")
+        _check_float("sequence speed (m/s)", self.speed_mps, 0.0, 1e5, open_lo=True)
+        _check_float("sequence step (m)", self.untimed_step_m, 0.0, 1e7, open_lo=True)
+        _check_float("sequence min step (m)", self.min_step_m, 0.0, 1e7)
+        _check_float("sequence stay penalty", self.stay_penalty, 0.0, 1e6)
+        _check_float("sequence jitter (m)", self.jitter_m, 0.0, 1e7, open_lo=True)
+        _check_float("sequence hub weight", self.hub_weight, 0.0, 100.0)
+        _check_float("sequence hub distance (m)", self.hub_far_m, 0.0, 2e7, open_lo=True)
+        _check_float("sequence temperature", self.temperature, 0.0, 10.0, open_lo=True)
+        _check_float("sequence restart", self.restart, 0.0, 1.0, open_lo=True)
+        _check_float("sequence minimum evidence", self.min_evidence, -1e6, 1e6)
+        _check_float("sequence evidence weight", self.evidence_weight, 0.0, 1000.0)
+        if self.restart >= 1.0:
+            raise ConfigError(f"sequence restart must be below 1, not {self.restart!r}")
+        _check_int("sequence support", self.min_support, 1, 1000)
+        _check_int("sequence support top", self.support_top, 1, TOP_N_MAX)
+        _check_float("video interval (s)", self.every_s, 0.0, 86_400.0, open_lo=True)
+        if self.min_step_m >= self.untimed_step_m:
+            raise ConfigError(
+                f"sequence min step ({self.min_step_m:g} m) must be below the step "
+                f"({self.untimed_step_m:g} m)"
+            )
         return self
 
 
@@ -360,9 +519,15 @@ class DistributedConfig:
 LOSSES = ("squared", "unsquared")
 TRAIN_LAYERS = ("last_block", "pooling", "all")
 AMP_DTYPES = ("auto", "bfloat16", "float16")  # TrainConfig.amp_dtype
-SPLIT_METHODS = ("track", "grid")  # datasets.SplitConfig.method
-#: The Retrain panel's suggestion: a short run on a personal library (the paper trains 30).
-QUICK_EPOCHS = 5
+SPLIT_METHODS = ("track", "grid")  # SplitConfig.method
+SPLITS = ("train", "val", "test")
+NO_SPLIT = (1.0, 0.0, 0.0)  # SplitConfig.fractions of a source used whole
+#: A pair of folders trains on the first three quarters of the route and keeps the last quarter
+#: out, so that a run can say what it reaches on places it never saw (the held-out figure).
+PAIR_HOLDOUT = (0.75, 0.25, 0.0)
+#: A run's epochs (the paper trains 30 on Pittsburgh): on day/night photos of one walk the held-out
+#: Recall@1 gain comes within 1-4 epochs (benchmarks/README.md, "Retraining"), in minutes on a CPU.
+QUICK_EPOCHS = 4
 
 
 @dataclass
@@ -415,18 +580,133 @@ def _at_least_0(name: str, value: object) -> None:
         raise ConfigError(f"{name} must be >= 0, got {value!r}")
 
 
+@dataclass
+class AugmentConfig:
+    """Synthetic-night variants of the training database photos, as extra queries (augment.py).
+
+    Ranges are (low, high) drawn uniformly per variant; probabilities in [0, 1].
+    """
+
+    variants: int = 0  # per database photo; 0: none
+    gamma: tuple[float, float] = (1.5, 3.0)  # darkens the mid-tones
+    gain: tuple[float, float] = (0.25, 0.6)
+    colour: float = 0.2  # per-channel gain within 1 +- this
+    blur: float = 0.5  # chance of a 5-pixel box blur
+    noise: tuple[float, float] = (0.01, 0.04)  # Gaussian sigma, in [0, 1] pixel units
+    grey: float = 0.5  # chance of greyscale
+    stretch: bool = True  # 1st..99th percentile to 0..1, as brightness-normalised night photos
+
+
 def _training_extract(**options: Any) -> ExtractConfig:
     # NCHW: channels_last rounds a little differently per batch size, and the cache of a DDP rank
     # (its share of the batches) must equal a single process's.
     return ExtractConfig(**{**options, "channels_last": False})
 
 
-def _data_spec() -> DataSpec:
-    from .training.datasets import (
-        DataSpec,  # lazy: datasets pulls numpy, scipy and the image decoder
-    )
+@dataclass
+class SplitConfig:
+    """How one source becomes train / val / test places that do not overlap.
 
-    return DataSpec()
+    ``track`` cuts the route (file-name order of the database) into consecutive stretches;
+    ``grid`` deals square cells of ``cell_m`` to the splits. Validation and test images within
+    ``gap_m`` of any training image are dropped, so their places are unseen in training. A folder
+    that is its own query set trains leave-one-out; its val/test splits make every
+    ``query_every``-th photo a query and keep the rest as their database.
+    (core/training/datasets.py splits a set by these.)
+    """
+
+    method: str = "track"
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    cell_m: float = 100.0
+    gap_m: float = NEGATIVE_RADIUS_M
+    query_every: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.fractions = tuple(float(f) for f in self.fractions)  # type: ignore[assignment]
+        if self.method not in SPLIT_METHODS:
+            raise DatasetError(f"split method must be one of {SPLIT_METHODS}, got {self.method!r}")
+        if len(self.fractions) != 3 or any(f < 0 or not math.isfinite(f) for f in self.fractions):
+            raise DatasetError(f"split fractions must be 3 numbers >= 0, got {self.fractions}")
+        if sum(self.fractions) <= 0:
+            raise DatasetError("split fractions must not all be 0")
+        if self.query_every < 2:
+            raise DatasetError(f"query_every must be >= 2, got {self.query_every}")
+
+
+@dataclass
+class DataSpec:
+    """Where a set comes from, as the CLI names it; plain fields so a checkpoint can store it.
+
+    core/training/datasets.py's ``load_spec`` reads the photos it names.
+    """
+
+    data: str | None = None  # a geotagged folder
+    database: str | None = None
+    queries: str | None = None
+    frame_spacing_m: float | None = None
+    gt: str | None = None
+    dbstruct: str | None = None
+    image_root: str | None = None
+
+    @property
+    def kind(self) -> str:
+        given = [
+            k
+            for k, v in (
+                ("folder", self.data),
+                ("pair", self.database or self.queries),
+                ("dbstruct", self.dbstruct),
+            )
+            if v
+        ]
+        if len(given) != 1:
+            raise DatasetError(
+                "name exactly one data source: --data DIR, --database DIR --queries DIR, "
+                "or --dbstruct MAT --image-root DIR"
+            )
+        return given[0]
+
+    @property
+    def given(self) -> bool:
+        return bool(self.data or self.database or self.queries or self.dbstruct)
+
+    def default_fractions(self) -> tuple[float, float, float]:
+        """A folder is split 70/15/15 by default; a pair or a dbStruct is used whole."""
+        return SplitConfig.fractions if self.kind == "folder" else NO_SPLIT
+
+    def training_fractions(self, val_given: bool = False) -> tuple[float, float, float]:
+        """How a training run splits this source by default: a folder 70/15/15, a pair
+        :data:`PAIR_HOLDOUT` (whole when a validation set is named), a dbStruct whole (the
+        paper's sets come with their own validation set)."""
+        if self.kind == "pair":
+            return NO_SPLIT if val_given else PAIR_HOLDOUT
+        return self.default_fractions()
+
+    def default_split(self) -> str:
+        """What ``eval`` measures by default: the held-out test places of a folder, else all."""
+        return "test" if self.kind == "folder" else "all"
+
+    def absolute(self) -> DataSpec:
+        """The same spec with absolute paths, so a run can be resumed from any folder."""
+        fix = lambda v: str(Path(v).expanduser().absolute()) if v else v
+        return dataclasses.replace(
+            self,
+            data=fix(self.data),
+            database=fix(self.database),
+            queries=fix(self.queries),
+            gt=fix(self.gt),
+            dbstruct=fix(self.dbstruct),
+            image_root=fix(self.image_root),
+        )
+
+    def describe(self) -> str:
+        kind = self.kind
+        if kind == "folder":
+            return str(self.data)
+        if kind == "pair":
+            return f"{self.database} + {self.queries}"
+        return f"{self.dbstruct} @ {self.image_root}"
 
 
 #: Flat option names (the CLI's flags, and runs saved before the options were grouped) and the
@@ -442,6 +722,7 @@ FLAT_TRAIN_OPTIONS: dict[str, tuple[str, str]] = {
     "cache_refresh_queries": ("mining", "cache_refresh_queries"),
     "loss": ("mining", "loss"),
     "margin": ("mining", "margin"),
+    "augment_variants": ("augment", "variants"),
 }
 #: Options that may change when a run is resumed (they do not change the steps already taken);
 #: everything else must stay as it was.
@@ -459,20 +740,21 @@ RESUMABLE_OVERRIDES = (
 
 @dataclass(init=False)
 class TrainConfig:
-    """Every knob of a training run; defaults are the paper's (``trainWeakly.m``).
+    """Every knob of a training run; defaults are the paper's (``trainWeakly.m``) except the
+    number of epochs and NetVLAD's k-means on the queries too (benchmarks/README.md, "Retraining").
 
     Build it with field names or with the flat names of :data:`FLAT_TRAIN_OPTIONS`
     (``TrainConfig(image_size=320)`` sets ``extract.image_size``), which is what the CLI's flags
     and runs saved before the grouping hold.
     """
 
-    data: DataSpec = field(default_factory=_data_spec)
-    val: DataSpec = field(default_factory=_data_spec)  # an explicit validation set (optional)
+    data: DataSpec = field(default_factory=DataSpec)
+    val: DataSpec = field(default_factory=DataSpec)  # an explicit validation set (optional)
     split: SplitConfig | None = None  # None: the source's default (a folder 70/15/15, else whole)
     model: str = DEFAULT_MODEL
     backbone_weights: str | None = None  # None: the shipped / torchvision weights
     num_clusters: int | None = None  # None: the model's own (ModelConfig.num_clusters)
-    epochs: int = 30
+    epochs: int = QUICK_EPOCHS
     batch_size: int = 4  # training tuples per SGD step
     lr: float = 1e-4
     momentum: float = 0.9
@@ -485,10 +767,14 @@ class TrainConfig:
     amp_dtype: str = "auto"  # "auto" (bfloat16 where supported, else float16 + loss scaling)
     seed: int = 0
     whitening_dim: int | None = 4096  # None or 0: no PCA-whitening
+    # NetVLAD's k-means on the queries too (every condition the photos show: night queries of a
+    # day library), not on the database alone; benchmarks/README.md, "Retraining".
+    init_from_queries: bool = True
     keep_epoch_checkpoints: bool = False
     mining: MiningConfig = field(default_factory=MiningConfig)
     extract: ExtractConfig = field(default_factory=_training_extract)  # the descriptor cache
     init: InitConfig = field(default_factory=InitConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __init__(self, **options: Any) -> None:
         for f in dataclasses.fields(self):
@@ -565,8 +851,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """A config saved by ``to_dict``, grouped or flat (runs saved before the grouping)."""
-        from .training.datasets import DataSpec, SplitConfig
-
         d = dict(d)
         groups = {
             "data": DataSpec,
@@ -574,6 +858,7 @@ class TrainConfig:
             "init": InitConfig,
             "mining": MiningConfig,
             "extract": _training_extract,
+            "augment": AugmentConfig,
         }
         try:
             for name, make in groups.items():

@@ -9,6 +9,7 @@ file or the new one, never half of one, and no temporary file; a failure is one
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -85,14 +86,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         replace_durably(tmp, path)
     except FileWriteError:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise FileWriteError(path, exc) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file; where even that fails (a read-only file system refuses it with
+    EROFS) the reason the write failed is what the user must hear, not this."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 @contextmanager

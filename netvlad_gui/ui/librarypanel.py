@@ -34,6 +34,7 @@ STAGE_NAMES = {
     "extract": "Indexing photos",
     "finalize": "Finishing",
 }
+OPENING = "Opening the library…"
 
 
 class SkippedDialog(QDialog):
@@ -119,6 +120,7 @@ class LibraryPanel(QGroupBox):
         self._info: LibraryStatus | None = None
         self._eta = EtaClock()
         self._busy = False
+        self._opening = False
         self._library: str | None = None
 
         self.path_label = ElidedLabel("No folder chosen")
@@ -178,11 +180,29 @@ class LibraryPanel(QGroupBox):
         else:
             self.path_label.set_full_text("No folder chosen")
             self.path_label.setToolTip("")
-        self.build_button.setEnabled(bool(library) and not self._busy)
+        self.build_button.setEnabled(bool(library) and not self._busy and not self._opening)
+
+    def set_opening(self) -> None:
+        """The index is being opened (it takes seconds: the model loads): say so, and offer no
+        "Build index" for a library that may well be indexed, until ``set_info`` comes."""
+        self._info, self._opening = None, True
+        self.build_button.setText("Opening…")
+        self.build_button.setEnabled(False)
+        self.stats_label.setText(OPENING)
+        self.model_label.setText("")
+        self.model_label.hide()
+        self.skipped_button.hide()
+
+    def open_failed(self) -> None:
+        """Opening failed (the window's notice says why): building is the way on."""
+        if self._opening:
+            self.set_info(None)
+            self.stats_label.setText("The index could not be opened: “Build index” rebuilds it.")
 
     def set_info(self, info: LibraryStatus | None) -> None:
         """Show what the index holds (or that there is none yet)."""
-        self._info = info
+        self._info, self._opening = info, False
+        self.build_button.setEnabled(self._library is not None and not self._busy)
         if info is None or not info.exists:
             self.build_button.setText("Build index")
             self.stats_label.setText("Not indexed yet. Click “Build index” to index this folder.")
@@ -195,6 +215,13 @@ class LibraryPanel(QGroupBox):
         text = " · ".join(parts)
         if info.pending:
             text += f"\n{info.pending} not indexed yet: click “Update index” to finish."
+        if info.lost or info.damaged:
+            text += (
+                f"\n{info.lost + info.damaged} not searchable (index data lost or damaged): "
+                "click “Update index” to extract them again."
+            )
+        for note in info.notes:
+            text += f"\n{note[0].upper()}{note[1:]}."
         if info.cannot_place:
             text += "\nNo photo has GPS: similar photos are found, but nothing can be placed."
         if info.problem and not info.ready:
@@ -226,9 +253,13 @@ class LibraryPanel(QGroupBox):
         if stage not in STAGE_NAMES:
             return
         eta = self._eta.update(stage, done, total)
-        self.progress_bar.setRange(0, max(total, 1))
-        self.progress_bar.setValue(min(done, total))
-        self.progress_bar.setFormat(f"{done} / {total}")
+        if total > 1:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(min(done, total))
+            self.progress_bar.setFormat(f"{done} / {total}")
+        else:  # one step (loading the model, finishing): busy, neither full nor empty
+            self.progress_bar.setRange(0, 0)
+            self.progress_bar.setFormat("")
         if total > 1:
             text = f"{STAGE_NAMES[stage]}: {done} of {total}"
             if eta is not None and done < total:

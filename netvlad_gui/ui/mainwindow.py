@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QPushButton,
+    QSizePolicy,
     QStackedWidget,
     QWidget,
 )
@@ -35,7 +36,7 @@ from .locating import Locating
 from .mapdata import result_to_map
 from .mapview import MapView
 from .menus import build_menus
-from .notices import ERROR, INFO, WARNING, LogDock, NoticeBar
+from .notices import ERROR, INFO, WARNING, FloatOver, LogDock, NoticeBar
 from .queuepanel import QueuePanel
 from .resultspanel import ResultsPanel
 from .settingsdialog import AppSettings, SettingsDialog, model_problem
@@ -86,6 +87,7 @@ class MainWindow(QMainWindow):
         self._build_ui()
         actions = build_menus(self)
         self.open_action, self.export_action = actions["open"], actions["export"]
+        self.copy_action, self.osm_action = actions["copy"], actions["osm"]
         self._start_engine()
         restore_window_state(self, [self.splitter, self._right], (1280, 820))
         self._show_page()
@@ -116,7 +118,10 @@ class MainWindow(QMainWindow):
         self.pages = QStackedWidget()
         self.pages.addWidget(self.welcome)
         self.pages.addWidget(self.splitter)
-        self.setCentralWidget(column([self.model_banner, self.notice, self.pages]))
+        self.setCentralWidget(column([self.model_banner, self.pages]))
+        # Notices float over the map's top: coming and going, they move nothing else.
+        self.notice.setParent(self.centralWidget())
+        self._notice_float = FloatOver(self.notice, [self.map, self.pages])
 
         self.log_dock = LogDock(self)
         self.log_view, self.warnings_button = self.log_dock.view, self.log_dock.warnings_button
@@ -202,6 +207,14 @@ class MainWindow(QMainWindow):
     def _show_page(self) -> None:
         has_library = bool(self.library or self.settings.index_dir)
         self.pages.setCurrentIndex(1 if has_library else 0)
+        # Only the page on show sets the window's least size (the first-start page is wide).
+        for i in range(self.pages.count()):
+            policy = (
+                QSizePolicy.Policy.Preferred
+                if i == self.pages.currentIndex()
+                else (QSizePolicy.Policy.Ignored)
+            )
+            self.pages.widget(i).setSizePolicy(policy, policy)
         self.library_panel.set_library(self.library or None)
 
     def show_notice(
@@ -213,6 +226,7 @@ class MainWindow(QMainWindow):
         levelno = {ERROR: logging.ERROR, WARNING: logging.WARNING}.get(level, logging.INFO)
         log.log(levelno, log_text or text, extra={"file": file} if file else None)
         self.notice.show_notice(text, level, action=action, on_action=on_action)
+        self._notice_float.place()
         self.noticeShown.emit(level, text)
 
     def _refresh_model_banner(self, message: str = "") -> None:
@@ -250,7 +264,6 @@ class MainWindow(QMainWindow):
         self.settings.save()
         self.info = None
         self.map.clear(references=True)
-        self.library_panel.set_info(None)
         self._show_page()
         if changed:
             self._mark_stale()
@@ -258,6 +271,7 @@ class MainWindow(QMainWindow):
         log.info("library: %s", path)
 
     def _open_index(self) -> None:
+        self.library_panel.set_opening()
         self._openRequested.emit(self.index_dir, self.settings.extract_config(self.image_size))
 
     def build_index(self) -> None:
@@ -315,8 +329,9 @@ class MainWindow(QMainWindow):
             self._show_page()
         self.library_panel.set_info(info)
         self.map.set_references(info.references)
-        if info.references and self.queue.current() is None:
-            self.map.fit_all()
+        current = self.queue.current()
+        if current is None or current.stale or current.result is None or current.result.error:
+            self.map.fit_all()  # no result drawn: this library's photos (the world if none)
         self._refresh_model_banner()
         self.indexChanged.emit(info)
         if info.ready:
@@ -332,6 +347,8 @@ class MainWindow(QMainWindow):
             self.build_index()
 
     def _on_failed(self, what: str, message: str) -> None:
+        if what in ("open", "weights"):
+            self.library_panel.open_failed()
         if what == "weights":
             self._refresh_model_banner(message)  # the banner says how to fix it
         self.show_notice(failure_text(what, message), ERROR)
@@ -361,7 +378,7 @@ class MainWindow(QMainWindow):
         entries = self.queue.add(photos)  # photos already in the list are not added again
         if len(entries) < len(photos):
             self.statusBar().showMessage(
-                f"{len(photos) - len(entries)} of the photos are in the list already.", 5000
+                messages.already_listed(len(photos) - len(entries), len(photos)), 5000
             )
         first = entries[0] if entries else self.queue.find(photos[0])
         self.locating.dropped([e.token for e in entries], t0)
@@ -513,9 +530,9 @@ class MainWindow(QMainWindow):
         if self.library:
             self.info = None
             self.map.clear(references=True)
-            self.library_panel.set_info(None)
             self._open_index()
-        self.show_notice(messages.trained_model_in_use(model_path), INFO)
+        figure = self.train_panel.heldout_summary() if self.train_panel else ""
+        self.show_notice(messages.trained_model_in_use(model_path, figure), INFO)
         if self.library:
             self._mark_stale()  # located with the previous model's index
 

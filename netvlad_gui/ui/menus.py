@@ -55,13 +55,24 @@ def build_menus(win: QMainWindow) -> dict[str, QAction]:
     act(file_menu, "&Quit", win.close, QKeySequence.StandardKey.Quit)
 
     edit_menu = bar.addMenu("&Edit")
-    act(
+    copy = act(
         edit_menu,
         "&Copy predicted coordinates",
         win.results.copy_coordinates,
         QKeySequence("Ctrl+Shift+C"),
     )
-    act(edit_menu, "Open in &OpenStreetMap", win.results.open_in_osm)
+    osm = act(edit_menu, "Open in &OpenStreetMap", win.results.open_in_osm)
+
+    def follow_results(enabled: bool, guess: bool) -> None:
+        """As the result panel's buttons: only for a final place, and a guess says so."""
+        copy.setEnabled(enabled)
+        osm.setEnabled(enabled)
+        copy.setText("&Copy guessed coordinates" if guess else "&Copy predicted coordinates")
+        osm.setText("Open guess in &OpenStreetMap" if guess else "Open in &OpenStreetMap")
+
+    win.results.actionsChanged.connect(follow_results)
+    follow_results(win.results.copy_button.isEnabled(), False)
+    actions.update(copy=copy, osm=osm)
 
     view_menu = bar.addMenu("&View")
     view_menu.addAction(win.log_dock.toggleViewAction())

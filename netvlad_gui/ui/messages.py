@@ -46,6 +46,19 @@ def failed_photos(names: list[str], reason: str) -> str:
     return f"Cannot locate {len(names)} photos: {short_list(names)}."
 
 
+def already_listed(count: int, dropped: int) -> str:
+    """For photos dropped again: they are in the list already (and are not added twice)."""
+    if count == dropped:
+        return (
+            "This photo is in the list already."
+            if count == 1
+            else (f"These {count} photos are in the list already.")
+        )
+    if count == 1:
+        return "1 of the photos is in the list already."
+    return f"{count} of the photos are in the list already."
+
+
 def no_browser(url: str) -> str:
     return f"Could not open a web browser. The OpenStreetMap link is {url}"
 
@@ -72,10 +85,13 @@ def photos_wait(has_library: bool) -> str:
     return "Build the library's index first (“Build index”): the dropped photos wait in the queue."
 
 
-def trained_model_in_use(model_path: str) -> str:
+def trained_model_in_use(model_path: str, figure: str = "") -> str:
+    """``figure``: what the model reaches on places it never trained on (the Retrain panel's)."""
     return (
-        f"Now using the trained model {model_path}. It needs its own index: click “Build "
-        "index” (or “Build the index” in the Retrain panel)."
+        f"Now using the trained model {model_path}. "
+        + (f"{figure} " if figure else "")
+        + "It needs its own index: click “Build index” (or “Build the index” in the Retrain "
+        "panel)."
     )
 
 

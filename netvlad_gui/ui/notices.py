@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QPoint, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -100,6 +100,52 @@ class NoticeBar(QFrame):
             self._on_action()
         else:
             self.actionTriggered.emit()
+
+
+class FloatOver(QObject):
+    """Keeps ``bar`` floating over the top of the first visible of ``targets`` (the map, else
+    the page), following it as it moves and resizes.
+
+    A notice laid out above the work area pushed everything down when it came and back up when
+    it went; floating, it moves nothing. ``bar`` must be a child of a widget that holds every
+    target (the window's central widget).
+    """
+
+    MARGIN = 8
+    MAX_WIDTH = 760
+
+    def __init__(self, bar: QWidget, targets: list[QWidget]) -> None:
+        super().__init__(bar)
+        self.bar, self.targets = bar, targets
+        for widget in (bar, *targets):
+            widget.installEventFilter(self)
+
+    def place(self) -> None:
+        host = self.bar.parentWidget()
+        target = next((t for t in self.targets if t.isVisible()), None)
+        if host is None or target is None:
+            return
+        area = QRect(target.mapTo(host, QPoint(0, 0)), target.size())
+        width = max(min(area.width() - 2 * self.MARGIN, self.MAX_WIDTH), 120)
+        height = (
+            self.bar.heightForWidth(width)
+            if self.bar.hasHeightForWidth()
+            else self.bar.sizeHint().height()
+        )
+        height = max(height, self.bar.minimumSizeHint().height())
+        x = area.x() + (area.width() - width) // 2
+        self.bar.setGeometry(x, area.y() + self.MARGIN, width, height)
+        self.bar.raise_()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.bar:
+            moved = event.type() == QEvent.Type.Show
+        else:
+            kinds = (QEvent.Type.Resize, QEvent.Type.Move, QEvent.Type.Show, QEvent.Type.Hide)
+            moved = event.type() in kinds and self.bar.isVisible()
+        if moved:
+            QTimer.singleShot(0, self.place)  # once the layouts have settled
+        return False
 
 
 class _Emitter(QObject):

@@ -31,6 +31,7 @@ from .widgets import plain_label
 
 WAITING, DONE, FAILED = "waiting", "done", "failed"
 ICON = QSize(56, 42)
+ROW_LINES = 3
 _tokens = itertools.count(1)
 
 
@@ -60,27 +61,33 @@ class Entry:
         return self.label or self.name
 
     def status_line(self) -> str:
+        """The row's status on one line (its tooltip, and the log)."""
+        return " · ".join(part for part in self.status_lines() if part)
+
+    def status_lines(self) -> tuple[str, str]:
+        """The row's two status lines: what became of the photo, then its figures (confidence
+        first: the row is elided at its right edge) or why it failed."""
         if self.stale:
-            return "from another library: locate again"
+            return "from another library", "locate again"
         if self.state == WAITING:
-            return "waiting…"
+            return "waiting…", ""
         if self.state == FAILED:
-            return f"cannot locate: {self.error}"
+            return "Cannot locate", self.error
         res = self.result
         if res is None:
-            return ""
+            return "", ""
         kind = wording.coordinates_kind(res)
         if kind == wording.FIRST_GUESS:  # no verdict and no figures until the evidence is in
-            return "verifying…"
+            return "verifying…", ""
         verdict = wording.headline(res, short=True)
         if kind == wording.NO_PLACE:
-            return f"{verdict or 'Not in library'} (no match with GPS)"
+            return verdict or "Not in library", "no match with GPS"
         if kind == wording.GUESS:  # the nearest guess is no answer: no radius, no error
-            return verdict
-        text = f"±{format_distance(res.radius_m)} · {res.confidence * 100:.0f} %"
+            return verdict, ""
+        text = f"{res.confidence * 100:.0f} % · ±{format_distance(res.radius_m)}"
         if res.error_m is not None:
             text += f" · {format_distance(res.error_m)} off"
-        return f"{verdict} · {text}" if verdict else text
+        return verdict, text
 
 
 class QueuePanel(QGroupBox):
@@ -248,8 +255,9 @@ class QueuePanel(QGroupBox):
         self.stack.setCurrentIndex(1 if self._entries else 0)
 
     def _row_height(self) -> int:
-        """Thumbnail or two text lines, whichever is taller, plus a margin."""
-        return max(ICON.height(), 2 * self.list.fontMetrics().lineSpacing()) + 8
+        """Thumbnail or three text lines (name, verdict, figures), whichever is taller, plus a
+        margin."""
+        return max(ICON.height(), ROW_LINES * self.list.fontMetrics().lineSpacing()) + 8
 
     def _update_labels(self) -> None:
         """Photos with the same name from different folders show their parent folder."""
@@ -266,8 +274,8 @@ class QueuePanel(QGroupBox):
 
     def _refresh(self, entry: Entry) -> None:
         item = self._items[entry.token]
-        # Each line is elided to the list's width; the tooltip has both in full.
-        item.setText(f"{entry.display_name}\n{entry.status_line()}")
+        # Each line is elided to the list's width; the tooltip has them in full.
+        item.setText("\n".join([entry.display_name, *entry.status_lines()]))
         item.setToolTip(html.escape(f"{entry.path}\n{entry.status_line()}").replace("\n", "<br>"))
         if entry.stale:
             item.setForeground(Qt.GlobalColor.gray)

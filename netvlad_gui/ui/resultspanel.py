@@ -6,7 +6,15 @@ import html
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QGuiApplication, QIcon, QImage, QPixmap
+from PySide6.QtGui import (
+    QDesktopServices,
+    QGuiApplication,
+    QIcon,
+    QImage,
+    QPalette,
+    QPixmap,
+    QTextDocument,
+)
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -14,7 +22,7 @@ from PySide6.QtWidgets import (
     QListView,
     QListWidget,
     QListWidgetItem,
-    QPushButton,
+    QSizePolicy,
     QStackedWidget,
     QToolButton,
     QVBoxLayout,
@@ -28,7 +36,7 @@ from .mapdata import format_coords, format_distance, osm_url
 from .queuepanel import DONE, FAILED, WAITING, Entry
 from .thumbnails import ThumbnailLoader
 from .verdictstyle import GUESS_COLOUR, VERDICT_COLOURS
-from .widgets import plain_label
+from .widgets import ICON_COPY, ICON_OPEN, ActionButton, ElidingLabel, line_icon, plain_label
 
 QUERY_THUMB = QSize(200, 150)
 MATCH_THUMB = QSize(140, 105)
@@ -37,6 +45,25 @@ MATCH_THUMB = QSize(140, 105)
 COMPACT_WIDTH = 900
 COMPACT_QUERY_THUMB = QSize(96, 72)
 COMPACT_MATCH_THUMB = QSize(100, 75)
+# The header: the verdict's least width (it wraps below its natural width), the gap before the
+# photo's position, and the least room the photo's name keeps before the actions turn to icons.
+VERDICT_MIN_WIDTH = 110
+HEADER_GAP = 12
+TITLE_KEEP = 140
+TITLE_SHARE = 0.4  # of the room beside the actions, when the verdict has to wrap anyway
+EVIDENCE_KEEP = 150  # px of the evidence beside the headline that the actions' words may not take
+
+
+def breakable(text: str, every: int = 12) -> str:
+    """``text`` with zero-width spaces in words longer than ``every`` characters, so that a
+    word-wrapped label breaks a long path or name instead of cutting it off at its edge."""
+
+    def split(word: str) -> str:
+        if len(word) <= every:
+            return word
+        return "\u200b".join(word[i : i + every] for i in range(0, len(word), every))
+
+    return " ".join(split(w) for w in text.split(" "))
 
 
 def _scaled(image: QImage, size: QSize) -> QPixmap:
@@ -50,11 +77,13 @@ class ResultsPanel(QWidget):
 
     Signals: ``matchSelected(rank)`` when the user picks a match, ``matchActivated(rank)`` when
     they open it (double-click or Enter: the match viewer opens), ``stepRequested(delta)`` for
-    the previous/next photo, ``message(text)`` for the status bar, ``browserFailed(url)``.
+    the previous/next photo, ``message(text)`` for the status bar, ``browserFailed(url)``,
+    ``actionsChanged(enabled, guess)`` when Copy/Open change (the Edit menu follows them).
     """
 
     matchSelected = Signal(int)
     matchActivated = Signal(int)
+    actionsChanged = Signal(bool, bool)  # Copy/Open usable, and for a guess
     stepRequested = Signal(int)
     message = Signal(str)
     browserFailed = Signal(str)  # the URL no browser opened: the window offers to copy it
@@ -68,8 +97,10 @@ class ResultsPanel(QWidget):
         self._query_size, self._match_size = QUERY_THUMB, MATCH_THUMB
         self.viewer = None  # the open MatchViewer (ui/matchviewer.py), if any
 
-        # Header: which photo, and stepping through the queue.
-        self.title = plain_label(wrap=False)
+        # Header: which photo, its verdict, its actions, and stepping through the queue. Nothing
+        # here may widen the window: the name is elided, the verdict wraps, the actions become
+        # icons when the words do not fit (``_fit_header``).
+        self.title = ElidingLabel(min_width=60)
         self.title.setObjectName("resultTitle")
         font = self.title.font()
         font.setBold(True)
@@ -78,6 +109,9 @@ class ResultsPanel(QWidget):
         self.verdict = QLabel()
         self.verdict.setObjectName("verdict")
         self.verdict.setTextFormat(Qt.TextFormat.RichText)  # built from escaped text only
+        self.verdict.setWordWrap(True)
+        self.verdict.setMinimumWidth(VERDICT_MIN_WIDTH)
+        self.verdict.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.position_label = plain_label(wrap=False)
         self.prev_button = QToolButton()
         self.prev_button.setArrowType(Qt.ArrowType.LeftArrow)
@@ -85,20 +119,21 @@ class ResultsPanel(QWidget):
         self.next_button = QToolButton()
         self.next_button.setArrowType(Qt.ArrowType.RightArrow)
         self.next_button.setToolTip("Next photo")
-        self.copy_button = QPushButton("Copy coordinates")
-        self.copy_button.setToolTip("Copy the predicted latitude, longitude")
-        self.osm_button = QPushButton("Open in OpenStreetMap")
-        self.osm_button.setToolTip("Show the predicted position in your web browser")
-        header = QHBoxLayout()
+        ink = self.palette().color(QPalette.ColorRole.ButtonText)
+        self.copy_button = ActionButton("Copy coordinates", line_icon(ICON_COPY, ink))
+        self.osm_button = ActionButton("Open in OpenStreetMap", line_icon(ICON_OPEN, ink))
+        self._label_actions(None)
+        self.header = QHBoxLayout()
+        header = self.header
         header.addWidget(self.title)
         header.addSpacing(10)
         header.addWidget(self.verdict, 1)  # the verdict leads, right after the photo's name
-        header.addWidget(self.copy_button)
-        header.addWidget(self.osm_button)
-        header.addSpacing(12)
-        header.addWidget(self.position_label)
-        header.addWidget(self.prev_button)
-        header.addWidget(self.next_button)
+        header.addWidget(self.copy_button, 0, Qt.AlignmentFlag.AlignTop)
+        header.addWidget(self.osm_button, 0, Qt.AlignmentFlag.AlignTop)
+        header.addSpacing(HEADER_GAP)
+        header.addWidget(self.position_label, 0, Qt.AlignmentFlag.AlignTop)
+        header.addWidget(self.prev_button, 0, Qt.AlignmentFlag.AlignTop)
+        header.addWidget(self.next_button, 0, Qt.AlignmentFlag.AlignTop)
 
         # The query card: the photo, and where it was taken.
         self.query_image = QLabel()
@@ -186,10 +221,13 @@ class ResultsPanel(QWidget):
         self._match_items.clear()
         if entry is None:
             self.stack.setCurrentIndex(0)
+            self.copy_button.setEnabled(False)
+            self.osm_button.setEnabled(False)
+            self.actionsChanged.emit(False, False)
             return
         self.stack.setCurrentIndex(1)
         self.title.setText(entry.display_name)
-        self.title.setToolTip(html.escape(entry.path))
+        self.title.setToolTip(html.escape(entry.path))  # the whole path, however it is elided
         index, count = position
         self.position_label.setText(f"{index} of {count}" if count > 1 else "")
         self.prev_button.setEnabled(index > 1)
@@ -208,11 +246,13 @@ class ResultsPanel(QWidget):
         self.copy_button.setEnabled(located)
         self.osm_button.setEnabled(located)
         self._label_actions(entry.result if located else None)
+        self.actionsChanged.emit(located, located and entry.result.guess)
         self.prediction.setStyleSheet("color: darkred;" if entry.state == FAILED else "")
         results = entry.result.matches if entry.result is not None and not entry.stale else []
         self.matches_title.setText(f"Best {len(results)} matches" if results else "")
         for m in results:
             self._add_match(m)
+        self._fit_header()
         if self.viewer is not None and self.viewer.isVisible():
             self.viewer.update_entry(entry)  # e.g. the refined result: its lines appear
 
@@ -296,8 +336,8 @@ class ResultsPanel(QWidget):
             )
         if entry.state == WAITING:
             return "<p>Locating…</p>"
-        if entry.state == FAILED:
-            return f"<p><b>Cannot locate this photo.</b><br>{esc(entry.error)}</p>"
+        if entry.state == FAILED:  # core's reason, whole: long words may break anywhere
+            return f"<p><b>Cannot locate this photo.</b><br>{breakable(esc(entry.error))}</p>"
         res = entry.result
         if res is None:
             return ""
@@ -339,23 +379,79 @@ class ResultsPanel(QWidget):
         return "".join(parts)
 
     def _label_actions(self, res) -> None:
-        """Copy/Open say "guess" when the photo is not in this library."""
+        """Copy/Open say "guess" when the photo is not in this library (the tooltip says what
+        the button does in full: it may show only its icon)."""
         if res is not None and res.guess:
             self.copy_button.setText("Copy guessed coordinates")
             self.copy_button.setToolTip(
-                "Not found in this library: copy the nearest reference's position, a guess"
+                "Copy guessed coordinates: not found in this library, so this is the nearest "
+                "reference's position, a guess"
             )
             self.osm_button.setText("Open guess in OpenStreetMap")
-            self.osm_button.setToolTip("Show the guessed position (not evidence) in your browser")
+            self.osm_button.setToolTip(
+                "Open guess in OpenStreetMap: the guessed position (not evidence), in your browser"
+            )
         else:
             self.copy_button.setText("Copy coordinates")
-            self.copy_button.setToolTip("Copy the predicted latitude, longitude")
+            self.copy_button.setToolTip("Copy coordinates: the predicted latitude, longitude")
             self.osm_button.setText("Open in OpenStreetMap")
-            self.osm_button.setToolTip("Show the predicted position in your web browser")
+            self.osm_button.setToolTip(
+                "Open in OpenStreetMap: the predicted position, in your web browser"
+            )
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._set_sizes(self.width() < COMPACT_WIDTH)
+        self._fit_header()
+
+    def _fit_header(self) -> None:
+        """Fit the header to the panel's width without ever asking for more.
+
+        In order of what gives way first: the verdict's evidence wraps under its headline, the
+        actions show only their icons (their tooltips say what they do) once their words would
+        leave less than ``EVIDENCE_KEEP`` px of the evidence on the headline's line, the name is
+        elided down to ``TITLE_KEEP`` px (or keeps ``TITLE_SHARE`` of the room when the verdict
+        wraps anyway), and at the narrowest the name is elided further.
+        """
+        if self._entry is None:
+            return
+        margins = self.layout().contentsMargins()
+        width = self.width() - margins.left() - margins.right()
+        nav = sum(
+            w.sizeHint().width()
+            for w in (self.position_label, self.prev_button, self.next_button)
+            if not w.isHidden()
+        )
+        fixed = nav + 10 + HEADER_GAP + 6 * self.header.spacing() + 4
+        text = self.verdict.text()
+        verdict = self._rich_width(text)
+        headline = self._rich_width(text.split("</span>", 1)[0])  # the verdict's own words
+        title = self.title.sizeHint().width()
+        words = self.copy_button.text_width() + self.osm_button.text_width()
+        line = min(verdict, headline + EVIDENCE_KEEP)  # the headline and some of the evidence
+        compact = fixed + words + line + min(title, TITLE_KEEP) > width
+        for button in (self.copy_button, self.osm_button):
+            button.set_compact(compact)
+        buttons = self.copy_button.sizeHint().width() + self.osm_button.sizeHint().width()
+        room = width - fixed - buttons  # for the name and the verdict
+        if title + verdict <= room:
+            shown = title
+        elif TITLE_KEEP + verdict <= room:  # the verdict keeps one line
+            shown = room - verdict
+        else:  # the verdict wraps whatever the name does: the name keeps a fair share
+            shown = min(title, max(TITLE_KEEP, int(room * TITLE_SHARE)))
+        shown = min(shown, room - VERDICT_MIN_WIDTH)
+        self.title.setMaximumWidth(max(self.title.minimumWidth(), shown))
+
+    def _rich_width(self, text: str) -> int:
+        """The width of (part of) the verdict's rich text on one line."""
+        if not text:
+            return 0
+        doc = QTextDocument()
+        doc.setDocumentMargin(0)
+        doc.setDefaultFont(self.verdict.font())
+        doc.setHtml(text)
+        return int(doc.idealWidth()) + 6
 
     def _set_sizes(self, compact: bool) -> None:
         query, match = (

@@ -78,7 +78,9 @@ class StallMeter(QObject):
         if phase not in self._active:
             return
         self._active.discard(phase)
-        log.info("%s: worst GUI stall %.0f ms", phase, self.worst_ms(phase))
+        # A developer's figure: in the user's log only when measuring (--measure-stalls).
+        level = logging.DEBUG if self.on_demand else logging.INFO
+        log.log(level, "%s: worst GUI stall %.0f ms", phase, self.worst_ms(phase))
         if self.on_demand and not self._active:
             self.stop()
 

@@ -7,6 +7,12 @@ SIGKILL after a few seconds; checkpoints are written atomically, so the run fold
 stays usable and Resume (the same folder with ``--resume``) continues after the last finished
 epoch.
 
+A run says what it reaches on places it never trains on (its held-out places): Recall@1 before
+training and of the model it writes, beside "Use this model" and in its tooltip, so the choice
+comes with the figure. When the photos cannot teach anything (no place seen twice, or the model
+already tells every place apart: known from the first pass over the photos), the panel says so
+in plain words and disables Start and Resume until other data is chosen.
+
 "Use this model" hands ``RUN_DIR/model.pt`` to the window, which makes it the app's model. An index
 keeps the model its descriptors came from (``build_index`` refuses another one and the engine
 keeps an existing index's model), so the new model needs a new index folder: the window uses
@@ -26,53 +32,44 @@ import shlex
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
-    QFormLayout,
+    QComboBox,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QRadioButton,
+    QScrollArea,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
-from netvlad_gui.core.config import (
-    DEFAULT_MODEL,
-    LOSSES,
-    QUICK_EPOCHS,
-    MiningConfig,
-    TrainConfig,
+from netvlad_gui.core.config import DEFAULT_MODEL
+from netvlad_gui.core.training.runs import (
+    LAST,
+    has_state,
+    heldout_change,
+    heldout_summary,
+    new_run_dir,
 )
-from netvlad_gui.core.training.runs import LAST, has_state, new_run_dir
 
 from .notices import ERROR, INFO, WARNING
-from .settingsdialog import cuda_available
+from .trainform import TrainParams
 from .trainprocess import LineProcess
 from .trainview import TrainRunView
-from .widgets import (
-    PathRow,
-    combo_box,
-    double_spin_box,
-    plain_label,
-    spin_box,
-)
+from .widgets import PathRow, Reflow, double_spin_box, plain_label
 
 log = logging.getLogger(__name__)
 
 IDLE, RUNNING, STOPPING = "idle", "running", "stopping"
 KILL_AFTER_MS = 5000
-#: The defaults the form starts from (the CLI's, except a short run), and the two loss margins.
-_DEFAULTS = TrainConfig()
-_MARGINS = {loss: round(MiningConfig.default_margin(loss), 4) for loss in LOSSES}
-
-
-# The shared builders under the names the form below uses.
-_spin, _dspin, _combo = spin_box, double_spin_box, combo_box
+#: How ``netvlad train`` begins the message of photos that cannot teach (core/training/runs.py).
+NOTHING_TO_LEARN_PREFIX = "nothing to learn"
 
 
 class TrainPanel(QWidget):
@@ -105,6 +102,9 @@ class TrainPanel(QWidget):
         self.last_stderr = ""
         self.error_message = ""
         self.model_path = ""
+        self.heldout: dict = {}  # {"before": {...}, "after": {...}} of the last run
+        self.nothing_to_learn = ""  # the plain message, when the chosen data cannot teach
+        self._futile_data: list[str] | None = None  # the data it was said for
         self._user_stopped = False
         self._auto_out = True
         self._build_ui(model, backbone_weights)
@@ -133,7 +133,7 @@ class TrainPanel(QWidget):
         self.database_edit, self.queries_edit = db_row.editor, q_row.editor
         for row in (db_row, q_row):
             row.editor.setToolTip(row.title)
-        self.spacing = _dspin(
+        self.spacing = double_spin_box(
             0,
             10_000,
             0,
@@ -156,79 +156,17 @@ class TrainPanel(QWidget):
         grid.addWidget(self.spacing, 5, 1)
         grid.setRowStretch(6, 1)  # rows stay together at the top when the box is taller
         self.use_folders.toggled.connect(self._update_data_enabled)
+        for edit in (self.database_edit, self.queries_edit):
+            edit.textChanged.connect(lambda _t: self._update_buttons())
+        self.spacing.valueChanged.connect(lambda _v: self._update_buttons())
 
-        # Hyper-parameters (defaults: the paper's, see core/config.py), epochs kept short.
-        d = _DEFAULTS
-        params = self.params_box = QGroupBox("Training")
-        form = QFormLayout(params)
-        self.epochs = _spin(1, 1000, QUICK_EPOCHS, "Passes over the training queries (--epochs)")
-        self.batch = _spin(
-            1,
-            256,
-            d.batch_size,
-            "Training tuples per SGD step (--batch-size); lower it on out-of-memory",
-        )
-        self.lr = _dspin(
-            1e-6,
-            1.0,
-            d.lr,
-            6,
-            1e-5,
-            f"SGD learning rate, multiplied by {d.lr_gamma:g} every {d.lr_step_epochs} epochs",
-        )
-        self.margin = _dspin(
-            0,
-            2,
-            _MARGINS[d.mining.loss],
-            4,
-            0.01,
-            f"Triplet loss margin m (the paper: {_MARGINS['squared']:g} on squared distances; "
-            f"√0.1 ≈ {_MARGINS['unsquared']:.3f} is the usual value for the unsquared loss)",
-        )
-        self.image_size = _spin(
-            64,
-            2048,
-            d.extract.image_size,
-            "Longer image side in pixels; smaller is faster and needs less memory",
-        )
-        self.loss = _combo(
-            [("squared", "squared distances (paper)"), ("unsquared", "plain distances")],
-            "squared: the paper's loss on d²; unsquared: the PyTorch ports' TripletMarginLoss",
-        )
-        self.loss.currentIndexChanged.connect(self._on_loss_changed)
-        self.layers = _combo(
-            [
-                ("last_block", "last conv block + NetVLAD"),
-                ("pooling", "NetVLAD only"),
-                ("all", "the whole network"),
-            ],
-            "What is trained (--train-layers); the paper found the last block enough",
-        )
-        cuda = cuda_available()
-        self.device = _combo(
-            [("cuda", "CUDA GPU"), ("cpu", "CPU")], "Where training runs (--device)"
-        )
-        if not cuda:
-            self.device.model().item(0).setEnabled(False)
-            self.device.setCurrentIndex(1)
-        self.model_edit = QLineEdit(model or DEFAULT_MODEL)
-        self.model_edit.setToolTip(
-            "Model to start from: BACKBONE-POOLING (e.g. mobilenet_v2-netvlad) or a checkpoint"
-        )
+        # Hyper-parameters (defaults: core/config.py's TrainConfig), in their own box.
+        params = self.params_box = TrainParams(model)
+        self.epochs, self.batch, self.lr = params.epochs, params.batch, params.lr
+        self.margin, self.image_size, self.loss = params.margin, params.image_size, params.loss
+        self.layers, self.device, self.model_edit = params.layers, params.device, params.model_edit
+        self.extra_edit = params.extra_edit
         self.weights = backbone_weights
-        self.extra_edit = QLineEdit()
-        self.extra_edit.setPlaceholderText("e.g. --num-clusters 16 --workers 2")
-        self.extra_edit.setToolTip("More `netvlad train` options (see `netvlad train --help`)")
-        form.addRow("Epochs", self.epochs)
-        form.addRow("Batch size", self.batch)
-        form.addRow("Learning rate", self.lr)
-        form.addRow("Margin", self.margin)
-        form.addRow("Image size", self.image_size)
-        form.addRow("Loss", self.loss)
-        form.addRow("Layers to train", self.layers)
-        form.addRow("Device", self.device)
-        form.addRow("Start from", self.model_edit)
-        form.addRow("More options", self.extra_edit)
 
         # Run folder and buttons
         self.out_row = PathRow("Run folder", text=str(new_run_dir()))
@@ -256,42 +194,78 @@ class TrainPanel(QWidget):
         self.resume_button.clicked.connect(self.resume)
         self.use_button.clicked.connect(self._use_model)
         self.build_button.clicked.connect(self.buildRequested)
-        buttons = QHBoxLayout()
+        run_buttons, model_buttons = QWidget(), QWidget()
+        row = QHBoxLayout(run_buttons)
+        row.setContentsMargins(0, 0, 0, 0)
         for b in (self.start_button, self.stop_button, self.resume_button):
-            buttons.addWidget(b)
-        buttons.addStretch(1)
-        buttons.addWidget(self.use_button)
-        buttons.addWidget(self.build_button)
+            row.addWidget(b)
+        row.addStretch(1)
+        row = QHBoxLayout(model_buttons)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addStretch(1)
+        row.addWidget(self.use_button)
+        row.addWidget(self.build_button)
+        buttons = Reflow([run_buttons, model_buttons])  # two rows when the dock is narrow
+
+        self.heldout_label = plain_label()
+        self.heldout_label.setToolTip(
+            "Recall@1: how often the right place comes first, on places kept out of training"
+        )
+        self.heldout_label.hide()
 
         self.view = TrainRunView()
         self.progress, self.status_label = self.view.progress, self.view.status_label
         self.charts, self.log_view = self.view.charts, self.view.log_view
 
-        top = QHBoxLayout()
-        top.addWidget(data_box, 1)
-        top.addWidget(params, 1)
+        # The panel fits a dock beside the map on a 1280x720 screen: the settings stack (data
+        # above training) when narrow and scroll when short, above a splitter; the run's
+        # progress, charts and log keep the room below it.
+        for box in (self.loss, self.layers, self.device):
+            box.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            box.setMinimumContentsLength(12)
+        settings = QWidget()
+        column = QVBoxLayout(settings)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(Reflow([data_box, params]))
+        column.addLayout(out_row)
+        column.addStretch(1)
+        self.settings_area = QScrollArea()
+        self.settings_area.setWidget(settings)
+        self.settings_area.setWidgetResizable(True)
+        self.settings_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.settings_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.settings_area.setMinimumSize(
+            settings.minimumSizeHint().width()
+            + self.settings_area.verticalScrollBar().sizeHint().width(),
+            120,
+        )
+        run = QWidget()
+        column = QVBoxLayout(run)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.heldout_label)
+        column.addWidget(buttons)
+        column.addWidget(self.view, 1)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.settings_area)
+        self.splitter.addWidget(run)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([260, 420])  # the charts get the larger part at first
         layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addLayout(out_row)
-        layout.addLayout(buttons)
-        layout.addWidget(self.view, 1)
+        layout.addWidget(self.splitter)
         self.refresh_library()
         self._update_data_enabled()
 
     def _on_out_edited(self, _text: str) -> None:
         self._auto_out = False
 
-    def _on_loss_changed(self) -> None:
-        # A margin left at the other loss's default follows the loss.
-        loss = self.loss.currentData()
-        other = "unsquared" if loss == "squared" else "squared"
-        if abs(self.margin.value() - _MARGINS[other]) < 1e-3:
-            self.margin.setValue(_MARGINS[loss])
-
     def _update_data_enabled(self) -> None:
         folders = self.use_folders.isChecked()
         for w in (self.database_row, self.queries_row, self.spacing):
             w.setEnabled(folders)
+        self._update_buttons()
 
     def refresh_library(self) -> None:
         library = self._library() or ""
@@ -299,6 +273,7 @@ class TrainPanel(QWidget):
         self.use_library.setEnabled(bool(library))
         if not library and self.use_library.isChecked():
             self.use_folders.setChecked(True)
+        self._update_buttons()
 
     def set_model(self, model: str, backbone_weights: str = "") -> None:
         self.model_edit.setText(model or DEFAULT_MODEL)
@@ -316,14 +291,26 @@ class TrainPanel(QWidget):
         self.stateChanged.emit(state)
 
     def _update_buttons(self) -> None:
+        if not hasattr(self, "build_button"):  # signals while the form is being built
+            return
         idle = self.state == IDLE
         text = self.out_edit.text().strip()
         resumable = bool(text) and has_state(self.run_dir)
         finished = bool(self.model_path) and Path(self.model_path).is_file()
-        self.start_button.setEnabled(idle)
+        futile = self._futile_data is not None and self._current_data() == self._futile_data
+        self.start_button.setEnabled(idle and not futile)
+        self.start_button.setToolTip(
+            self.nothing_to_learn[:1].upper() + self.nothing_to_learn[1:]
+            if futile
+            else "Start a new training run in the run folder"
+        )
         self.stop_button.setEnabled(self.state == RUNNING)
-        self.resume_button.setEnabled(idle and resumable)
+        self.resume_button.setEnabled(idle and resumable and not futile)
         self.use_button.setEnabled(idle and finished)
+        self.use_button.setToolTip(
+            "Make the trained model.pt the app's model"
+            + (f". {self.heldout_summary()}" if finished and self.heldout_summary() else "")
+        )
         self.build_button.setEnabled(idle and finished and bool(self._library()))
         for w in (
             self.data_box,
@@ -331,6 +318,22 @@ class TrainPanel(QWidget):
             self.out_row,
         ):  # no edits while it runs
             w.setEnabled(idle)
+
+    def _current_data(self) -> list[str] | None:
+        try:
+            return self.data_args()
+        except ValueError:
+            return None
+
+    def heldout_summary(self) -> str:
+        """The held-out figure in a sentence ("" when the run had no held-out places)."""
+        return heldout_summary(self.heldout)
+
+    def _show_heldout(self) -> None:
+        change = heldout_change(self.heldout)
+        when = "trained" if self.heldout.get("after") else "trains"
+        self.heldout_label.setText(f"Places it never {when} on: {change}" if change else "")
+        self.heldout_label.setVisible(bool(change))
 
     # ---- the command line ----------------------------------------------------------------------
 
@@ -363,20 +366,7 @@ class TrainPanel(QWidget):
         args += ["--model", self.model_edit.text().strip() or DEFAULT_MODEL]
         if self.weights:
             args += ["--backbone-weights", self.weights]
-        args += [
-            "--batch-size",
-            str(self.batch.value()),
-            "--lr",
-            f"{self.lr.value():g}",
-            "--margin",
-            f"{self.margin.value():g}",
-            "--image-size",
-            str(self.image_size.value()),
-            "--loss",
-            self.loss.currentData(),
-            "--train-layers",
-            self.layers.currentData(),
-        ]
+        args += self.params_box.args()
         try:
             args += shlex.split(self.extra_edit.text())
         except ValueError as exc:
@@ -416,6 +406,10 @@ class TrainPanel(QWidget):
             return False
         self.last_args = args
         self.error_message, self.last_stderr, self.model_path = "", "", ""
+        self.nothing_to_learn, self._futile_data = "", None
+        if not resume:
+            self.heldout = {}
+        self._show_heldout()
         self._user_stopped = False
         self.view.begin(self.epochs.value(), resume)
 
@@ -456,6 +450,8 @@ class TrainPanel(QWidget):
     def _handle_stderr_line(self, line: str) -> None:
         if line.strip():
             self.last_stderr = line.strip()
+            if self.error_message and line.strip() == f"netvlad: error: {self.error_message}":
+                return  # the notice says it (the JSON error event came first)
             self._log_line(line)
 
     def _handle_stdout_line(self, line: str) -> None:
@@ -479,10 +475,20 @@ class TrainPanel(QWidget):
         kind = ev["event"]
         if kind == "epoch":
             self._update_buttons()  # last.pt exists now: Resume becomes possible after a stop
+        elif kind == "heldout":
+            self.heldout[str(ev["stage"])] = {k: v for k, v in ev.items() if k != "event"}
+            self._show_heldout()
         elif kind == "done":
             self.model_path = str(ev.get("model") or "")
+            if isinstance(ev.get("heldout"), dict) and ev["heldout"]:
+                self.heldout = dict(ev["heldout"])
+                self._show_heldout()
+        elif kind == "nothing_to_learn":
+            self.nothing_to_learn = str(ev.get("message") or "")
         elif kind == "error":
             self.error_message = str(ev.get("message") or "")
+            if self.error_message.startswith(NOTHING_TO_LEARN_PREFIX):
+                self.nothing_to_learn = self.nothing_to_learn or self.error_message
 
     def _on_failed_to_start(self, reason: str) -> None:
         self._notice(f"Training could not start: {reason}", ERROR)
@@ -498,12 +504,21 @@ class TrainPanel(QWidget):
             )
             status = "Stopped."
         elif ok:
+            figure = self.heldout_summary()
             self._notice(
-                f"Training finished: {self.model_path or self.run_dir}. “Use this model” "
-                "switches the app to it.",
+                f"Training finished: {self.model_path or self.run_dir}. "
+                + (f"{figure} " if figure else "")
+                + "“Use this model” switches the app to it.",
                 INFO,
             )
             status = "Finished."
+        elif self.nothing_to_learn:
+            # Said in plain words, as a fact about the photos rather than a failure; Start and
+            # Resume stay off until other data is chosen.
+            self._futile_data = self._current_data()
+            message = self.nothing_to_learn
+            self._notice(message[:1].upper() + message[1:] + ".", WARNING)
+            status = "Nothing to learn from these photos."
         else:
             reason = self.error_message or self.last_stderr or f"exit code {code}"
             if crashed and not self.error_message:

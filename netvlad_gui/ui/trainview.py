@@ -1,8 +1,9 @@
 """The live view of one training run: progress bar, status line, ETA, charts and the log.
 
 It draws the JSON progress events of ``netvlad train --json-progress`` (start, init, cache, step,
-val, epoch, whitening, done); the Retrain panel owns the form and the process and hands it each
-event. A malformed event raises KeyError, TypeError or ValueError, which the panel reports.
+val, heldout, epoch, nothing_to_learn, whitening, done); the Retrain panel owns the form and the
+process and hands it each event. A malformed event raises KeyError, TypeError or ValueError, which
+the panel reports. Log lines wrap at the view's width: none is cut off on the right.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class TrainRunView(QWidget):
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(3000)
-        self.log_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.log_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
         self.log_view.setPlaceholderText("Training output")
 
         status_row = QHBoxLayout()
@@ -115,11 +116,18 @@ class TrainRunView(QWidget):
             head = f"epoch {ev['epoch']}/{ev.get('epochs', self._epochs)}"
             if ev.get("all_easy"):  # no tuple: its loss 0 measures nothing, so no chart point
                 self.log_line(
-                    f"{head}: nothing to learn, every query's negatives already met the margin"
+                    f"{head}: nothing to learn in this epoch: the model already told every "
+                    "place from the others"
                 )
             else:
                 self.charts.add_epoch(int(ev["epoch"]), float(ev["loss"]))
                 self.log_line(f"{head}: loss {ev['loss']:.4f}, {ev.get('seconds', 0):.1f} s")
+        elif kind == "heldout":
+            self._show_heldout(ev)
+        elif kind == "nothing_to_learn":
+            message = str(ev.get("message") or "nothing to learn")
+            self.status_label.setText(message[:1].upper() + message[1:])
+            self.log_line(message)
         elif kind == "whitening":
             self.status_label.setText(f"Fitting PCA-whitening ({ev.get('dim')}-D)…")
         elif kind == "whitening_skipped":
@@ -128,6 +136,22 @@ class TrainRunView(QWidget):
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
             self.log_line(f"done: {ev.get('model') or ''}")
+
+    def _show_heldout(self, ev: dict) -> None:
+        """Recall on the places the run never trains on: before (chart point 0) and after."""
+        recalls = {n: float(ev[f"recall@{n}"]) for n in (1, 5, 10) if f"recall@{n}" in ev}
+        r1, queries = 100 * recalls[1], int(ev.get("queries") or 0)
+        if ev["stage"] == "before":
+            self.charts.add_recalls(0, recalls)
+            self.log_line(
+                f"places it never trains on ({queries} photos): the right place first for "
+                f"{r1:.0f} % of them before training"
+            )
+        else:
+            self.log_line(
+                f"places it never trained on: the right place first for {r1:.0f} % of "
+                f"{queries} photos with the new model"
+            )
 
     def _show_step(self, ev: dict) -> None:
         epoch, step, steps = int(ev["epoch"]), int(ev["step"]), max(int(ev["steps"]), 1)

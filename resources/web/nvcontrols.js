@@ -100,11 +100,13 @@
         ["coverage", "nv-coverage", "", "Library coverage"],
     ];
 
+    var LEGEND_MIN_MAP = [640, 480]; // px: on a smaller map the legend starts collapsed
+
     function legend(map) {
         var control = L.control({ position: "bottomright" });
         var box = el("div", "nv-legend leaflet-bar");
         var title = el("div", "nv-legend-title", "Legend");
-        title.setAttribute("title", "Click to show or hide");
+        title.setAttribute("title", "Click to show or hide what the marks mean");
         box.appendChild(title);
         var list = el("div", "nv-legend-rows");
         box.appendChild(list);
@@ -120,10 +122,20 @@
             rows[spec[0]] = row;
         });
         L.DomEvent.disableClickPropagation(box);
+        var chosen = false; // the user opened or closed it: fitTo leaves it so
         L.DomEvent.on(title, "click", function () {
+            chosen = true;
             box.classList.toggle("nv-collapsed");
         });
         control.onAdd = function () { return box; };
+        control.collapsed = function () { return box.classList.contains("nv-collapsed"); };
+        // On a small map the open legend would cover the evidence: it starts as its title only
+        // (a click opens it), and opens by itself when the map grows, until the user chooses.
+        control.fitTo = function (size) {
+            if (chosen || !size) return;
+            var small = size.x < LEGEND_MIN_MAP[0] || size.y < LEGEND_MIN_MAP[1];
+            box.classList.toggle("nv-collapsed", small);
+        };
         control.setKinds = function (kinds) {
             Object.keys(rows).forEach(function (kind) {
                 rows[kind].style.display = kinds.indexOf(kind) >= 0 ? "" : "none";

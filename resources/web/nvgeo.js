@@ -8,7 +8,8 @@
  * and lines are split where they cross. Only fills use the cut rings: the cut edges along
  * ±180° are never stroked, so no fake coastline appears there.
  *
- * window.nvGeo.spread(points, anchors, minGap): screen positions that keep markers apart.
+ * window.nvGeo.spread(points, anchors, minGap): screen positions that keep markers apart, and
+ * off the marks they would hide (ringRadius: how far such a ring reaches).
  */
 (function () {
     "use strict";
@@ -168,54 +169,73 @@
 
     /*
      * Spread markers that would overlap on screen, like markercluster's spiderfy but always on.
-     * points: [{x, y}] in pixels; anchors: [{x, y}] fixed markers (the predicted position)
-     * that a group gathers round. Markers closer than minGap (chained) form a group; a group of
-     * two or more, or one marker on top of an anchor, is laid on a circle (a spiral when large)
-     * round the anchor it touches, else round its own centre. Returns [{x, y}] per point.
+     * points: [{x, y}] in pixels; anchors: [{x, y, clear}] fixed marks (the predicted position,
+     * the photo's own GPS) that markers must not hide. Markers closer than minGap (chained)
+     * form a group; every marker within minGap of an anchor, or within its ``clear`` radius
+     * (the uncertainty circle, a mark beside it), joins that anchor's group. A group of two or
+     * more, or one that holds an anchor, is laid on a circle (a spiral when large) round its
+     * first anchor, at least ``clear`` px out, else round its own centre. Returns [{x, y}] per
+     * point.
      */
     function spread(points, anchors, minGap) {
+        anchors = anchors || [];
         var n = points.length;
-        var parent = points.map(function (_, i) { return i; });
+        // Union-find over the points, then one node per anchor: all that touch an anchor share
+        // one ring (two rings round one anchor would put markers on the same spots).
+        var parent = [];
+        for (var p = 0; p < n + anchors.length; p++) parent.push(p);
         function find(i) {
             while (parent[i] !== i) i = parent[i] = parent[parent[i]];
             return i;
         }
-        function near(a, b) {
-            return Math.abs(a.x - b.x) < minGap && Math.abs(a.y - b.y) < minGap &&
-                Math.hypot(a.x - b.x, a.y - b.y) < minGap;
+        function near(a, b, gap) {
+            return Math.abs(a.x - b.x) < gap && Math.abs(a.y - b.y) < gap &&
+                Math.hypot(a.x - b.x, a.y - b.y) < gap;
         }
         for (var i = 0; i < n; i++) {
             for (var j = i + 1; j < n; j++) {
-                if (near(points[i], points[j])) parent[find(i)] = find(j);
+                if (near(points[i], points[j], minGap)) parent[find(i)] = find(j);
+            }
+            for (var a = 0; a < anchors.length; a++) {
+                var reach = Math.max(minGap, num(anchors[a].clear));
+                if (near(points[i], anchors[a], reach)) parent[find(i)] = find(n + a);
             }
         }
         var groups = {};
         for (var m = 0; m < n; m++) (groups[find(m)] = groups[find(m)] || []).push(m);
-        var out = points.map(function (p) { return { x: p.x, y: p.y }; });
+        var out = points.map(function (pt) { return { x: pt.x, y: pt.y }; });
         Object.keys(groups).forEach(function (key) {
             var members = groups[key];
             var anchor = null;
-            (anchors || []).some(function (a) {
-                if (members.some(function (k) { return near(points[k], a); })) anchor = a;
-                return anchor !== null;
-            });
+            for (var k = 0; k < anchors.length && anchor === null; k++) {
+                if (find(n + k) === find(members[0])) anchor = anchors[k];
+            }
             if (members.length < 2 && !anchor) return;
             var cx = 0;
             var cy = 0;
-            members.forEach(function (k) { cx += points[k].x; cy += points[k].y; });
+            members.forEach(function (idx) { cx += points[idx].x; cy += points[idx].y; });
             var centre = anchor || { x: cx / members.length, y: cy / members.length };
-            ring(members.length, minGap).forEach(function (offset, idx) {
-                out[members[idx]] = { x: centre.x + offset.x, y: centre.y + offset.y };
-            });
+            ring(members.length, minGap, anchor ? num(anchor.clear) : 0).forEach(
+                function (offset, idx) {
+                    out[members[idx]] = { x: centre.x + offset.x, y: centre.y + offset.y };
+                }
+            );
         });
         return out;
     }
 
-    // Offsets for count markers: a circle (first at the top, clockwise), a spiral past 9.
-    function ring(count, gap) {
+    function num(value) {
+        var x = Number(value);
+        return isFinite(x) && x > 0 ? x : 0;
+    }
+
+    // Offsets for count markers: a circle (first at the top, clockwise), a spiral past 9; at
+    // least ``clear`` px from the centre.
+    function ring(count, gap, clear) {
+        clear = num(clear);
         var offsets = [];
         if (count <= 9) {
-            var radius = Math.max(gap, (gap * 1.15 * count) / (2 * Math.PI));
+            var radius = Math.max(gap, (gap * 1.15 * count) / (2 * Math.PI), clear);
             for (var i = 0; i < count; i++) {
                 var angle = -Math.PI / 2 + (2 * Math.PI * i) / count;
                 offsets.push({ x: radius * Math.cos(angle), y: radius * Math.sin(angle) });
@@ -226,12 +246,20 @@
         var step = gap * 1.1;
         var b = step / (2 * Math.PI);
         var theta = (2 * Math.PI * gap) / step;
+        var extra = Math.max(0, clear - b * theta);
         for (var s = 0; s < count; s++) {
-            var r = b * theta;
+            var r = b * theta + extra;
             offsets.push({ x: r * Math.cos(theta), y: r * Math.sin(theta) });
             theta += step / r;
         }
         return offsets;
+    }
+
+    // How far from its centre a ring of count markers reaches (to the markers' centres).
+    function ringRadius(count, gap, clear) {
+        return ring(count, gap, clear).reduce(function (most, o) {
+            return Math.max(most, Math.hypot(o.x, o.y));
+        }, 0);
     }
 
     window.nvGeo = {
@@ -239,5 +267,7 @@
         cutRing: cutRing,
         splitLine: splitLine,
         spread: spread,
+        ring: ring,
+        ringRadius: ringRadius,
     };
 })();

@@ -12,11 +12,21 @@
 
     var WORLD_VIEW = { center: [20, 0], zoom: 2 };
     var FIT_OPTIONS = { maxZoom: 17, padding: [24, 24] };
+    // A result is fitted up to this zoom (a ±10 m circle is then ~30 px across its radius),
+    // with EDGE px kept free beyond the rings of markers round the prediction.
+    var RESULT_MAX_ZOOM = 18;
+    var EDGE = 12;
     // Street level and beyond: vectors need no tiles, and tiles are scaled up past their
     // deepest level (maxNativeZoom), so markers a few metres apart can be told apart.
     var MAX_ZOOM = 20;
     var MAX_NATIVE_TILE_ZOOM = 19;
     var MATCH_GAP = 27; // px between the centres of numbered match markers (24 px wide)
+    var TRUTH_HALF = 13; // px from the own-GPS diamond's centre to its corners
+    // Matches are laid outside the uncertainty circle and the own-GPS mark only while those
+    // are small on screen: a larger circle is not hidden by a few markers inside it.
+    var MAX_CLEAR = 90;
+    // Popups open inside the map: the thumbnail's box is sized before it loads (CSS).
+    var POPUP_OPTIONS = { maxWidth: 260, keepInView: true, autoPanPadding: [12, 12] };
 
     var state = {
         map: null,
@@ -26,6 +36,7 @@
         result: null,
         matches: {},
         prediction: null,
+        circle: null,
         truth: null,
         selected: null,
         coverage: null,
@@ -244,6 +255,7 @@
         state.legs.clearLayers();
         state.matches = {};
         state.prediction = null;
+        state.circle = null;
         state.truth = null;
         state.selected = null;
     }
@@ -256,7 +268,7 @@
         if (predicted) {
             var radius = num(query.radius_m);
             if (radius !== null && radius > 0) {
-                L.circle(predicted, {
+                state.circle = L.circle(predicted, {
                     radius: radius, color: "#d7301f", weight: 1, fillOpacity: 0.12,
                     interactive: false,
                 }).addTo(state.result);
@@ -286,7 +298,7 @@
             });
             marker.nvRank = rank;
             marker.nvTrue = ll; // where the photo was taken; the marker may be moved aside
-            marker.bindPopup(function () { return matchPopup(match, rank); }, { maxWidth: 260 });
+            marker.bindPopup(function () { return matchPopup(match, rank); }, POPUP_OPTIONS);
             marker.on("click", function () {
                 highlight(rank);
                 notifyClick(rank);
@@ -304,7 +316,9 @@
             if (num(query.error_m) !== null) {
                 truthText += " (error " + fmtDistance(query.error_m) + ")";
             }
-            state.truth = L.marker(truth, { icon: truthIcon, zIndexOffset: 1500 })
+            // Over the prediction: a photo placed within a metre of its own GPS shows the
+            // (smaller) diamond inside the red ring instead of hiding it.
+            state.truth = L.marker(truth, { icon: truthIcon, zIndexOffset: 2500 })
                 .bindTooltip(function () { return el("span", null, truthText); })
                 .addTo(state.result);
             if (predicted) {
@@ -315,11 +329,57 @@
                 }, { sticky: true }).addTo(state.result);
             }
         }
-        var bounds = resultBounds();
-        if (bounds.isValid()) state.map.fitBounds(bounds, FIT_OPTIONS);
+        fitResult();
         layoutMatches();
         refreshLegend();
         return count();
+    }
+
+    // Fit the result with room at the edges for the ring of matches round the prediction
+    // (its size depends on the zoom: it goes round the uncertainty circle), so that no marker
+    // and no popup is cut off at the map's edge.
+    function fitResult() {
+        var bounds = resultBounds();
+        var map = state.map;
+        var size = map.getSize();
+        if (!bounds.isValid() || size.x <= 0 || size.y <= 0) return;
+        var zoom = RESULT_MAX_ZOOM;
+        var pad = EDGE;
+        for (var i = 0; i < 5; i++) {
+            pad = EDGE + ringReach(zoom);
+            var fits = map.getBoundsZoom(bounds, false, L.point(2 * pad, 2 * pad));
+            var next = Math.min(fits, RESULT_MAX_ZOOM);
+            if (next >= zoom) break;
+            zoom = next;
+        }
+        map.fitBounds(bounds, { padding: [pad, pad], maxZoom: zoom, animate: false });
+    }
+
+    // How far (px) the ring of matches round the prediction reaches at a zoom, marker included.
+    function ringReach(zoom) {
+        var n = Object.keys(state.matches).length;
+        if (!state.prediction || !n) return MATCH_GAP / 2;
+        return window.nvGeo.ringRadius(n, MATCH_GAP, predictionClear(zoom)) + MATCH_GAP / 2;
+    }
+
+    // The radius (px, at a zoom) round the prediction that its ring of matches keeps clear: the
+    // uncertainty circle and the own-GPS mark when they are close (0 when nothing needs it).
+    function predictionClear(zoom) {
+        var map = state.map;
+        if (!state.prediction) return 0;
+        var centre = map.project(state.prediction.getLatLng(), zoom);
+        var clear = 0;
+        if (state.circle) {
+            var box = state.circle.getBounds();
+            var r = (map.project(box.getNorthEast(), zoom).x -
+                map.project(box.getSouthWest(), zoom).x) / 2;
+            if (r <= MAX_CLEAR) clear = r + MATCH_GAP / 2 + 2;
+        }
+        if (state.truth) {
+            var d = centre.distanceTo(map.project(state.truth.getLatLng(), zoom)) + TRUTH_HALF;
+            if (d <= MAX_CLEAR) clear = Math.max(clear, d + MATCH_GAP / 2 + 2);
+        }
+        return clear;
     }
 
     // The drawn result's true extent (match markers may sit beside their true positions).
@@ -345,9 +405,16 @@
         var points = ranks.map(function (rank) {
             return map.latLngToLayerPoint(state.matches[rank].nvTrue);
         });
-        var anchors = [state.prediction, state.truth].filter(Boolean).map(function (marker) {
-            return map.latLngToLayerPoint(marker.getLatLng());
-        });
+        // The prediction's ring keeps clear of its circle and of the own-GPS mark beside it.
+        var anchors = [];
+        if (state.prediction) {
+            var pred = map.latLngToLayerPoint(state.prediction.getLatLng());
+            anchors.push({ x: pred.x, y: pred.y, clear: predictionClear(map.getZoom()) });
+        }
+        if (state.truth) {
+            var own = map.latLngToLayerPoint(state.truth.getLatLng());
+            anchors.push({ x: own.x, y: own.y, clear: 0 });
+        }
         var spread = window.nvGeo.spread(points, anchors, MATCH_GAP);
         ranks.forEach(function (rank, i) {
             var marker = state.matches[rank];
@@ -396,8 +463,11 @@
     function clear(options) {
         clearResult();
         if (options && options.references) {
+            // Another library: nothing of the old one may keep the view (fitAll follows
+            // once its photos are known).
             state.refs.clearLayers();
             state.coverage.clearLayers();
+            state.map.setView(WORLD_VIEW.center, WORLD_VIEW.zoom, { animate: false });
             updateHint();
         }
         refreshLegend();
@@ -521,6 +591,7 @@
             hint: visible(state.hint),
             tileError: visible(state.tileError) ? state.tileError.nvText.textContent : null,
             legend: visible(state.legend) ? legendKinds() : [],
+            legendCollapsed: state.legend.collapsed(),
             zoom: state.map.getZoom(),
             maxZoom: state.map.getMaxZoom(),
         };
@@ -571,6 +642,8 @@
             state.tileErrorDismissed = true; // until the tile setting changes
         });
         state.legend = controls.legend(map);
+        state.legend.fitTo(map.getSize());
+        map.on("resize", function (e) { state.legend.fitTo(e.newSize); });
         setTiles(config.tiles_online ? {
             online: true, url: config.tile_url, attribution: config.attribution,
         } : { online: false });

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..cancel import Cancelled
 from ..config import DistributedConfig, ExtractConfig, IndexConfig, InitConfig
-from ..errors import LibraryIndexError
+from ..errors import FileWriteError, LibraryIndexError
 from ..photos.decoding import Decoder
 from .buildlock import lock_index as _lock
 from .buildmodel import (
@@ -32,17 +32,30 @@ from .buildmodel import (
     nothing_to_extract,
     photos_needed_first,
     prepare_engine_model,
+    restart_all,
 )
 from .calibration import FINALIZED_KEY, calibrate, finalized_stamp
 from .catalog import FAILED, PENDING, CatalogDamagedError, display_name
 from .index import CATALOG_FILE, MODEL_FILE, LibraryIndex, StageProgress
+from .inputsize import resolve_image_size, settle_image_size
+from .repair import record_checked, recover_lost_rows, requeue_damaged_rows
 from .scan import scan_library
 from .searchindex import remove_saved
+from .store import NOT_UNIT, unit_rows
 
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 32  # images per catalogue transaction: bounds the work a kill can lose
 NON_FINITE = "the model gave a descriptor with NaN or infinity (broken weights?); not indexed"
+
+
+def descriptor_problem(descriptor: np.ndarray) -> str:
+    """Why a freshly extracted descriptor must not be stored ("" when it is sound)."""
+    if not np.isfinite(descriptor).all():
+        return NON_FINITE  # a NaN row would match nothing and poison exact search
+    if not unit_rows(descriptor.reshape(1, -1))[0]:
+        return NOT_UNIT
+    return ""
 
 
 @dataclass
@@ -138,6 +151,7 @@ def build_index(
         summary = BuildSummary(str(library), str(index_dir), "", warnings=warnings)
         shutil.rmtree(index_dir / KEPT_MAPS_DIR, ignore_errors=True)  # a killed build's
         summary.total, summary.removed = scan_library(index, library, progress, warnings)
+        extract_cfg = resolve_image_size(index, extract_cfg, keep_index_model, warnings)
         try:
             if nothing_to_extract(index, model_spec, keep_index_model, extract_cfg):
                 raise _UpToDate
@@ -163,6 +177,11 @@ def build_index(
                 decoder,
             )
             summary.model = index.model_name
+
+            def restart(why: str, mixed: str) -> None:
+                restart_all(index, warnings, why, mixed)
+
+            settle_image_size(index, model, extract_cfg, library, restart, warnings)
             if index.dim is None:
                 index.catalog.set_meta("dim", str(model.dim))
             elif index.dim != model.dim:
@@ -190,7 +209,7 @@ def build_index(
                     "build starts the fitting again"
                 )
         index.invalidate()
-        index.compact_store()
+        _compact(index, warnings)
         if progress:
             progress("finalize", 0, 1)
         if index.dim is not None and finalized_stamp(index) != index.catalog.get_meta(
@@ -204,6 +223,7 @@ def build_index(
 
             index.refresh_saved_search(report)
             index.catalog.set_meta(FINALIZED_KEY, finalized_stamp(index))
+        record_checked(index)
         stats = index.stats()
         summary.model = summary.model or index.model_name
         summary.indexed = stats.indexed
@@ -245,6 +265,8 @@ def _open_for_build(index_dir: Path, warnings: list[str]) -> LibraryIndex:
             index = None
     if index is not None:
         index.remove_orphan_stores()
+        recover_lost_rows(index, warnings)
+        requeue_damaged_rows(index, warnings)
         return index
     folder = Path(index_dir).expanduser()
     aside = folder / f"{CATALOG_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -262,6 +284,23 @@ def _open_for_build(index_dir: Path, warnings: list[str]) -> LibraryIndex:
     warnings.append(msg)
     index = LibraryIndex(index_dir, create=True)
     return index
+
+
+def _compact(index: LibraryIndex, warnings: list[str]) -> None:
+    """Compact the store when due; a folder without room for the copy only delays it.
+
+    Every photo is indexed and searchable without it: failing the build for it made every
+    later `netvlad index` exit 1 on a full disk.
+    """
+    try:
+        index.compact_store()
+    except FileWriteError as exc:
+        msg = (
+            f"skipped compacting the descriptor store ({exc}); every photo stays indexed and "
+            "the unused rows are dropped by a later build"
+        )
+        log.warning(msg)
+        warnings.append(msg)
 
 
 def _extract_pending(
@@ -306,9 +345,8 @@ def _extract_pending(
     try:
         for item in items:
             error = item.error
-            if item.descriptor is not None and not np.isfinite(item.descriptor).all():
-                # A NaN row would match nothing and poison exact search: never stored.
-                error = NON_FINITE
+            if item.descriptor is not None and not error:
+                error = descriptor_problem(item.descriptor)
             if item.descriptor is not None and not error:
                 done_ok.append((item.index, item.descriptor))
             else:

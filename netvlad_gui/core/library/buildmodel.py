@@ -246,7 +246,7 @@ def job_engine(index: LibraryIndex, model_spec, extract_cfg, warnings: list[str]
             warnings,
             f"this index's descriptors were made in {made['precision']}, --precision {asked} "
             "asks for another",
-            mixes="precisions",
+            "two precisions",
         )
         made = None
     made_with = made["precision"] if made else None
@@ -379,6 +379,8 @@ def nothing_to_extract(
         return False  # prepare_model says why, as before
     if index.catalog.rows(PENDING):
         return False
+    if index.image_size is None:  # an older index: its size is settled by extracting a few
+        return False
     saved = json.loads(raw)
     if st.st_size != saved.get("size"):
         return False
@@ -409,12 +411,15 @@ def photos_needed_first(
     return [library / rel for rel in rels]
 
 
-def restart_all(index: LibraryIndex, warnings: list[str], why: str, mixes: str = "models") -> None:
-    """Drop every descriptor of the old model: all photos pending, store and search emptied."""
+def restart_all(
+    index: LibraryIndex, warnings: list[str], why: str, mixed: str = "two models"
+) -> None:
+    """Drop every descriptor of the old model (or ``mixed``: whatever made them differ): all
+    photos pending, store and search emptied."""
     n = index.catalog.restart_all({"store_rows": "0", SEARCH_META_KEY: "", ENGINE_KEY: ""})
     remove_saved(index.dir)
     index.invalidate()
-    msg = f"{why}: extracting all {n} photos again with it, so that no answer mixes two {mixes}"
+    msg = f"{why}: extracting all {n} photos again, so that no answer mixes {mixed}"
     log.warning(msg)
     warnings.append(msg)
 

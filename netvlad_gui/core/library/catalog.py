@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS images (
     gps_reason TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL,           -- pending | indexed | failed
     error TEXT NOT NULL DEFAULT '',
-    row INTEGER                     -- descriptor row in the store, when indexed
+    row INTEGER,                    -- descriptor row in the store, when indexed
+    marker TEXT NOT NULL DEFAULT '',  -- inode:ctime when last seen (photos/filestamp.py)
+    digest TEXT NOT NULL DEFAULT ''   -- hash of the file's first and last 64 KB
 );
 CREATE INDEX IF NOT EXISTS images_status ON images(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,9 +40,52 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 PENDING, INDEXED, FAILED = "pending", "indexed", "failed"
 
+#: Columns added after the first release, to an older catalogue as the build opens it.
+_ADDED = {"images": {"marker": "TEXT NOT NULL DEFAULT ''", "digest": "TEXT NOT NULL DEFAULT ''"}}
+
+#: The columns each table had from the start: a catalogue lacking one is not ours.
+_TABLES = {
+    "images": {
+        "id", "path", "size", "mtime", "lat", "lon", "alt",
+        "gps_source", "gps_reason", "status", "error", "row",
+    },
+    "meta": {"key", "value"},
+}  # fmt: skip
+
 
 class CatalogDamagedError(LibraryIndexError):
     """The catalogue file is not a readable SQLite database any more."""
+
+
+class ForeignCatalogError(LibraryIndexError):
+    """A readable SQLite file that another program (or an older netvlad-gui) wrote."""
+
+
+def foreign_message(path: Path, why: str) -> str:
+    return (
+        f"{path} is not an index catalogue of this app ({why}): another program or an older "
+        f"netvlad-gui wrote it; move the folder {path.parent} away (or name another --index "
+        "folder) and run `netvlad index LIBRARY` to build a new index"
+    )
+
+
+def _schema_problem(db: sqlite3.Connection) -> str:
+    """Why the database's tables are not this app's, or "" (ours, or none yet: a new file).
+
+    ``CREATE TABLE IF NOT EXISTS`` keeps a foreign ``images`` table as it is, so the first
+    query then failed with "no such column: status", after advice to run `netvlad index`.
+    """
+    tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    ours = sorted(tables & set(_TABLES))
+    if tables and not ours:
+        shown = ", ".join(sorted(tables)[:3]) + (", …" if len(tables) > 3 else "")
+        return f"its tables are {shown}"
+    for table in ours:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if missing := sorted(_TABLES[table] - columns):
+            shown = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
+            return f"its table {table!r} has no column {shown}"
+    return ""
 
 
 def damaged_message(path: Path, exc: BaseException) -> str:
@@ -129,13 +174,17 @@ class Catalog:
         try:
             if writable:
                 self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+                self._refuse_foreign()
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(_SCHEMA)
+                self._add_columns()
                 if self.get_meta("schema_version") is None:
                     self.set_meta("schema_version", str(SCHEMA_VERSION))
             else:
                 self.db = self._connect_read_only()
+        except ForeignCatalogError:
+            raise
         except sqlite3.OperationalError as exc:
             if "not a database" in str(exc) or "malformed" in str(exc):
                 raise CatalogDamagedError(damaged_message(self.path, exc)) from exc
@@ -148,6 +197,21 @@ class Catalog:
                 f"{self.path} was written by a newer netvlad-gui (schema {version}); upgrade the app"
             )
 
+    def _refuse_foreign(self) -> None:
+        """Close and raise ForeignCatalogError when the file holds another program's tables."""
+        if why := _schema_problem(self.db):
+            self.db.close()
+            raise ForeignCatalogError(foreign_message(self.path, why))
+
+    def _add_columns(self) -> None:
+        """Writer only: give an older catalogue the columns added since (``_ADDED``)."""
+        for table, added in _ADDED.items():
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, decl in added.items():
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+        self.db.commit()
+
     def _connect_read_only(self) -> sqlite3.Connection:
         uri = "file:" + quote(os.fspath(self.path.resolve()))
         folder = self.path.resolve().parent
@@ -157,6 +221,9 @@ class Catalog:
         for mode in modes:
             db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30, check_same_thread=False)
             try:
+                if why := _schema_problem(db):
+                    db.close()
+                    raise ForeignCatalogError(foreign_message(self.path, why))
                 db.execute("SELECT COUNT(*) FROM meta").fetchone()
                 return db
             except sqlite3.OperationalError as exc:  # e.g. WAL on a folder that is read-only
@@ -237,6 +304,20 @@ class Catalog:
         self.db.commit()
 
     @_guarded
+    def stamps(self) -> dict[int, tuple[str, str]]:
+        """id -> (change marker, content digest) as last recorded ("" where never recorded)."""
+        return {i: (m, d) for i, m, d in self.db.execute("SELECT id, marker, digest FROM images")}
+
+    @_guarded
+    def set_stamps(self, entries: Iterable[tuple]) -> None:
+        """(path, change marker, content digest) of files the scan looked at."""
+        self.db.executemany(
+            "UPDATE images SET marker=?, digest=? WHERE path=?",
+            [(m, d, path_to_db(path)) for path, m, d in entries],
+        )
+        self.db.commit()
+
+    @_guarded
     def update_gps(self, entries: Iterable[tuple]) -> None:
         """(id, lat, lon, alt, gps_source, gps_reason): a GPS fix; the descriptor stays valid."""
         self.db.executemany(
@@ -256,6 +337,31 @@ class Catalog:
         return n
 
     @_guarded
+    def requeue(self, ids: Iterable[int], meta: dict[str, str]) -> None:
+        """Photos back to pending (their stored row is lost or damaged), atomically with meta.
+
+        Size, mtime and GPS stay: the scan leaves them pending and the build extracts them.
+        """
+        with self.db:
+            self.db.executemany(
+                "UPDATE images SET status='pending', row=NULL, error='' WHERE id=?",
+                [(int(i),) for i in ids],
+            )
+            for k, v in meta.items():
+                self.set_meta(k, v, commit=False)
+
+    @_guarded
+    def rows_from(self, first_row: int) -> list[int]:
+        """Ids of the indexed photos whose store row is ``first_row`` or later."""
+        return [
+            i
+            for (i,) in self.db.execute(
+                "SELECT id FROM images WHERE status='indexed' AND row >= ? ORDER BY id",
+                (int(first_row),),
+            )
+        ]
+
+    @_guarded
     def indexed_pairs(self) -> list[tuple[int, int]]:
         """(id, store row) of the indexed photos, by id."""
         return self.db.execute(
@@ -273,8 +379,10 @@ class Catalog:
     def check(self) -> None:
         """Raise CatalogDamagedError unless SQLite's quick check passes (pages and indexes)."""
         result = self.db.execute("PRAGMA quick_check").fetchone()[0]
-        if result != "ok":
-            raise sqlite3.DatabaseError(result)
+        if result != "ok":  # one line: SQLite lists every problem, one per line
+            lines = [line for line in result.splitlines() if not line.startswith("***")]
+            more = f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else ""
+            raise sqlite3.DatabaseError(f"{lines[0] if lines else result}{more}")
 
     @_guarded
     def delete(self, ids: Iterable[int]) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from ..config import DistributedConfig, ExtractConfig
 from ..errors import NetvladError
 from ..model.features import Cancelled
+from .store import NOT_UNIT, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,9 @@ def _merge(index, shard_dir: Path) -> int:
         ok = table.column("ok").to_numpy(zero_copy_only=False)
         errors = table.column("error").to_pylist()
         desc = _tensor_column(table.column("desc"), store.dim)
+        empty = ok & ~unit_rows(desc)  # NaN or length 0: never stored (see builder.py)
+        errors = [NOT_UNIT if e else err for e, err in zip(empty, errors, strict=True)]
+        ok = ok & ~empty
         good = np.flatnonzero(ok)
         done: list[tuple[int, int]] = []
         if len(good):

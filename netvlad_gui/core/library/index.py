@@ -17,9 +17,11 @@ search never disturbs a running build and works on a read-only share or disc.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ import faiss
 import numpy as np
 
 from ..config import IndexConfig
-from ..errors import LibraryIndexError
+from ..errors import FileWriteError, LibraryIndexError
 from ..paths import fsync_dir
 from .catalog import FAILED, INDEXED, PENDING, Catalog, ImageRow, display_name
 from .searchindex import SearchIndex, open_search, refresh_saved
@@ -48,6 +50,7 @@ MODEL_FILE_KEY = "model_file"  # size, mtime and sha256 of model.pt as saved, fo
 #: mixes precisions: bf16 and fp32 descriptors of one photo differ (cosine 0.97-0.99), where
 #: ONNX Runtime and torch in fp32 agree (1.0000).
 ENGINE_KEY = "descriptor_engine"
+EXTRACTION_KEY = "extraction"  # the settings the descriptors were made with: {"image_size": N}
 COMPACT_SHARE = 0.5  # compact the store once this share of its rows is dead
 COMPACT_MIN_ROWS = 64  # … and at least this many (tiny stores are not worth rewriting)
 
@@ -125,6 +128,11 @@ class LibraryIndex:
     ):
         self.dir = Path(index_dir).expanduser()
         self.writable = create if writable is None else writable
+        if self.dir.exists() and not self.dir.is_dir():
+            raise LibraryIndexError(
+                f"the index folder {self.dir} is a file: name a folder (an existing index, or a "
+                "new one to create)"
+            )
         if not (self.dir / CATALOG_FILE).exists():
             if not create:
                 raise LibraryIndexError(
@@ -166,6 +174,18 @@ class LibraryIndex:
     @property
     def model_name(self) -> str:
         return self.catalog.get_meta("model", "") or ""
+
+    @property
+    def image_size(self) -> int | None:
+        """The input size (longer side, px) the descriptors were made at; None: not recorded
+        (an index from before it was). Descriptors of two sizes do not compare (cosine 0.15 at
+        160 vs 640 px for the same photo), so every extraction for this index uses it."""
+        raw = self.catalog.get_meta(EXTRACTION_KEY)
+        size = json.loads(raw).get("image_size") if raw else None
+        return int(size) if size else None
+
+    def record_image_size(self, size: int) -> None:
+        self.catalog.set_meta(EXTRACTION_KEY, json.dumps({"image_size": int(size)}))
 
     @property
     def model_path(self) -> Path:
@@ -270,7 +290,8 @@ class LibraryIndex:
         """Writer only: rewrite the store without its dead rows once they pass ``min_share``.
 
         Crash-safe: the live rows go to a new file (fsynced, renamed into place), the catalogue
-        switches every row and the file name in one transaction, then the old file goes.
+        switches every row and the file name in one transaction, then the old file goes. Where
+        the folder has no room for the copy, FileWriteError (ENOSPC) before a byte is written.
         """
         if self.dim is None:
             return False
@@ -285,6 +306,14 @@ class LibraryIndex:
         ids = np.array([i for i, _ in pairs], np.int64)
         rows = np.array([r for _, r in pairs], np.int64)
         order = np.argsort(rows, kind="stable")  # sequential reads of the old file
+        need = len(pairs) * store.row_bytes
+        try:
+            free = shutil.disk_usage(self.dir).free
+        except OSError:
+            free = need
+        if free < need:
+            why = f"{need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free"
+            raise FileWriteError(new, OSError(errno.ENOSPC, f"No space left on device ({why})"))
         write_compacted(store, rows[order], new)
         mapping = {int(ids[o]): n for n, o in enumerate(order)}
         self.catalog.set_rows(
@@ -346,6 +375,12 @@ class LibraryIndex:
     def invalidate(self) -> None:
         self._search = None
         self._store = None
+
+    @property
+    def damaged_ids(self) -> set[int]:
+        """Photos whose stored descriptor the search found damaged and leaves out (so far: an
+        exact search checks every row when it loads, an approximate one the rows it reads)."""
+        return set(self._search.damaged) if self._search is not None else set()
 
     def search(self, queries: np.ndarray, k: int) -> list[list[SearchHit]]:
         """Top-k references for each query descriptor, best first."""

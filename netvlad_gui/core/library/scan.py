@@ -1,7 +1,8 @@
 """Scanning a library folder into its catalogue: new, changed and removed photos, and GPS.
 
-Change detection (size and mtime) and the GPS re-read of unchanged photos when gps.csv changed
-live here; the builder (core/library/builder.py) then extracts what the scan left pending.
+Change detection (size and mtime, then the content check of photos/filestamp.py) and the GPS
+re-read of unchanged photos when gps.csv changed live here; the builder
+(core/library/builder.py) then extracts what the scan left pending.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..photos import geo
+from ..photos import filestamp, geo
 from ..photos.images import list_images
 from .catalog import display_name
 from .index import LibraryIndex, StageProgress
@@ -30,6 +31,26 @@ def _is_unchanged(row, st: os.stat_result) -> bool:
     while extracting one photo again costs little and is never wrong.
     """
     return row.size == st.st_size and abs(row.mtime - st.st_mtime) < 1e-3
+
+
+def _same_content(row_id: int, path: Path, st, recorded: dict, restamp: list) -> bool:
+    """For a photo whose size and mtime are as indexed: is it still the same file?
+
+    Its change marker as recorded says yes with nothing read. Otherwise (a chmod, a copied
+    library, or a photo replaced by another of the same size with its mtime put back) the
+    content digest decides; a file never digested (an older catalogue) is taken as it is, and
+    its stamps are recorded either way (``restamp``) so the next scan reads nothing.
+    """
+    marker = filestamp.change_marker(st)
+    old_marker, old_digest = recorded.get(row_id, ("", ""))
+    if marker and marker == old_marker:
+        return True
+    try:
+        digest = filestamp.content_digest(path)
+    except OSError:
+        return True  # unreadable now: extraction would fail on it the same way
+    restamp.append((path, marker, digest))
+    return not old_digest or digest == old_digest
 
 
 def _sidecar_stamp(library: Path) -> str:
@@ -95,13 +116,15 @@ def scan_library(
         if warnings is not None:
             warnings.append(msg)
     hidden = tuple(f"{rel}/" for rel, _ in unreadable)
-    sidecar = geo.load_sidecar_csv(library)
+    sidecar = geo.LazySidecar(library)  # parsed only if a photo needs it
     stamp = _sidecar_stamp(library)
     recheck_csv = index.catalog.get_meta(SIDECAR_STAMP_KEY) != stamp
     known = {r.path: r for r in index.catalog.rows()}
+    recorded = index.catalog.stamps()
     seen: set[str] = set()
     changed = []
     gps_fixes = []
+    restamp: list[tuple[Path, str, str]] = []  # (path, change marker, digest) to record
     for n, path in enumerate(files, 1):
         rel = path.relative_to(library).as_posix()
         seen.add(rel)
@@ -111,12 +134,21 @@ def scan_library(
             log.warning("cannot stat %s: %s", display_name(str(path)), exc)
             continue
         row = known.get(rel)
-        if row is not None and _is_unchanged(row, st):
+        if (
+            row is not None
+            and _is_unchanged(row, st)
+            and _same_content(row.id, path, st, recorded, restamp)
+        ):
             if recheck_csv and row.gps_source in ("csv", ""):
                 fields = _gps_fields(geo.read_gps(path, root=library, sidecar=sidecar))
                 if fields != (row.lat, row.lon, row.alt, row.gps_source, row.gps_reason):
                     gps_fixes.append((row.id, *fields))
             continue
+        if not restamp or restamp[-1][0] != path:  # a new or changed photo: stamp it as read
+            try:
+                restamp.append((path, filestamp.change_marker(st), filestamp.content_digest(path)))
+            except OSError:
+                pass  # its extraction will say why it cannot be read
         gps = geo.read_gps(path, root=library, sidecar=sidecar)
         pt = gps.point
         changed.append(
@@ -136,6 +168,9 @@ def scan_library(
     removed = [r.id for p, r in known.items() if p not in seen and not p.startswith(hidden)]
     if changed:
         index.catalog.upsert_pending(changed)
+    if restamp:
+        entries = [(p.relative_to(library).as_posix(), m, d) for p, m, d in restamp]
+        index.catalog.set_stamps(entries)
     if gps_fixes:
         index.catalog.update_gps(gps_fixes)
         log.info("GPS updated from %s for %d photos", geo.SIDECAR_NAME, len(gps_fixes))

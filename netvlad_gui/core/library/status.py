@@ -27,6 +27,7 @@ __all__ = [
     "index_exists",
     "library_status",
     "no_gps_photos",
+    "not_searchable_note",
     "resolve_index_dir",
 ]
 
@@ -38,10 +39,25 @@ def resolve_index_dir(
     from ..paths import default_index_dir
 
     if index:
-        return Path(index).expanduser()
+        return check_index_dir(Path(index).expanduser())
     if library:
         return default_index_dir(library)
     raise LibraryIndexError("name a library folder or an index folder")
+
+
+def check_index_dir(index_dir: Path) -> Path:
+    """``index_dir``, unless it (or a folder it would be made in) is a file: say so in one line
+    instead of "[Errno 17] File exists" when the build makes the folder."""
+    for p in (index_dir, *index_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == index_dir else f"would be made inside {p}, a file"
+                raise LibraryIndexError(
+                    f"the index folder {index_dir} {what}: name a folder (an existing index, "
+                    "or a new one to create)"
+                )
+            break
+    return index_dir
 
 
 def index_exists(index_dir: str | os.PathLike) -> bool:
@@ -72,9 +88,13 @@ class LibraryStatus:
     with_gps: int = 0
     failed: int = 0
     pending: int = 0
+    lost: int = 0  # indexed photos whose stored descriptor the store no longer holds
+    damaged: int = 0  # indexed photos whose stored descriptor is damaged: left out of searches
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not indexed
     no_gps: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): indexed, no GPS
     references: list[dict] = field(default_factory=list)  # id, lat, lon, label: the map's points
+    image_size: int | None = None  # the size its descriptors were made at (None: not recorded)
+    notes: list[str] = field(default_factory=list)  # what a front says once when it opens it
 
     def why_not(self) -> str:
         """Why photos cannot be located with this index yet, as one line for an error."""
@@ -83,9 +103,41 @@ class LibraryStatus:
         return f"cannot locate with the index in {self.index_dir}: {self.problem}"
 
     @property
+    def not_searchable(self) -> int:
+        """Photos of the library a search does not see until the index is updated."""
+        return self.pending + self.lost + self.damaged
+
+    @property
     def cannot_place(self) -> bool:
         """Photos are indexed but none has GPS: the index finds similar photos, places nothing."""
         return self.indexed > 0 and self.with_gps == 0
+
+
+def not_searchable_note(status: LibraryStatus) -> str:
+    """Why some photos of the library are not searched, and what to do; "" when none.
+
+    A search that misses them may answer "not found" for a place the library holds (after an
+    update killed half-way, the photos it re-queued): every front says so with its answers.
+    """
+    causes = [
+        (status.pending, "an index update is unfinished"),
+        (status.lost, "lost"),
+        (status.damaged, "damaged"),
+    ]
+    causes = [(n, _stored(n, why)) for n, why in causes if n]
+    n = sum(k for k, _ in causes)
+    if not n:
+        return ""
+    why = causes[0][1] if len(causes) == 1 else "; ".join(f"{k}: {w}" for k, w in causes)
+    photos = "1 photo of this library is" if n == 1 else f"{n} photos of this library are"
+    return f"{photos} not searchable yet ({why}): update the index"
+
+
+def _stored(n: int, what: str) -> str:
+    """ "its stored descriptor is lost" (one photo) or "their stored descriptors are lost"."""
+    if what not in ("lost", "damaged"):
+        return what
+    return f"its stored descriptor is {what}" if n == 1 else f"their stored descriptors are {what}"
 
 
 def library_status(index: LibraryIndex) -> LibraryStatus:
@@ -106,6 +158,7 @@ def library_status(index: LibraryIndex) -> LibraryStatus:
             {"id": r.id, "lat": r.lat, "lon": r.lon, "label": r.display_path}
             for r in index.reference_points()
         ],
+        image_size=index.image_size,
     )
     if stats.indexed == 0:
         status.problem = "no photo is indexed yet"

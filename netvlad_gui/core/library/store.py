@@ -6,6 +6,7 @@ and a killed build loses at most the rows that the catalogue had not yet committ
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,7 +15,25 @@ import numpy as np
 from ..errors import LibraryIndexError
 from ..paths import atomic_open
 
+log = logging.getLogger(__name__)
+
 PREFETCH_MAX = 4096  # up to this many rows per read are scattered ones worth prefetching
+#: How far a stored descriptor's length may be from 1: float32 rounding stays under 1e-4 even
+#: at 1.3 million dimensions. A flipped exponent bit moves it by orders of magnitude; of 20 000
+#: rows with 10 random bits flipped, those left within this moved no cosine by more than 0.004
+#: (benchmarks/README.md, "bit rot").
+UNIT_TOLERANCE = 1e-3
+#: Why a descriptor of length 0 is not stored (F.normalize keeps an all-zero vector at zero):
+#: the store's check would take it for a damaged row and extract it again at every build.
+NOT_UNIT = "the model gave an empty descriptor (a blank photo?); not indexed"
+
+
+def unit_rows(vecs: np.ndarray) -> np.ndarray:
+    """Which rows are sound descriptors: finite and of unit length (the model normalises every
+    one). A damaged row (bit rot, a stray write) scored 1.9e35 and was every query's match."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", vecs, vecs)
+        return np.abs(sq - 1.0) <= 2 * UNIT_TOLERANCE  # NaN and inf compare False
 
 
 class StoreError(LibraryIndexError):
@@ -28,6 +47,10 @@ class DescriptorStore:
         A writer (the build, which holds the build lock) drops any tail written after the last
         committed row (a killed run). A reader never writes: it ignores that tail, which may be
         a running build's rows about to be committed, and leaves repairs to the writer.
+
+        A file shorter than the catalogue says (truncated or deleted behind the app's back) is
+        refused to a writer, which repairs it first (``repair.recover_lost_rows``); a reader
+        uses the whole rows that are left and counts the others in ``lost``.
         """
         self.path = Path(path)
         self.dim = int(dim)
@@ -35,19 +58,20 @@ class DescriptorStore:
         self.writable = writable
         if writable:
             self.path.touch(exist_ok=True)
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            size = 0
+        size = file_size(self.path)
         want = committed_rows * self.row_bytes
-        if size < want:
+        self.lost = 0  # committed rows the file no longer holds (a reader's count)
+        if size < want and writable:
             raise StoreError(
                 f"descriptor store {self.path} is shorter than its catalogue says "
                 f"({size} < {want} bytes); rebuild the index"
             )
+        if size < want:
+            self.lost = committed_rows - size // self.row_bytes
+            log.warning("%s lost %d of its %d rows", self.path, self.lost, committed_rows)
         if size > want and writable:
             os.truncate(self.path, want)
-        self.rows = committed_rows
+        self.rows = committed_rows - self.lost
         self._mm: np.memmap | None = None
 
     def append(self, descriptors: np.ndarray) -> int:
@@ -104,6 +128,14 @@ class DescriptorStore:
     @property
     def nbytes(self) -> int:
         return self.rows * self.row_bytes
+
+
+def file_size(path: Path) -> int:
+    """The store file's size in bytes; 0 when it is gone."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def write_compacted(

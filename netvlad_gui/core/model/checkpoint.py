@@ -143,7 +143,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             config, "none", normalization=normalization, padding=obj.get("padding", "torch")
         )
     except (TypeError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid model description ({_first_line(exc)})") from exc
+        raise CheckpointError(
+            f"{path}: invalid model description ({_first_line(exc)}): the file is damaged or "
+            "not a model this app can use; use another checkpoint"
+        ) from exc
     state = obj["state_dict"]
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]

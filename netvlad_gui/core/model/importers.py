@@ -477,6 +477,8 @@ def _torch_load(path: Path) -> Any:
         reason = code_refusal(exc) or f"damaged file ({describe_load_error(exc)[:200]})"
         raise CheckpointError(f"{path}: refused to load: {reason}") from None
     except Exception as exc:
+        if "not resizable" in str(exc):  # compressed entries: see backbones._load_mapped
+            raise CheckpointError(f"{path}: refused: {describe_load_error(exc)}") from None
         raise CheckpointError(
             f"{path}: cannot read the PyTorch checkpoint (truncated or corrupt?): "
             f"{type(exc).__name__}: {str(exc)[:200]}"

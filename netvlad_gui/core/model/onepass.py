@@ -8,6 +8,7 @@ library is initialised and indexed without torch.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..cancel import Cancelled
 from ..config import ExtractConfig, InitConfig
-from ..errors import DatasetError
+from ..errors import DatasetError, NetvladError
 from ..photos.decoding import Decoder
 from .extraction import batched_pixels, decoded
 from .head import per_image, sample_from_feature_maps
@@ -29,6 +30,10 @@ from .sample import sample_positions
 log = logging.getLogger(__name__)
 
 
+class DiskFullError(NetvladError, OSError):
+    """The disk filled up while the one-pass initialisation kept its feature maps."""
+
+
 class FeatureMaps:
     """The sampled photos' backbone maps, kept on disk (one .npy each) so memory stays flat.
 
@@ -36,16 +41,34 @@ class FeatureMaps:
     could not be decoded has its reason instead. ``close()`` removes the folder.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, expected: int = 0):
         self.folder = Path(folder)
+        self.expected = expected  # how many maps will be kept, to say how much space they need
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         self.errors: dict[int, str] = {}
         self._kept: set[int] = set()
 
     def put(self, key: int, fmap: np.ndarray) -> None:
-        np.save(self.folder / f"{key}.npy", np.ascontiguousarray(fmap, dtype=np.float32))
+        fmap = np.ascontiguousarray(fmap, dtype=np.float32)
+        path = self.folder / f"{key}.npy"
+        try:
+            np.save(path, fmap)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) or " requested and " in str(exc):
+                raise DiskFullError(self._disk_full(fmap.nbytes)) from None
+            raise
         self._kept.add(key)
+
+    def _disk_full(self, each: int) -> str:
+        """numpy says "115200 requested and 59360 written": say what, where and how much."""
+        n = max(self.expected, len(self._kept) + 1)
+        return (
+            f"disk full in {self.folder}: setting up the model keeps the feature maps of the "
+            f"{n} photos it samples there, {_size(each)} each (about {_size(n * each)} in all, "
+            "removed when the build ends); free that much space and index again"
+        )
 
     def get(self, key: int) -> np.ndarray:
         return np.load(self.folder / f"{key}.npy")
@@ -61,6 +84,10 @@ class FeatureMaps:
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.0f} MB" if nbytes >= 1e6 else f"{max(nbytes / 1e3, 1):.0f} KB"
 
 
 def initialise_one_pass(
@@ -91,7 +118,7 @@ def initialise_one_pass(
     net = as_inference_model(model, extract_cfg)
     pick = sample_positions(len(paths), init_cfg)
     chosen = [paths[i] for i in pick]
-    maps = FeatureMaps(folder)
+    maps = FeatureMaps(folder, expected=len(chosen))
     try:
         done = 0
 
@@ -119,12 +146,38 @@ def initialise_one_pass(
             init_cfg.seed,
             net.local_dim,
         )
+        unreadable = {
+            j: maps.errors[int(pick[j])] for j in range(len(chosen)) if int(pick[j]) in maps.errors
+        }
+        check_enough(net.num_clusters, samples, chosen, unreadable)
         alpha = net.init_netvlad(samples, init_cfg)
         record_init(net.meta, samples, len(chosen), alpha, meta)
     except BaseException:
         maps.close()
         raise
     return maps
+
+
+def check_enough(
+    clusters: int, samples: np.ndarray, chosen: Sequence, errors: dict[int, str]
+) -> None:
+    """Refuse, in words a user can act on, a sample too poor for k-means: one descriptor per
+    cluster at least. A library whose every photo was unreadable once ended in an internal
+    error ("NetVLAD init needs at least 64 non-zero descriptors")."""
+    if len(samples) >= clusters:
+        return
+    if len(errors) == len(chosen):
+        j = min(errors)
+        raise DatasetError(
+            f"none of the {len(chosen)} photos sampled to set up the model could be read (first: "
+            f"{Path(chosen[j]).name}: {errors[j]}); add readable photos (JPEG, PNG, HEIC…) and "
+            "index again"
+        )
+    raise DatasetError(
+        f"too few photos to set up the model: {len(chosen) - len(errors)} readable photos gave "
+        f"{len(samples)} local descriptors, and its {clusters} clusters need at least one each; "
+        "add photos to the library, or choose a model that is already trained"
+    )
 
 
 def record_init(model_meta: dict, samples: np.ndarray, images: int, alpha: float, meta) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_MODEL, POOLINGS, ModelConfig
 from ..errors import NetvladError
+from .runfiles import FINAL
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".mat", ".ckpt")
 
@@ -37,8 +38,6 @@ def resolve_model(
     spec = str(spec) if spec is not None else DEFAULT_MODEL
     path = Path(spec).expanduser()
     if path.is_dir():
-        from ..training.runs import FINAL
-
         if not (path / FINAL).is_file():
             raise ModelSpecError(f"{path} is a folder without {FINAL}; name a checkpoint file")
         spec, path = str(path / FINAL), path / FINAL

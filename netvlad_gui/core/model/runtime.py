@@ -39,6 +39,8 @@ _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 _MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc refuses larger values on 64-bit
 _TRIM_THRESHOLD = 1 << 40
+_MMAP_MAX_DEFAULT = 65536  # glibc's own: mmap allowed again
+_TRIM_AFTER_TRAINING = 64 * 1024 * 1024  # free heap above this goes back to the OS
 
 _done = False
 
@@ -57,6 +59,40 @@ def tune_allocator(no_mmap: bool = True) -> bool:
     ok_trim = mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(min(_TRIM_THRESHOLD, 2**31 - 1)).value) == 1
     ok_max = mallopt(_M_MMAP_MAX, 0) == 1 if no_mmap else True
     return ok_mmap and ok_trim and ok_max
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """glibc, found once: ``find_library`` forks ``ldconfig``, and a fork of a training process
+    counts its gigabytes twice while it lasts."""
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def release_freed_memory() -> bool:
+    """Let glibc hand freed memory back: large blocks mmap'ed again, the heap trimmed now.
+
+    ``tune_allocator`` keeps every freed block for the next forward pass, which suits extraction
+    (the same batch shapes over and over). Training allocates tensors of other sizes every step
+    (tuples have more or fewer distinct photos), and the kept blocks fragmented the heap until
+    ``netvlad train`` was killed at 12.5 GB; so a training run calls this once its frozen layers
+    have run, and after each epoch. Returns whether it took effect (glibc only).
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("NETVLAD_NO_TUNE") == "1":
+        return False
+    try:
+        libc = _libc()
+        mallopt, trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    trim.argtypes = [ctypes.c_size_t]
+    ok = mallopt(_M_MMAP_MAX, _MMAP_MAX_DEFAULT) == 1
+    ok &= mallopt(_M_TRIM_THRESHOLD, _TRIM_AFTER_TRAINING) == 1
+    trim(0)
+    return bool(ok)
 
 
 def tune_openmp() -> bool:

@@ -13,8 +13,10 @@ import logging
 import math
 import os
 import re
+import stat
 import struct
 import unicodedata
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import chain
@@ -317,39 +319,109 @@ def _decode_sidecar(data: bytes, path: Path) -> str:
     return "".join(lines)
 
 
-def load_sidecar_csv(root: str | Path) -> dict[str, GeoPoint]:
+#: A gps.csv larger than this is refused (about 6 million rows): past it, something other than
+#: a list of photos sits under that name (a log, a dump, a link to a device).
+SIDECAR_MAX_BYTES = 256 << 20
+
+
+class Sidecar(dict[str, GeoPoint]):
+    """gps.csv as read: positions by file key, plus why rows (or the whole file) were refused.
+
+    ``refused`` maps a file key to why its row was refused, so that a photo's GPS reason says
+    what was wrong with its row instead of "not listed"; ``problem`` says why the whole file
+    was ignored ("" when it was read).
+    """
+
+    def __init__(self, points=(), *, refused=None, problem: str = ""):
+        super().__init__(points)
+        self.refused: dict[str, str] = dict(refused or {})
+        self.problem = problem
+
+
+def _read_sidecar_bytes(path: Path) -> bytes:
+    """The bytes of gps.csv, refusing what is not a regular file of a sane size.
+
+    A FIFO named gps.csv would block the build forever and a link to /dev/zero would read until
+    memory runs out: the file is opened without blocking and checked before it is read, and no
+    more than ``SIDECAR_MAX_BYTES`` are ever read. Raises OSError (missing, unreadable) or
+    ``_Bad`` (the reason, for a user).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Bad(f"not a regular file ({_file_type(st.st_mode)})")
+        if st.st_size > SIDECAR_MAX_BYTES:
+            raise _Bad(f"{st.st_size / 2**20:.0f} MiB, more than {SIDECAR_MAX_BYTES >> 20} MiB")
+        data = fh.read(SIDECAR_MAX_BYTES + 1)
+    if len(data) > SIDECAR_MAX_BYTES:  # grew while it was read
+        raise _Bad(f"more than {SIDECAR_MAX_BYTES >> 20} MiB")
+    return data
+
+
+def _file_type(mode: int) -> str:
+    for test, words in (
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return words
+    return "not a plain file"
+
+
+def load_sidecar_csv(root: str | Path) -> Sidecar:
     """<root>/gps.csv (file, lat, lon[, alt_m]) keyed by POSIX path relative to root.
 
-    A missing file gives {}; a bad row is skipped with a warning naming its line and why.
+    A missing file gives {}; a bad row is skipped with a warning naming its line and why, and
+    kept in ``refused`` so that its photo's GPS reason says why. A gps.csv that is not a regular
+    file, or too large, is ignored with a warning (``problem``).
     """
     path = Path(root) / SIDECAR_NAME
-    points: dict[str, GeoPoint] = {}
+    points = Sidecar()
     try:
-        text = _decode_sidecar(path.read_bytes(), path)
+        text = _decode_sidecar(_read_sidecar_bytes(path), path)
     except FileNotFoundError:
-        return {}
+        return points
+    except _Bad as exc:
+        log.warning("%s ignored: %s", path, exc)
+        points.problem = str(exc)
+        return points
     except OSError as exc:
         log.warning("%s unreadable (%s); sidecar ignored", path, exc.strerror or exc)
-        return {}
+        points.problem = f"unreadable: {exc.strerror or exc}"
+        return points
+
+    def refuse(key: str, line: int, why: str) -> None:
+        log.warning("%s line %d: %s; row skipped", path, line, why)
+        if key not in points:
+            points.refused[key] = f"line {line}: {why}"
+
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
         if missing := [c for c in ("file", "lat", "lon") if c not in fields]:
             log.warning("%s: no column %s; sidecar ignored", path, ", ".join(missing))
-            return {}
+            points.problem = f"no column {', '.join(missing)}"
+            return points
         for row in reader:
             line = reader.line_num
             key = _key(row.get(fields["file"]) or "")
             if not key:
                 log.warning("%s line %d: no file name; row skipped", path, line)
                 continue
+            lat_text, lon_text = row[fields["lat"]], row[fields["lon"]]
             try:
-                lat, lon = float(row[fields["lat"]]), float(row[fields["lon"]])
+                lat, lon = float(lat_text), float(lon_text)
             except (TypeError, ValueError):
-                log.warning("%s line %d: unreadable lat/lon; row skipped", path, line)
+                shown = ", ".join(repr((t or "").strip()[:20]) for t in (lat_text, lon_text))
+                refuse(key, line, f"unreadable lat/lon ({shown})")
                 continue
             if problem := _check_point(lat, lon):
-                log.warning("%s line %d: %s; row skipped", path, line, problem)
+                refuse(key, line, problem)
                 continue
             alt = None
             if "alt_m" in fields and (alt_text := (row[fields["alt_m"]] or "").strip()):
@@ -360,20 +432,59 @@ def load_sidecar_csv(root: str | Path) -> dict[str, GeoPoint]:
             if key in points:
                 log.warning("%s line %d: %r listed again; the later row wins", path, line, key)
             points[key] = GeoPoint(lat, lon, alt)
+            points.refused.pop(key, None)
     except csv.Error as exc:
         log.warning("%s unreadable (%s); %d rows kept", path, exc, len(points))
     return points
 
 
-_sidecar_cache: dict[str, tuple[tuple[int, int], dict[str, GeoPoint]]] = {}
+class LazySidecar(Mapping[str, GeoPoint]):
+    """<root>/gps.csv, parsed on first use: a scan that finds nothing new never reads it.
+
+    A 1 000 000-row gps.csv takes ~6 s to parse; a no-op ``netvlad index`` used to pay that
+    every time. Photos whose own EXIF/XMP holds their position never need it either.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._points: Sidecar | None = None
+
+    def points(self) -> Sidecar:
+        if self._points is None:
+            self._points = load_sidecar_csv(self.root)
+        return self._points
+
+    def __getitem__(self, key: str) -> GeoPoint:
+        return self.points()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.points())
+
+    def __len__(self) -> int:
+        return len(self.points())
+
+    @property
+    def loaded(self) -> bool:
+        return self._points is not None
+
+    @property
+    def refused(self) -> dict[str, str]:
+        return self.points().refused
+
+    @property
+    def problem(self) -> str:
+        return self.points().problem
 
 
-def _cached_sidecar(root: Path) -> dict[str, GeoPoint]:
+_sidecar_cache: dict[str, tuple[tuple[int, int], Sidecar]] = {}
+
+
+def _cached_sidecar(root: Path) -> Sidecar:
     """Parse gps.csv once per library, again only when the file changes."""
     try:
         st = (root / SIDECAR_NAME).stat()
     except OSError:
-        return {}
+        return Sidecar()
     stamp, cache_key = (st.st_mtime_ns, st.st_size), str(root.resolve())
     cached = _sidecar_cache.get(cache_key)
     if cached is None or cached[0] != stamp:
@@ -395,7 +506,7 @@ def _relative_key(path: Path, root: Path | None) -> str | None:
 def read_gps(
     path: str | Path,
     root: str | Path | None = None,
-    sidecar: dict[str, GeoPoint] | None = None,
+    sidecar: Mapping[str, GeoPoint] | None = None,
 ) -> GpsResult:
     """EXIF, then XMP, then the sidecar (given, or <root>/gps.csv); never raises.
 
@@ -422,6 +533,10 @@ def read_gps(
             notes.append(f"csv: {os.fspath(path)!r} is not under the library root")
         elif (point := sidecar.get(key)) is not None:
             return GpsResult(point, "csv")
+        elif why := getattr(sidecar, "refused", {}).get(key):
+            notes.append(f"csv: the row of {key!r} in {SIDECAR_NAME} was refused ({why})")
+        elif problem := getattr(sidecar, "problem", ""):
+            notes.append(f"csv: {SIDECAR_NAME} ignored ({problem})")
         else:
             notes.append(f"csv: {key!r} not listed in {SIDECAR_NAME}")
     return _none("; ".join(notes))

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import ExtractConfig
 from ..errors import NetvladError
+from .filekind import describe_file
 
 if TYPE_CHECKING:  # torch loads only when a photo is turned into a tensor (not for a scan)
     import torch
@@ -73,12 +74,39 @@ NOT_A_PHOTO = "not a photo"
 NO_PHOTOS = "a folder with no photos"
 
 
+#: Files a front hands to core/photos/video.py as a sequence of frames (named explicitly; a
+#: folder is searched for photos only).
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mts", ".m2ts", ".3gp", ".wmv", ".mpg"}
+)
+
+
+def is_video_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
 @dataclass
 class Inputs:
     """A user's photos and folders, sorted: what to locate and what was skipped (and why)."""
 
     photos: list[Path] = field(default_factory=list)  # as named (folders expanded), no repeats
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input as named, reason)
+    videos: list[Path] = field(default_factory=list)  # named video files, as sequences of frames
+
+
+@dataclass(frozen=True)
+class PhotoInput:
+    """A photo to locate as a front names it: its file, what results call it (a video frame
+    saved as a file: "clip.mp4@00:12.0"; "" is the path) and its capture time when known
+    otherwise than from its EXIF (a frame's time in its video, in seconds)."""
+
+    path: Path
+    name: str = ""
+    time_s: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or str(self.path)
 
 
 def expand_inputs(items: Iterable[str | os.PathLike]) -> Inputs:
@@ -107,6 +135,8 @@ def expand_inputs(items: Iterable[str | os.PathLike]) -> Inputs:
                 add(f)
         elif not p.exists():
             out.skipped.append((p, NOT_FOUND))
+        elif is_video_file(p):
+            out.videos.append(p)
         elif not is_image_file(p):
             out.skipped.append((p, NOT_A_PHOTO))
         else:
@@ -149,7 +179,7 @@ def load_image(
                 if img.format in ("JPEG", "MPO") and max(w, h) >= 2 * image_size:
                     _draft(img, image_size, always=draft)
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                img = _to_8bit(ImageOps.exif_transpose(img))
                 img = img.convert("RGB")
     except ImageLoadError:
         raise
@@ -160,13 +190,47 @@ def load_image(
     except PermissionError:
         raise ImageLoadError("permission denied") from None
     except UnidentifiedImageError:
-        raise ImageLoadError("not an image Pillow can read") from None
+        raise ImageLoadError(_unreadable_reason(path)) from None
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(f"possible decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncation and corrupt data as OSError ("image file is truncated").
         raise ImageLoadError(f"corrupt or truncated image: {exc}") from None
     return resize_longer_side(img, image_size)
+
+
+def _unreadable_reason(path: Path) -> str:
+    """Why no decoder opens ``path``, saying what the file is where its first bytes tell."""
+    kind = describe_file(path)
+    if kind:
+        return f"not an image this app can read: the file is {kind}"
+    return "not an image this app can read (an unknown format)"
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float greyscale (scanners, thermal and scientific cameras) as 8-bit "L".
+
+    Pillow's ``convert("RGB")`` clips these modes at 255 instead of scaling them: a 16-bit
+    photo turned flat white (mean 255, std 0), a query "not found", a library photo indexed as a
+    blank. 16-bit data is scaled by 1/257 (65535 -> 255); "I" and "F" by what their values
+    span: 0..1 floats, 8-bit or 16-bit ranges, else their maximum.
+    """
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    a = np.asarray(img, dtype=np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)
+    top = float(a.max()) if a.size else 0.0
+    if img.mode.startswith("I;16"):
+        scale = 255.0 / 65535.0
+    elif img.mode == "F" and top <= 1.0:
+        scale = 255.0
+    elif top <= 255.0:
+        scale = 1.0
+    elif top <= 65535.0:
+        scale = 255.0 / 65535.0
+    else:
+        scale = 255.0 / top
+    return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8))
 
 
 #: The shortest side any backbone can take: AlexNet cut at conv5 needs 31 px (VGG16 16, ResNet

@@ -23,7 +23,14 @@ from ..library.index import SearchHit
 from ..photos import geo
 from .consensus import vote
 from .result import GLOBAL, VERIFIED, LocateResult, Match
-from .verdict import SIMILAR_ONLY, decide, inlier_evidence, predict_verified
+from .verdict import (
+    SIMILAR_ONLY,
+    calibrated_similarity,
+    decide,
+    inlier_evidence,
+    predict_verified,
+)
+from .verdict import Evidence as VerdictEvidence
 from .verify import Verification, rerank
 
 
@@ -55,16 +62,11 @@ def predict(
     c = vote(lat, lon, w, cfg.agree_radius_m)  # ties go to the better-ranked hit
 
     top = float(scores[c.members].max())
-    lo = calibration.get("neg_best_median")
-    # The typical best same-place score: what a true match of this library looks like.
-    hi = calibration.get("pos_best_median", calibration.get("pos_median"))
-    if lo is not None and hi is not None and hi > lo + 1e-3:
-        distinct = (top - lo) / (hi - lo)
-    elif lo is not None:
-        distinct = (top - lo) / max(1.0 - lo, 1e-3) * 2.0
-    else:  # no calibration (a library without GPS pairs): trust agreement only, halved
+    # How the best agreeing score compares with what a true match of this library scores;
+    # without calibration (a library without GPS pairs) agreement only counts, halved.
+    distinct = calibrated_similarity(top, calibration)
+    if distinct is None:
         distinct = 0.5
-    distinct = float(np.clip(distinct, 0.0, 1.0))
     confidence = float(np.clip(c.agreement * distinct, 0.0, 1.0))
     radius = c.radius_m(confidence, cfg.agree_radius_m)
     return Prediction(c.lat, c.lon, confidence, radius, [cand[i] for i in c.members])
@@ -147,13 +149,10 @@ def build_answer(
         res.verdict = SIMILAR_ONLY
         res.verdict_reason = reason or (NO_GPS_MATCHES if ev.library_has_gps else NO_GPS_LIBRARY)
     elif final:
-        res.verdict = decide(
-            has_location=True,
-            confidence=res.confidence,
-            inliers=best_inliers,
-            cfg=cfg.verify,
-        )
-        res.verdict_reason = reason
+        similarity = calibrated_similarity(hits[0].score, calibration) if hits else None
+        decision = decide(VerdictEvidence(True, res.confidence, similarity, best_inliers), cfg)
+        res.verdict = decision.verdict
+        res.verdict_reason = f"{reason}; {decision.reason}" if reason else decision.reason
     for rank, i in enumerate(order[:top_n], 1):
         h = hits[i]
         dist = None

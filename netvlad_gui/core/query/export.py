@@ -18,13 +18,17 @@ from typing import Any
 from ..errors import FileWriteError, NetvladError
 from ..paths import atomic_write_text
 from .result import LocateResult
+from .wording import ANSWER, NO_PLACE, coordinates_kind
 
 CSV_FIELDS = (
     "query",
-    "lat",
+    "lat",  # the answer; empty when the photo was not found (see guess_lat)
     "lon",
+    "verdict",  # located / uncertain / not_found (empty when the photo could not be read)
     "confidence",
     "radius_m",
+    "guess_lat",  # not found: the nearest match's position, which is no location of the photo
+    "guess_lon",
     "true_lat",
     "true_lon",
     "error_m",
@@ -33,8 +37,8 @@ CSV_FIELDS = (
     "top1_distance_m",
     "matches",
     "error",
-    "verdict",  # located / uncertain / not_found (empty when the photo could not be read)
     "top1_inliers",  # geometric inliers of the best match (empty when not verified)
+    "verdict_reason",  # why the verdict, in words (core/query/verdict.py)
 )
 
 
@@ -48,25 +52,47 @@ def _num(value: float | None, digits: int) -> float | None:
     return round(float(value), digits)
 
 
+def _text(name: str | None) -> str | None:
+    """A file name fit for a UTF-8 file: a name that is not UTF-8 on disk (kept by Python as
+    surrogate escapes) shows replacement characters instead of making the export fail."""
+    if name is None:
+        return None
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _is_guess(res: LocateResult) -> bool:
+    """Whether the result's coordinates are no answer: the nearest match of a photo not found
+    here, or a first guess whose check did not finish (core/query/wording.py decides)."""
+    return coordinates_kind(res) not in (ANSWER, NO_PLACE)
+
+
 def result_row(res: LocateResult) -> dict[str, Any]:
-    """One CSV row: the prediction, the ground truth when known, the best match, the verdict."""
+    """One CSV row: the prediction, the ground truth when known, the best match, the verdict.
+
+    A photo not found carries no coordinates in ``lat``/``lon`` (a map or a geotagger would
+    place it there): the nearest match's position, a guess, goes to ``guess_lat``/``guess_lon``.
+    """
     top = res.matches[0] if res.matches else None
+    guess = _is_guess(res)
     return {
-        "query": res.query,
-        "lat": _num(res.lat, 7),
-        "lon": _num(res.lon, 7),
+        "query": _text(res.query),
+        "lat": None if guess else _num(res.lat, 7),
+        "lon": None if guess else _num(res.lon, 7),
+        "verdict": res.verdict,
         "confidence": _num(res.confidence, 4) if res.lat is not None else None,
-        "radius_m": _num(res.radius_m, 1),
+        "radius_m": None if guess else _num(res.radius_m, 1),
+        "guess_lat": _num(res.lat, 7) if guess else None,
+        "guess_lon": _num(res.lon, 7) if guess else None,
         "true_lat": _num(res.true_lat, 7),
         "true_lon": _num(res.true_lon, 7),
         "error_m": _num(res.error_m, 1),
-        "top1_path": top.path if top else None,
+        "top1_path": _text(top.path) if top else None,
         "top1_score": _num(top.score, 4) if top else None,
         "top1_distance_m": _num(top.distance_m, 1) if top else None,
         "matches": len(res.matches),
         "error": res.error or None,
-        "verdict": res.verdict,
         "top1_inliers": top.inliers if top else None,
+        "verdict_reason": res.verdict_reason or None,
     }
 
 
@@ -83,7 +109,7 @@ def to_csv(results: Iterable[LocateResult]) -> str:
 def _match_json(m) -> dict[str, Any]:
     return {
         "rank": m.rank,
-        "path": m.path,
+        "path": _text(m.path),
         "lat": _num(m.lat, 7),
         "lon": _num(m.lon, 7),
         "score": _num(m.score, 4),
@@ -96,13 +122,14 @@ def _match_json(m) -> dict[str, Any]:
 def to_geojson(results: Iterable[LocateResult]) -> dict[str, Any]:
     """A FeatureCollection: one Point per photo at its predicted location ([lon, lat] order).
 
-    A photo that could not be located keeps its feature with a null geometry, so the file still
-    lists every photo of the session and why it failed.
+    A photo that could not be located, or was not found here, keeps its feature with a null
+    geometry, so the file still lists every photo of the session and why; a not-found photo's
+    nearest match is in its properties (``guess_lat``/``guess_lon``), never its geometry.
     """
     features = []
     for res in results:
         geometry = None
-        if res.lat is not None and res.lon is not None:
+        if res.lat is not None and res.lon is not None and not _is_guess(res):
             geometry = {"type": "Point", "coordinates": [_num(res.lon, 7), _num(res.lat, 7)]}
         props = {k: v for k, v in result_row(res).items() if k not in ("lat", "lon", "matches")}
         props["matches"] = [_match_json(m) for m in res.matches]

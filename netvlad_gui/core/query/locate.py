@@ -21,6 +21,7 @@ from PIL import Image
 from ..config import ExtractConfig, LocateConfig, VerifyConfig
 from ..errors import ConfigError, IndexModelMissingError
 from ..library.index import LibraryIndex, SearchHit
+from ..library.inputsize import at_index_size
 from ..library.status import NO_MODEL
 from ..model.ckptfile import CheckpointFormatError
 from ..model.extraction import NON_FINITE
@@ -70,7 +71,10 @@ class Locator:
         progress: StageProgress | None = None,
     ):
         self.index = index
-        self.extract_cfg = (extract_cfg or ExtractConfig()).validate()
+        ec = (extract_cfg or ExtractConfig()).validate()
+        # Photos are described at the size the index's descriptors were made at, whatever the
+        # front asked for (open_session says so when it asked for another).
+        self.extract_cfg = at_index_size(ec, index.image_size or ec.image_size)
         self.cfg = (locate_cfg or LocateConfig()).validate()
         if not index.model_path.exists():
             raise IndexModelMissingError(f"cannot locate with the index in {index.dir}: {NO_MODEL}")

@@ -17,8 +17,22 @@ import numpy as np
 from .verdict import NOT_FOUND
 
 #: The stages of a photo's answer, in the order a session yields them.
-GLOBAL, VERIFIED = "global", "verified"
-STAGES = (GLOBAL, VERIFIED)
+GLOBAL, VERIFIED, SEQUENCE = "global", "verified", "sequence"
+STAGES = (GLOBAL, VERIFIED, SEQUENCE)
+
+
+@dataclass(frozen=True)
+class SequenceInfo:
+    """How a photo located with its neighbours was decided (core/query/together.py)."""
+
+    id: int  # the group (one trip) within this run, from 1
+    index: int  # the photo's position in its group, in capture (or file) order, from 0
+    support: int  # neighbours on its stretch of track whose own candidates agree with it
+    neighbours: int = 0  # photos on its unbroken stretch of track, itself excluded
+    changed: bool = False  # the track moved the photo from its own answer
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "index": self.index, "support": self.support}
 
 
 @dataclass
@@ -59,6 +73,7 @@ class LocateResult:
     stage: str = VERIFIED  # which evidence this result rests on (STAGES)
     final: bool = True  # False: a later stage follows; no verdict yet, show it as provisional
     best_inliers: int | None = None  # match #1's inliers when verified, else None
+    sequence: SequenceInfo | None = None  # decided with its neighbours; None: located alone
 
     @property
     def guess(self) -> bool:
@@ -86,6 +101,7 @@ class LocateResult:
         if evidence:
             out["verdict"] = self.verdict
             out["verdict_reason"] = self.verdict_reason or None
+            out["sequence"] = self.sequence.to_json() if self.sequence is not None else None
         if self.error:
             out["error"] = self.error
         return out

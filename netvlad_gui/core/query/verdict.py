@@ -1,17 +1,25 @@
-"""The verdict on a photo: ``located``, ``uncertain`` or ``not_found`` (not in this library).
+"""The verdict on a photo: ``located``, ``uncertain`` or ``not_found``, and why, in plain words.
 
 A nearest neighbour always exists, so a predicted point alone is no answer. The verdict says
-whether the library holds evidence for it:
+whether the library holds evidence for it, from one small record of what locating gathered
+(:class:`Evidence`), with the thresholds of ``LocateConfig.verdict`` and ``LocateConfig.verify``:
 
-- verified (core/query/verify.py ran): geometric inliers are the evidence. Enough inliers on a place
-  that the other verified candidates do not contradict: ``located``. Fewer than
-  ``min_inliers`` on every candidate: ``not_found``, whatever the global score says (photos of
-  Berlin and Portland score like true matches of a Lund library with some models, but share no
-  geometry with it). Texture-poor scenes (tiny corridor frames) get ``not_found`` too: no
-  evidence is no evidence.
-- not verified: the calibrated global confidence of ``locate.predict`` alone.
+- **Geometric support** (core/query/verify.py ran): enough inliers on a place that the other
+  verified candidates do not contradict: ``located``. Some inliers: ``uncertain``.
+- **No geometric support** (fewer than ``min_inliers`` everywhere): that alone does not say
+  "not here". A night photo of a library's street shares almost no local detail with its day
+  photos (gardens_point: 93 % of the right matches were called "not in this library"), a
+  texture-poor corridor neither. So the calibrated global similarity of match #1 decides:
+  where it looks like this library's own same-place pairs (``look_alike`` or more),
+  ``uncertain``, saying the photos look alike but share no detail; only where it also looks
+  unlike the library (Berlin and Portland against the Lund library), ``not_found``.
+- **Not verified**: the calibrated global confidence of ``locate.predict`` alone.
+- **No calibration** (a library without photos more than 25 m apart, or without GPS pairs):
+  there is no telling how alike "alike" is, so the global score never makes a photo
+  ``located`` or ``not_found`` on its own; geometry still can make it ``located``.
 
-Both fronts show this verdict; neither decides it.
+Both fronts show this verdict and its reason; neither decides it. No torch, no faiss: the
+fronts import this module before the engine loads.
 """
 
 from __future__ import annotations
@@ -19,14 +27,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from ..config import LocateConfig, VerifyConfig
 from .consensus import vote
 
-if TYPE_CHECKING:  # a type name only: the verdict needs no faiss
+if TYPE_CHECKING:  # only names a type: importing the index would load faiss
     from ..library.index import SearchHit
 
 LOCATED = "located"
@@ -36,12 +44,6 @@ NOT_FOUND = "not_found"
 #: similar photos to show; never "not in this library".
 SIMILAR_ONLY = "similar_only"
 VERDICTS = (LOCATED, UNCERTAIN, NOT_FOUND, SIMILAR_ONLY)
-
-#: Calibrated global confidence at or above which an unverified photo counts as located, and
-#: below which it counts as not in the library (locate.predict's confidence; Berlin and Portland
-#: photos against the lund library score 0.00-0.14, lund queries 0.87-1.00).
-LOCATED_CONFIDENCE = 0.5
-NOT_FOUND_CONFIDENCE = 0.2
 
 # What each verdict is called in front of a user, in one place for both fronts: a headline
 # (result panel, plain CLI output) and a short form (a row in a list of photos).
@@ -124,27 +126,95 @@ def predict_verified(
     return VerifiedPrediction(c.lat, c.lon, confidence, radius, members, top)
 
 
-def decide(
-    *,
-    has_location: bool,
-    confidence: float,
-    inliers: int | None,
-    cfg: VerifyConfig | None = None,
-) -> str:
-    """The verdict from the figures a result carries.
+def calibrated_similarity(score: float, calibration: dict[str, float] | None) -> float | None:
+    """How much ``score`` looks like a same-place match *of this library*, in [0, 1]; None
+    without calibration.
 
-    ``inliers`` is the most inliers on the predicted place (None: verification did not run or
-    could read no candidate); ``confidence`` the result's.
+    0 is the typical best different-place score of the library's own reference pairs
+    (``neg_best_median``, builder._calibrate), 1 its typical best same-place score. A library
+    without same-place pairs (photos all more than 25 m apart) scales from 0 to half-way to a
+    perfect score instead; one without different-place pairs (photos all within 25 m of each
+    other) or without GPS has no calibration: the raw cosine means nothing across models and
+    libraries. ``locate.predict`` uses the same number as its "distinctiveness".
     """
-    cfg = cfg or VerifyConfig()
-    if not has_location:
-        return NOT_FOUND
-    if inliers is None:
-        if confidence >= LOCATED_CONFIDENCE:
-            return LOCATED
-        return NOT_FOUND if confidence < NOT_FOUND_CONFIDENCE else UNCERTAIN
-    if inliers >= cfg.located_inliers and confidence >= LOCATED_CONFIDENCE:
-        return LOCATED
-    if inliers < cfg.min_inliers:
-        return NOT_FOUND
-    return UNCERTAIN
+    cal = calibration or {}
+    lo = cal.get("neg_best_median")
+    hi = cal.get("pos_best_median", cal.get("pos_median"))
+    if lo is None:
+        return None
+    if hi is not None and hi > lo + 1e-3:
+        value = (score - lo) / (hi - lo)
+    else:
+        value = (score - lo) / max(1.0 - lo, 1e-3) * 2.0
+    return float(np.clip(value, 0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a photo's verdict is decided from: what locating it gathered.
+
+    ``confidence`` is the result's (the verified consensus once verification ran, else the
+    calibrated global one); ``similarity`` is :func:`calibrated_similarity` of match #1's global
+    score (None: the library has no calibration); ``best_inliers`` the most inliers on the
+    predicted place (None: not verified, or no candidate could be read).
+    """
+
+    has_location: bool
+    confidence: float
+    similarity: float | None
+    best_inliers: int | None
+
+
+class Decision(NamedTuple):
+    verdict: str
+    reason: str  # why, in words for a user; never empty
+
+
+# Reasons, in one place: both fronts and the JSON show them as they are.
+NO_GPS = "none of the matches has a GPS position"
+LOOK_ALIKE_NO_POINTS = (
+    "no matching points: the photos look alike but share no detail "
+    "(e.g. night and day, or another season)"
+)
+UNLIKE_NO_POINTS = "no matching points, and it looks like no photo of this library"
+NO_CALIBRATION_NO_POINTS = (
+    "no matching points, and this library cannot tell how alike its own photos of one place "
+    "look (it needs photos more than 25 m apart)"
+)
+NO_CALIBRATION = (
+    "not verified, and this library cannot tell how alike its own photos of one place look "
+    "(it needs photos more than 25 m apart)"
+)
+
+
+def _points(n: int) -> str:
+    return f"{n} matching point{'s' if n != 1 else ''}"
+
+
+def decide(evidence: Evidence, cfg: LocateConfig | None = None) -> Decision:
+    """The verdict and its reason (see the module's docstring for the rule)."""
+    cfg = cfg or LocateConfig()
+    vc, vd = cfg.verify, cfg.verdict
+    e = evidence
+    if not e.has_location:
+        return Decision(NOT_FOUND, NO_GPS)
+    n = e.best_inliers
+    if n is not None:  # verified
+        if n >= vc.located_inliers and e.confidence >= vd.located_confidence:
+            return Decision(LOCATED, f"{_points(n)} with the best match")
+        if n >= vc.located_inliers:
+            return Decision(UNCERTAIN, f"{_points(n)}, but the matches point to different places")
+        if n >= vc.min_inliers:
+            return Decision(UNCERTAIN, f"only {_points(n)} with the best match")
+        if e.similarity is None:
+            return Decision(UNCERTAIN, NO_CALIBRATION_NO_POINTS)
+        if e.similarity >= vd.look_alike:
+            return Decision(UNCERTAIN, LOOK_ALIKE_NO_POINTS)
+        return Decision(NOT_FOUND, UNLIKE_NO_POINTS)
+    if e.similarity is None:
+        return Decision(UNCERTAIN, NO_CALIBRATION)
+    if e.confidence >= vd.located_confidence:
+        return Decision(LOCATED, "not verified: the best matches look alike and agree")
+    if e.confidence < vd.not_found_confidence:
+        return Decision(NOT_FOUND, "not verified: it looks like no photo of this library")
+    return Decision(UNCERTAIN, "not verified, and the likeness is not conclusive")

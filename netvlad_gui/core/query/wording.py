@@ -9,16 +9,13 @@ CLI all ask here, so a guess is called a guess everywhere.
 from __future__ import annotations
 
 from .result import LocateResult
-from .verdict import NOT_FOUND, UNCERTAIN, describe
+from .verdict import NOT_FOUND, describe
 
 #: How a result's coordinates may be used (``coordinates_kind``).
 ANSWER, GUESS, FIRST_GUESS, NO_PLACE = "answer", "guess", "first_guess", "none"
 
 #: The headline of a stage shown while its evidence is being checked: no verdict yet.
 CHECKING = "Checking the matches…"
-
-# What a plain-text reader should do about a verdict.
-_HINTS = {UNCERTAIN: "weak evidence, check the matches", NOT_FOUND: "no match shares its geometry"}
 
 
 def coordinates_kind(res: LocateResult) -> str:
@@ -38,11 +35,6 @@ def headline(res: LocateResult, *, short: bool = False) -> str:
     if res.provisional:
         return "Checking…" if short else CHECKING
     return describe(res.verdict, short=short)
-
-
-def hint(res: LocateResult) -> str:
-    """What to make of the verdict, for a plain-text reader ("" when it says it all)."""
-    return _HINTS.get(res.verdict or "", "") if res.final else ""
 
 
 def evidence_line(res: LocateResult) -> str:

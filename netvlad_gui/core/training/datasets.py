@@ -16,123 +16,39 @@ used as it is, and frame ``i`` of a sequence sits at ``i * spacing`` metres alon
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..config import NEGATIVE_RADIUS_M, POSITIVE_RADIUS_M, RECALL_RADIUS_M, SPLIT_METHODS
+from ..config import NO_SPLIT, SPLITS, DataSpec, SplitConfig
 from ..errors import DatasetError
 from ..photos.geo import EARTH_RADIUS_M, SIDECAR_NAME, read_gps
 from ..photos.images import list_images
+from .placeset import PlaceSet
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-
-
-# --- the set --------------------------------------------------------------------------------
-
-
-@dataclass
-class PlaceSet:
-    """Database and query images of one split, with what says which database images are correct.
-
-    ``q_same[i]`` is the database index of the very file query ``i`` is (a folder used as its own
-    queries, leave-one-out), or -1. Such a pair is never a positive and never a search result, and
-    neither is a database image taken at the same time stamp as the query (Tokyo Time Machine).
-    """
-
-    name: str
-    db_paths: list[Path]
-    q_paths: list[Path]
-    db_pos: np.ndarray | None = None  # (N, d) metres
-    q_pos: np.ndarray | None = None  # (Q, d) metres
-    q_gt: list[np.ndarray] | None = None  # index ground truth: correct database indices per query
-    db_time: np.ndarray | None = None
-    q_time: np.ndarray | None = None
-    q_same: np.ndarray | None = None
-    pos_radius_m: float = POSITIVE_RADIUS_M
-    neg_radius_m: float = NEGATIVE_RADIUS_M
-    recall_radius_m: float = RECALL_RADIUS_M
-    trivial_radius_m: float = 0.0  # positives must lie farther than this (Relja: 1 m, dbStruct)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-
-    def __post_init__(self) -> None:
-        self.db_paths = [Path(p) for p in self.db_paths]
-        self.q_paths = [Path(p) for p in self.q_paths]
-        if self.q_same is None:
-            self.q_same = np.full(len(self.q_paths), -1, dtype=np.int64)
-        for attr, n in (("db_pos", self.num_db), ("q_pos", self.num_queries)):
-            value = getattr(self, attr)
-            if value is not None:
-                value = np.asarray(value, dtype=np.float64)
-                value = value[:, None] if value.ndim == 1 else value
-                if value.ndim != 2 or value.shape[0] != n:
-                    raise DatasetError(f"{attr} has shape {value.shape}, expected ({n}, d)")
-                setattr(self, attr, value)
-
-    @property
-    def num_db(self) -> int:
-        return len(self.db_paths)
-
-    @property
-    def num_queries(self) -> int:
-        return len(self.q_paths)
-
-    @property
-    def has_positions(self) -> bool:
-        return self.db_pos is not None and self.q_pos is not None
-
-    @property
-    def queries_are_db(self) -> bool:
-        return self.num_queries > 0 and bool((self.q_same >= 0).all())
-
-    def excluded(self, q: int) -> np.ndarray:
-        """Database indices that query ``q`` may never match: itself, and its own time stamp."""
-        out = [int(self.q_same[q])] if self.q_same[q] >= 0 else []
-        if self.db_time is not None and self.q_time is not None:
-            out.extend(np.flatnonzero(self.db_time == self.q_time[q]).tolist())
-        return np.unique(np.asarray(out, dtype=np.int64))
-
-    def subset(self, db_idx: Sequence[int], q_idx: Sequence[int], name: str) -> PlaceSet:
-        """The images at these indices, with ground truth and identities renumbered."""
-        db_idx = np.asarray(db_idx, dtype=np.int64)
-        q_idx = np.asarray(q_idx, dtype=np.int64)
-        remap = np.full(self.num_db, -1, dtype=np.int64)
-        remap[db_idx] = np.arange(len(db_idx))
-        q_gt = None
-        if self.q_gt is not None:
-            q_gt = [remap[g][remap[g] >= 0] for g in (self.q_gt[i] for i in q_idx)]
-        same = self.q_same[q_idx]
-        same = np.where(same >= 0, remap[np.maximum(same, 0)], -1)
-        return dataclasses.replace(
-            self,
-            name=name,
-            db_paths=[self.db_paths[i] for i in db_idx],
-            q_paths=[self.q_paths[i] for i in q_idx],
-            db_pos=None if self.db_pos is None else self.db_pos[db_idx],
-            q_pos=None if self.q_pos is None else self.q_pos[q_idx],
-            q_gt=q_gt,
-            db_time=None if self.db_time is None else self.db_time[db_idx],
-            q_time=None if self.q_time is None else self.q_time[q_idx],
-            q_same=same,
-            skipped=list(self.skipped),
-        )
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "database": self.num_db,
-            "queries": self.num_queries,
-            "truth": "index" if self.q_gt is not None else "position",
-            "skipped": len(self.skipped),
-        }
+# Re-exported: the set, its sources and its split are named from here by callers and tests.
+__all__ = [
+    "NO_SPLIT",
+    "SPLITS",
+    "DataSpec",
+    "DatasetError",
+    "PlaceSet",
+    "SplitConfig",
+    "eval_set",
+    "gps_to_metres",
+    "load_folder",
+    "load_pair",
+    "load_spec",
+    "read_gt_csv",
+    "select",
+    "split_set",
+]
 
 
 # --- positions ------------------------------------------------------------------------------
@@ -318,39 +234,6 @@ def read_gt_csv(
 # --- geographic split -----------------------------------------------------------------------
 
 
-@dataclass
-class SplitConfig:
-    """How one source becomes train / val / test places that do not overlap.
-
-    ``track`` cuts the route (file-name order of the database) into consecutive stretches;
-    ``grid`` deals square cells of ``cell_m`` to the splits. Validation and test images within
-    ``gap_m`` of any training image are dropped, so their places are unseen in training. A folder
-    that is its own query set trains leave-one-out; its val/test splits make every
-    ``query_every``-th photo a query and keep the rest as their database.
-    """
-
-    method: str = "track"
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    cell_m: float = 100.0
-    gap_m: float = NEGATIVE_RADIUS_M
-    query_every: int = 5
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.fractions = tuple(float(f) for f in self.fractions)  # type: ignore[assignment]
-        if self.method not in SPLIT_METHODS:
-            raise DatasetError(f"split method must be one of {SPLIT_METHODS}, got {self.method!r}")
-        if len(self.fractions) != 3 or any(f < 0 or not math.isfinite(f) for f in self.fractions):
-            raise DatasetError(f"split fractions must be 3 numbers >= 0, got {self.fractions}")
-        if sum(self.fractions) <= 0:
-            raise DatasetError("split fractions must not all be 0")
-        if self.query_every < 2:
-            raise DatasetError(f"query_every must be >= 2, got {self.query_every}")
-
-
-NO_SPLIT = (1.0, 0.0, 0.0)
-
-
 def _track_coords(ps: PlaceSet) -> tuple[np.ndarray, np.ndarray]:
     """Position along the route in [0, 1): database order; queries follow their database match."""
     n = ps.num_db
@@ -438,88 +321,26 @@ def split_set(ps: PlaceSet, cfg: SplitConfig) -> dict[str, PlaceSet]:
 # --- what a command names -------------------------------------------------------------------
 
 
-@dataclass
-class DataSpec:
-    """Where a set comes from, as the CLI names it; plain fields so a checkpoint can store it."""
-
-    data: str | None = None  # a geotagged folder
-    database: str | None = None
-    queries: str | None = None
-    frame_spacing_m: float | None = None
-    gt: str | None = None
-    dbstruct: str | None = None
-    image_root: str | None = None
-
-    @property
-    def kind(self) -> str:
-        given = [
-            k
-            for k, v in (
-                ("folder", self.data),
-                ("pair", self.database or self.queries),
-                ("dbstruct", self.dbstruct),
-            )
-            if v
-        ]
-        if len(given) != 1:
-            raise DatasetError(
-                "name exactly one data source: --data DIR, --database DIR --queries DIR, "
-                "or --dbstruct MAT --image-root DIR"
-            )
-        return given[0]
-
-    @property
-    def given(self) -> bool:
-        return bool(self.data or self.database or self.queries or self.dbstruct)
-
-    def default_fractions(self) -> tuple[float, float, float]:
-        """A folder is split 70/15/15 by default; a pair or a dbStruct is used whole."""
-        return SplitConfig.fractions if self.kind == "folder" else NO_SPLIT
-
-    def default_split(self) -> str:
-        """What ``eval`` measures by default: the held-out test places of a folder, else all."""
-        return "test" if self.kind == "folder" else "all"
-
-    def load(self) -> PlaceSet:
-        kind = self.kind
-        if kind == "folder":
-            if self.gt or self.frame_spacing_m is not None:
-                raise DatasetError("--gt and --frame-spacing-m go with --database/--queries")
-            return load_folder(self.data)
-        if kind == "pair":
-            if not (self.database and self.queries):
-                raise DatasetError("--database and --queries go together")
-            return load_pair(
-                self.database, self.queries, frame_spacing_m=self.frame_spacing_m, gt_csv=self.gt
-            )
-        if not self.image_root:
-            raise DatasetError(
-                "--dbstruct needs --image-root DIR (the folder the file names are under)"
-            )
-        from .dbstruct import load_dbstruct
-
-        return load_dbstruct(self.dbstruct, self.image_root)
-
-    def absolute(self) -> DataSpec:
-        """The same spec with absolute paths, so a run can be resumed from any folder."""
-        fix = lambda v: str(Path(v).expanduser().absolute()) if v else v
-        return dataclasses.replace(
-            self,
-            data=fix(self.data),
-            database=fix(self.database),
-            queries=fix(self.queries),
-            gt=fix(self.gt),
-            dbstruct=fix(self.dbstruct),
-            image_root=fix(self.image_root),
+def load_spec(spec: DataSpec) -> PlaceSet:
+    """The set a :class:`~netvlad_gui.core.config.DataSpec` names, read from its files."""
+    kind = spec.kind
+    if kind == "folder":
+        if spec.gt or spec.frame_spacing_m is not None:
+            raise DatasetError("--gt and --frame-spacing-m go with --database/--queries")
+        return load_folder(spec.data)
+    if kind == "pair":
+        if not (spec.database and spec.queries):
+            raise DatasetError("--database and --queries go together")
+        return load_pair(
+            spec.database, spec.queries, frame_spacing_m=spec.frame_spacing_m, gt_csv=spec.gt
         )
+    if not spec.image_root:
+        raise DatasetError(
+            "--dbstruct needs --image-root DIR (the folder the file names are under)"
+        )
+    from .dbstruct import load_dbstruct
 
-    def describe(self) -> str:
-        kind = self.kind
-        if kind == "folder":
-            return str(self.data)
-        if kind == "pair":
-            return f"{self.database} + {self.queries}"
-        return f"{self.dbstruct} @ {self.image_root}"
+    return load_dbstruct(spec.dbstruct, spec.image_root)
 
 
 def select(ps: PlaceSet, which: str, cfg: SplitConfig | None) -> PlaceSet:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import NEGATIVE_RADIUS_M, POSITIVE_RADIUS_M
 from ..errors import DatasetError
-from .datasets import PlaceSet
+from .placeset import PlaceSet
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ class GroundTruth:
     def __init__(self, ps: PlaceSet, usable_db: np.ndarray | None = None) -> None:
         if not ps.has_positions:
             raise DatasetError(
-                f"{ps.name}: training needs positions: photos with GPS, a dbStruct, or "
+                f"{ps.source}: training needs positions: photos with GPS, a dbStruct, or "
                 "--frame-spacing-m for an image sequence"
             )
         self.ps = ps
@@ -91,7 +91,7 @@ class GroundTruth:
             return ""
         ps = self.ps
         head = (
-            f"{ps.name}: no training query has a potential positive within "
+            f"{ps.source}: no training query has a potential positive within "
             f"{ps.pos_radius_m:g} m and a negative beyond {ps.neg_radius_m:g} m"
         )
         has_pos = [q for q, p in enumerate(self.positives) if len(p)]

@@ -1,9 +1,11 @@
 """Weakly supervised NetVLAD training (Arandjelović et al., CVPR 2016, sec. 4), as Relja/netvlad's
 ``trainWeakly.m`` does it.
 
-Per epoch the training queries are visited in a seeded random order, ``batch_size`` tuples per SGD
-step. Before every ``cache_refresh_queries`` queries the descriptor cache (all training database
-and query images) is recomputed, and the tuples of those queries are mined from it
+At the start of a run every photo goes once through the layers that do not train, and their output
+is kept on disk (frozen.py); everything after that starts from it. Per epoch the training queries
+are visited in a seeded random order, ``batch_size`` tuples per SGD step. Before every
+``cache_refresh_queries`` queries the descriptor cache (all training database and query images)
+is recomputed, and the tuples of those queries are mined from it
 (:mod:`netvlad_gui.core.training.mining`): the best potential positive (within 10 m, nearest in descriptor
 space) and up to 10 of ~1000 sampled negatives (beyond 25 m) plus the 10 cached hardest ones that
 violate the margin. Queries with no potential positive, and queries whose negatives all satisfy
@@ -45,7 +47,7 @@ and ``model.pt`` is an ordinary checkpoint.
 Progress (``progress`` callback; ``netvlad train --json-progress`` prints one JSON object per line
 on stdout, flushed). Every object has ``"event"``; the fields per event are stable. ``init`` and
 ``cache`` events of the set-up come before ``start``, which is sent once the first descriptor cache
-says how many queries can train:
+says how many queries can train; ``heldout`` (before) follows it when there are held-out places:
 
 - ``{"event": "start", "run_dir", "device", "world_size", "epochs", "start_epoch", "train": {name,
   database, queries, truth, skipped}, "val": {...} | null, "trainable_queries", "no_positive"}``
@@ -62,18 +64,25 @@ says how many queries can train:
   without a potential positive or without a negative, and queries whose negatives all met the
   margin; ``all_easy``: no tuple at all because every mined query was easy (no step, no update;
   ``loss`` 0 then measures nothing)
+- ``{"event": "heldout", "stage": "before" | "after", "recall@1", "recall@5", "recall@10",
+  "recall@20", "queries"}``: Recall@N on the held-out places (the validation set: places the run
+  never trains on) of the model the run starts from, and at the end of ``model.pt`` as written
+- ``{"event": "nothing_to_learn", "message"}`` when the first epoch's mining finds nothing to
+  learn (every query's negatives already far enough): sent at once, then the run stops
 - ``{"event": "whitening", "dim", "images"}``, or ``{"event": "whitening_skipped", "dim",
   "images", "message"}`` with too few images for ``dim``; and finally ``{"event": "done", "model",
-  "best_epoch", "recall@5", "epochs"}``
+  "best_epoch", "recall@5", "epochs", "heldout": {"before": {...}, "after": {...}} | {}}``
 - the CLI adds ``{"event": "error", "message"}`` when training stops on an error.
 
-A run that cannot train stops with a ``TrainError`` saying what the photos lack: before the model
-is built when no query has a positive and a negative by position, and at the end, without
-``model.pt``, when no epoch found a single tuple (every query easy).
+A run that cannot train stops with a ``TrainError`` saying, in plain words, what the photos lack:
+before the model is built when no query has a positive and a negative by position, and after the
+first epoch's mining, without ``model.pt`` (the k-means ``init.pt`` is removed too, so nothing
+offers a resume), when the model already tells every place from the others.
 
 The loop is here; its parts: ``TrainConfig`` (config.py), the run's sets, model and trainable
-weights (trainsetup.py), tuples (mining.py), their images (steps.py), the loss (loss.py), the
-descriptor cache (descriptors.py), DDP and random state (trainenv.py), file names (runs.py).
+weights (trainsetup.py), the frozen layers' output (frozen.py), photometric variants
+(augment.py), tuples (mining.py), a step (steps.py), the loss (loss.py), checkpoints, whitening
+and the held-out figure (finish.py), DDP and random state (trainenv.py), file names (runs.py).
 """
 
 from __future__ import annotations
@@ -95,19 +104,20 @@ from torch import nn
 from ..config import LOSSES, RESUMABLE_OVERRIDES, TRAIN_LAYERS, TrainConfig
 from ..errors import TrainConfigError, TrainError
 from ..model.checkpoint import load_checkpoint, save_checkpoint
-from ..model.features import Forward, resolve_device
+from ..model.features import resolve_device
 from ..model.initialise import initialise_from_images
-from ..model.network import PlaceModel, fit_whitening
-from .datasets import PlaceSet
-from .descriptors import compute_descriptors, set_descriptors
+from ..model.network import PlaceModel
+from ..model.runtime import release_freed_memory
 from .evaluate import RECALL_NS, evaluate_descriptors
+from .finish import final_model, heldout_recalls, save_epoch, set_keys
+from .frozen import GroupsForward, Tail
+from .inputs import RunInputs
 from .loss import triplet_loss, triplet_terms
-from .mining import GroundTruth, TrainTuple, mine_tuple, new_negative_cache
-from .runs import BEST, FINAL, INIT, LAST
-from .steps import GroupsForward, Step, load_steps
+from .mining import GroundTruth, new_negative_cache
+from .runs import BEST, FINAL, INIT, LAST, NO_PLACE_SEEN_TWICE, NOTHING_TO_LEARN
+from .steps import StepInputs, mine_steps, take_step
 from .trainenv import (
     DistInfo,
-    all_reduce_sum,
     amp_dtype,
     barrier,
     end_distributed,
@@ -133,6 +143,8 @@ __all__ = [
     "INIT",
     "LAST",
     "LOSSES",
+    "NOTHING_TO_LEARN",
+    "NO_PLACE_SEEN_TWICE",
     "RESUMABLE_OVERRIDES",
     "TRAIN_LAYERS",
     "TrainConfig",
@@ -157,9 +169,7 @@ class TrainResult:
     best_epoch: int | None
     best_recall5: float | None
     history: list[dict]
-
-
-# --- the trainer ----------------------------------------------------------------------------
+    heldout: dict[str, Any] | None = None  # {"before": {...}, "after": {...}} or None
 
 
 class _Trainer:
@@ -179,6 +189,7 @@ class _Trainer:
         self.amp_dtype = amp_dtype(cfg.amp_dtype) if self.use_amp else None
         self.ecfg = cfg.extract_config()
         self.mcfg = cfg.mining
+        self.inputs: RunInputs | None = None
 
     def emit(self, event: str, **fields) -> None:
         if self._progress is not None and self.rank0:
@@ -199,12 +210,21 @@ class _Trainer:
             raise TrainError(f"{self.run_dir}: nothing to resume (no {LAST} or {INIT})")
         return fresh_model(self.cfg).to(self.device), None
 
-    def _initialise(self, model: PlaceModel, train: PlaceSet) -> None:
-        """k-means + alpha from the training database, once; other ranks load rank 0's result."""
+    def _initialise(self, model: PlaceModel) -> None:
+        """k-means + alpha from the training photos, once; other ranks load rank 0's result."""
         if model.is_initialised:
             return
+        self.inputs.initialised_here = True
         if self.rank0:
-            alpha = initialise_from_images(model, train.db_paths, self.cfg.init, self.ecfg)
+            keys = self.inputs.init_keys()
+            alpha = initialise_from_images(
+                model,
+                [Path(path) for path, _ in keys],
+                self.cfg.init,
+                self.ecfg,
+                maps=lambda pos: self.inputs.maps([keys[i] for i in pos]),
+                meta={"queries": self.cfg.init_from_queries},
+            )
             save_checkpoint(model, self.run_dir / INIT)
             info = model.meta.get("init", {})
             self.emit(
@@ -219,96 +239,9 @@ class _Trainer:
             model.load_state_dict(initialised.state_dict())
             model.meta = initialised.meta
 
-    def _cache(self, model: PlaceModel, ps: PlaceSet, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        last = [-1]
-
-        def progress(done: int, total: int) -> None:
-            done = min(done, total)
-            if done != last[0]:
-                last[0] = done
-                self.emit("cache", epoch=epoch + 1, done=done, total=total)
-
-        db, q, errors = set_descriptors(
-            model, ps, self.ecfg, dist=self.dist, progress=progress, autocast=self.amp_dtype
-        )
-        if self.rank0:
-            for path, reason in list(errors.items())[:20]:
-                log.warning("%s: %s", path, reason)
-        return db, q
-
-    # -- one step --
-
-    def _step(
-        self, forward: nn.Module, tuples: list[TrainTuple], images: dict, run: RunProgress
-    ) -> tuple[float, int, int]:
-        """Forward, loss, backward and update; returns (loss sum, violations, tuples) over ranks."""
-        device = self.device
-        if tuples:
-            keys = list(images)
-            where = {k: i for i, k in enumerate(keys)}
-            shapes: dict[tuple, list[int]] = {}
-            for i, k in enumerate(keys):
-                shapes.setdefault(tuple(images[k].shape), []).append(i)
-            groups = [
-                torch.stack([images[keys[i]] for i in idx]).to(device, non_blocking=True)
-                for idx in shapes.values()
-            ]
-            order = [i for idx in shapes.values() for i in idx]
-        else:  # nothing for this rank this step, but DDP needs every rank's forward/backward
-            groups, order = [torch.zeros(1, 3, 64, 64, device=device)], [0]
-        outs = forward(groups)  # mixed precision inside (backbone only), see model_forward
-        flat = torch.cat([o.float() for o in outs])
-        desc = flat[torch.argsort(torch.as_tensor(order, device=flat.device))]
-        if tuples:
-            m = max(len(t.negatives) for t in tuples)
-            qi = torch.as_tensor([where[("q", t.query)] for t in tuples], device=desc.device)
-            pi = torch.as_tensor([where[("db", t.positive)] for t in tuples], device=desc.device)
-            ni = torch.zeros(len(tuples), m, dtype=torch.long)
-            mask = torch.zeros(len(tuples), m, dtype=torch.bool)
-            for r, t in enumerate(tuples):
-                ni[r, : len(t.negatives)] = torch.as_tensor(
-                    [where[("db", int(n))] for n in t.negatives]
-                )
-                mask[r, : len(t.negatives)] = True
-            ni, mask = ni.to(desc.device), mask.to(desc.device)
-            terms = triplet_terms(
-                desc[qi],
-                desc[pi][:, None, :],
-                desc[ni],
-                margin=self.mcfg.effective_margin,
-                squared=self.mcfg.squared,
-                neg_mask=mask,
-            )
-            local_sum, local_viol = terms.sum(), int((terms > 0).sum())
-        else:
-            local_sum, local_viol = desc.sum() * 0.0, 0
-        total_sum, total_viol, total_tuples = all_reduce_sum(
-            [float(local_sum.detach()), float(local_viol), float(len(tuples))], self.dist
-        )
-        # Relja's update: the step's summed gradient over its number of violating pairs. DDP
-        # averages over ranks, hence the world factor.
-        loss = local_sum * (self.dist.world / max(total_viol, 1.0))
-        scaler = run.scaler
-        if scaler is not None:
-            scaler.scale(loss).backward()
-        else:
-            loss.backward()
-        if total_viol > 0:  # as trainWeakly.m: no violation, no update (not even weight decay)
-            if scaler is not None:
-                scaler.step(run.optimizer)
-                scaler.update()
-            else:
-                run.optimizer.step()
-            run.stale = True
-        run.optimizer.zero_grad(set_to_none=True)
-        return total_sum, int(total_viol), int(total_tuples)
-
-    # -- the run --
-
-    def _optimiser(self, model: PlaceModel, state: dict | None) -> RunProgress:
+    def _optimiser(self, params: list[nn.Parameter], state: dict | None) -> RunProgress:
         """Optimizer, schedule, loss scaler and hard-negative cache, restored on resume."""
         cfg = self.cfg
-        params = set_trainable(model, cfg.train_layers, cfg.train_assignment_bias)
         opt = torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -322,6 +255,8 @@ class _Trainer:
             run.restore(state)
         return run
 
+    # -- the run --
+
     def run(self) -> TrainResult:
         cfg, dist = self.cfg, self.dist
         cfg.check()
@@ -329,19 +264,35 @@ class _Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(cfg.seed)
         self.train, self.val = load_sets(cfg)
-        train = self.train
+        self.train = train = self.train.with_variants(cfg.augment.variants)
         if not train.num_db or not train.num_queries:
-            raise TrainError(f"{train.name}: the training split has no database or no queries")
+            raise TrainError(f"{train.source}: the training split has no database or no queries")
         # Positions alone decide whether any query can make a tuple: refuse before the model
         # is built and initialised, and say what the photos lack.
         why = GroundTruth(train).why_untrainable()
         if why:
-            raise TrainError(why)
+            plain = NO_PLACE_SEEN_TWICE.format(pos=train.pos_radius_m, neg=train.neg_radius_m)
+            raise TrainError(f"{plain} ({why})")
         model, state = self._model()
-        self._initialise(model, train)
-        run = self._optimiser(model, state)
+        params = set_trainable(model, cfg.train_layers, cfg.train_assignment_bias)
         model.eval()  # frozen batch-norm statistics, no dropout; gradients still flow
-        forward: nn.Module = GroupsForward(model, self.amp_dtype)
+        self.inputs = RunInputs(
+            cfg, model, train, self.val, self.run_dir, dist, self.device, self.amp_dtype, self.emit
+        )
+        self.tail, self.store = self.inputs.tail, self.inputs.store
+        try:
+            return self._train(model, params, state)
+        finally:
+            self.inputs.close()
+
+    def _train(self, model: PlaceModel, params, state) -> TrainResult:
+        cfg, dist, train = self.cfg, self.dist, self.train
+        self._initialise(model)
+        run = self._optimiser(params, state)
+        for keys in self.inputs.fill_order():
+            self.inputs.fill(keys, run.epoch)
+        release_freed_memory()  # the frozen layers' batches are done with
+        forward: nn.Module = GroupsForward(self.tail)
         if dist.active:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -350,7 +301,7 @@ class _Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False,  # nothing updates buffers: the model stays in eval mode
             )
-        run.db_desc, run.q_desc = self._cache(model, train, run.epoch)
+        run.db_desc, run.q_desc = self.inputs.describe(train, run.epoch)
         gt = GroundTruth(train, np.isfinite(run.db_desc).all(axis=1))
         trainable = np.array(
             [q for q in gt.trainable() if np.isfinite(run.q_desc[q]).all()], dtype=np.int64
@@ -376,20 +327,37 @@ class _Trainer:
             bad_db = int((~gt.usable_db).sum())
             bad_q = int((~np.isfinite(run.q_desc).all(axis=1)).sum())
             raise TrainError(
-                f"{train.name}: no training query can train with the readable photos ({bad_db} "
+                f"{train.source}: no training query can train with the readable photos ({bad_db} "
                 f"of {train.num_db} database photos and {bad_q} queries are unreadable, see the "
                 "warnings); replace or remove the unreadable files"
             )
+        if self.val is not None and "before" not in run.heldout:
+            run.heldout["before"] = model.meta.get("heldout_before") or self.inputs.before(model)
+            self.emit("heldout", stage="before", **run.heldout["before"])
         while run.epoch < cfg.epochs:
             self._epoch(model, forward, run, gt, trainable)
-        if not any(r.get("tuples") for r in run.history):
-            raise TrainError(
-                f"{train.name}: nothing trained: in all {len(run.history)} epochs every query's "
-                "negatives were already farther than its positive by the margin, so no model.pt "
-                "was written; add photos of more places, or of the same places at other times"
-            )
-        model_path = self._finish(model, run)
-        return TrainResult(self.run_dir, model_path, run.best_epoch, run.best_r5, run.history)
+        model_path = final_model(
+            model, run, cfg, self.run_dir, train, self.tail, self.store, dist, self.emit
+        )
+        if self.val is not None:
+            whitened = Tail(model, self.inputs.split, self.amp_dtype, whiten=True)
+            after = heldout_recalls(whitened, self.store, self.val, self.ecfg.batch_size, dist)
+            run.heldout["after"] = after.to_json()
+            self.emit("heldout", stage="after", **after.to_json())
+            if self.rank0:  # model.pt carries the figure it is chosen by
+                model.meta["training"]["heldout"] = run.heldout
+                save_checkpoint(model, model_path, extra={"training": {"config": cfg.to_dict()}})
+        self.emit(
+            "done",
+            model=str(model_path),
+            best_epoch=run.best_epoch,
+            **{"recall@5": run.best_r5},
+            epochs=len(run.history),
+            heldout=run.heldout,
+        )
+        return TrainResult(
+            self.run_dir, model_path, run.best_epoch, run.best_r5, run.history, run.heldout or None
+        )
 
     def _epoch(self, model, forward, run: RunProgress, gt: GroundTruth, trainable) -> None:
         """One pass over the training queries, then validation and checkpoints."""
@@ -401,13 +369,27 @@ class _Trainer:
         steps_total = math.ceil(len(order) / per_step)
         skipped = Counter(self.untrainable)
         loss_sum = tuples_done = 0.0
+        db_keys, q_keys = set_keys(self.train)
+        empty = self.store.records[next(iter(self.store.records))].shape
         for s0 in range(0, len(order), seg):
             if run.stale:  # weights moved since the cache was computed
-                run.db_desc, run.q_desc = self._cache(model, self.train, epoch)
+                run.db_desc, run.q_desc = self.inputs.describe(self.train, epoch)
                 run.stale = False
-            steps = self._mine(order[s0 : s0 + seg], s0 // per_step, per_step, gt, run, skipped)
-            for step, tuples, images in load_steps(steps, self.train, self.ecfg):
-                s, v, n = self._step(forward, tuples, images, run)
+            steps = mine_steps(
+                order[s0 : s0 + seg],
+                s0 // per_step,
+                per_step,
+                cfg.batch_size,
+                gt,
+                run,
+                skipped,
+                self.mcfg,
+                cfg.seed,
+                self.dist.rank,
+            )
+            for step in steps:
+                inputs = StepInputs(step.tuples, q_keys, db_keys, self.store)
+                s, v, n = self._step(forward, inputs, run, empty)
                 loss_sum, tuples_done = loss_sum + s, tuples_done + n
                 self.emit(
                     "step",
@@ -419,6 +401,8 @@ class _Trainer:
                     tuples=n,
                     violations=v,
                 )
+        if not tuples_done and skipped["easy"] and not any(r.get("tuples") for r in run.history):
+            self._nothing_to_learn()
         with warnings.catch_warnings():  # an epoch of only easy queries makes no SGD step
             warnings.simplefilter("ignore", UserWarning)
             run.scheduler.step()
@@ -435,7 +419,7 @@ class _Trainer:
         }
         is_best = False
         if self.val is not None:
-            db, q = self._cache(model, self.val, epoch)
+            db, q = self.inputs.describe(self.val, epoch)
             rec = evaluate_descriptors(self.val, db, q, RECALL_NS)
             record["recalls"] = {str(k): v for k, v in rec.recalls.items()}
             r5 = rec.recalls.get(5, 0.0)
@@ -445,7 +429,8 @@ class _Trainer:
                 run.best_r5, run.best_r1, run.best_epoch = r5, r1, run.epoch
             self.emit("val", epoch=run.epoch, **rec.to_json(), best=is_best)
         run.history.append(record)
-        path = self._save(model, run, is_best)
+        path = save_epoch(model, run, cfg, self.run_dir, self.dist, is_best)
+        release_freed_memory()
         self.emit(
             "epoch",
             epoch=run.epoch,
@@ -459,116 +444,22 @@ class _Trainer:
             checkpoint=str(path),
         )
 
-    def _mine(
-        self,
-        queries,
-        first_step: int,
-        per_step: int,
-        gt: GroundTruth,
-        run: RunProgress,
-        skipped: Counter,
-    ) -> list[Step]:
-        """Tuples of ``queries`` from the current cache, grouped into steps.
-
-        Every rank mines every query (same seeds, same cache), so all agree on the hard-negative
-        cache and on which steps are empty; each keeps its own slice of each step.
-        """
-        found: dict[int, TrainTuple] = {}
-        for q in map(int, queries):
-            rng = np.random.default_rng([self.cfg.seed, run.epoch, q])
-            t, why = mine_tuple(q, gt, run.q_desc, run.db_desc, run.neg_cache, rng, self.mcfg)
-            if t is None:
-                skipped[why] += 1
-            else:
-                found[q] = t
-        steps = []
-        b, r = self.cfg.batch_size, self.dist.rank
-        for i, g0 in enumerate(range(0, len(queries), per_step)):
-            group = [int(q) for q in queries[g0 : g0 + per_step]]
-            total = sum(1 for q in group if q in found)
-            if total:
-                mine = [found[q] for q in group[r * b : (r + 1) * b] if q in found]
-                steps.append(Step(first_step + i, mine, total))
-        return steps
-
-    def _save(self, model: PlaceModel, run: RunProgress, is_best: bool) -> Path:
-        last = self.run_dir / LAST
-        if self.rank0:
-            state = run.state(self.cfg, self.dist.world)
-            summary = {
-                "epoch": run.epoch,
-                "history": run.history[-1:],
-                "config": self.cfg.to_dict(),
-            }
-            save_checkpoint(model, last, extra={"train_state": state})
-            if is_best:
-                save_checkpoint(model, self.run_dir / BEST, extra={"training": summary})
-            if self.cfg.keep_epoch_checkpoints:
-                save_checkpoint(
-                    model, self.run_dir / f"epoch_{run.epoch:03d}.pt", extra={"training": summary}
-                )
-        barrier(self.dist)
-        return last
-
-    def _whiten(self, model: PlaceModel) -> dict[str, Any]:
-        """PCA-whitening fitted on the training database, only with more images than dimensions.
-
-        Fitted on fewer, the smallest components are noise that whitening blows up (corridor:
-        Recall@1 93 -> 75 % whitened to 55-D from 56 images), so the raw descriptor is kept.
-        """
-        asked = min(int(self.cfg.whitening_dim), model.pool_dim)
-        descs = np.zeros((0, model.pool_dim), np.float32)
-        if self.train.num_db > asked:
-            descs, _ = compute_descriptors(
-                Forward(model, self.amp_dtype, pooled=True),
-                self.train.db_paths,
-                self.ecfg,
-                dist=self.dist,
-            )
-            descs = descs[np.isfinite(descs).all(axis=1)]
-        n = len(descs) if len(descs) else self.train.num_db
-        if len(descs) > asked:
-            fit_whitening(model, descs, asked)
-            self.emit("whitening", dim=model.config.whitening_dim, images=n)
-            return {"dim": model.config.whitening_dim, "images": n}
-        message = (
-            f"no PCA-whitening: {asked} dimensions need more than {asked} readable training "
-            f"images, there are {n}; model.pt keeps the {model.pool_dim}-D descriptor "
-            f"(--whitening-dim below {n} whitens anyway)"
+    def _step(
+        self, forward: nn.Module, inputs: StepInputs, run: RunProgress, empty: tuple[int, ...]
+    ) -> tuple[float, int, int]:
+        """One SGD step (steps.take_step); returns (loss sum, violations, tuples) over ranks."""
+        return take_step(
+            forward, inputs, run, self.mcfg, self.dist, self.device, empty, self.ecfg.batch_size
         )
-        log.warning(message)
-        self.emit("whitening_skipped", dim=asked, images=n, message=message)
-        return {"dim": None, "images": n, "skipped": message}
 
-    def _finish(self, model: PlaceModel, run: RunProgress) -> Path:
-        """Best (else last) weights + PCA-whitening fitted on the training database -> model.pt."""
-        best = self.run_dir / BEST
-        if run.best_epoch is not None and best.is_file():
-            model.load_state_dict(load_checkpoint(best).state_dict())
-        for p in model.parameters():
-            p.requires_grad_(False)
-        whitening = self._whiten(model) if self.cfg.whitening_dim else None
-        model.meta["training"] = {
-            "epochs": len(run.history),
-            "best_epoch": run.best_epoch,
-            "best_recall5": run.best_r5,
-            "data": self.cfg.data.describe(),
-            "train_images": self.train.num_db,
-            "history": run.history,
-            "whitening": whitening,
-        }
-        path = self.run_dir / FINAL
-        if self.rank0:
-            save_checkpoint(model, path, extra={"training": {"config": self.cfg.to_dict()}})
+    def _nothing_to_learn(self) -> None:
+        """The first epoch's mining found no query whose negatives come too close: say so now,
+        and leave nothing that a resume would repeat (the k-means model goes too)."""
+        self.emit("nothing_to_learn", message=NOTHING_TO_LEARN)
         barrier(self.dist)
-        self.emit(
-            "done",
-            model=str(path),
-            best_epoch=run.best_epoch,
-            **{"recall@5": run.best_r5},
-            epochs=len(run.history),
-        )
-        return path
+        if self.rank0:
+            (self.run_dir / INIT).unlink(missing_ok=True)
+        raise TrainError(NOTHING_TO_LEARN)
 
 
 def train(

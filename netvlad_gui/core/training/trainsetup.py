@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import RESUMABLE_OVERRIDES, TrainConfig
+from ..config import NO_SPLIT, RESUMABLE_OVERRIDES, SplitConfig, TrainConfig
 from ..errors import TrainConfigError, TrainError
 from ..model.checkpoint import read_checkpoint_header
 from ..model.network import PlaceModel
-from .datasets import NO_SPLIT, PlaceSet, SplitConfig, split_set
+from .datasets import load_spec, split_set
+from .placeset import PlaceSet
 from .runs import LAST
 from .trainenv import rng_state, set_rng_state
 
@@ -25,8 +26,8 @@ STATE_VERSION = 1  # of ``last.pt``'s ``extra["train_state"]``
 
 def load_sets(cfg: TrainConfig) -> tuple[PlaceSet, PlaceSet | None]:
     """Training and validation sets of a config (validation may be None)."""
-    ps = cfg.data.load()
-    split = cfg.split or SplitConfig(fractions=cfg.data.default_fractions())
+    ps = load_spec(cfg.data)
+    split = cfg.split or SplitConfig(fractions=cfg.data.training_fractions(cfg.val.given))
     val: PlaceSet | None = None
     if tuple(split.fractions[1:]) == NO_SPLIT[1:]:
         train = ps
@@ -34,7 +35,7 @@ def load_sets(cfg: TrainConfig) -> tuple[PlaceSet, PlaceSet | None]:
         parts = split_set(ps, split)
         train, val = parts["train"], parts["val"]
     if cfg.val.given:
-        val = cfg.val.load()
+        val = load_spec(cfg.val)
     if val is not None and (not val.num_db or not val.num_queries):
         val = None
     return train, val
@@ -153,6 +154,8 @@ class RunProgress:
     db_desc: np.ndarray | None = None
     q_desc: np.ndarray | None = None
     stale: bool = False  # weights changed since the descriptor cache was computed
+    # Recall@N on the held-out places: {"before": {...}, "after": {...}} (recalls as fractions)
+    heldout: dict[str, Any] = field(default_factory=dict)
 
     def state(self, cfg: TrainConfig, world_size: int) -> dict[str, Any]:
         """``last.pt``'s ``extra["train_state"]``: plain types and tensors (``weights_only``)."""
@@ -167,6 +170,7 @@ class RunProgress:
             "best_recall1": self.best_r1,
             "best_epoch": self.best_epoch,
             "history": self.history,
+            "heldout": self.heldout,
             "rng": rng_state(),
             "config": cfg.to_dict(),
             "world_size": world_size,
@@ -186,4 +190,5 @@ class RunProgress:
         self.best_r5, self.best_epoch = state.get("best_recall5"), state.get("best_epoch")
         self.best_r1 = state.get("best_recall1")
         self.history = list(state.get("history") or [])
+        self.heldout = dict(state.get("heldout") or {})
         set_rng_state(state["rng"])
