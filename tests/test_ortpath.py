@@ -274,6 +274,20 @@ def test_index_and_locate_never_import_torch_once_the_graph_exists(library, tmp_
     res = json.loads(found.stdout.strip().splitlines()[-1])
     assert res["matches"][0]["path"].endswith("img_0004.jpg")
     assert res["matches"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    # verification on (the default): inliers from patch maps that ONNX Runtime computed
+    assert res["matches"][0]["inliers"] is not None
+    # photos of one walk and a video's frames, located together and verified: no torch either
+    walk = [str(lib2 / f"img_{i:04d}.jpg") for i in (2, 3, 4)]
+    clip = _video(tmp_path / "walk.avi", [lib2 / f"img_{i:04d}.jpg" for i in (5, 6)])
+    together = _netvlad(
+        "locate", *walk, str(clip), "--sequence", "--index", str(tmp_path / "idx"), "--json", "-q"
+    )
+    assert together.returncode == 0, together.stderr
+    assert together.stderr.strip().endswith("TORCH-FREE"), together.stderr
+    rows = [json.loads(line) for line in together.stdout.strip().splitlines()]
+    assert [r["query"] for r in rows[:3]] == walk
+    assert [r["query"] for r in rows[3:]] == ["walk.avi@00:00.0", "walk.avi@00:01.0"]
+    assert all(r["matches"][0]["inliers"] is not None and not r.get("error") for r in rows)
     # the index says what made its descriptors
     from netvlad_gui.core.library.index import LibraryIndex
 
@@ -282,6 +296,19 @@ def test_index_and_locate_never_import_torch_once_the_graph_exists(library, tmp_
         assert index.descriptor_engine() == {"runtime": "onnxruntime", "precision": "fp32"}
     finally:
         index.close()
+
+
+def _video(path: Path, photos: list[Path]) -> Path:
+    """A 2 s MJPG clip, one second per photo."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 2.0, (128, 96))
+    for p in photos:
+        img = cv2.resize(cv2.imread(str(p)), (128, 96))
+        for _ in range(2):
+            writer.write(img)
+    writer.release()
+    return path
 
 
 def test_the_window_warms_up_without_torch():
