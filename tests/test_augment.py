@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from netvlad_gui.core.config import AugmentConfig
+from netvlad_gui.core.trainconfig import AugmentConfig
 from netvlad_gui.core.training.augment import augmenter
 from netvlad_gui.core.training.mining import GroundTruth
 from netvlad_gui.core.training.placeset import PlaceSet

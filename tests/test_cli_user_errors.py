@@ -63,12 +63,13 @@ def test_every_config_dataclass_validates_one_way():
     """``validate()`` on each, returning the config itself; defaults are valid."""
     import dataclasses
 
-    from netvlad_gui.core import config
+    from netvlad_gui.core import config, trainconfig
 
     classes = [
         c
-        for c in vars(config).values()
-        if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == config.__name__
+        for module in (config, trainconfig)
+        for c in vars(module).values()
+        if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == module.__name__
     ]
     assert {c.__name__ for c in classes} >= {
         "ModelConfig",
@@ -80,9 +81,12 @@ def test_every_config_dataclass_validates_one_way():
         "DistributedConfig",
         "MiningConfig",
         "TrainConfig",
+        "AugmentConfig",
+        "SplitConfig",
+        "DataSpec",
     }
     for cls in classes:
-        cfg = cls() if cls is not config.TrainConfig else cls(data=_data_spec())
+        cfg = cls() if cls is not trainconfig.TrainConfig else cls(data=_data_spec())
         assert cfg.validate() is cfg, cls.__name__
 
 
@@ -116,14 +120,18 @@ def _data_spec():
             "layers to train (--train-layers) must be last_block, pooling or all, not 'head'",
         ),
         (lambda c: c.TrainConfig(data=_data_spec(), image_size=100_000), "image size"),
+        (lambda c: c.AugmentConfig(variants=-1), "synthetic nights per photo (--augment)"),
     ],
 )
 def test_config_errors_name_the_setting(make, words):
-    from netvlad_gui.core import config
+    from types import SimpleNamespace
+
+    from netvlad_gui.core import config, trainconfig
     from netvlad_gui.core.errors import ConfigError
 
+    both = SimpleNamespace(**{**vars(config), **vars(trainconfig)})
     with pytest.raises(ConfigError) as err:
-        make(config).validate()
+        make(both).validate()
     assert words in str(err.value) and "\n" not in str(err.value)
 
 

@@ -16,14 +16,12 @@ import pytest
 from _shared import SHARED_DIR  # tests/ is on sys.path; conftest.py provides `shared_dir`
 from PIL import Image
 
+from netvlad_gui.core.errors import GeoError
 from netvlad_gui.core.photos import geo
+from netvlad_gui.core.photos.distance import EARTH_RADIUS_M, GeoNeighbours, haversine_m
 from netvlad_gui.core.photos.geo import (
-    EARTH_RADIUS_M,
-    GeoError,
-    GeoNeighbours,
     GeoPoint,
     GpsResult,
-    haversine_m,
     load_sidecar_csv,
     read_exif_gps,
     read_gps,

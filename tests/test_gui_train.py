@@ -14,8 +14,9 @@ from _gui import (
 from _library import make_library
 from PySide6.QtGui import QAction
 
-from netvlad_gui.core.config import QUICK_EPOCHS, ExtractConfig, MiningConfig, TrainConfig
+from netvlad_gui.core.config import ExtractConfig
 from netvlad_gui.core.paths import default_index_dir
+from netvlad_gui.core.trainconfig import QUICK_EPOCHS, MiningConfig, TrainConfig
 from netvlad_gui.ui import trainpanel
 from netvlad_gui.ui.notices import ERROR, WARNING
 from netvlad_gui.ui.trainpanel import IDLE, TrainPanel

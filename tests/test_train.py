@@ -65,7 +65,7 @@ def test_default_margins_follow_the_loss() -> None:
         data=DataSpec(data="x"), loss="unsquared"
     ).mining.effective_margin == pytest.approx(math.sqrt(0.1))
     with pytest.raises(TrainConfigError, match="loss"):
-        TrainConfig(data=DataSpec(data="x"), loss="cosine").check()
+        TrainConfig(data=DataSpec(data="x"), loss="cosine").validate()
 
 
 def _trainable(model) -> set[str]:
@@ -562,7 +562,7 @@ def test_a_step_in_two_passes_gives_the_one_pass_gradient(tmp_path: Path) -> Non
     """Memory holds a chunk's activations, not the step's; the gradient stays the same."""
     from types import SimpleNamespace
 
-    from netvlad_gui.core.config import MiningConfig
+    from netvlad_gui.core.trainconfig import MiningConfig
     from netvlad_gui.core.training.frozen import (
         FrozenStore,
         GroupsForward,

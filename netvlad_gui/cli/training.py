@@ -17,20 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core.config import (
+from ..core.config import DEVICES, RECALL_RADIUS_M, InitConfig, ModelConfig, VerifyConfig
+from ..core.trainconfig import (
     AMP_DTYPES,
-    DEVICES,
     LOSSES,
     NO_SPLIT,
     PAIR_HOLDOUT,
-    RECALL_RADIUS_M,
     SPLIT_METHODS,
     TRAIN_LAYERS,
     DataSpec,
-    InitConfig,
-    ModelConfig,
     SplitConfig,
-    VerifyConfig,
 )
 from .common import (
     CliError,
@@ -99,7 +95,7 @@ _TRAIN_OPTIONS: list[tuple[str, str, type, str]] = [
 
 def _train_default(name: str):
     """TrainConfig's default for a field (imported only when help is shown: it loads torch)."""
-    from ..core.config import MiningConfig, TrainConfig
+    from ..core.trainconfig import MiningConfig, TrainConfig
 
     if name == "margin":
         sq, unsq = (MiningConfig.default_margin(loss) for loss in LOSSES)

@@ -24,6 +24,10 @@ class DatasetError(NetvladError, ValueError):
     """A data source that cannot become a training or evaluation set."""
 
 
+class GeoError(NetvladError, ValueError):
+    """Coordinates handed to the distance helpers are not valid latitudes/longitudes."""
+
+
 class TrainError(NetvladError, RuntimeError):
     """Training cannot go on (no usable tuples, out of memory, a run folder in the way…)."""
 

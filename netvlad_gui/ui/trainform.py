@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QLineEdit, QWidget
 
-from netvlad_gui.core.config import DEFAULT_MODEL, LOSSES, MiningConfig, TrainConfig
+from netvlad_gui.core.config import DEFAULT_MODEL
+from netvlad_gui.core.trainconfig import LOSSES, MiningConfig, TrainConfig
 
 from .settingsdialog import cuda_available
 from .widgets import combo_box, double_spin_box, spin_box

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from netvlad_gui.core.config import InitConfig, ModelConfig, TrainConfig
+from netvlad_gui.core.config import InitConfig, ModelConfig
 from netvlad_gui.core.errors import ConfigError
 from netvlad_gui.core.model.backbones import PADDINGS, Normalization, load_backbone
 from netvlad_gui.core.model.head import sample_from_feature_maps
 from netvlad_gui.core.model.pooling import FMax, NetVLAD, Whitening
+from netvlad_gui.core.trainconfig import TrainConfig
 
 #: The former name of the error of a ModelConfig that builds no model.
 ModelConfigError = ConfigError

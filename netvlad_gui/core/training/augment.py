@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import AugmentConfig
+from ..trainconfig import AugmentConfig
 
 
 def variant_rng(seed: int, path: str, variant: int) -> np.random.Generator:

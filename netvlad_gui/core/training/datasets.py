@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..config import NO_SPLIT, SPLITS, DataSpec, SplitConfig
 from ..errors import DatasetError
 from ..photos.geo import EARTH_RADIUS_M, SIDECAR_NAME, read_gps
 from ..photos.images import list_images
+from ..trainconfig import NO_SPLIT, SPLITS, DataSpec, SplitConfig
 from .placeset import PlaceSet
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ def split_set(ps: PlaceSet, cfg: SplitConfig) -> dict[str, PlaceSet]:
 
 
 def load_spec(spec: DataSpec) -> PlaceSet:
-    """The set a :class:`~netvlad_gui.core.config.DataSpec` names, read from its files."""
+    """The set a :class:`~netvlad_gui.core.trainconfig.DataSpec` names, read from its files."""
     kind = spec.kind
     if kind == "folder":
         if spec.gt or spec.frame_spacing_m is not None:

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TrainConfig
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.network import PlaceModel, fit_whitening
+from ..trainconfig import TrainConfig
 from .evaluate import RECALL_NS, EvalResult, evaluate_descriptors
 from .frozen import FrozenStore, Key, Tail, describe
 from .placeset import PlaceSet

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import TrainConfig
 from ..model.checkpoint import save_checkpoint
 from ..model.initialise import samples_per_image
 from ..model.network import PlaceModel, init_netvlad, sample_from_feature_maps
 from ..model.sample import sample_positions
+from ..trainconfig import TrainConfig
 from .augment import augmenter
 from .finish import heldout_recalls, set_descriptors, set_keys
 from .frozen import FrozenStore, Key, Prefix, Tail, frozen_split

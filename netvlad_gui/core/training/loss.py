@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import MiningConfig
+from ..trainconfig import MiningConfig
 
 
 def triplet_terms(

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..config import MiningConfig
 from ..errors import DatasetError
+from ..trainconfig import MiningConfig
 from .datasets import PlaceSet
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import MiningConfig
+from ..trainconfig import MiningConfig
 from .frozen import FrozenStore, Key
 from .loss import triplet_terms
 from .mining import GroundTruth, TrainTuple, mine_tuple

@@ -101,13 +101,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import LOSSES, RESUMABLE_OVERRIDES, TRAIN_LAYERS, TrainConfig
 from ..errors import TrainConfigError, TrainError
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.features import resolve_device
 from ..model.initialise import initialise_from_images
 from ..model.network import PlaceModel
 from ..model.runtime import release_freed_memory
+from ..trainconfig import LOSSES, RESUMABLE_OVERRIDES, TRAIN_LAYERS, TrainConfig
 from .evaluate import RECALL_NS, evaluate_descriptors
 from .finish import final_model, heldout_recalls, save_epoch, set_keys
 from .frozen import GroupsForward, Tail
@@ -259,7 +259,7 @@ class _Trainer:
 
     def run(self) -> TrainResult:
         cfg, dist = self.cfg, self.dist
-        cfg.check()
+        cfg.validate()
         if self.rank0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(cfg.seed)

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import AMP_DTYPES
 from ..errors import TrainError
 from ..model.features import resolve_device
+from ..trainconfig import AMP_DTYPES
 
 # --- the job --------------------------------------------------------------------------------
 

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import NO_SPLIT, RESUMABLE_OVERRIDES, SplitConfig, TrainConfig
 from ..errors import TrainConfigError, TrainError
 from ..model.checkpoint import read_checkpoint_header
 from ..model.network import PlaceModel
+from ..trainconfig import NO_SPLIT, RESUMABLE_OVERRIDES, SplitConfig, TrainConfig
 from .datasets import load_spec, split_set
 from .placeset import PlaceSet
 from .runs import LAST
