@@ -31,8 +31,10 @@ from _common import machine
 LUND = REPO.parent / "shared" / "data" / "lund_street"
 
 
-def timed(argv: list[str], code: Path, cwd: Path) -> tuple[float, float]:
-    """(wall s, s from the last stdout line to the exit) of ``python -m netvlad_gui.cli ARGV``."""
+def timed(argv: list[str], code: Path, cwd: Path) -> tuple[float, float, float, float]:
+    """(wall s, s from the last stdout line to the exit, CPU s, peak RSS MB) of ``python -m
+    netvlad_gui.cli ARGV``; the CPU seconds (user + system, all threads) do not grow with a
+    shared machine's load the way the wall time does."""
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])
     )
@@ -47,10 +49,11 @@ def timed(argv: list[str], code: Path, cwd: Path) -> tuple[float, float]:
     last = t0
     for _ in proc.stdout:
         last = time.perf_counter()
-    if proc.wait() != 0:
-        raise SystemExit(f"netvlad {' '.join(argv)} failed ({proc.returncode}) with {code}")
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"netvlad {' '.join(argv)} failed ({status}) with {code}")
     end = time.perf_counter()
-    return end - t0, end - last
+    return end - t0, end - last, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -62,12 +65,13 @@ def main() -> None:
     trees = [REPO, *args.code]
     print(json.dumps({"machine": machine()}))
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")  # the commands' own cache
         argv = args.command
         if not argv:
             index = Path(tmp) / "lund-index"
             timed(["index", str(LUND / "references"), "--index", str(index), "-q"], REPO, Path(tmp))
             argv = ["locate", "--index", str(index), str(LUND / "queries" / "08.jpg")]
-        rows: dict[str, list[tuple[float, float]]] = {str(t): [] for t in trees}
+        rows: dict[str, list[tuple]] = {str(t): [] for t in trees}
         for _ in range(args.rounds):
             for tree in trees:
                 rows[str(tree)].append(timed(argv, tree, Path(tmp)))
@@ -75,9 +79,14 @@ def main() -> None:
         out = {
             "code": tree,
             "command": "netvlad " + " ".join(args.command or ["locate", "INDEX", "08.jpg"]),
-            "wall_s": [round(w, 2) for w, _ in runs],
-            "exit_s": [round(e, 2) for _, e in runs],
-            "median_exit_s": round(statistics.median(e for _, e in runs), 2),
+            "wall_s": [round(r[0], 2) for r in runs],
+            "median_wall_s": round(statistics.median(r[0] for r in runs), 2),
+            "cpu_s": [round(r[2], 2) for r in runs],
+            "median_cpu_s": round(statistics.median(r[2] for r in runs), 2),
+            "exit_s": [round(r[1], 2) for r in runs],
+            "median_exit_s": round(statistics.median(r[1] for r in runs), 2),
+            "peak_rss_mb": round(max(r[3] for r in runs)),
+            "load": os.getloadavg(),
         }
         print(json.dumps(out))
 

@@ -2,6 +2,7 @@
 
     python benchmarks/gui_index.py                       # the lund references, default model
     python benchmarks/gui_index.py --library DIR --repeat 2
+    python benchmarks/gui_index.py --locate PHOTO --repeat 5   # an indexed library, one photo
 
 Each round runs, in fresh subprocesses with their own empty user folders (settings, indexes,
 caches), first the real window (offscreen Qt) and then ``netvlad index`` on the same folder:
@@ -16,6 +17,13 @@ caches), first the real window (offscreen Qt) and then ``netvlad index`` on the 
 
 The ratio says what the window adds to the engine's build (the GUI's build goes through the same
 ``build_index`` in its engine thread).
+
+``--locate PHOTO``: the library is indexed first (by ``netvlad index``, untimed, in the same
+user folders: a model's first use is behind it), then the window starts on that index; marks:
+the window shown, the engine warm (``warmedUp``), the index open and searchable, "engine ready"
+(both), the photo dropped then (``open_inputs``, what a drop does), its first answer (the
+session's first stage: the global search) and its final one (verified). ``--code DIR`` runs
+another source tree's window too, alternating (e.g. main before issue 24).
 """
 
 from __future__ import annotations
@@ -103,14 +111,116 @@ def child(library: str, t_spawn: float, drop_when: str = "shown") -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def user_env(home: Path) -> dict:
+def child_locate(index_dir: str, photo: str, t_spawn: float) -> None:
+    """In the window's process: open the index, drop ``photo`` once ready, wait for its answer."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QCoreApplication, QObject, QTimer, Slot
+    from PySide6.QtWidgets import QApplication
+
+    from netvlad_gui.ui.mainwindow import LaunchOptions, MainWindow
+
+    QCoreApplication.setOrganizationName("netvlad-gui-bench")
+    QCoreApplication.setApplicationName("netvlad-gui")
+    app = QApplication([sys.argv[0]])
+    marks: dict[str, float] = {}
+
+    def mark(name: str) -> None:
+        marks.setdefault(name, round(time.time() - t_spawn, 2))
+
+    win = MainWindow(LaunchOptions(index_dir=index_dir))
+    win.show()
+    mark("window_shown")
+    state = {"warm": False, "open": False}
+
+    def maybe_drop() -> None:
+        if state["warm"] and state["open"] and "dropped" not in marks:
+            mark("engine_ready")
+            mark("dropped")
+            win.open_inputs([photo])
+
+    class Marks(QObject):  # in the GUI thread, so the worker's signals are queued to it
+        @Slot()
+        def warmed(self) -> None:
+            mark("engine_warm")
+            state["warm"] = True
+            maybe_drop()
+
+        @Slot(object)
+        def opened(self, info) -> None:
+            if info is not None and info.ready:
+                mark("index_open")
+                state["open"] = True
+                maybe_drop()
+
+        @Slot(int, object)
+        def staged(self, token, result) -> None:
+            mark("first_answer")
+            if result.final:
+                mark("final_answer")
+                marks["verdict"] = str(result.verdict)
+                QTimer.singleShot(0, app.quit)
+
+    marks_obj = Marks()
+    win.engine.warmedUp.connect(marks_obj.warmed)
+    win.indexChanged.connect(marks_obj.opened)
+    win.engine.staged.connect(marks_obj.staged)
+    QTimer.singleShot(300_000, app.quit)
+    app.exec()
+    win.shutdown()
+    print("RESULT " + json.dumps({"marks": marks}), flush=True)
+
+
+def run_locate(library: Path, photo: Path, home: Path, code: Path | None) -> dict:
+    """Index ``library`` (untimed), then time the window on it with ``photo`` dropped."""
+    env = user_env(home, code)
+    index_dir = home / "index"
+    subprocess.run(
+        [sys.executable, "-m", "netvlad_gui.cli", "index", str(library), "--index", str(index_dir)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=900,
+        cwd=home.parent,
+    )
+    t0 = time.time()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child-locate",
+            str(index_dir),
+            str(photo),
+            "--t-spawn",
+            repr(t0),
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=home.parent,
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"the window's run failed:\n{proc.stderr[-3000:]}")
+    m = json.loads(line[len("RESULT ") :])["marks"]
+    return {
+        "code": str(code) if code else "this tree",
+        "marks_s": m,
+        "engine_ready_after_shown_s": round(m["engine_ready"] - m["window_shown"], 2),
+        "first_answer_after_drop_s": round(m["first_answer"] - m["dropped"], 2),
+        "final_answer_after_drop_s": round(m["final_answer"] - m["dropped"], 2),
+    }
+
+
+def user_env(home: Path, code: Path | None = None) -> dict:
     env = dict(os.environ)
     env.update(
         XDG_CONFIG_HOME=str(home / "config"),
         XDG_DATA_HOME=str(home / "data"),
         XDG_CACHE_HOME=str(home / "cache"),
         QT_QPA_PLATFORM="offscreen",
-        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(code or REPO), env.get("PYTHONPATH", "")]),
     )
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         env["QTWEBENGINE_DISABLE_SANDBOX"] = "1"
@@ -168,15 +278,28 @@ def main() -> None:
         default="shown",
         help="drop the folder when the window is shown, or once the engine has loaded",
     )
+    ap.add_argument("--locate", type=Path, help="time a photo located in the indexed library")
+    ap.add_argument("--code", type=Path, nargs="*", default=[], help="other trees (--locate)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-locate", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--t-spawn", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.t_spawn, args.drop)
         return
+    if args.child_locate:
+        child_locate(*args.child_locate, args.t_spawn)
+        return
     from _common import machine
 
     print(json.dumps({"machine": machine(), "library": str(args.library)}))
+    if args.locate:
+        for r in range(args.repeat):
+            for code in [None, *args.code]:
+                with tempfile.TemporaryDirectory() as tmp:
+                    row = run_locate(args.library, args.locate.resolve(), Path(tmp) / "home", code)
+                print(json.dumps({"round": r + 1, "load": os.getloadavg()} | row), flush=True)
+        return
     for r in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
             win = run_window(args.library, Path(tmp) / "win", args.drop)

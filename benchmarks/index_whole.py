@@ -25,11 +25,13 @@ native bf16 this is the figure issue 14 asks for VGG16.
 ``git archive main | tar -x -C /tmp/main``), alternating with this one on the same library, so
 that a before/after on a shared machine sees the same load.
 
-``--runtimes torch onnxruntime`` runs each tree with each backbone runtime (``--runtime``),
-alternating; ``--rounds N`` repeats the new-library build N times (fresh index folders, same
-order each round) and reports the median (``whole_s_rounds`` lists them all). The commands use a
-cache folder of their own (``XDG_CACHE_HOME``), so ONNX Runtime's first round includes the
-backbone's export to ONNX (a one-off per model weights); the median of 3 rounds does not.
+``--runtimes default torch onnxruntime auto`` runs each tree with each runtime (``--runtime``;
+``default``: no flag, each tree's own default), alternating; ``--rounds N`` repeats the
+new-library build N times (fresh index folders, same order each round) and reports the median
+(``whole_s_rounds`` lists them all). The commands use a cache folder of their own
+(``XDG_CACHE_HOME``); a first build of 8 photos per tree and runtime, before the timed rounds,
+makes what a model's first use makes once (the ONNX graph: ``first_use_s``), so that the rounds
+time the steady state (``--cold-cache``: no such warm-up).
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def run_index(lib: Path, index_dir: Path, extra: list[str], code: Path | None = 
             for m in _PROGRESS.finditer(chunk):
                 stage, done = m.group(1).strip(), int(m.group(2))
                 stages.setdefault(stage, now)
-                if not first and stage not in ("scan", "model") and done >= 1:
+                if not first and stage not in ("scan", "model", "prepare") and done >= 1:
                     first.append(now)
 
     reader = threading.Thread(target=read_stderr, daemon=True)
@@ -112,6 +114,7 @@ def run_index(lib: Path, index_dir: Path, extra: list[str], code: Path | None = 
         "first_photo_s": round(first[0], 2) if first else None,
         "stage_starts_s": {k: round(v, 2) for k, v in stages.items()},
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),  # all threads: not inflated by load
         "extracted": summary.get("extracted"),
         "indexed": summary.get("indexed"),
     }
@@ -125,10 +128,18 @@ def one_size(tmp: Path, n: int, args) -> list[dict]:
     runs = [(c, r) for c in [None, *args.code] for r in args.runtimes]
 
     def with_runtime(r: str) -> list[str]:
-        return [*extra, "--runtime", r] if r != "torch" else extra
+        return [*extra, "--runtime", r] if r != "default" else extra
 
     def dir_of(k: int, rnd: int) -> Path:
         return tmp / f"index{n}-{k}-{rnd}"
+
+    first_use = [None] * len(runs)
+    if not args.cold_cache:  # what a model's first use makes (its ONNX graph), made once
+        warm_lib = (
+            make_library(tmp / "warm", 8) if not (tmp / "warm").exists() else tmp / "warm/lib8"
+        )
+        for k, (c, r) in enumerate(runs):
+            first_use[k] = run_index(warm_lib, tmp / f"warm-{n}-{k}", with_runtime(r), c)["seconds"]
 
     rounds = [
         [run_index(lib, dir_of(k, i), with_runtime(r), c) for k, (c, r) in enumerate(runs)]
@@ -160,7 +171,10 @@ def one_size(tmp: Path, n: int, args) -> list[dict]:
                 "first_photo_s": a["first_photo_s"],
                 "stage_starts_s": a["stage_starts_s"],
                 "noop_rerun_s": b["seconds"],
+                "first_use_s": first_use[k],
                 "peak_rss_mb": a["peak_rss_mb"],
+                "cpu_s": a["cpu_s"],
+                "load": os.getloadavg(),
                 "noop_peak_rss_mb": b["peak_rss_mb"],
                 "extracted": a["extracted"],
             }
@@ -212,9 +226,13 @@ def main() -> None:
     ap.add_argument(
         "--runtimes",
         nargs="+",
-        default=["torch"],
-        choices=["torch", "onnxruntime"],
-        help="backbone runtimes to run each tree with (netvlad index --runtime), alternating",
+        default=["default"],
+        choices=["default", "auto", "torch", "onnxruntime"],
+        help="runtimes to run each tree with (netvlad index --runtime; default: no flag), "
+        "alternating",
+    )
+    ap.add_argument(
+        "--cold-cache", action="store_true", help="no warm-up build: the first round exports"
     )
     ap.add_argument("--rounds", type=int, default=1, help="new-library builds each (median)")
     args = ap.parse_args()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-step set-up on a fresh Debian/Ubuntu machine: the system libraries QtWebEngine needs,
 # Xvfb for screenshots and the GUI tests, then a virtual environment .venv/ in the checkout with
-# the app, its test extra and Ray (stock Debian/Ubuntu Pythons refuse `pip install` outside one).
+# the app (ONNX Runtime included), its test extra and Ray (stock Debian/Ubuntu Pythons refuse
+# `pip install` outside one).
 # Downloads several GB the first time (torch with its CUDA libraries, Qt WebEngine, Ray).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +39,8 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
+# ONNX Runtime and onnx come with the app (pyproject.toml): the engine that indexes and locates
+# on CPUs without importing torch (README "What runs where").
 "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[test,distributed]"
+"$VENV/bin/python" -c "import onnx, onnxruntime; print('setup: ONNX Runtime', onnxruntime.__version__)"
 echo "setup: done. Run the app with $VENV/bin/netvlad-gui, or 'source $VENV/bin/activate' first."

@@ -119,7 +119,7 @@ def test_settings_round_trip_and_validation(qtbot, tmp_path) -> None:
 
 def test_backbone_runtime_setting_reaches_the_engine_config(qtbot, monkeypatch) -> None:
     """The runtime chosen in Settings is what the engine worker's ExtractConfig carries."""
-    from netvlad_gui.core.model import onnxbackbone
+    from netvlad_gui.core.model import ortmodel
 
     AppSettings(runtime="onnxruntime", device="cpu", image_size=480).save()
     loaded = AppSettings.load()
@@ -132,9 +132,13 @@ def test_backbone_runtime_setting_reaches_the_engine_config(qtbot, monkeypatch) 
     )
     assert loaded.extract_config(320).image_size == 320  # a launch option wins
     QSettings().setValue("settings/runtime", "tensorrt")
-    assert AppSettings.load().runtime == "torch"  # unknown stored value: the default
+    assert AppSettings.load().runtime == "auto"  # unknown stored value: the default
+    AppSettings(runtime="torch").save()  # chosen now: kept
+    assert AppSettings.load().runtime == "torch"
+    QSettings().remove("settings/runtime_chosen")  # saved before "auto": torch was the default
+    assert AppSettings.load().runtime == "auto"
 
-    monkeypatch.setattr(onnxbackbone, "installed_version", lambda: None)
+    monkeypatch.setattr(ortmodel, "installed_version", lambda: None)
     dialog = SettingsDialog(loaded)
     qtbot.addWidget(dialog)
     ort = dialog.runtime.model().item(dialog.runtime.findData("onnxruntime"))

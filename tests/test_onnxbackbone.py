@@ -49,8 +49,9 @@ def test_a_bad_runtime_is_a_config_error():
         ExtractConfig(runtime="tensorrt").validate()
     with pytest.raises(ConfigError, match="runtime"):
         ExtractConfig.from_options(runtime="tensorrt")
-    assert ExtractConfig().runtime == "torch"
+    assert ExtractConfig().runtime == "auto"  # issue 24: the engine is chosen per job
     assert ExtractConfig.from_options(runtime="onnxruntime").runtime == "onnxruntime"
+    assert ExtractConfig.from_options(runtime="torch").runtime == "torch"
 
 
 def test_without_onnxruntime_the_error_says_how_to_install(monkeypatch):
@@ -148,13 +149,13 @@ def test_an_index_builds_and_locates_with_onnxruntime(tmp_path):
     from netvlad_gui.core.query.session import LocateSession
 
     paths_ = make_library(tmp_path / "lib", 6)
-    cfg = ExtractConfig(
+    cfg = ExtractConfig(  # fp32 pinned: on a CPU with native bf16 "auto" would mean bf16
         image_size=96,
         batch_size=4,
         num_workers=0,
         device="cpu",
         runtime="onnxruntime",
-        precision="fp32",  # ORT runs fp32 only: auto is bf16 on AMX CPUs, which keeps torch
+        precision="fp32",
     )
     torch.manual_seed(0)
     s = build_small(tmp_path / "lib", tmp_path / "idx", extract_cfg=cfg, init_images=6)
@@ -169,7 +170,7 @@ def test_an_index_builds_and_locates_with_onnxruntime(tmp_path):
     assert _cosines(stored, again).min() >= 0.999
 
     loc = Locator(index, extract_cfg=cfg)
-    assert isinstance(loc.model.backbone, onnxbackbone.OrtBackbone)
+    assert loc.model.runtime == "onnxruntime"  # issue 24: the Locator runs an InferenceModel
     res = LocateSession(loc).locate(paths_[2], verify=False)
     assert res.matches[0].path.endswith(paths_[2].name)
     assert res.matches[0].score == pytest.approx(1.0, abs=1e-3)
@@ -197,8 +198,11 @@ def test_info_says_which_runtime_runs(monkeypatch, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["runtime_asked"] == "onnxruntime"
     assert info["runtime"] == ("onnxruntime" if info["device"] == "cpu" else "torch")
-    assert main(["info", "--json"]) == 0
+    assert main(["info", "--json", "--runtime", "torch"]) == 0
     assert json.loads(capsys.readouterr().out)["runtime"] == "torch"
+    assert main(["info", "--json"]) == 0  # auto: ONNX Runtime on a CPU (the default model)
+    info = json.loads(capsys.readouterr().out)
+    assert info["runtime"] == ("onnxruntime" if info["device"] == "cpu" else "torch")
     monkeypatch.setattr(onnxbackbone, "installed_version", lambda: None)
     said = onnxbackbone.describe(ORT, "cpu")
     assert said["onnxruntime"] is None and 'pip install "netvlad-gui[onnx]"' in said["runtime_note"]

@@ -88,9 +88,10 @@ def add_runtime_args(p: argparse.ArgumentParser, *, jpeg_draft: bool = True) -> 
     p.add_argument(
         "--runtime",
         choices=list(RUNTIMES),
-        help="what runs the backbone: torch (the reference) or onnxruntime, an optional extra "
-        'that is faster on CPUs (pip install "netvlad-gui[onnx]"; CPU and fp32 only, elsewhere '
-        f"torch runs it) (default {ExtractConfig.runtime})",
+        help="what runs the network: auto picks per job and machine (ONNX Runtime in fp32 on "
+        "CPUs, no torch import; torch on GPUs and for long bf16 jobs on heavy backbones; "
+        "`netvlad info` says which and why), torch (the reference) or onnxruntime "
+        f"(default {ExtractConfig.runtime})",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
@@ -144,6 +145,13 @@ def update_bar(bar: tqdm, done: int, total: int | None = None) -> None:
     bar.refresh()
 
 
+def stage_label(stage: str) -> str | None:
+    """How the CLI names a stage on its progress line where its own name says too little."""
+    from ..core.model.graphs import PREPARE, PREPARE_LABEL
+
+    return PREPARE_LABEL if stage == PREPARE else None
+
+
 class StageBar:
     """One tqdm bar per stage (scan, model, init, extract…), on stderr."""
 
@@ -158,7 +166,7 @@ class StageBar:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = progress_bar(total, stage)
+            self.bar = progress_bar(total, stage_label(stage) or stage)
         if self.bar is not None:
             update_bar(self.bar, done, total)
 
@@ -166,6 +174,18 @@ class StageBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class StageNotice:
+    """A line on stderr when a labelled stage starts (``locate`` has no bars for one photo)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        label = stage_label(stage) if self.enabled and done == 0 else None
+        if label:
+            print(f"netvlad: {label}…", file=sys.stderr, flush=True)
 
 
 def plain(text: object) -> str:

@@ -83,29 +83,43 @@ def cmd_index(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from ..core.preload import load_engine
+    from importlib import metadata
 
-    load_engine()
-    import torch
-
-    from ..core.model.onnxbackbone import describe as describe_runtime
-    from ..core.model.runtime import NATIVE_BF16_FLAGS, backbone_precision, cpu_flags
+    from ..core.model.runtime import (
+        NATIVE_BF16_FLAGS,
+        backbone_precision,
+        cpu_flags,
+        engines_info,
+        gpu_present,
+    )
     from ..core.paths import data_dir, models_dir
+    from ..core.query.locate import index_engines_info
 
     info = {
         "default_model": DEFAULT_MODEL,
         "shipped_models": str(models_dir()),
         "data_dir": str(data_dir()),
-        "torch": torch.__version__,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "torch": metadata.version("torch"),
+        "device": "cpu",
+        "cuda_devices": [],
     }
+    if gpu_present():  # only then is torch worth importing to ask
+        from ..core.preload import load_engine
+
+        load_engine()
+        import torch
+
+        info["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        info["cuda_devices"] = [
+            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+        ]
     cfg = extract_cfg(args)
     device = cfg.device if cfg.device != "auto" else info["device"]
-    info["precision"] = backbone_precision(cfg, device.partition(":")[0])  # what runs
+    # what --precision auto means when torch runs the backbone on this device
+    info["precision"] = backbone_precision(cfg, device.partition(":")[0])
     info["precision_asked"] = cfg.precision
     info["cpu_bf16_flags"] = sorted(cpu_flags() & NATIVE_BF16_FLAGS)
-    info.update(describe_runtime(cfg, device.partition(":")[0]))  # what runs the backbone
+    info.update(engines_info(cfg, _backbone_of(args.model)))  # what runs which job, and why
     if args.index or args.library:
         index = _open_index(args)
         st = index.stats()
@@ -123,6 +137,7 @@ def cmd_info(args) -> int:
             "dead_rows": st.dead_rows,  # store rows no photo uses; compacted past a share
             "dead_share": round(st.dead_share, 3),
         }
+        info["index"].update(index_engines_info(index, cfg))
     if args.json:
         print(json.dumps(info))
     else:
@@ -134,6 +149,22 @@ def cmd_info(args) -> int:
             else:
                 print(f"{k:18} {v}")
     return 0
+
+
+def _backbone_of(spec: str | None) -> str | None:
+    """The backbone of a model spec (a checkpoint file's read without torch), for ``info``."""
+    if not spec:
+        return None
+    from ..core.model.ckptfile import CheckpointFormatError
+    from ..core.model.ortmodel import ModelFile
+    from ..core.model.resolve import looks_like_file
+
+    if looks_like_file(spec):
+        try:
+            return ModelFile.read(spec).backbone or None
+        except (OSError, CheckpointFormatError):
+            return None
+    return spec.partition("-")[0]
 
 
 def cmd_models(args) -> int:
@@ -214,6 +245,10 @@ def add_library_commands(sub) -> None:
     )
     p.add_argument(
         "--runtime", choices=list(RUNTIMES), help="say what runs the backbone if this is asked for"
+    )
+    p.add_argument(
+        "--model",
+        help=f"say what runs this model (BACKBONE-POOLING or a checkpoint; default {DEFAULT_MODEL})",
     )
     p.set_defaults(func=cmd_info)
 

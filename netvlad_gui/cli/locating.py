@@ -15,23 +15,23 @@ from pathlib import Path
 
 from ..core.config import LocateConfig, SequenceConfig, VerifyConfig
 from ..core.photos.geo import format_distance
-from .common import extract_cfg, index_dir, plain, progress_bar, update_bar
+from .common import StageNotice, extract_cfg, index_dir, plain, progress_bar, update_bar
 
 
 def cmd_locate(args) -> int:
     """One result per named photo (and per sampled frame); exit 1 when none could be located."""
-    from ..core.photos.images import expand_inputs
-    from ..core.preload import load_engine
-
-    load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
     from ..core.errors import LibraryIndexError
+    from ..core.photos.images import expand_inputs
     from ..core.query.result import LocateResult
     from ..core.query.session import open_session
 
     verify = VerifyConfig(enabled=args.verify, top_k=args.verify_top)
     locate_cfg = LocateConfig(top_n=args.top, verify=verify)
     seq = SequenceConfig(every_s=args.every).validate()
-    status, session = open_session(index_dir(args), extract_cfg(args), locate_cfg)
+    # torch loads only if it runs the model, or to export its graph once (said on stderr)
+    status, session = open_session(
+        index_dir(args), extract_cfg(args), locate_cfg, progress=StageNotice(not args.quiet)
+    )
     if session is None:
         raise LibraryIndexError(status.why_not())
     from ..core.library.status import not_searchable_note

@@ -123,10 +123,12 @@ class ExtractConfig:
     # native bf16: AVX2-only CPUs); "fp32" or "bf16" force one (core/model/runtime.py decides "auto").
     precision: str = "auto"
     bf16: bool = False  # the older switch: True is precision="bf16"
-    # What runs the backbone: "torch" (the reference) or "onnxruntime" (an optional extra,
-    # core/model/onnxbackbone.py): 1.78x torch on the default model, descriptors at cosine
-    # 1.000000; CPU and fp32 only, elsewhere torch runs it.
-    runtime: str = "torch"
+    # What runs the network: "auto" picks per job and machine by measured rules
+    # (core/model/runtime.py choose_engine: ONNX Runtime in fp32 on CPUs, without importing
+    # torch; torch on GPUs and, with native bf16, for long jobs on heavy backbones); "torch"
+    # (the reference) or "onnxruntime" (CPU and fp32 only, 1.3-1.8x torch fp32, descriptors at
+    # cosine 1.0000) force one.
+    runtime: str = "auto"
     # Whether a front's option asked for ``image_size`` (``from_options``) rather than leaving
     # the default: an index records the size its descriptors were made at, and a build asked
     # for another one refuses, while an index's own size is used when none was asked for.
@@ -182,12 +184,14 @@ class ExtractConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
         if self.runtime not in RUNTIMES:
-            raise ConfigError(f"runtime must be torch or onnxruntime, not {self.runtime!r}")
+            raise ConfigError(
+                f"runtime must be torch or onnxruntime (or auto), not {self.runtime!r}"
+            )
         return self
 
 
 PRECISIONS = ("auto", "fp32", "bf16")  # ExtractConfig.precision
-RUNTIMES = ("torch", "onnxruntime")  # ExtractConfig.runtime
+RUNTIMES = ("auto", "torch", "onnxruntime")  # ExtractConfig.runtime
 #: Where the network runs, as the fronts offer it (ExtractConfig also takes "cuda:N" and "mps").
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -1,9 +1,10 @@
-"""Load the engine's heavy modules ahead of the first photo, in an order that works with Qt.
+"""Load the engine's modules ahead of the first photo, in an order that works with Qt.
 
-torch and torchvision take about 4 s to import on a 2-core machine, most of the time from a
-command to its first photo (benchmarks/README.md, "Start-up"). The window opens without them; a
-front calls :func:`preload` in its worker thread right after, so that they are loaded by the
-time a user has picked a folder or dropped a photo.
+Locating and indexing run without torch where ONNX Runtime runs the model (core/model/
+inference.py): ONNX Runtime, faiss and OpenCV load in well under a second. The window opens
+without them; a front calls :func:`preload` in its worker thread right after, so that they are
+loaded by the time a user has picked a folder or dropped a photo. torch and torchvision (about
+4 s on a 2-core machine) load only for a job that torch runs (``load_engine``).
 
 One native library cannot be loaded that late: triton's (bundled with torch's CUDA wheels,
 imported by ``torch._dynamo``, which torchvision imports) crashes the process with SIGSEGV when
@@ -36,10 +37,13 @@ def before_qt() -> list[str]:
 
 
 def preload() -> None:
-    """Import what describing and verifying a photo needs (torch, torchvision, OpenCV).
+    """Import what describing and verifying a photo needs without torch: the query modules
+    (OpenCV, faiss) and ONNX Runtime. :func:`~netvlad_gui.core.model.engine.load_engine` (the
+    fronts import it from here too) loads torch, for the jobs torch runs."""
+    from .model.ortmodel import require_ort
+    from .query import locate, verify  # noqa: F401 - OpenCV, faiss
 
-    :func:`~netvlad_gui.core.model.engine.load_engine` (the fronts import it from here too)
-    loads torch with the collector paused; then the query modules load OpenCV.
-    """
-    load_engine()
-    from .query import locate, verify  # noqa: F401 - OpenCV
+    try:
+        require_ort()
+    except ImportError:  # torch runs the model then, and loads when it is needed
+        pass

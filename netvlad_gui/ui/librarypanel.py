@@ -29,6 +29,7 @@ from .widgets import EtaClock, dropped_paths, format_eta, plain_label
 STAGE_NAMES = {
     "scan": "Scanning the folder",
     "model": "Loading the model",
+    "prepare": "Preparing the model for fast inference (once)",
     "init": "Fitting NetVLAD to your photos",
     "extract": "Indexing photos",
     "finalize": "Finishing",

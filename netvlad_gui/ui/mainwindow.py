@@ -31,7 +31,7 @@ from netvlad_gui.core.query.mappage import MapPageError
 from . import filedialogs, messages
 from .errors import failure_text
 from .launch import LaunchOptions, launch_settings
-from .librarypanel import LibraryPanel
+from .librarypanel import STAGE_NAMES, LibraryPanel
 from .locating import Locating
 from .mapdata import result_to_map
 from .mapview import MapView
@@ -311,6 +311,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Locating {done} of {total}…")
         elif stage == "frames":
             self.sequencing.on_progress(done, total)
+        elif stage in STAGE_NAMES and done < total:  # opening a library: the one-off export
+            self.statusBar().showMessage(f"{STAGE_NAMES[stage]}…")
 
     def _on_build_finished(self, summary) -> None:
         self._building = False

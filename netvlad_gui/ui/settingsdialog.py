@@ -55,7 +55,16 @@ log = logging.getLogger(__name__)
 
 # The words for core's choices (config.DEVICES, config.RUNTIMES, in their order).
 DEVICES = tuple(zip(config.DEVICES, ("Automatic", "CPU", "CUDA GPU"), strict=True))
-RUNTIMES = tuple(zip(config.RUNTIMES, ("torch (reference)", "ONNX Runtime"), strict=True))
+RUNTIMES = tuple(
+    zip(
+        config.RUNTIMES,
+        ("Automatic (the fastest for each job)", "torch (reference)", "ONNX Runtime"),
+        strict=True,
+    )
+)
+#: Marks settings saved since the runtime "auto" (issue 24): an older file's "torch" was only
+#: the default of its day, not a choice, and reads as today's default.
+RUNTIME_CHOSEN = "settings/runtime_chosen"
 CHECKPOINT_FILTER = "Models (*.pt *.pth *.tar *.mat *.ckpt);;All files (*)"
 
 
@@ -110,6 +119,9 @@ class AppSettings:
             out.device = "auto"
         if out.runtime not in config.RUNTIMES:
             out.runtime = ExtractConfig.runtime
+        if out.runtime == "torch" and store.value(RUNTIME_CHOSEN) is None:
+            # saved before "auto" existed, when every save wrote torch, the default then
+            out.runtime = ExtractConfig.runtime
         return out
 
     def extract_config(self, image_size: int | None = None) -> ExtractConfig:
@@ -131,10 +143,16 @@ class AppSettings:
         store = store or QSettings()
         for name, value in self.__dict__.items():
             store.setValue(f"settings/{name}", value)
+        store.setValue(RUNTIME_CHOSEN, True)  # the runtime saved now is a choice (see load)
         store.sync()
 
 
 def cuda_available() -> bool:
+    """Whether a CUDA GPU is usable; torch is imported to ask only where a driver shows one."""
+    from netvlad_gui.core.model.runtime import gpu_present
+
+    if not gpu_present():
+        return False
     try:
         import torch
 
@@ -219,20 +237,21 @@ class SettingsDialog(QDialog):
         self.device.setCurrentIndex(max(self.device.findData(settings.device), 0))
         self.runtime = QComboBox()
         self.runtime.setObjectName("runtimeCombo")
-        from netvlad_gui.core.model.onnxbackbone import INSTALL, installed_version
+        from netvlad_gui.core.model import ortmodel  # torch-free
 
-        ort = installed_version()
+        ort, install = ortmodel.installed_version(), ortmodel.INSTALL
         for key, label in RUNTIMES:
             self.runtime.addItem(label, key)
         if ort is None:  # offered, but greyed out with the reason
             item = self.runtime.model().item(self.runtime.findData("onnxruntime"))
             item.setEnabled(False)
-            item.setToolTip(f"Not installed: {INSTALL}")
+            item.setToolTip(f"Not installed: {install}")
         self.runtime.setCurrentIndex(max(self.runtime.findData(settings.runtime), 0))
         self.runtime.setToolTip(
-            "What runs the network's backbone on the CPU. ONNX Runtime is about 1.7x faster on "
-            "the default model, with the same descriptors; on a GPU or in bf16 torch runs it."
-            + ("" if ort else f" ONNX Runtime is not installed: {INSTALL}")
+            "What runs the network. Automatic picks for each job: ONNX Runtime on the CPU (about "
+            "1.3-1.8x torch, the same descriptors, no 3-4 s torch start-up); torch on a GPU, and "
+            "on CPUs with native bf16 for long jobs on heavy backbones (VGG16)."
+            + ("" if ort else f" ONNX Runtime is not installed: {install}")
         )
         self.top_n = spin_box(*TOP_N_RANGE, settings.top_n)
         self.image_size = spin_box(

@@ -89,7 +89,8 @@ class EngineWorker(QObject):
 
     @Slot()
     def warm_up(self) -> None:
-        """Import the engine (torch, OpenCV) while the user is still choosing; jobs queue behind."""
+        """Import the engine (ONNX Runtime, faiss, OpenCV; not torch) while the user is still
+        choosing; jobs queue behind."""
         if self._stopping.is_set():
             return
         try:
@@ -262,7 +263,7 @@ class EngineWorker(QObject):
         from netvlad_gui.core.query.session import open_session
 
         self._close()
-        status, self._session = open_session(index_dir, extract_cfg)
+        status, self._session = open_session(index_dir, extract_cfg, progress=self._progress)
         return status
 
     def _close(self) -> None:

@@ -31,7 +31,7 @@ from .buildmodel import (
     KEPT_MAPS_DIR,
     nothing_to_extract,
     photos_needed_first,
-    prepare_model,
+    prepare_engine_model,
     restart_all,
 )
 from .calibration import FINALIZED_KEY, calibrate, finalized_stamp
@@ -153,26 +153,19 @@ def build_index(
         summary.total, summary.removed = scan_library(index, library, progress, warnings)
         extract_cfg = resolve_image_size(index, extract_cfg, keep_index_model, warnings)
         try:
-            if nothing_to_extract(index, model_spec, keep_index_model):
+            if nothing_to_extract(index, model_spec, keep_index_model, extract_cfg):
                 raise _UpToDate
-            if progress:  # importing torch and loading the model take seconds: say so
+            if progress:  # starting the engine and loading the model take a moment: say so
                 progress("model", 0, 1)
-            # The core the import leaves idle decodes the first photos meanwhile.
+            # The core the engine's start leaves idle decodes the first photos meanwhile.
             first = photos_needed_first(
                 index, library, model_spec, init_cfg, decoder.ahead, distributed is None
             )
             decoder.prefetch(first)
-            from ..model.engine import load_engine
-
-            load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
-            from ..model.features import resolve_device
-
-            device = resolve_device(extract_cfg.device)
-            model = prepare_model(
+            model, extract_cfg = prepare_engine_model(
                 index,
                 model_spec,
                 backbone_weights,
-                device,
                 init_cfg,
                 extract_cfg,
                 library,
@@ -369,8 +362,19 @@ def _extract_pending(
 def _descriptors(model, paths, extract_cfg, report, cancel, maps=None, keys=(), decoder=None):
     """``Extracted`` for each of ``paths`` (index into ``paths``): pooled from the kept backbone
     map where ``keys[i]`` names one in ``maps``, else through the whole network."""
-    from ..model.features import Extracted, extract
-    from ..model.initialise import pool_feature_map
+    from ..model.extraction import Extracted, extract_with
+    from ..model.inference import is_inference_model
+
+    if is_inference_model(model):  # ONNX Runtime: no torch
+
+        def extract(model, paths, cfg, **kw):
+            return extract_with(model, paths, cfg, **kw)
+
+        def pool_feature_map(model, fmap):
+            return model.pool_maps(fmap[None])[0]
+    else:
+        from ..model.features import extract
+        from ..model.initialise import pool_feature_map
 
     keys = list(keys) or [None] * len(paths)
     pooled = [i for i, k in enumerate(keys) if maps is not None and k is not None and k in maps]

@@ -19,6 +19,7 @@ from ..errors import LibraryIndexError
 from ..model.sample import sample_positions
 from .catalog import PENDING
 from .index import (
+    ENGINE_KEY,
     MODEL_FILE,
     MODEL_FILE_KEY,
     MODEL_SHA_KEY,
@@ -32,6 +33,90 @@ from .searchindex import remove_saved
 log = logging.getLogger(__name__)
 
 KEPT_MAPS_DIR = ".init-maps"  # the sampled photos' backbone maps, while a new library is built
+
+
+def prepare_engine_model(
+    index: LibraryIndex,
+    model_spec,
+    backbone_weights,
+    init_cfg,
+    extract_cfg,
+    library: Path,
+    progress,
+    cancel,
+    keep_index_model: bool,
+    warnings: list[str],
+    kept: dict | None,
+    decoder=None,
+):
+    """The build's model, run by the engine this job gets (``job_engine``), and the
+    ExtractConfig it runs with; the engine is recorded in the index.
+
+    ONNX Runtime: ``prepare_ort_model`` (no torch unless a graph must be exported). A model only
+    torch can make (random weights, a checkpoint in torch's old format), or one that cannot be
+    exported under ``--runtime auto``, runs in torch in fp32 (said in ``warnings`` when the
+    export failed); with ``--runtime onnxruntime`` ONNX Runtime then runs its backbone inside
+    torch. Ray's builds (``kept`` None) run torch.
+    """
+    import dataclasses
+
+    from ..model.ortmodel import OnnxExportError, OnnxRuntimeMissing
+    from ..model.runtime import ONNXRUNTIME, TORCH, Engine
+
+    engine = job_engine(index, model_spec, extract_cfg, warnings, ray=kept is None)
+    log.info("%s runs the network in %s: %s", engine.runtime, engine.precision, engine.why)
+    model = None
+    if engine.runtime == ONNXRUNTIME:
+        try:
+            model = prepare_ort_model(
+                index,
+                model_spec,
+                backbone_weights,
+                init_cfg,
+                extract_cfg,
+                library,
+                progress,
+                cancel,
+                keep_index_model,
+                warnings,
+                kept,
+                decoder,
+            )
+        except (OnnxRuntimeMissing, OnnxExportError) as exc:
+            if extract_cfg.runtime == ONNXRUNTIME:
+                raise
+            warnings.append(f"{exc}: torch runs the model instead")
+        if model is None and extract_cfg.runtime != ONNXRUNTIME:
+            engine = Engine(TORCH, "fp32", f"{engine.why}; this model runs in torch")
+    if model is None:
+        from ..model.engine import load_engine
+
+        load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
+        from ..model.features import resolve_device
+        from ..model.inference import torch_config
+
+        device = resolve_device(extract_cfg.device)
+        if engine.runtime == TORCH:
+            extract_cfg = torch_config(extract_cfg, engine)
+        else:  # --runtime onnxruntime on a model torch makes: ONNX Runtime inside torch
+            extract_cfg = dataclasses.replace(extract_cfg, precision="fp32")
+        model = prepare_model(
+            index,
+            model_spec,
+            backbone_weights,
+            device,
+            init_cfg,
+            extract_cfg,
+            library,
+            progress,
+            cancel,
+            keep_index_model,
+            warnings,
+            kept,
+            decoder,
+        )
+    index.record_engine(engine)
+    return model, extract_cfg
 
 
 def prepare_model(
@@ -71,23 +156,8 @@ def prepare_model(
         model = load_checkpoint(path)
         if progress:
             progress("model", 1, 1)
-        recorded = index.model_name
-        if keep_index_model and model_spec is not None and str(model_spec) != recorded:
-            log.info("%s keeps its model %s (asked for %s)", index.dir, recorded, model_spec)
-        elif model_spec is not None and recorded and str(model_spec) != recorded:
-            raise LibraryIndexError(
-                f"this index was built with model {recorded!r}, not {str(model_spec)!r}; "
-                "use another --index folder (or delete this one) to index with a new model"
-            )
-        made_by = index.catalog.get_meta(MODEL_SHA_KEY)
-        if made_by is None or made_by != model_state_sha(model):
-            if made_by is not None:
-                restart_all(
-                    index,
-                    warnings,
-                    f"{path} is not the model that made this index's descriptors",
-                )
-            index.record_model(model, recorded or str(model_spec or MODEL_FILE))
+        _check_spec(index, model_spec, keep_index_model)
+        _check_made_by(index, model_spec, model_state_sha(model), warnings, model)
         return model.to(device)
     spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
     model = resolve_model(spec, backbone_weights).to(device)
@@ -133,14 +203,168 @@ def prepare_model(
     return model.to(device)
 
 
-def nothing_to_extract(index: LibraryIndex, model_spec, keep_index_model: bool) -> bool:
+def _check_spec(index: LibraryIndex, model_spec, keep_index_model: bool) -> None:
+    """An index keeps its model: asking for another one is an error (unless ``keep_index_model``)."""
+    recorded = index.model_name
+    if keep_index_model and model_spec is not None and str(model_spec) != recorded:
+        log.info("%s keeps its model %s (asked for %s)", index.dir, recorded, model_spec)
+    elif model_spec is not None and recorded and str(model_spec) != recorded:
+        raise LibraryIndexError(
+            f"this index was built with model {recorded!r}, not {str(model_spec)!r}; "
+            "use another --index folder (or delete this one) to index with a new model"
+        )
+
+
+def _check_made_by(index: LibraryIndex, model_spec, sha: str, warnings, model=None) -> None:
+    """model.pt whose weights did not make the descriptors: all photos again (and recorded)."""
+    made_by = index.catalog.get_meta(MODEL_SHA_KEY)
+    if made_by is None or made_by != sha:
+        if made_by is not None:
+            restart_all(
+                index,
+                warnings,
+                f"{index.model_path} is not the model that made this index's descriptors",
+            )
+        name = index.model_name or str(model_spec or MODEL_FILE)
+        index.record_model(model, name, state_sha=sha)
+
+
+def job_engine(index: LibraryIndex, model_spec, extract_cfg, warnings: list[str], *, ray: bool):
+    """The engine (model.runtime.Engine) that describes this build's pending photos.
+
+    Chosen before torch loads, from the measured rules (``runtime.choose_engine``): the
+    descriptors the index holds bind the precision; a precision forced against them extracts
+    every photo again with it (said in ``warnings``). Ray's workers run torch.
+    """
+    from ..model.runtime import TORCH, Engine, asked_precision, choose_engine
+
+    made = index.descriptor_engine()
+    asked = asked_precision(extract_cfg)
+    if made is not None and asked is not None and asked != made["precision"]:
+        restart_all(
+            index,
+            warnings,
+            f"this index's descriptors were made in {made['precision']}, --precision {asked} "
+            "asks for another",
+            "two precisions",
+        )
+        made = None
+    made_with = made["precision"] if made else None
+    pending = len(index.catalog.rows(PENDING))
+    engine = choose_engine(
+        extract_cfg, backbone=backbone_of(index, model_spec), photos=pending, made_with=made_with
+    )
+    if ray:  # the same precision as a build here would use, so that the two never differ
+        return Engine(TORCH, engine.precision, f"{engine.why}; Ray's workers run torch")
+    return engine
+
+
+def backbone_of(index: LibraryIndex, model_spec) -> str:
+    """The backbone's name (which engine is faster depends on it), known without torch: from
+    model.pt or a checkpoint named as the spec (read without torch), else from the spec's name."""
+    from ..model.ckptfile import CheckpointFormatError
+    from ..model.ortmodel import ModelFile
+    from ..model.resolve import looks_like_file
+
+    spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
+    for path in (
+        index.dir / MODEL_FILE,
+        Path(spec).expanduser() if looks_like_file(spec) else None,
+    ):
+        if path is not None and path.is_file():
+            try:
+                return ModelFile.read(path).backbone
+            except (OSError, CheckpointFormatError):
+                return ""
+    return spec.partition("-")[0]
+
+
+def prepare_ort_model(
+    index: LibraryIndex,
+    model_spec,
+    backbone_weights,
+    init_cfg,
+    extract_cfg,
+    library: Path,
+    progress,
+    cancel,
+    keep_index_model: bool,
+    warnings: list[str],
+    kept: dict,
+    decoder=None,
+):
+    """``prepare_model`` without torch: the index's model.pt or a new model, run by ONNX Runtime
+    (core/model/graphs.py: torch loads only to export a missing graph, under the "prepare"
+    stage); a new model is initialised from the library in one pass and saved as model.pt.
+
+    None when this model cannot run so (a checkpoint in torch's old format, random weights):
+    the caller prepares it with torch.
+    """
+    from ..model.ckptfile import CheckpointFormatError
+    from ..model.graphs import new_model, ort_model
+    from ..model.onepass import initialise_one_pass
+    from ..model.ortmodel import ModelFile
+
+    path = index.dir / MODEL_FILE
+    if path.exists():
+        try:
+            file = ModelFile.read(path)
+        except CheckpointFormatError:
+            return None
+        _check_spec(index, model_spec, keep_index_model)
+        model = ort_model(file, progress=progress)
+        if progress:
+            progress("model", 1, 1)
+        _check_made_by(index, model_spec, model.state_sha(), warnings)
+        return model
+    spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
+    model = new_model(spec, backbone_weights, progress=progress)
+    if model is None:
+        return None
+    if progress:
+        progress("model", 1, 1)
+    if not model.is_initialised:
+        rels = [row.path for row in index.catalog.rows()]
+        if not rels:
+            raise LibraryIndexError(f"no images in {library} to initialise the NetVLAD layer from")
+        kept["maps"] = initialise_one_pass(
+            model,
+            [library / rel for rel in rels],
+            init_cfg,
+            extract_cfg,
+            index.dir / KEPT_MAPS_DIR,
+            progress=(lambda n, total: progress("init", n, total)) if progress else None,
+            cancel=cancel,
+            meta={"library": str(library)},
+            decoder=decoder,
+        )
+        kept["paths"] = rels
+    made_by = index.catalog.get_meta(MODEL_SHA_KEY)
+    has_descriptors = int(index.catalog.get_meta("store_rows", "0") or 0) > 0
+    if has_descriptors and (made_by is None or made_by != model.state_sha()):
+        restart_all(index, warnings, f"{path} is missing and a new model was made")
+    save_model(model.file, path)
+    index.record_model(None, spec, state_sha=model.state_sha())
+    return model
+
+
+def nothing_to_extract(
+    index: LibraryIndex, model_spec, keep_index_model: bool, extract_cfg=None
+) -> bool:
     """Whether this build has nothing for the network to do, decided without torch.
 
     True when no photo is pending and model.pt is the file whose weights made the descriptors:
     its size and mtime as recorded (else its sha256), with the weights' hash recorded too. The
     model-name check of ``prepare_model`` is made here as well, so that asking for another model
-    fails the same way whether or not there is work.
+    fails the same way whether or not there is work; and a precision forced against the
+    descriptors' (``job_engine`` extracts them all again) is work too.
     """
+    from ..model.runtime import asked_precision
+
+    asked = asked_precision(extract_cfg) if extract_cfg is not None else None
+    made = index.descriptor_engine() if asked else None
+    if made is not None and made["precision"] != asked:
+        return False
     path = index.dir / MODEL_FILE
     raw = index.catalog.get_meta(MODEL_FILE_KEY)
     if not raw or index.catalog.get_meta(MODEL_SHA_KEY) is None or index.dim is None:
@@ -155,7 +379,7 @@ def nothing_to_extract(index: LibraryIndex, model_spec, keep_index_model: bool) 
         return False  # prepare_model says why, as before
     if index.catalog.rows(PENDING):
         return False
-    if index.image_size is None:  # an index older than that record: settled once, with torch
+    if index.image_size is None:  # an older index: its size is settled by extracting a few
         return False
     saved = json.loads(raw)
     if st.st_size != saved.get("size"):
@@ -192,7 +416,7 @@ def restart_all(
 ) -> None:
     """Drop every descriptor of the old model (or ``mixed``: whatever made them differ): all
     photos pending, store and search emptied."""
-    n = index.catalog.restart_all({"store_rows": "0", SEARCH_META_KEY: ""})
+    n = index.catalog.restart_all({"store_rows": "0", SEARCH_META_KEY: "", ENGINE_KEY: ""})
     remove_saved(index.dir)
     index.invalidate()
     msg = f"{why}: extracting all {n} photos again, so that no answer mixes {mixed}"
@@ -201,11 +425,15 @@ def restart_all(
 
 
 def save_model(model, path: Path) -> None:
-    """save_checkpoint, with a full disk said as such (torch says "enforce fail at …")."""
-    from ..model.checkpoint import save_checkpoint
-
+    """save_checkpoint (or ``ModelFile.write``, torch-free), with a full disk said as such
+    (torch says "enforce fail at …")."""
     try:
-        save_checkpoint(model, path)
+        if hasattr(model, "write"):  # a ModelFile
+            model.write(path)
+        else:
+            from ..model.checkpoint import save_checkpoint
+
+            save_checkpoint(model, path)
     except (OSError, RuntimeError) as exc:
         full = getattr(exc, "errno", None) == errno.ENOSPC
         if not full:
@@ -222,4 +450,6 @@ def save_model(model, path: Path) -> None:
 
 
 def _state_bytes(model) -> int:
+    if hasattr(model, "state") and isinstance(model.state, dict):  # a ModelFile
+        return sum(int(a.nbytes) for a in model.state.values())
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())

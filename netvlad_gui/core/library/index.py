@@ -46,6 +46,10 @@ INDEX_CONFIG_KEY = "index_config"
 STORE_FILE_KEY = "store_file"  # the store's current file name (it changes when compacted)
 MODEL_SHA_KEY = "model_sha256"  # which model made the descriptors: hash of its weights
 MODEL_FILE_KEY = "model_file"  # size, mtime and sha256 of model.pt as saved, for a cheap check
+#: What made the descriptors: {"runtime", "precision"} (model.runtime.Engine). An index never
+#: mixes precisions: bf16 and fp32 descriptors of one photo differ (cosine 0.97-0.99), where
+#: ONNX Runtime and torch in fp32 agree (1.0000).
+ENGINE_KEY = "descriptor_engine"
 EXTRACTION_KEY = "extraction"  # the settings the descriptors were made with: {"image_size": N}
 COMPACT_SHARE = 0.5  # compact the store once this share of its rows is dead
 COMPACT_MIN_ROWS = 64  # … and at least this many (tiny stores are not worth rewriting)
@@ -219,8 +223,9 @@ class LibraryIndex:
                 "(replaced?); run `netvlad index LIBRARY` to extract them again with it"
             )
 
-    def record_model(self, model, name: str) -> None:
-        """After saving model.pt: note which model makes this index's descriptors."""
+    def record_model(self, model, name: str, *, state_sha: str | None = None) -> None:
+        """After saving model.pt: note which model makes this index's descriptors (the hash of
+        its weights: ``state_sha`` when the caller has it, else of ``model``, with torch)."""
         st = self.model_path.stat()
         stamp = {
             "size": st.st_size,
@@ -228,8 +233,30 @@ class LibraryIndex:
             "sha256": file_sha256(self.model_path),
         }
         self.catalog.set_meta("model", name, commit=False)
-        self.catalog.set_meta(MODEL_SHA_KEY, model_state_sha(model), commit=False)
+        self.catalog.set_meta(MODEL_SHA_KEY, state_sha or model_state_sha(model), commit=False)
         self.catalog.set_meta(MODEL_FILE_KEY, json.dumps(stamp))
+
+    def descriptor_engine(self) -> dict | None:
+        """What made this index's descriptors ({"runtime", "precision"}); None while it has none.
+
+        An index from before this was recorded was made by torch in the precision "auto" meant
+        on this machine then: bf16 with native bf16, else fp32 (``"assumed": True``).
+        """
+        if not int(self.catalog.get_meta("store_rows", "0") or 0):
+            return None
+        raw = self.catalog.get_meta(ENGINE_KEY)
+        if raw:
+            return json.loads(raw)
+        from ..model.runtime import native_bf16
+
+        precision = "bf16" if native_bf16("cpu") else "fp32"
+        return {"runtime": "torch", "precision": precision, "assumed": True}
+
+    def record_engine(self, engine) -> None:
+        """Note the engine (model.runtime.Engine) that makes the descriptors from now on."""
+        self.catalog.set_meta(
+            ENGINE_KEY, json.dumps({"runtime": engine.runtime, "precision": engine.precision})
+        )
 
     def calibration(self) -> dict[str, float]:
         return json.loads(self.catalog.get_meta("calibration", "{}") or "{}")

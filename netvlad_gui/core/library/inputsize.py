@@ -98,8 +98,13 @@ def settle_image_size(
     if index.image_size is not None:
         return
     if _has_descriptors(index):
-        from ..model.features import extract
+        from ..model.extraction import extract_with
+        from ..model.inference import is_inference_model
 
+        if is_inference_model(model):  # ONNX Runtime: no torch
+            extract = extract_with
+        else:
+            from ..model.features import extract
         rows = [r for r in index.catalog.rows(INDEXED, limit=PROBES)]
         fresh = {
             e.index: e.descriptor

@@ -1,4 +1,6 @@
-"""Batched descriptor extraction: decode in threads ahead of use, forward under inference_mode.
+"""A torch network run for inference: extraction's switches (device, folded BatchNorm, memory
+layout, precision), ``TorchModel`` (the torch ``InferenceModel``: pixels in, numpy out) and
+batched extraction with torch (``extract``: the loop of ``extraction.py``).
 
 Extraction yields results as they come so that the index can stream them to disk, and a bad
 image is reported and skipped instead of ending the run.
@@ -10,30 +12,24 @@ import copy
 import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..cancel import Cancelled
+from ..cancel import Cancelled  # noqa: F401 - callers import it from here
 from ..config import ExtractConfig
 from ..errors import DeviceUnavailableError
 from ..photos.decoding import Decoder
-from ..photos.images import ImageLoadError, batched_by_shape, load_tensor, pixels_to_tensor
+from ..photos.images import ImageLoadError, load_tensor, pixels_to_tensor
 from . import onnxbackbone
+from .extraction import NON_FINITE, Extracted, extract_with
+from .network import init_netvlad
 from .runtime import backbone_precision
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
-
-
-#: Why a photo whose descriptor holds NaN or inf is skipped: such a row would never match in a
-#: search (nor let others match), so it is never stored; the model is the usual cause.
-NON_FINITE = (
-    "the model gave a non-finite descriptor (NaN or inf); photo skipped (damaged model weights?)"
-)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -61,15 +57,6 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError as exc:
         raise DeviceUnavailableError(f"unknown device {device!r}; use auto, cpu or cuda") from exc
-
-
-@dataclass
-class Extracted:
-    """One image's outcome: a descriptor, or the reason there is none."""
-
-    index: int
-    descriptor: np.ndarray | None
-    error: str = ""
 
 
 _PREPARED = "_netvlad_inference"  # marks a copy made by inference_model, with its switches
@@ -183,7 +170,9 @@ def describe_batch(
         if with_map:
             raise TypeError(f"{type(model).__name__} gives no backbone maps")
         return model(batch).float().cpu().numpy(), None
-    out = model.describe(batch, with_map=with_map, autocast=autocast_dtype(cfg, device.type))
+    ort = isinstance(getattr(model, "backbone", None), onnxbackbone.OrtBackbone)
+    autocast = None if ort else autocast_dtype(cfg, device.type)  # ONNX Runtime runs fp32
+    out = model.describe(batch, with_map=with_map, autocast=autocast)
     maps = out.maps.cpu().contiguous() if out.maps is not None else None
     return out.descriptors.float().cpu().numpy(), maps
 
@@ -223,7 +212,8 @@ def extract(
     cancel: CancelFn | None = None,
     decoder: Decoder | None = None,
 ) -> Iterator[Extracted]:
-    """Yield one ``Extracted`` per path (in completion order, not input order).
+    """Yield one ``Extracted`` per path (in completion order, not input order): the loop of
+    ``extraction.extract_with`` with ``model`` run by torch (``TorchModel``).
 
     A photo whose descriptor is not finite comes back without one, with the reason
     (``NON_FINITE``), so that no caller ever stores it.
@@ -232,39 +222,76 @@ def extract(
     stay valid. ``decoder``: see :func:`iter_images`.
     """
     cfg = cfg or ExtractConfig()
-    net = inference_model(model, cfg)
-    total, done = len(paths), 0
+    net = TorchModel(model, cfg)
+    yield from extract_with(net, paths, cfg, progress=progress, cancel=cancel, decoder=decoder)
 
-    def good_images():
-        nonlocal done
-        for i, tensor, err in iter_images(paths, cfg, decoder):
-            if cancel is not None and cancel():
-                raise Cancelled()
-            if tensor is None:
-                failures.append(Extracted(int(i), None, err))
-                continue
-            yield int(i), tensor
 
-    failures: list[Extracted] = []
-    with torch.inference_mode():
-        for idxs, batch in batched_by_shape(good_images(), cfg.batch_size):
-            while failures:
-                done += 1
-                yield failures.pop(0)
-            desc = forward(net, batch, cfg)
-            finite = np.isfinite(desc).all(axis=1)
-            for i, d, ok in zip(idxs, desc, finite, strict=True):
-                done += 1
-                yield Extracted(i, d) if ok else Extracted(i, None, NON_FINITE)
-            if progress is not None:
-                progress(done + len(failures), total)
-            if cancel is not None and cancel():
-                raise Cancelled()
-    for f in failures:
-        done += 1
-        yield f
-    if progress is not None:
-        progress(done, total)
+# -- a torch network as an InferenceModel ------------------------------------------------------
+def pixels_to_batch(pixels: np.ndarray) -> torch.Tensor:
+    """(B, 3, H, W) float in [0, 1] of (B, H, W, 3) uint8: ``images.pixels_to_tensor`` of each
+    photo, stacked (the same values and memory order as extraction always fed the network)."""
+    pixels = np.ascontiguousarray(pixels)
+    if not pixels.flags.writeable:  # torch wants to own writable memory
+        pixels = pixels.copy()
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class TorchModel:
+    """``model`` (a PlaceModel, or any network giving descriptors) run by torch for ``cfg``."""
+
+    def __init__(self, model: torch.nn.Module, cfg: ExtractConfig) -> None:
+        self.source, self.cfg = model, cfg
+        self.net = inference_model(model, cfg)
+        self.device = next(self.net.parameters()).device
+        ort = isinstance(getattr(self.net, "backbone", None), onnxbackbone.OrtBackbone)
+        self.runtime = "onnxruntime" if ort else "torch"
+        self.precision = "fp32" if ort else backbone_precision(cfg, self.device.type)
+
+    @property
+    def dim(self) -> int:
+        return int(getattr(self.net, "dim", 0))
+
+    @property
+    def local_dim(self) -> int:
+        return int(getattr(self.net, "local_dim", 0))
+
+    @property
+    def num_clusters(self) -> int:
+        return int(getattr(getattr(self.source, "pool", None), "num_clusters", 1))
+
+    def _batch(self, pixels: np.ndarray) -> torch.Tensor:
+        batch = pixels_to_batch(pixels).contiguous().to(self.device, non_blocking=True)
+        if self.cfg.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def describe_pixels(
+        self, pixels: np.ndarray, *, with_map: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.inference_mode():
+            descs, maps = describe_batch(self.net, self._batch(pixels), self.cfg, with_map=with_map)
+        return descs, (None if maps is None else maps.numpy())
+
+    @property
+    def meta(self) -> dict:
+        return self.source.meta
+
+    def maps_of(self, pixels: np.ndarray) -> np.ndarray:
+        autocast = autocast_dtype(self.cfg, self.device.type) if self.precision == "bf16" else None
+        with torch.inference_mode():
+            maps = self.net.local_features(self._batch(pixels), autocast=autocast)
+            return maps.float().cpu().numpy()
+
+    def pool_maps(self, maps: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.asarray(maps, dtype=np.float32)).to(self.device)
+            return self.net.head(x).float().cpu().numpy()
+
+    def init_netvlad(self, samples: np.ndarray, init_cfg) -> float:
+        """Initialise the NetVLAD layer (``network.init_netvlad``) and refresh the inference copy."""
+        alpha = init_netvlad(self.source, samples, init_cfg)
+        self.net = inference_model(self.source, self.cfg)
+        return alpha
 
 
 def extract_one(model: torch.nn.Module, path: str | os.PathLike, cfg: ExtractConfig | None = None):

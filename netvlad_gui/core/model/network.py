@@ -20,6 +20,7 @@ from torch import nn
 from netvlad_gui.core.config import InitConfig, ModelConfig
 from netvlad_gui.core.errors import ConfigError
 from netvlad_gui.core.model.backbones import PADDINGS, Normalization, load_backbone
+from netvlad_gui.core.model.head import sample_from_feature_maps
 from netvlad_gui.core.model.pooling import FMax, NetVLAD, Whitening
 from netvlad_gui.core.trainconfig import TrainConfig
 
@@ -185,31 +186,10 @@ def sample_local_descriptors(
     def maps():
         for batch in images:
             batch = batch.unsqueeze(0) if batch.ndim == 3 else batch
-            yield from model.local_features(batch.to(model.device, torch.float32))
+            feats = model.local_features(batch.to(model.device, torch.float32))
+            yield from feats.float().cpu().numpy()
 
     return sample_from_feature_maps(maps(), per_image, seed, model.local_dim)
-
-
-def sample_from_feature_maps(
-    maps: Iterable[torch.Tensor | np.ndarray], per_image: int, seed: int, local_dim: int
-) -> np.ndarray:
-    """``sample_local_descriptors`` from backbone maps (D, H', W') already computed, in order.
-
-    The one-pass index build keeps the sampled photos' maps from its extraction and samples
-    them here, so that it draws exactly what a separate initialisation pass would.
-    """
-    rng = np.random.default_rng(seed)
-    out: list[np.ndarray] = []
-    for fmap in maps:
-        feats = torch.as_tensor(np.asarray(fmap) if not torch.is_tensor(fmap) else fmap)
-        feats = torch.nn.functional.normalize(feats.float().flatten(1), dim=0)  # (D, N)
-        f = feats.detach().cpu().numpy()
-        n = f.shape[1]
-        pick = rng.choice(n, size=min(per_image, n), replace=False)
-        out.append(f[:, np.sort(pick)].T)
-    if not out:
-        return np.zeros((0, local_dim), dtype=np.float32)
-    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
 
 
 def init_netvlad(model: PlaceModel, local_descriptors: np.ndarray, cfg: InitConfig) -> float:

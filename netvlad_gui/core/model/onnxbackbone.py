@@ -1,12 +1,14 @@
-"""ONNX Runtime as the backbone's CPU runtime (``ExtractConfig.runtime = "onnxruntime"``).
+"""Exporting backbones to ONNX (with torch), and ONNX Runtime inside a torch model.
 
-On the default model (MobileNetV2, TF "SAME" padding) ONNX Runtime's backbone + torch's NetVLAD
-ran 1.78x torch's folded-BN channels-last fp32 path, descriptors at cosine 1.000000
-(benchmarks/runtime_onnx.py). Torch stays the reference: this path is an optional extra
-(``pip install "netvlad-gui[onnx]"``) and runs only the backbone, on the CPU, in fp32.
+Two graphs are made here, both once per weights, into the user cache:
 
-The backbone is exported once per weights (the file is keyed by a hash of its state dict and
-config) to ``cache_dir()/onnx``. ``TFSameConv2d`` computes its padding in Python, so a traced graph
+- :func:`export_graph`: photo pixels -> backbone maps, the input normalisation inside: the graph
+  the torch-free path runs (core/model/ortmodel.py, found by core/model/graphs.py);
+- :func:`ort_backbone`: the backbone alone, which ``features.inference_model`` puts inside a
+  torch model when torch-side code (training's evaluation, Ray's workers) asks for
+  ``runtime="onnxruntime"``. On the default model (MobileNetV2, TF "SAME" padding) it ran 1.78x
+  torch's folded-BN channels-last fp32 path, descriptors at cosine 1.000000
+  (benchmarks/runtime_onnx.py); it is keyed by a hash of its state dict and config. ``TFSameConv2d`` computes its padding in Python, so a traced graph
 is only right at the traced size: :func:`same_upper` turns each of its convs into ONNX's
 ``auto_pad=SAME_UPPER`` (TF's "SAME" at any size), and every export is checked against torch at
 odd sizes before it is kept.
@@ -20,8 +22,8 @@ import hashlib
 import json
 import logging
 import os
+import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +31,25 @@ import torch
 from torch import nn
 
 from .. import paths
-from ..errors import NetvladError
-from ..paths import atomic_path
-from .runtime import backbone_precision
+from ..paths import atomic_path, atomic_write_text
+from .ortmodel import (
+    INPUT,
+    INSTALL,
+    OPSET,
+    OUTPUT,
+    OnnxExportError,
+    OnnxRuntimeMissing,
+    installed_version,
+)
+from .runtime import asked_precision
 
 log = logging.getLogger(__name__)
 
-INSTALL = 'pip install "netvlad-gui[onnx]"'
-OPSET = 17
 FORMAT = 1  # bump when the export or its rewrite changes: older cached files are not reused
 TRACE_SIZE = (160, 224)  # multiples of 32: every stride-2 "SAME" conv pads asymmetrically
 CHECK_SIZES = ((97, 131), (128, 95))  # odd sizes the export must match torch at
 MIN_COSINE = 0.9999
 KEEP = 6  # exported backbones kept in the cache
-
-
-class OnnxRuntimeMissing(NetvladError, ImportError):
-    """runtime="onnxruntime" without the onnx / onnxruntime packages."""
-
-
-class OnnxExportError(NetvladError, RuntimeError):
-    """An exported backbone that does not give torch's feature maps."""
 
 
 def require():
@@ -65,21 +65,13 @@ def require():
     return onnx, onnxruntime
 
 
-def installed_version() -> str | None:
-    """onnxruntime's version, or None when it is not installed."""
-    try:
-        return metadata.version("onnxruntime")
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def torch_instead(cfg, device_type: str) -> str:
     """Why torch runs the backbone although ``cfg.runtime`` asks for ONNX Runtime ("" if not)."""
     if cfg.runtime != "onnxruntime":
         return ""
     if device_type != "cpu":
         return f"ONNX Runtime runs the backbone on the CPU only, torch runs it on {device_type}"
-    if backbone_precision(cfg, device_type) != "fp32":
+    if asked_precision(cfg) == "bf16":
         return "ONNX Runtime runs the backbone in fp32 only, torch runs it in bf16 (--precision)"
     return ""
 
@@ -186,25 +178,7 @@ def export(backbone: nn.Module, padding: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         axes = {0: "batch", 2: "height", 3: "width"}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TracerWarnings: TFSameConv2d's Python padding
-                torch.onnx.export(
-                    net,
-                    (torch.zeros(1, 3, *TRACE_SIZE),),
-                    str(tmp),
-                    dynamo=False,  # the TorchScript exporter: dynamo's ran for minutes here
-                    opset_version=OPSET,
-                    input_names=["images"],
-                    output_names=["maps"],
-                    dynamic_axes={"images": axes, "maps": axes},
-                )
-        except Exception as exc:  # noqa: BLE001 - any exporter failure: say so, torch still works
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            raise OnnxExportError(
-                f"cannot export this backbone to ONNX ({type(exc).__name__}: {first}); "
-                "use --runtime torch"
-            ) from None
+        _export(net, torch.zeros(1, 3, *TRACE_SIZE), tmp, "images", "maps", axes)
         graph = onnx.load(tmp)
         if padding == "tf_same":
             same_upper(graph)
@@ -303,3 +277,95 @@ def ort_backbone(model: nn.Module) -> OrtBackbone:
         path = cached_file(torch_bb, name, padding)
         sess = _shared_session(str(path), torch.get_num_threads(), path.stat().st_mtime_ns)
     return OrtBackbone(sess, torch_bb, path)
+
+
+# -- the torch-free path's graph: pixels in, backbone maps out ---------------------------------
+class PixelInput(nn.Module):
+    """A place model's backbone fed with photo pixels (B, H, W, 3) uint8, as the decoder gives
+    them: scaled to [0, 1] and normalised as ``PlaceModel`` does, in the graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.backbone = reference(model.backbone)
+        self.register_buffer("mean", model.input_mean.detach().clone().view(1, 3, 1, 1))
+        self.register_buffer("std", model.input_std.detach().clone().view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2).float() / 255.0
+        return self.backbone((x - self.mean) / self.std)
+
+
+def export_graph(model: nn.Module, path: Path, record: dict) -> None:
+    """Export ``model``'s backbone with its input scaling (dynamic batch, height, width) to
+    ``path``, check it against torch at odd sizes, and write ``record`` (what it was made from,
+    the versions and the check's cosines) beside it as ``path.with_suffix(".json")``.
+
+    The record is written last: a graph without one is not used (core/model/graphs.py).
+    """
+    onnx, _ = require()
+    net = PixelInput(copy.deepcopy(model).float().cpu()).eval()
+    net = net.to(memory_format=torch.contiguous_format)
+    padding = getattr(model, "padding", "torch")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        pixels = torch.zeros(1, *TRACE_SIZE, 3, dtype=torch.uint8)
+        _export(net, pixels, tmp, INPUT, OUTPUT, {0: "batch", 1: "height", 2: "width"})
+        graph = onnx.load(tmp)
+        if padding == "tf_same":
+            same_upper(graph)
+        onnx.checker.check_model(graph)
+        onnx.save(graph, tmp)
+        cosines = _check_pixels(net, session(tmp))
+    versions = {"torch": torch.__version__, "onnxruntime": installed_version()}
+    versions["onnx"] = getattr(onnx, "__version__", None)
+    facts = {"backbone": model.config.backbone, "padding": padding, "opset": OPSET}
+    facts |= {"made_with": versions, "cosine_to_torch": cosines, "created": time.time()}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(record | facts, indent=1))
+
+
+def _export(net, example, path, input_name, output_name, input_axes) -> None:
+    """``torch.onnx.export`` with the TorchScript exporter; a failure is one OnnxExportError."""
+    out_axes = {0: "batch", 2: "height", 3: "width"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings: TFSameConv2d's Python padding
+            torch.onnx.export(
+                net,
+                (example,),
+                str(path),
+                dynamo=False,  # the TorchScript exporter: dynamo's ran for minutes here
+                opset_version=OPSET,
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_axes={input_name: input_axes, output_name: out_axes},
+            )
+    except Exception as exc:  # noqa: BLE001 - any exporter failure: say so, torch still works
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise OnnxExportError(
+            f"cannot export this backbone to ONNX ({type(exc).__name__}: {first}); "
+            "use --runtime torch"
+        ) from None
+
+
+def _check_pixels(net: PixelInput, sess) -> dict[str, float]:
+    """Refuse a graph whose maps differ from torch's at sizes other than the traced one; the
+    cosine at each size checked."""
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for h, w in CHECK_SIZES:
+        x = torch.randint(0, 256, (2, h, w, 3), generator=gen, dtype=torch.uint8)
+        with torch.inference_mode():
+            want = net(x).flatten(1).double()
+        got = torch.from_numpy(sess.run(None, {INPUT: x.numpy()})[0]).flatten(1).double()
+        cos = (
+            float(nn.functional.cosine_similarity(want, got).min())
+            if got.shape == want.shape
+            else 0.0
+        )
+        if cos < MIN_COSINE:
+            raise OnnxExportError(
+                f"the ONNX export of the model disagrees with torch at {h}x{w} "
+                f"(cosine {cos:.4f}); use --runtime torch"
+            )
+        out[f"{h}x{w}"] = round(cos, 6)
+    return out

@@ -6,23 +6,18 @@ Parameter names are a contract with the checkpoint importers: ``centroids``, ``c
 
 from __future__ import annotations
 
-import logging
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import InitConfig, ModelConfig
-
-log = logging.getLogger(__name__)
-
-#: Soft-assignment ratio the paper's initialisation aims at between the nearest and the
-#: second-nearest cluster of a typical descriptor (``layerVLAD``: alpha = -log(0.01) / gap).
-ASSIGNMENT_RATIO = 100.0
-# k-means wants this many samples per centroid (faiss's own minimum before it warns)
-KMEANS_POINTS_PER_CLUSTER = 39
+from .head import (  # noqa: F401 - ASSIGNMENT_RATIO, KMEANS_POINTS_PER_CLUSTER: former home
+    ASSIGNMENT_RATIO,
+    KMEANS_POINTS_PER_CLUSTER,
+    alpha_for_ratio,
+    kmeans_netvlad,
+)
 
 
 class NetVLAD(nn.Module):
@@ -105,66 +100,21 @@ class NetVLAD(nn.Module):
     ) -> float:
         """The paper's initialisation from sampled local descriptors (N, D); returns alpha.
 
-        k-means (faiss, Euclidean) on L2-normalised descriptors gives the centroids. The
-        assignment conv gets ``alpha * c_k / |c_k|`` and no bias, with alpha chosen so that the
-        mean log-ratio between the top-1 and top-2 soft assignment of the samples is ln(100).
-
-        The paper writes the assignment as ``exp(-alpha |x - c_k|^2)``, i.e. weight ``2 alpha c_k``
-        and bias ``-alpha |c_k|^2``. That factor 2 belongs with an alpha computed from *squared
-        distances*; combining it with this alpha (computed from dot products, as ``layerVLAD``
-        does) would square the ratio to 1e4, not 100.
+        k-means on L2-normalised descriptors gives the centroids; the assignment conv gets
+        ``alpha * c_k / |c_k|`` and no bias (``head.kmeans_netvlad``, shared with the torch-free
+        path, says why).
         """
-        import faiss  # heavy import, only needed here
-
-        x = np.ascontiguousarray(np.asarray(descriptors, dtype=np.float32))
+        x = np.asarray(descriptors, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(
                 f"NetVLAD init expects descriptors of shape (N, {self.dim}), got {x.shape}"
             )
-        if not np.isfinite(x).all():
-            raise ValueError("NetVLAD init: descriptors contain NaN or infinity")
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = x[norms[:, 0] > 0] / norms[norms[:, 0] > 0]
-        if len(x) < self.num_clusters:
-            raise ValueError(
-                f"NetVLAD init needs at least {self.num_clusters} non-zero descriptors "
-                f"(one per cluster), got {len(x)}"
-            )
-        if len(x) < KMEANS_POINTS_PER_CLUSTER * self.num_clusters:
-            log.info(
-                "k-means on %d descriptors for %d clusters (%d per cluster is comfortable)",
-                len(x),
-                self.num_clusters,
-                KMEANS_POINTS_PER_CLUSTER,
-            )
-        kmeans = faiss.Kmeans(
-            self.dim,
-            self.num_clusters,
-            niter=iters,
-            seed=seed,
-            spherical=False,
-            verbose=False,
-            min_points_per_centroid=1,  # faiss would print its own warning on small libraries
-        )
-        kmeans.train(x)
-        centroids = np.asarray(kmeans.centroids, dtype=np.float32).reshape(
-            self.num_clusters, self.dim
-        )
-        unit = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-        alpha = _alpha_for_ratio(x @ unit.T, ASSIGNMENT_RATIO)
-        self.set_clusters(centroids, alpha * unit)
+        centroids, weight, alpha = kmeans_netvlad(x, self.num_clusters, iters=iters, seed=seed)
+        self.set_clusters(centroids, weight)
         return alpha
 
 
-def _alpha_for_ratio(dots: np.ndarray, ratio: float) -> float:
-    """alpha such that mean(alpha * (top1 - top2)) = ln(ratio) over the rows of ``dots``."""
-    if dots.shape[1] < 2:
-        return 1.0  # a single cluster: the softmax is 1 whatever alpha is
-    top2 = -np.partition(-dots, 1, axis=1)[:, :2]
-    gap = float(np.mean(top2[:, 0].astype(np.float64) - top2[:, 1]))
-    if not gap > 0:
-        raise ValueError("NetVLAD init: descriptors are all equidistant from two clusters")
-    return math.log(ratio) / gap
+_alpha_for_ratio = alpha_for_ratio  # the former name
 
 
 class FMax(nn.Module):

@@ -13,6 +13,10 @@ back to the OS, so the resident size stays at its peak. Environment variables
 OpenMP threads that wait for work spin by default; on a machine whose cores are shared, spinning
 threads steal the cores the working ones need (faiss's PQ training ran 5x slower). The passive
 wait policy has to be in the environment before torch or faiss load their OpenMP runtime.
+numpy's OpenBLAS has threads of its own that spin the same way and no passive policy: on this
+2-core machine under load, NetVLAD's (64 x 96) @ (96 x 1200) products took 650 ms with its two
+threads and 1 ms with one, so numpy's BLAS runs in one thread (``limit_numpy_blas``); the
+network's threads are ONNX Runtime's or torch's.
 
 ``NETVLAD_NO_TUNE=1`` turns all of this off (the benchmarks' baseline).
 """
@@ -22,9 +26,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import importlib.util
 import logging
 import os
 import sys
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +101,21 @@ def tune_openmp() -> bool:
     return "torch" not in sys.modules and "faiss" not in sys.modules
 
 
+def limit_numpy_blas() -> bool:
+    """numpy's own OpenBLAS in one thread (see the module's docstring); True if it took effect.
+
+    Only numpy's: faiss's BLAS runs on OpenMP, which waits passively (``tune_openmp``)."""
+    try:
+        import numpy  # noqa: F401 - loads its BLAS, so that it can be found
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return False
+    libs = [c for c in ThreadpoolController().lib_controllers if "numpy" in c.filepath]
+    for lib in libs:
+        lib.set_num_threads(1)
+    return bool(libs)
+
+
 def tune_process() -> None:
     """Everything the CLI and the GUI set once, before any model runs (and before torch loads)."""
     global _done
@@ -105,6 +126,7 @@ def tune_process() -> None:
         return
     if not tune_openmp():
         log.debug("torch or faiss was imported before tune_process(): OpenMP policy unchanged")
+    limit_numpy_blas()
     if not tune_allocator():
         log.debug("allocator tuning not available on this platform")
 
@@ -149,3 +171,137 @@ def backbone_precision(cfg, device_type: str = "cpu") -> str:
     if cfg.precision == "fp32":
         return "fp32"
     return "bf16" if native_bf16(device_type) else "fp32"
+
+
+# -- which engine runs the network (ExtractConfig.runtime "auto") ------------------------------
+#: From this many photos, torch in bf16 (on a CPU with native bf16) finishes an index build of
+#: that backbone sooner than ONNX Runtime in fp32, its start-up (~2.1 CPU-s of imports) included:
+#: measured on a 2-core Xeon with AMX (benchmarks/runtime_auto.py, benchmarks/README.md "Which
+#: engine runs"), where torch bf16 ran VGG16 3.4x, AlexNet 3.2x, ResNet-18 2.3x and ResNet-50
+#: 1.7x ONNX Runtime fp32 warm. MobileNetV2 (the default) is not listed: ONNX Runtime fp32 ran it
+#: 1.4x torch bf16 warm, so it runs in ONNX Runtime at any length; so does a backbone not measured.
+BF16_PAYS_FROM = {"vgg16": 6, "resnet50": 20, "resnet18": 50, "alexnet": 100}
+
+ONNXRUNTIME, TORCH = "onnxruntime", "torch"
+#: Where a machine's NVIDIA driver shows itself; without it torch can find no CUDA device, so
+#: "auto" means the CPU without importing torch to ask.
+NVIDIA_DRIVER = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What runs the network for one job, and why (the words ``netvlad info`` shows)."""
+
+    runtime: str  # "onnxruntime" or "torch"
+    precision: str  # "fp32" or "bf16": the backbone's arithmetic
+    why: str
+
+    def to_json(self) -> dict:
+        return {"runtime": self.runtime, "precision": self.precision, "why": self.why}
+
+
+def gpu_present() -> bool:
+    """Whether torch could find a CUDA GPU here; asked without importing torch when it is not
+    loaded yet (no NVIDIA driver: no GPU)."""
+    if "torch" in sys.modules:
+        return bool(sys.modules["torch"].cuda.is_available())
+    return any(os.path.exists(p) for p in NVIDIA_DRIVER)
+
+
+def device_kind(cfg) -> str:
+    """ "cpu", "cuda" or "mps": where ``cfg.device`` runs the network ("auto": a CUDA GPU when
+    there is one, as ``features.resolve_device`` decides)."""
+    if cfg.device == "auto":
+        return "cuda" if gpu_present() else "cpu"
+    return cfg.device.partition(":")[0]
+
+
+def asked_precision(cfg) -> str | None:
+    """The precision ``cfg`` forces ("fp32"/"bf16"), or None for "auto"."""
+    if cfg.bf16 or cfg.precision == "bf16":
+        return "bf16"
+    return "fp32" if cfg.precision == "fp32" else None
+
+
+def ort_installed() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def choose_engine(
+    cfg, *, backbone: str | None = None, photos: int | None = None, made_with: str | None = None
+) -> Engine:
+    """The engine for a job of ``photos`` photos (None: a short or open-ended one, e.g. the
+    window's session) through ``backbone``, by the measured rules:
+
+    - a GPU, or ``--runtime torch``: torch (ONNX Runtime runs here on the CPU only);
+    - ``made_with``, the precision of the descriptors an index already holds, binds: an index
+      never mixes precisions (bf16 and fp32 descriptors differ: cosine 0.97-0.99);
+    - else ``--precision`` when forced; else fp32 with ``--runtime onnxruntime`` or without
+      native bf16; else bf16 only for a job long enough that torch's bf16 speed on this
+      backbone repays its start-up (:data:`BF16_PAYS_FROM`);
+    - fp32 runs in ONNX Runtime (1.3-1.8x torch fp32, the same descriptors), bf16 in torch.
+    """
+    kind = device_kind(cfg)
+    if kind != "cpu":
+        prec = made_with or backbone_precision(cfg, kind)
+        return Engine(TORCH, prec, f"torch runs on the GPU ({kind}); ONNX Runtime only on the CPU")
+    if cfg.runtime == TORCH:
+        return Engine(TORCH, made_with or backbone_precision(cfg, "cpu"), "--runtime torch")
+    asked = asked_precision(cfg)
+    if made_with:
+        prec, why = made_with, f"this index's descriptors were made in {made_with}"
+        if made_with == "bf16" and asked is None:
+            why += " (netvlad index --precision fp32 makes them again for ONNX Runtime)"
+    elif asked:
+        prec, why = asked, f"--precision {asked}"
+    elif cfg.runtime == ONNXRUNTIME:
+        prec, why = "fp32", "--runtime onnxruntime"
+    elif not native_bf16("cpu"):
+        prec, why = "fp32", "this CPU has no native bf16: ONNX Runtime fp32 is the fastest"
+    else:
+        start = BF16_PAYS_FROM.get(backbone or "")
+        if start is None:
+            prec, why = "fp32", f"ONNX Runtime fp32 runs {backbone} faster than torch bf16 here"
+        elif photos is None or photos < start:
+            prec = "fp32"
+            why = (
+                f"a short job: below {start} photos torch's start-up costs more than its bf16 "
+                f"speed on {backbone} saves"
+            )
+        else:
+            prec = "bf16"
+            why = f"a long job ({photos} photos): torch bf16 on this CPU's native bf16 is faster"
+    if prec == "bf16":
+        return Engine(TORCH, "bf16", f"{why}; ONNX Runtime runs fp32 only")
+    if cfg.runtime != ONNXRUNTIME and not ort_installed():
+        return Engine(TORCH, "fp32", f"{why}; onnxruntime is not installed, torch runs it")
+    return Engine(ONNXRUNTIME, "fp32", why)
+
+
+def engines_info(cfg, backbone: str | None = None) -> dict:
+    """What ``netvlad info`` says runs the network for ``cfg`` here, and why: a short job (a
+    locate, a small library) and a long one (2 000 photos), for ``backbone`` (the default
+    model's when None)."""
+    from importlib import metadata
+
+    from ..config import DEFAULT_MODEL
+    from .ortmodel import INSTALL
+
+    backbone = backbone or DEFAULT_MODEL.partition("-")[0]
+    short = choose_engine(cfg, backbone=backbone)
+    long_job = choose_engine(cfg, backbone=backbone, photos=2000)
+    try:
+        ort = metadata.version("onnxruntime")
+    except metadata.PackageNotFoundError:
+        ort = None
+    out = {
+        "runtime": short.runtime,
+        "runtime_precision": short.precision,
+        "runtime_why": short.why,
+        "runtime_asked": cfg.runtime,
+        "runtime_long_job": long_job.to_json() | {"photos": 2000, "backbone": backbone},
+        "onnxruntime": ort,
+    }
+    if ort is None:
+        out["runtime_note"] = f"onnxruntime is not installed: {INSTALL}"
+    return out

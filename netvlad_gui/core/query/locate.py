@@ -3,6 +3,10 @@
 The ``Locator`` holds what locating needs warm (the model, the open index, its calibration and a
 verifier). A ``LocateSession`` (session.py) asks it for each step once per photo, and answer.py
 turns the evidence into a result.
+
+The model is an ``InferenceModel`` (core/model/inference.py): ONNX Runtime without torch where
+the index's descriptors are fp32 (the rule ``runtime.choose_engine`` applies), torch otherwise;
+pixels in, numpy arrays out, so nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -12,16 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..config import ExtractConfig, LocateConfig, VerifyConfig
-from ..errors import IndexModelMissingError
+from ..errors import ConfigError, IndexModelMissingError
 from ..library.index import LibraryIndex, SearchHit
 from ..library.inputsize import at_index_size
 from ..library.status import NO_MODEL
-from ..model.features import NON_FINITE, describe_batch, inference_model, resolve_device
-from ..photos.images import ImageLoadError, load_image, to_tensor
+from ..model.ckptfile import CheckpointFormatError
+from ..model.extraction import NON_FINITE
+from ..model.inference import StageProgress, open_model
+from ..model.runtime import Engine, asked_precision, choose_engine
+from ..photos.images import ImageLoadError, load_image, to_pixels
 from .answer import Prediction, predict
 from .result import LocateResult, Match
 from .verify import Verification, Verifier, oriented_size
@@ -36,7 +42,7 @@ class Description:
     image: Image.Image  # decoded at the model's input size
     original_size: tuple[int, int]  # (w, h) as displayed, for drawing inlier points
     descriptor: np.ndarray  # the global descriptor (float32, unit length)
-    local_map: torch.Tensor | None = None  # the backbone's feature map, when patches need it
+    local_map: np.ndarray | None = None  # the backbone's feature map (D, h, w), when asked for
 
 
 #: VerifyConfig fields that change what a Verifier computes or caches; the others (how many
@@ -62,20 +68,19 @@ class Locator:
         *,
         extract_cfg: ExtractConfig | None = None,
         locate_cfg: LocateConfig | None = None,
+        progress: StageProgress | None = None,
     ):
-        from ..model.checkpoint import load_checkpoint
-
         self.index = index
         ec = (extract_cfg or ExtractConfig()).validate()
         # Photos are described at the size the index's descriptors were made at, whatever the
         # front asked for (open_session says so when it asked for another).
         self.extract_cfg = at_index_size(ec, index.image_size or ec.image_size)
         self.cfg = (locate_cfg or LocateConfig()).validate()
-        self.device = resolve_device(self.extract_cfg.device)
         if not index.model_path.exists():
             raise IndexModelMissingError(f"cannot locate with the index in {index.dir}: {NO_MODEL}")
-        model = load_checkpoint(index.model_path).to(self.device)
-        self.model = inference_model(model, self.extract_cfg)  # folded once, not per photo
+        self.engine = locate_engine(index, self.extract_cfg)
+        # ``progress`` hears of the one-off export of a missing graph (stage "prepare").
+        self.model = open_model(index.model_path, self.extract_cfg, self.engine, progress=progress)
         self.calibration = index.calibration()
         self.library_has_gps = index.catalog.counts()["with_gps"] > 0
         # Built even when verification is off by default: a session may ask for it.
@@ -94,10 +99,7 @@ class Locator:
     ) -> Description:
         """The global descriptor of a decoded photo (or video frame) and, ``with_map``, the
         backbone's feature map the patch features come from: one forward pass for both."""
-        with torch.inference_mode():
-            descs, maps = describe_batch(
-                self.model, to_tensor(img).unsqueeze(0), self.extract_cfg, with_map=with_map
-            )
+        descs, maps = self.model.describe_pixels(to_pixels(img)[None], with_map=with_map)
         desc = descs[0]
         if not np.isfinite(desc).all():
             raise ImageLoadError(NON_FINITE)
@@ -123,3 +125,38 @@ class Locator:
             described.image, described.original_size, described.local_map
         )
         return verifier.verify(query, [h.path for h in hits[: cfg.top_k]])
+
+
+def locate_engine(index: LibraryIndex, cfg: ExtractConfig) -> Engine:
+    """What describes the photos located in ``index``: the precision its descriptors were made
+    in binds (a query of another precision would score against them with noise: cosine
+    0.97-0.99 between bf16 and fp32), and fp32 runs in ONNX Runtime. A precision forced
+    against the index's is refused (ConfigError), never silently mixed."""
+    made = index.descriptor_engine()
+    asked = asked_precision(cfg)
+    if made is not None and asked is not None and asked != made["precision"]:
+        raise ConfigError(
+            f"this index's descriptors were made in {made['precision']}; locate with --precision "
+            f"{made['precision']} or auto (its photos described in {asked} would not compare "
+            f"with them), or index it again with --precision {asked}"
+        )
+    if made is not None:
+        return choose_engine(cfg, made_with=made["precision"])
+    from ..model.ortmodel import ModelFile
+
+    try:
+        backbone = ModelFile.read(index.model_path).backbone
+    except (OSError, CheckpointFormatError):
+        backbone = ""
+    return choose_engine(cfg, backbone=backbone)
+
+
+def index_engines_info(index: LibraryIndex, cfg: ExtractConfig) -> dict:
+    """What made ``index``'s descriptors, and what would describe photos located in it (and
+    why), for ``netvlad info``."""
+    out: dict = {"descriptors_made_with": index.descriptor_engine()}
+    try:
+        out["locate_runs"] = locate_engine(index, cfg).to_json()
+    except ConfigError as exc:
+        out["locate_runs"] = {"error": str(exc)}
+    return out

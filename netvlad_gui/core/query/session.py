@@ -28,6 +28,7 @@ from ..config import ExtractConfig, LocateConfig, SequenceConfig
 from ..library.index import LibraryIndex
 from ..library.inputsize import size_note
 from ..library.status import LibraryStatus, index_exists, library_status, not_searchable_note
+from ..model.inference import StageProgress
 from ..photos import geo
 from ..photos.capture import Ordering, order_photos, read_capture_time
 from ..photos.images import ImageLoadError, PhotoInput
@@ -307,11 +308,15 @@ def open_session(
     index_dir: str | os.PathLike,
     extract_cfg: ExtractConfig | None = None,
     locate_cfg: LocateConfig | None = None,
+    *,
+    progress: StageProgress | None = None,
 ) -> tuple[LibraryStatus, LocateSession | None]:
     """Open an index folder: its status, and a session with the model and search index loaded
     (None when the library cannot be searched yet; ``status.problem`` says why).
 
-    The session owns the open index: ``session.close()`` closes it.
+    The session owns the open index: ``session.close()`` closes it. ``progress(stage, done,
+    total)`` hears of the one-off "prepare" stage when the model's graph must be exported
+    first (the model runs without torch afterwards).
     """
     index_dir = Path(index_dir)
     if not index_exists(index_dir):
@@ -322,7 +327,12 @@ def open_session(
         if not status.ready:
             index.close()
             return status, None
-        locator = Locator(index, extract_cfg=extract_cfg, locate_cfg=locate_cfg or LocateConfig())
+        locator = Locator(
+            index,
+            extract_cfg=extract_cfg,
+            locate_cfg=locate_cfg or LocateConfig(),
+            progress=progress,
+        )
         index.faiss_index()  # load the search index now, not on the first photo
         status.lost = index.store().lost  # rows a truncated store no longer holds
         if note := size_note(index.image_size, extract_cfg or locator.extract_cfg):

@@ -36,13 +36,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from ..config import ExtractConfig, VerifyConfig
 from ..errors import ConfigError
+from ..model.head import l2_normalise
 from ..photos.filestamp import identity
-from ..photos.images import ImageLoadError, load_image, resize_longer_side, to_tensor
+from ..photos.images import ImageLoadError, load_image, resize_longer_side, to_pixels
 
 _MIN_MATCHES = {"homography": 4, "fundamental": 8}
 #: Pixels of a 640 px image: ``ransac_px`` is given at this size and scaled to the working one.
@@ -132,15 +132,16 @@ def sift_features(
 
 
 def patch_features(
-    local_map: torch.Tensor, work_size: tuple[int, int], original_size: tuple[int, int]
+    local_map: np.ndarray, work_size: tuple[int, int], original_size: tuple[int, int]
 ) -> LocalFeatures:
     """One L2-normalised descriptor per cell of a (D, H', W') feature map, at the cell centres.
 
     ``work_size`` is the (w, h) of the image the map was computed from.
     """
+    local_map = np.asarray(local_map, dtype=np.float32)
     d, mh, mw = local_map.shape
-    x = torch.nn.functional.normalize(local_map.float().reshape(d, -1), dim=0)
-    desc = x.T.contiguous().cpu().numpy().astype(np.float16)
+    x = l2_normalise(local_map.reshape(d, -1), 0)
+    desc = np.ascontiguousarray(x.T).astype(np.float16)
     w, h = work_size
     gx, gy = np.meshgrid((np.arange(mw) + 0.5) * w / mw, (np.arange(mh) + 0.5) * h / mh)
     xy = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
@@ -266,14 +267,14 @@ class Verifier:
 
     def __init__(
         self,
-        model: torch.nn.Module | None,
+        model=None,
         extract_cfg: ExtractConfig | None = None,
         cfg: VerifyConfig | None = None,
     ):
         self.cfg = (cfg or VerifyConfig()).validate()
         if self.cfg.features == "patch" and model is None:
             raise ConfigError("patch features need the model; pass it to Verifier")
-        self.model = model
+        self.model = model  # an InferenceModel (or a torch network, run as one)
         self.extract_cfg = extract_cfg or ExtractConfig()
         self._cache: OrderedDict[tuple, LocalFeatures] = OrderedDict()
         self._lock = threading.Lock()
@@ -283,7 +284,7 @@ class Verifier:
         self,
         img: Image.Image,
         original_size: tuple[int, int],
-        local_map: torch.Tensor | None = None,
+        local_map: np.ndarray | None = None,
     ) -> LocalFeatures:
         """Features of a decoded photo (longer side ``extract_cfg.image_size``).
 
@@ -293,33 +294,25 @@ class Verifier:
         if self.cfg.features == "sift":
             return sift_features(img, original_size, self.cfg)
         if local_map is None:
-            local_map = self._maps([to_tensor(img)])[0]
+            local_map = self._maps([to_pixels(img)])[0]
         return patch_features(local_map, img.size, original_size)
 
-    def _maps(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The backbone's maps of decoded photos, batched by size, in the extraction's precision
-        (bf16 where the hardware runs it natively: the references' maps are most of a cold
-        verification's time)."""
-        from ..model.features import inference_model
-        from ..model.runtime import backbone_precision
+    def _maps(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The backbone maps (D, h, w) of photos' pixels, batched by size, from the model's own
+        engine and precision (ONNX Runtime fp32, or torch in bf16 where the hardware runs it
+        natively: the references' maps are most of a cold verification's time)."""
+        from ..model.inference import as_inference_model
 
-        net = inference_model(self.model, self.extract_cfg)
-        device = next(net.parameters()).device
-        low = backbone_precision(self.extract_cfg, device.type) == "bf16"
-        out: list[torch.Tensor | None] = [None] * len(tensors)
+        net = as_inference_model(self.model, self.extract_cfg)
+        self.model = net  # wrapped once
+        out: list[np.ndarray | None] = [None] * len(images)
         shapes: dict[tuple, list[int]] = {}
-        for i, t in enumerate(tensors):
-            shapes.setdefault(tuple(t.shape), []).append(i)
-        with torch.inference_mode():
-            for idxs in shapes.values():
-                batch = torch.stack([tensors[i] for i in idxs]).to(device)
-                if self.extract_cfg.channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low):
-                    maps = net.local_features(batch)
-                maps = maps.float().cpu()
-                for i, m in zip(idxs, maps, strict=True):
-                    out[i] = m.contiguous()
+        for i, px in enumerate(images):
+            shapes.setdefault(px.shape, []).append(i)
+        for idxs in shapes.values():
+            maps = net.maps_of(np.stack([images[i] for i in idxs]))
+            for i, m in zip(idxs, maps, strict=True):
+                out[i] = m
         return out  # type: ignore[return-value]
 
     def _load(self, path: Path) -> tuple[Image.Image, tuple[int, int]]:
@@ -355,7 +348,7 @@ class Verifier:
                 continue
             loaded.append((i, key, img, orig))
         if self.cfg.features == "patch" and loaded:
-            maps = self._maps([to_tensor(img) for _, _, img, _ in loaded])
+            maps = self._maps([to_pixels(img) for _, _, img, _ in loaded])
         else:
             maps = [None] * len(loaded)
         for (i, key, img, orig), m in zip(loaded, maps, strict=True):
