@@ -457,6 +457,29 @@ def test_locator_says_not_found_for_another_city(shared_dir, lund_index_640, loc
     assert all(m.inliers < VerifyConfig().min_inliers for m in small.matches)
 
 
+def test_a_grey_photo_of_another_city_with_the_night_rule(shared_dir, lund_index_640, tmp_path):
+    """End to end through a session: the photo's light reaches the verdict. A grey copy of a
+    Berlin photo is "not in this library" by default; with night_inliers on, its few chance
+    points are enough for "uncertain, it may be night" (why the rule is off by default)."""
+    from netvlad_gui.core.library.index import LibraryIndex
+    from netvlad_gui.core.query.locate import Locator
+    from netvlad_gui.core.query.session import LocateSession
+
+    grey = tmp_path / "berlin_grey.jpg"
+    Image.open(shared_dir / "data/exif/gps_photos/opensfm_berlin/02.jpg").convert("L").save(grey)
+    index = LibraryIndex(lund_index_640)
+    try:
+        loc = Locator(index, extract_cfg=ExtractConfig(num_workers=0))
+        plain = LocateSession(loc).locate(grey)
+        night_cfg = LocateConfig(verify=VerifyConfig(night_inliers=0))
+        night = LocateSession(loc, night_cfg).locate(grey)
+    finally:
+        index.close()
+    assert plain.verdict == NOT_FOUND and "looks like no photo" in plain.verdict_reason
+    assert night.verdict == UNCERTAIN
+    assert "the photo is colourless (e.g. taken at night)" in night.verdict_reason
+
+
 def test_rerank_ranked_puts_the_verified_reference_first(shared_dir):
     from netvlad_gui.core.query.verify import rerank_ranked
 
