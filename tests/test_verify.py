@@ -524,3 +524,23 @@ def test_quick_then_verified_locate_describes_the_photo_once_with_patches(
         assert not quick.verified and refined.verified and refined.verdict == LOCATED
     finally:
         index.close()
+
+
+def test_patch_matching_without_ratio_test_is_mutual_nearest_neighbours():
+    """The similarity shortcut (ratio 1) pairs exactly what distances pair."""
+    from netvlad_gui.core.query.verify import LocalFeatures, _ratio_mutual, match_patches
+
+    rng = np.random.default_rng(3)
+
+    def feats(n: int) -> LocalFeatures:
+        d = rng.standard_normal((n, 16)).astype(np.float32)
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        return LocalFeatures(np.zeros((n, 2), np.float32), d.astype(np.float16), (1, 1), (1, 1))
+
+    q, r = feats(300), feats(250)
+    sim = q.desc.astype(np.float32) @ r.desc.astype(np.float32).T
+    want = _ratio_mutual(np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, None)), 1.0)
+    got = match_patches(q, r, 1.0)
+    assert len(got[0]) > 20
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    assert all(len(x) == 0 for x in match_patches(feats(1), r, 1.0))
