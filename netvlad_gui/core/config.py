@@ -326,13 +326,13 @@ class VerdictConfig:
     # Portland against lund score 0-0.18 at 640 px; at 320 px the global score cannot tell them
     # from Lund (0.41-1.0), so there they are uncertain, never located.
     look_alike: float = 0.5
-    # The photo's own light (photos/light.py, on 0..255): with neither likeness nor matching
-    # points, a photo darker than night_brightness (mean luma) or greyer than night_colour (mean
-    # channel spread) is uncertain, not "not in this library": at night the evidence cannot
-    # tell (gardens_point night photos: grey, colour 0; daylight photos here 7-52, synthetic
-    # dusk brightness 21-37, daylight 69-160). Flatter than night_detail (luma std: blank
-    # images 0-1, a day photo darkened 4x 11, photos 29-108) there is nothing to see and no
-    # such excuse.
+    # The photo's own light (photos/light.py, on 0..255): a photo darker than night_brightness
+    # (mean luma) or greyer than night_colour (mean channel spread) is a night shot; with
+    # VerifyConfig.night_inliers set (off by default) such a photo with a few points is
+    # uncertain, not "not in this library" (gardens_point night photos: grey, colour 0; daylight
+    # photos here 7-52; synthetic dusk brightness 21-37, daylight 69-160). Flatter than
+    # night_detail (luma std: blank images 0-1, a day photo darkened 4x 11, photos 29-108)
+    # there is nothing to see and no such excuse.
     night_brightness: float = 50.0
     night_colour: float = 3.0
     night_detail: float = 5.0
