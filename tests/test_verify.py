@@ -14,6 +14,7 @@ from netvlad_gui.core.config import ExtractConfig, LocateConfig, VerdictConfig, 
 from netvlad_gui.core.errors import ConfigError
 from netvlad_gui.core.library.catalog import ImageRow
 from netvlad_gui.core.library.index import SearchHit
+from netvlad_gui.core.photos.light import Light, measure_light
 from netvlad_gui.core.query.verdict import (
     LOCATED,
     NOT_FOUND,
@@ -22,6 +23,7 @@ from netvlad_gui.core.query.verdict import (
     calibrated_similarity,
     decide,
     inlier_evidence,
+    light_change,
     predict_verified,
 )
 from netvlad_gui.core.query.verify import Verifier, oriented_size, rerank
@@ -261,6 +263,7 @@ def test_no_verified_evidence_gives_no_verified_prediction():
 
 
 VCFG = LocateConfig(verify=CFG, verdict=VerdictConfig(look_alike=0.3))
+NIGHT = LocateConfig(verify=replace(CFG, night_inliers=12), verdict=VerdictConfig(look_alike=0.3))
 STRONG, WEAK = 0.6, 0.1  # calibrated global similarity of match #1: looks like the library or not
 
 
@@ -301,6 +304,76 @@ def test_verdict_rules(kw, want, why):
     verdict, reason = decide(Evidence(**kw), VCFG)
     assert verdict == want
     assert why in reason
+
+
+@pytest.mark.parametrize(
+    ("kw", "want", "why"),
+    [
+        # weak global likeness, some points, and the photo's light explains why so few
+        ({"has_location": True, "confidence": 0.0, "similarity": WEAK, "best_inliers": 14,
+          "light": "colourless"}, UNCERTAIN, "colourless (e.g. taken at night)"),
+        ({"has_location": True, "confidence": 0.0, "similarity": 0.0, "best_inliers": 12,
+          "light": "dark"}, UNCERTAIN, "only 12 matching points, but the photo is dark"),
+        # fewer than night_inliers (12): nothing to go on, even in the dark
+        ({"has_location": True, "confidence": 0.0, "similarity": 0.0, "best_inliers": 11,
+          "light": "colourless"}, NOT_FOUND, "looks like no photo"),
+        # ordinary light: the excuse does not apply
+        ({"has_location": True, "confidence": 0.0, "similarity": WEAK, "best_inliers": 14},
+         NOT_FOUND, "looks like no photo"),
+        # a strong likeness or enough points decide as without the light
+        ({"has_location": True, "confidence": 0.0, "similarity": STRONG, "best_inliers": 3,
+          "light": "dark"}, UNCERTAIN, "night and day"),
+        ({"has_location": True, "confidence": 0.9, "similarity": WEAK, "best_inliers": 30,
+          "light": "dark"}, LOCATED, "30 matching points"),
+        # not verified: no points, no excuse
+        ({"has_location": True, "confidence": 0.14, "similarity": WEAK, "best_inliers": None,
+          "light": "dark"}, NOT_FOUND, "not verified"),
+    ],
+)  # fmt: skip
+def test_night_rule_when_switched_on(kw, want, why):
+    verdict, reason = decide(Evidence(**kw), NIGHT)
+    assert verdict == want
+    assert why in reason
+
+
+def test_night_rule_is_off_by_default():
+    """Off by default: night photos of another city bring the same evidence (config.py)."""
+    assert VerifyConfig().night_inliers is None
+    night = Evidence(True, 0.0, WEAK, 14, light="colourless")
+    assert decide(night, VCFG).verdict == NOT_FOUND
+    with pytest.raises(ConfigError, match="night inliers"):
+        VerifyConfig(night_inliers=-1).validate()
+
+
+@pytest.mark.parametrize(
+    ("light", "want"),
+    [
+        (Light(brightness=20.0, colour=30.0, detail=40.0), "dark"),
+        (Light(brightness=120.0, colour=0.0, detail=60.0), "colourless"),
+        (Light(brightness=120.0, colour=25.0, detail=60.0), None),  # daylight colour
+        (Light(brightness=0.0, colour=0.0, detail=0.0), None),  # blank: nothing to excuse
+        (None, None),  # not measured
+    ],
+)
+def test_light_change(light, want):
+    assert light_change(light, VerdictConfig()) == want
+
+
+def test_measured_light_of_night_and_day_photos(shared_dir):
+    """gardens_point's night photos are grey (brightness-normalised), its day photos colour; a
+    darkened copy of a day photo is dark; a black image shows nothing."""
+    gp = shared_dir / "data/gardens_point"
+    if not (gp / "night_right").is_dir():
+        pytest.skip(f"gardens_point not found in {gp}")
+    vd = VerdictConfig()
+    day = Image.open(gp / "day_right/Image150.jpg")
+    assert light_change(measure_light(Image.open(gp / "night_right/Image150.jpg")), vd) == (
+        "colourless"
+    )
+    assert light_change(measure_light(day), vd) is None
+    dusk = Image.fromarray((np.asarray(day.convert("RGB"), np.float32) * 0.25).astype(np.uint8))
+    assert light_change(measure_light(dusk), vd) == "dark"
+    assert light_change(measure_light(Image.new("RGB", (64, 48))), vd) is None
 
 
 def test_calibrated_similarity_needs_different_place_pairs():
@@ -384,6 +457,29 @@ def test_locator_says_not_found_for_another_city(shared_dir, lund_index_640, loc
     assert all(m.inliers < VerifyConfig().min_inliers for m in small.matches)
 
 
+def test_a_grey_photo_of_another_city_with_the_night_rule(shared_dir, lund_index_640, tmp_path):
+    """End to end through a session: the photo's light reaches the verdict. A grey copy of a
+    Berlin photo is "not in this library" by default; with night_inliers on, its few chance
+    points are enough for "uncertain, it may be night" (why the rule is off by default)."""
+    from netvlad_gui.core.library.index import LibraryIndex
+    from netvlad_gui.core.query.locate import Locator
+    from netvlad_gui.core.query.session import LocateSession
+
+    grey = tmp_path / "berlin_grey.jpg"
+    Image.open(shared_dir / "data/exif/gps_photos/opensfm_berlin/02.jpg").convert("L").save(grey)
+    index = LibraryIndex(lund_index_640)
+    try:
+        loc = Locator(index, extract_cfg=ExtractConfig(num_workers=0))
+        plain = LocateSession(loc).locate(grey)
+        night_cfg = LocateConfig(verify=VerifyConfig(night_inliers=0))
+        night = LocateSession(loc, night_cfg).locate(grey)
+    finally:
+        index.close()
+    assert plain.verdict == NOT_FOUND and "looks like no photo" in plain.verdict_reason
+    assert night.verdict == UNCERTAIN
+    assert "the photo is colourless (e.g. taken at night)" in night.verdict_reason
+
+
 def test_rerank_ranked_puts_the_verified_reference_first(shared_dir):
     from netvlad_gui.core.query.verify import rerank_ranked
 
@@ -428,3 +524,23 @@ def test_quick_then_verified_locate_describes_the_photo_once_with_patches(
         assert not quick.verified and refined.verified and refined.verdict == LOCATED
     finally:
         index.close()
+
+
+def test_patch_matching_without_ratio_test_is_mutual_nearest_neighbours():
+    """The similarity shortcut (ratio 1) pairs exactly what distances pair."""
+    from netvlad_gui.core.query.verify import LocalFeatures, _ratio_mutual, match_patches
+
+    rng = np.random.default_rng(3)
+
+    def feats(n: int) -> LocalFeatures:
+        d = rng.standard_normal((n, 16)).astype(np.float32)
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        return LocalFeatures(np.zeros((n, 2), np.float32), d.astype(np.float16), (1, 1), (1, 1))
+
+    q, r = feats(300), feats(250)
+    sim = q.desc.astype(np.float32) @ r.desc.astype(np.float32).T
+    want = _ratio_mutual(np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, None)), 1.0)
+    got = match_patches(q, r, 1.0)
+    assert len(got[0]) > 20
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    assert all(len(x) == 0 for x in match_patches(feats(1), r, 1.0))

@@ -248,6 +248,14 @@ class VerifyConfig:
     # Portland reach PATCH_MIN against the lund library); located_inliers verify the place.
     min_inliers: int = 20
     located_inliers: int = 40
+    # A dark or colourless photo (a night shot, VerdictConfig.night_*) with at least this many
+    # inliers is uncertain, not "not in this library", however unlike the library it looks
+    # (verdict.decide). None: off, the default, because night photos of places in the library
+    # and night photos of another city bring the same evidence: day_left night photos whose
+    # place is match #1 12-19 patch inliers, gardens night photos against the Lund library up
+    # to 19. 16 calls 3 of 85 of the former "not in this library" (9 without) and 1 of 50 of
+    # the latter uncertain (benchmarks/night_verdicts.py, README "Night and day").
+    night_inliers: int | None = None
     # Candidates within this fraction of the best inlier count rank by global score (1: by
     # inliers alone); see verify.rerank.
     keep_ratio: float = 0.5
@@ -280,6 +288,8 @@ class VerifyConfig:
         _check_int("verify top", self.top_k, *VERIFY_TOP_RANGE)
         _check_int("minimum inliers", self.min_inliers, 0, 100_000)
         _check_int("located inliers", self.located_inliers, self.min_inliers, 100_000)
+        if self.night_inliers is not None:
+            _check_int("night inliers", self.night_inliers, 0, 100_000)
         _check_float("ratio test", self.ratio, 0.0, 1.0, open_lo=True)
         _check_float("keep ratio", self.keep_ratio, 0.0, 1.0)
         _check_float("RANSAC threshold (px)", self.ransac_px, 0.0, 1000.0, open_lo=True)
@@ -321,6 +331,16 @@ class VerdictConfig:
     # Portland against lund score 0-0.18 at 640 px; at 320 px the global score cannot tell them
     # from Lund (0.41-1.0), so there they are uncertain, never located.
     look_alike: float = 0.5
+    # The photo's own light (photos/light.py, on 0..255): a photo darker than night_brightness
+    # (mean luma) or greyer than night_colour (mean channel spread) is a night shot; with
+    # VerifyConfig.night_inliers set (off by default) such a photo with a few points is
+    # uncertain, not "not in this library" (gardens_point night photos: grey, colour 0; daylight
+    # photos here 7-52; synthetic dusk brightness 21-37, daylight 69-160). Flatter than
+    # night_detail (luma std: blank images 0-1, a day photo darkened 4x 11, photos 29-108)
+    # there is nothing to see and no such excuse.
+    night_brightness: float = 50.0
+    night_colour: float = 3.0
+    night_detail: float = 5.0
 
     def validate(self) -> VerdictConfig:
         """Raise ConfigError naming the first setting out of range; returns self."""
@@ -332,6 +352,9 @@ class VerdictConfig:
                 f"located confidence ({self.located_confidence:g})"
             )
         _check_float("look-alike similarity", self.look_alike, 0.0, 1.0)
+        _check_float("night brightness", self.night_brightness, 0.0, 255.0)
+        _check_float("night colour", self.night_colour, 0.0, 255.0)
+        _check_float("night detail", self.night_detail, 0.0, 255.0)
         return self
 
 

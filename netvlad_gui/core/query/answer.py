@@ -21,6 +21,7 @@ import numpy as np
 from ..config import LocateConfig
 from ..library.index import SearchHit
 from ..photos import geo
+from ..photos.light import Light
 from .consensus import vote
 from .result import GLOBAL, VERIFIED, LocateResult, Match
 from .verdict import (
@@ -28,6 +29,7 @@ from .verdict import (
     calibrated_similarity,
     decide,
     inlier_evidence,
+    light_change,
     predict_verified,
 )
 from .verdict import Evidence as VerdictEvidence
@@ -92,6 +94,7 @@ class Evidence:
     truth: geo.GpsResult | None = None  # the photo's own GPS (None: not read, e.g. a frame)
     checks: list[Verification | None] | None = None  # of hits[:top_k]; None: not verified
     library_has_gps: bool = True  # False: no photo of the library has a position
+    light: Light | None = None  # the photo's light (photos/light.py); None: not measured
 
 
 def build_answer(
@@ -150,7 +153,10 @@ def build_answer(
         res.verdict_reason = reason or (NO_GPS_MATCHES if ev.library_has_gps else NO_GPS_LIBRARY)
     elif final:
         similarity = calibrated_similarity(hits[0].score, calibration) if hits else None
-        decision = decide(VerdictEvidence(True, res.confidence, similarity, best_inliers), cfg)
+        light = light_change(ev.light, cfg.verdict)
+        decision = decide(
+            VerdictEvidence(True, res.confidence, similarity, best_inliers, light), cfg
+        )
         res.verdict = decision.verdict
         res.verdict_reason = f"{reason}; {decision.reason}" if reason else decision.reason
     for rank, i in enumerate(order[:top_n], 1):

@@ -32,6 +32,7 @@ from ..model.inference import StageProgress
 from ..photos import geo
 from ..photos.capture import Ordering, order_photos, read_capture_time
 from ..photos.images import ImageLoadError, PhotoInput
+from ..photos.light import measure_light
 from .answer import Evidence, build_answer
 from .locate import Locator
 from .result import LocateResult
@@ -201,7 +202,13 @@ class LocateSession:
         k = max(cfg.top_n, vc.top_k if verify else 0, extra_k)
         hits, met = self._search(described.descriptor, k)
         gps = truth if truth is not None else geo.read_gps(item.path)
-        ev = Evidence(item.label, hits, gps, library_has_gps=loc.library_has_gps)
+        ev = Evidence(
+            item.label,
+            hits,
+            gps,
+            library_has_gps=loc.library_has_gps,
+            light=measure_light(described.image),
+        )
 
         def answer(reason: str = "") -> LocateResult:
             res = build_answer(ev, loc.calibration, cfg, final=True, reason=reason)

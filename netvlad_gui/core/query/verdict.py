@@ -11,8 +11,15 @@ whether the library holds evidence for it, from one small record of what locatin
   photos (gardens_point: 93 % of the right matches were called "not in this library"), a
   texture-poor corridor neither. So the calibrated global similarity of match #1 decides:
   where it looks like this library's own same-place pairs (``look_alike`` or more),
-  ``uncertain``, saying the photos look alike but share no detail; only where it also looks
-  unlike the library (Berlin and Portland against the Lund library), ``not_found``.
+  ``uncertain``, saying the photos look alike but share no detail. Where it looks unlike the
+  library too, ``not_found`` (Berlin and Portland against the Lund library). At night neither
+  the global score nor the local features tell a place in the library from another city
+  (gardens_point, night -> day_left: 12 % of the photos whose day place was match #1 got "not
+  in this library" with 12-19 patch inliers and a similarity of 0-0.13, as many as night
+  photos of the same walk against the Lund library reach). With
+  ``VerifyConfig.night_inliers`` set, a dark or colourless photo with detail in it
+  (``light_change``: a night shot) and at least that many inliers is ``uncertain`` instead,
+  saying why; off by default, since it calls some night photos of another city uncertain too.
 - **Not verified**: the calibrated global confidence of ``locate.predict`` alone.
 - **No calibration** (a library without photos more than 25 m apart, or without GPS pairs):
   there is no telling how alike "alike" is, so the global score never makes a photo
@@ -31,7 +38,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from ..config import LocateConfig, VerifyConfig
+from ..config import LocateConfig, VerdictConfig, VerifyConfig
+from ..photos.light import Light
 from .consensus import vote
 
 if TYPE_CHECKING:  # only names a type: importing the index would load faiss
@@ -163,6 +171,9 @@ class Evidence:
     confidence: float
     similarity: float | None
     best_inliers: int | None
+    #: How the photo's light differs from daylight colour (:func:`light_change`): "dark",
+    #: "colourless", or None (ordinary light, or not measured).
+    light: str | None = None
 
 
 class Decision(NamedTuple):
@@ -177,6 +188,11 @@ LOOK_ALIKE_NO_POINTS = (
     "(e.g. night and day, or another season)"
 )
 UNLIKE_NO_POINTS = "no matching points, and it looks like no photo of this library"
+NIGHT_NO_POINTS = (
+    "only {points}, but the photo is {light} (e.g. taken at night): photos of one place by "
+    "night and by day share too little to tell whether it is in this library"
+)
+
 NO_CALIBRATION_NO_POINTS = (
     "no matching points, and this library cannot tell how alike its own photos of one place "
     "look (it needs photos more than 25 m apart)"
@@ -185,6 +201,21 @@ NO_CALIBRATION = (
     "not verified, and this library cannot tell how alike its own photos of one place look "
     "(it needs photos more than 25 m apart)"
 )
+
+
+def light_change(light: Light | None, cfg: VerdictConfig | None = None) -> str | None:
+    """The change of light ("dark", "colourless") where ``light`` (photos/light.py) is unlike
+    daylight colour and the photo still shows detail; None otherwise (a blank image)."""
+    if light is None:
+        return None
+    vd = cfg or VerdictConfig()
+    if light.detail < vd.night_detail:
+        return None
+    if light.brightness < vd.night_brightness:
+        return "dark"
+    if light.colour < vd.night_colour:
+        return "colourless"
+    return None
 
 
 def _points(n: int) -> str:
@@ -210,6 +241,8 @@ def decide(evidence: Evidence, cfg: LocateConfig | None = None) -> Decision:
             return Decision(UNCERTAIN, NO_CALIBRATION_NO_POINTS)
         if e.similarity >= vd.look_alike:
             return Decision(UNCERTAIN, LOOK_ALIKE_NO_POINTS)
+        if e.light is not None and vc.night_inliers is not None and n >= vc.night_inliers:
+            return Decision(UNCERTAIN, NIGHT_NO_POINTS.format(light=e.light, points=_points(n)))
         return Decision(NOT_FOUND, UNLIKE_NO_POINTS)
     if e.similarity is None:
         return Decision(UNCERTAIN, NO_CALIBRATION)
