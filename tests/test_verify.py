@@ -336,11 +336,16 @@ def test_night_rule_when_switched_on(kw, want, why):
     assert why in reason
 
 
-def test_night_rule_is_off_by_default():
-    """Off by default: night photos of another city bring the same evidence (config.py)."""
-    assert VerifyConfig().night_inliers is None
-    night = Evidence(True, 0.0, WEAK, 14, light="colourless")
-    assert decide(night, VCFG).verdict == NOT_FOUND
+def test_night_rule_default_and_off():
+    """On by default at 16 points (config.py says why); 14 points stay not found; None is off."""
+    assert VerifyConfig().night_inliers == 16
+    cfg = LocateConfig(verdict=VerdictConfig(look_alike=0.3))  # min_inliers 20
+    few = Evidence(True, 0.0, WEAK, 14, light="colourless")
+    some = Evidence(True, 0.0, WEAK, 16, light="colourless")
+    assert decide(few, cfg).verdict == NOT_FOUND
+    assert decide(some, cfg).verdict == UNCERTAIN
+    off = replace(cfg, verify=replace(cfg.verify, night_inliers=None))
+    assert decide(some, off).verdict == NOT_FOUND
     with pytest.raises(ConfigError, match="night inliers"):
         VerifyConfig(night_inliers=-1).validate()
 
@@ -459,8 +464,9 @@ def test_locator_says_not_found_for_another_city(shared_dir, lund_index_640, loc
 
 def test_a_grey_photo_of_another_city_with_the_night_rule(shared_dir, lund_index_640, tmp_path):
     """End to end through a session: the photo's light reaches the verdict. A grey copy of a
-    Berlin photo is "not in this library" by default; with night_inliers on, its few chance
-    points are enough for "uncertain, it may be night" (why the rule is off by default)."""
+    Berlin photo is "not in this library" by default (fewer chance points than night_inliers'
+    16); with night_inliers 0, its few chance points are enough for "uncertain, it may be
+    night" (why the rule needs a floor)."""
     from netvlad_gui.core.library.index import LibraryIndex
     from netvlad_gui.core.query.locate import Locator
     from netvlad_gui.core.query.session import LocateSession

@@ -250,12 +250,14 @@ class VerifyConfig:
     located_inliers: int = 40
     # A dark or colourless photo (a night shot, VerdictConfig.night_*) with at least this many
     # inliers is uncertain, not "not in this library", however unlike the library it looks
-    # (verdict.decide). None: off, the default, because night photos of places in the library
-    # and night photos of another city bring the same evidence: day_left night photos whose
-    # place is match #1 12-19 patch inliers, gardens night photos against the Lund library up
-    # to 19. 16 calls 3 of 85 of the former "not in this library" (9 without) and 1 of 50 of
-    # the latter uncertain (benchmarks/night_verdicts.py, README "Night and day").
-    night_inliers: int | None = None
+    # (verdict.decide); None: off. Night photos of places in the library and night photos of
+    # another city bring the same evidence (day_left night photos whose place is match #1:
+    # 12-19 patch inliers; gardens night photos against the Lund library: up to 19), so a rule
+    # that never calls the former "not here" says "uncertain" for a few of the latter: 16 calls
+    # 3 of 85 of the former "not in this library" (9 without) and 1 of 50 of the latter
+    # uncertain, never located (benchmarks/night_verdicts.py, README "Night and day"). Saying
+    # "cannot tell" there is honest; a false "not here" is what the verdict must not say.
+    night_inliers: int | None = 16
     # Candidates within this fraction of the best inlier count rank by global score (1: by
     # inliers alone); see verify.rerank.
     keep_ratio: float = 0.5
@@ -333,7 +335,7 @@ class VerdictConfig:
     look_alike: float = 0.5
     # The photo's own light (photos/light.py, on 0..255): a photo darker than night_brightness
     # (mean luma) or greyer than night_colour (mean channel spread) is a night shot; with
-    # VerifyConfig.night_inliers set (off by default) such a photo with a few points is
+    # VerifyConfig.night_inliers set (16 by default) such a photo with a few points is
     # uncertain, not "not in this library" (gardens_point night photos: grey, colour 0; daylight
     # photos here 7-52; synthetic dusk brightness 21-37, daylight 69-160). Flatter than
     # night_detail (luma std: blank images 0-1, a day photo darkened 4x 11, photos 29-108)
