@@ -17,7 +17,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core.config import DEVICES, RECALL_RADIUS_M, InitConfig, ModelConfig, VerifyConfig
+from ..core.config import (
+    DEVICES,
+    RECALL_RADIUS_M,
+    SEQUENCE_GROUP_RANGE,
+    InitConfig,
+    ModelConfig,
+    SequenceConfig,
+    VerifyConfig,
+)
 from ..core.trainconfig import (
     AMP_DTYPES,
     LOSSES,
@@ -477,6 +485,11 @@ def cmd_eval(args) -> int:
 
     if args.verify and args.compare:
         raise CliError("--verify measures one model: leave out --compare")
+    if args.sequence is not None and args.compare:
+        raise CliError("--sequence measures one model: leave out --compare")
+    sequence = None
+    if args.sequence is not None:  # the range is SequenceConfig's, checked before any photo
+        sequence = SequenceConfig(eval_group=args.sequence).validate()
     data = _data_spec(args)
     ps = load_spec(data)
     default = "test" if args.split_fractions else data.default_split()
@@ -520,6 +533,7 @@ def cmd_eval(args) -> int:
                     init_cfg=init_cfg,
                     progress=lambda d, t: progress(name, d, t),
                     verify=VerifyConfig() if args.verify else None,
+                    sequence=sequence,
                 )
             }
     finally:
@@ -547,6 +561,11 @@ def cmd_eval(args) -> int:
         if r.verified is not None:
             cells = " ".join(f"{100 * r.verified[n]:5.1f}%" for n in (1, 5, 10, 20))
             print(f"{'  + geometric verification':34} {cells}")
+        if r.sequence is not None:
+            s = r.sequence
+            cells = " ".join(f"{100 * s.recalls[n]:5.1f}%" for n in (1, 5, 10, 20))
+            print(f"{f'  + in groups of {s.n} ({s.order})':34} {cells}")
+            print(f"{'':34} {s.decided} of {r.queries} decided with neighbours, {s.changed} moved")
     first = next(iter(results.values()))
     if first.no_positive or first.failed:
         print(
@@ -592,6 +611,18 @@ def _add_eval(sub) -> None:
         action="store_true",
         help="also Recall@N after re-ranking each query's top "
         f"{VerifyConfig.top_k} by geometric verification, as `netvlad locate` does",
+    )
+    lo, hi = SEQUENCE_GROUP_RANGE
+    p.add_argument(
+        "--sequence",
+        type=int,
+        nargs="?",
+        const=SequenceConfig.eval_group,
+        metavar="N",
+        help="also Recall@N of the queries located together in groups of N consecutive photos "
+        "(capture time, else file name order), as `netvlad locate --sequence` does; needs the "
+        f"database's positions (GPS or --frame-spacing-m). N from {lo} to {hi}, 1 = each photo "
+        f"alone (default {SequenceConfig.eval_group})",
     )
     p.add_argument(
         "--init-images",

@@ -240,6 +240,41 @@ def hubness(
         return np.where(counts > 0, (sims * far).sum(axis=1) / counts, np.nan)
 
 
+#: References sampled from a library to measure each reference's hubness against.
+HUB_POOL = 2_000
+
+
+def library_references(
+    ids: np.ndarray,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    descriptors: Callable[[np.ndarray], np.ndarray],
+    *,
+    order: np.ndarray | None = None,
+    pool_size: int = HUB_POOL,
+) -> ReferenceInfo:
+    """A library's references as the track model sees them, with their hubness measured
+    against a fixed sample of ``pool_size`` references with GPS (seed 0), each reference's
+    only when it first comes into play: the session (together.py) and ``netvlad eval
+    --sequence`` build them the same way, so that both measure one model."""
+    ids = np.asarray(ids, dtype=np.int64)
+    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+    gps = np.flatnonzero(np.isfinite(lat) & np.isfinite(lon))
+    pool_rows = gps
+    if len(gps) > pool_size:
+        pool_rows = np.sort(np.random.default_rng(0).choice(gps, pool_size, replace=False))
+    pool = descriptors(ids[pool_rows]) if len(pool_rows) else None
+    row_of = {int(i): k for k, i in enumerate(ids)}
+
+    def hub(wanted: np.ndarray) -> np.ndarray:
+        if pool is None:
+            return np.full(len(wanted), np.nan)
+        k = np.array([row_of[int(i)] for i in wanted])
+        return hubness(descriptors(wanted), lat[k], lon[k], pool, lat[pool_rows], lon[pool_rows])
+
+    return ReferenceInfo(ids, lat, lon, order=order, descriptors=descriptors, hubness=hub)
+
+
 @dataclass
 class SequenceOutcome:
     """One photo's answer from the track: what the session's "sequence" stage carries.

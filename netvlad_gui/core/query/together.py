@@ -24,13 +24,16 @@ from ..photos.capture import natural_key
 from .answer import Evidence
 from .consensus import GPS_NOISE_M
 from .result import SEQUENCE, LocateResult, Match, SequenceInfo
-from .sequence import PhotoCandidates, ReferenceInfo, SequenceOutcome, hubness, locate_sequence
+from .sequence import (
+    PhotoCandidates,
+    ReferenceInfo,
+    SequenceOutcome,
+    library_references,
+    locate_sequence,
+)
 from .verdict import LOCATED, UNCERTAIN, inlier_evidence
 
 log = logging.getLogger(__name__)
-
-#: References sampled from the library to measure each reference's hubness against.
-HUB_POOL = 2_000
 
 AGREES = "{own}; {support} of the {around} photos around it agree"
 DECIDED = (
@@ -68,21 +71,8 @@ class References:
         def descriptors(wanted: np.ndarray) -> np.ndarray:
             return store.read([self._store_row[int(i)] for i in wanted])
 
-        gps = np.flatnonzero(np.isfinite(lat))
-        pool_ids = gps
-        if len(gps) > HUB_POOL:
-            pool_ids = np.sort(np.random.default_rng(0).choice(gps, HUB_POOL, replace=False))
-        pool = descriptors(ids[pool_ids]) if len(pool_ids) else None
-        row_of = {int(i): k for k, i in enumerate(ids)}
-
-        def hub(wanted: np.ndarray) -> np.ndarray:
-            if pool is None:
-                return np.full(len(wanted), np.nan)
-            k = np.array([row_of[int(i)] for i in wanted])
-            return hubness(descriptors(wanted), lat[k], lon[k], pool, lat[pool_ids], lon[pool_ids])
-
         order = np.arange(len(ids), dtype=np.float64)
-        return ReferenceInfo(ids, lat, lon, order=order, descriptors=descriptors, hubness=hub)
+        return library_references(ids, lat, lon, descriptors, order=order)
 
 
 def candidates(

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from ..config import ExtractConfig, InitConfig, ModelConfig, VerifyConfig
+from ..config import ExtractConfig, InitConfig, ModelConfig, SequenceConfig, VerifyConfig
 from ..errors import DatasetError
 from ..model.initialise import initialise_from_images
 from ..model.network import PlaceModel, build_model
 from .datasets import PlaceSet
 from .descriptors import ProgressFn, set_descriptors
+from .seqeval import SequenceRecall, check_sequence_set, sequence_ranking
 from .trainenv import DistInfo
 
 if TYPE_CHECKING:
@@ -43,11 +44,15 @@ class EvalResult:
     failed: int = 0
     # Recall@N after geometric re-ranking of each query's top K (``eval --verify``), else None
     verified: dict[int, float] | None = None
+    # Recall@N of the queries located in groups of consecutive photos (``eval --sequence``)
+    sequence: SequenceRecall | None = None
 
     def to_json(self) -> dict:
         out: dict = {f"recall@{n}": round(float(r), 6) for n, r in sorted(self.recalls.items())}
         if self.verified is not None:
             out["verified"] = {f"recall@{n}": round(float(r), 6) for n, r in self.verified.items()}
+        if self.sequence is not None:  # absent without --sequence, as "verified" without --verify
+            out["sequence"] = self.sequence.to_json()
         out["queries"] = self.queries
         if self.no_positive:
             out["no_positive"] = self.no_positive
@@ -129,11 +134,14 @@ def evaluate_descriptors(
     q_desc: np.ndarray,
     ns: Sequence[int] = RECALL_NS,
     verifier: Verifier | None = None,
+    sequence: SequenceConfig | None = None,
 ) -> EvalResult:
     """Recall@N of precomputed descriptors (NaN rows = unreadable images, left out).
 
     With a ``verifier``, also Recall@N after each query's top K is re-ranked by geometric
-    verification (core/query/verify.py), as ``netvlad locate`` ranks its matches.
+    verification (core/query/verify.py), as ``netvlad locate`` ranks its matches. With
+    ``sequence``, also Recall@N of the queries located in groups of ``sequence.eval_group``
+    consecutive photos (seqeval.py).
     """
     correct = correct_references(ps)
     good_db = np.flatnonzero(np.isfinite(db_desc).all(axis=1))
@@ -143,7 +151,8 @@ def evaluate_descriptors(
     remap = np.full(ps.num_db, -1, dtype=np.int64)
     remap[good_db] = np.arange(len(good_db))
     ex_local = [remap[e][remap[e] >= 0] for e in excluded]
-    ranked_local = search(db_desc[good_db], q_desc[good_q], max(ns), ex_local)
+    k = max(max(ns), sequence.candidates if sequence is not None else 0)
+    ranked_local = search(db_desc[good_db], q_desc[good_q], k, ex_local)
     ranked = np.where(ranked_local >= 0, good_db[np.maximum(ranked_local, 0)], -1)
     corr = [correct[int(q)] for q in good_q]
     verified = None
@@ -152,9 +161,18 @@ def evaluate_descriptors(
 
         q_paths = [ps.q_paths[int(q)] for q in good_q]
         verified = recall_at_n(rerank_ranked(verifier, q_paths, ps.db_paths, ranked), corr, ns)
+    together = None
+    if sequence is not None:
+        seq_ranked, decided, changed, order = sequence_ranking(
+            ps, db_desc, q_desc, good_db, good_q, ranked, sequence
+        )
+        together = SequenceRecall(
+            sequence.eval_group, recall_at_n(seq_ranked, corr, ns), decided, changed, order
+        )
     return EvalResult(
         recalls=recall_at_n(ranked, corr, ns),
         verified=verified,
+        sequence=together,
         queries=len(good_q),
         no_positive=int(sum(1 for c in corr if not len(np.intersect1d(c, good_db)))),
         failed=ps.num_queries - len(good_q),
@@ -186,8 +204,13 @@ def evaluate_model(
     dist: DistInfo | None = None,
     progress: ProgressFn | None = None,
     verify: VerifyConfig | None = None,
+    sequence: SequenceConfig | None = None,
 ) -> EvalResult:
-    """Recall@N of ``model`` on ``ps``; with ``verify``, after geometric re-ranking too."""
+    """Recall@N of ``model`` on ``ps``; with ``verify``, after geometric re-ranking too; with
+    ``sequence``, of the queries located in groups of consecutive photos too."""
+    if sequence is not None:  # before any photo is read: a set that cannot, says so at once
+        sequence = sequence.validate()
+        check_sequence_set(ps)
     prepare_model(model, ps, extract_cfg, init_cfg)
     db, q, errors = set_descriptors(model, ps, extract_cfg, dist=dist, progress=progress)
     for path, reason in list(errors.items())[:20]:
@@ -197,7 +220,7 @@ def evaluate_model(
         from ..query.verify import Verifier
 
         verifier = Verifier(model, extract_cfg, verify)
-    return evaluate_descriptors(ps, db, q, ns, verifier=verifier)
+    return evaluate_descriptors(ps, db, q, ns, verifier=verifier, sequence=sequence)
 
 
 def evaluate_with_and_without_whitening(
