@@ -1,4 +1,5 @@
-"""`netvlad train` and `netvlad eval`: thin shells over netvlad_gui.core.training.train / .evaluate.
+"""`netvlad train`: a thin shell over netvlad_gui.core.training.train (`netvlad eval` is in
+evaluating.py).
 
 ``add_train_commands(subparsers)`` registers both on the main parser. Data sources (one of):
 ``--data DIR`` (a geotagged folder, split by geography), ``--database DIR --queries DIR``
@@ -19,33 +20,22 @@ from typing import Any
 
 from ..core.config import (
     DEVICES,
-    RECALL_RADIUS_M,
-    SEQUENCE_GROUP_RANGE,
     InitConfig,
     ModelConfig,
-    SequenceConfig,
-    VerifyConfig,
 )
 from ..core.trainconfig import (
     AMP_DTYPES,
     LOSSES,
-    NO_SPLIT,
-    PAIR_HOLDOUT,
-    SPLIT_METHODS,
     TRAIN_LAYERS,
-    DataSpec,
-    SplitConfig,
 )
 from .common import (
     CliError,
     DefaultsHelpFormatter,
     add_model_args,
     add_option,
-    add_runtime_args,
-    extract_cfg,
-    progress_bar,
-    update_bar,
 )
+from .datasource import add_data_args, add_source_args, data_spec, split_config
+from .evaluating import add_eval_command
 
 # (option, TrainConfig field, type, help). Defaults stay None so that a resume knows what was given;
 # the help's {default} is read from TrainConfig when help is shown.
@@ -112,131 +102,6 @@ def _train_default(name: str):
     if name == "num_clusters" and value is None:
         return ModelConfig.num_clusters  # None: the model's own
     return value
-
-
-def _split_default(name: str):
-    """SplitConfig's default for a field."""
-
-    if name == "fractions":
-        fmt = lambda f: ",".join(f"{x:g}" for x in f)
-        return (
-            f"{fmt(SplitConfig.fractions)} for --data; for --database/--queries "
-            f"{fmt(PAIR_HOLDOUT)} in train (the last quarter of the route held out, whole with "
-            f"--val-*) and {fmt(NO_SPLIT)} in eval; {fmt(NO_SPLIT)} for --dbstruct"
-        )
-    return getattr(SplitConfig, name)
-
-
-# (option after the prefix, argparse keywords) of the data source options; validation repeats them
-# with a "val-" prefix.
-_SOURCE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
-    ("data", {"metavar": "DIR", "help": "a folder of geotagged photos, split by geography"}),
-    ("database", {"metavar": "DIR", "help": "reference photos (with --queries)"}),
-    ("queries", {"metavar": "DIR", "help": "query photos (with --database)"}),
-    (
-        "frame-spacing-m",
-        {
-            "type": float,
-            "metavar": "S",
-            "help": "image sequences without GPS: frame i sits at i*S metres along a line",
-        },
-    ),
-    (
-        "gt",
-        {
-            "metavar": "CSV",
-            "help": "index ground truth: query,ref1;ref2;… relative to the CSV's folder",
-        },
-    ),
-    ("dbstruct", {"metavar": "MAT", "help": "a Pittsburgh / Tokyo TM dbStruct .mat"}),
-    ("image-root", {"metavar": "DIR", "help": "where the dbStruct's file names are"}),
-]
-
-
-def _add_data_args(group, *, prefix: str = "", gt: bool = True) -> None:
-    for name, kwargs in _SOURCE_OPTIONS:
-        if name == "gt" and not gt:
-            continue
-        group.add_argument(f"--{prefix}{name}", **kwargs)
-
-
-def _add_source_args(p: argparse.ArgumentParser, *, gt: bool) -> None:
-    g = p.add_argument_group("data (one of --data, --database/--queries, --dbstruct)")
-    _add_data_args(g, gt=gt)
-    s = p.add_argument_group("geographic split")
-    add_option(
-        s,
-        "--split-fractions",
-        metavar="T,V,T",
-        default_of=lambda: _split_default("fractions"),
-        help="train,val,test shares (default {default})",
-    )
-    add_option(
-        s,
-        "--split-method",
-        choices=SPLIT_METHODS,
-        default_of=lambda: _split_default("method"),
-        help="consecutive stretches of the route (track) or grid cells (default {default})",
-    )
-    add_option(
-        s,
-        "--cell-m",
-        type=float,
-        default_of=lambda: _split_default("cell_m"),
-        help="grid cell size in metres (default {default})",
-    )
-    add_option(
-        s,
-        "--gap-m",
-        type=float,
-        default_of=lambda: _split_default("gap_m"),
-        help="drop val/test images this close to training images (default {default})",
-    )
-    add_option(
-        s,
-        "--query-every",
-        type=int,
-        default_of=lambda: _split_default("query_every"),
-        help="a folder's val/test splits: every Nth photo is a query (default {default})",
-    )
-
-
-def _data_spec(args, prefix: str = "") -> DataSpec:
-    get = lambda name: getattr(args, prefix + name, None)
-    return DataSpec(
-        data=get("data"),
-        database=get("database"),
-        queries=get("queries"),
-        frame_spacing_m=get("frame_spacing_m"),
-        gt=get("gt"),
-        dbstruct=get("dbstruct"),
-        image_root=get("image_root"),
-    )
-
-
-def _split_config(args):
-    """A SplitConfig when any split option is given, else None (the source's default)."""
-    given = {
-        "method": args.split_method,
-        "cell_m": args.cell_m,
-        "gap_m": args.gap_m,
-        "query_every": args.query_every,
-    }
-    if args.split_fractions:
-        try:
-            fractions = tuple(float(x) for x in args.split_fractions.split(","))
-        except ValueError:
-            raise CliError(
-                f"--split-fractions wants three numbers like 0.7,0.15,0.15, "
-                f"got {args.split_fractions!r}"
-            ) from None
-        if len(fractions) != 3:
-            raise CliError(f"--split-fractions wants three numbers, got {args.split_fractions!r}")
-        given["fractions"] = fractions
-    given = {k: v for k, v in given.items() if v is not None}
-    if not given:
-        return None
-    return SplitConfig(**given)
 
 
 # -- train ------------------------------------------------------------------------------------
@@ -327,10 +192,10 @@ def cmd_train(args) -> int:
         init_from_queries=args.init_from_queries,
         keep_epoch_checkpoints=args.keep_epochs,
     )
-    data, val = _data_spec(args).absolute(), _data_spec(args, "val_").absolute()
+    data, val = data_spec(args).absolute(), data_spec(args, "val_").absolute()
     if val.dbstruct and not val.image_root:
         val.image_root = data.image_root
-    split = _split_config(args)
+    split = split_config(args)
     out = Path(args.out).expanduser()
     if args.resume and (out / LAST).is_file():
         overrides = {k: v for k, v in options.items() if v is not None}
@@ -393,9 +258,9 @@ def _add_train(sub) -> None:
         "PCA-whitening). Runs under torchrun for several GPUs or processes.",
         formatter_class=DefaultsHelpFormatter,
     )
-    _add_source_args(p, gt=True)
+    add_source_args(p, gt=True)
     v = p.add_argument_group("validation set (default: the val split of the training data)")
-    _add_data_args(v, prefix="val-")
+    add_data_args(v, prefix="val-")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for checkpoints")
     add_option(
         p,
@@ -472,168 +337,7 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-# -- eval -------------------------------------------------------------------------------------
-
-
-def cmd_eval(args) -> int:
-    from ..core.preload import load_engine
-
-    load_engine()  # torch and torchvision, the collector paused: 0.6-0.9 s less
-    from ..core.model.features import resolve_device
-    from ..core.training.datasets import eval_set, load_spec
-    from ..core.training.evaluate import compare, evaluate_model
-
-    if args.verify and args.compare:
-        raise CliError("--verify measures one model: leave out --compare")
-    if args.sequence is not None and args.compare:
-        raise CliError("--sequence measures one model: leave out --compare")
-    sequence = None
-    if args.sequence is not None:  # the range is SequenceConfig's, checked before any photo
-        sequence = SequenceConfig(eval_group=args.sequence).validate()
-    data = _data_spec(args)
-    ps = load_spec(data)
-    default = "test" if args.split_fractions else data.default_split()
-    split = _split_config(args) or SplitConfig(fractions=data.default_fractions())
-    ps, note = eval_set(ps, args.split, split, default)
-    if note:
-        print(f"netvlad eval: {note}", file=sys.stderr)
-    from ..core.model.resolve import resolve_model
-
-    ecfg = extract_cfg(args)
-    init_cfg = InitConfig(num_images=args.init_images) if args.init_images else InitConfig()
-    model = resolve_model(args.model, args.backbone_weights, args.num_clusters)
-    model = model.to(resolve_device(ecfg.device))
-    bars: dict = {}
-
-    def progress(name: str, done: int, total: int) -> None:
-        if args.quiet:
-            return
-        bar = bars.get(name)
-        if bar is None:
-            bar = bars[name] = progress_bar(total, name)
-        update_bar(bar, done, total)
-
-    try:
-        if args.compare:
-            results = compare(
-                model,
-                ps,
-                ecfg,
-                backbone_weights=args.backbone_weights,
-                init_cfg=init_cfg,
-                progress=progress,
-            )
-        else:
-            name = model.config.name
-            results = {
-                name: evaluate_model(
-                    model,
-                    ps,
-                    ecfg,
-                    init_cfg=init_cfg,
-                    progress=lambda d, t: progress(name, d, t),
-                    verify=VerifyConfig() if args.verify else None,
-                    sequence=sequence,
-                )
-            }
-    finally:
-        for bar in bars.values():
-            bar.close()
-    if args.json:
-        if args.compare:
-            print(
-                json.dumps(
-                    {"set": ps.describe(), "models": {k: r.to_json() for k, r in results.items()}}
-                )
-            )
-        else:
-            print(json.dumps(next(iter(results.values())).to_json()))
-        return 0
-    desc = ps.describe()
-    print(
-        f"set       {desc['name']}: {desc['database']} database, {desc['queries']} queries "
-        f"(truth by {desc['truth']})"
-    )
-    print(f"{'model':34} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'R@20':>6}")
-    for name, r in results.items():
-        cells = " ".join(f"{100 * r.recalls[n]:5.1f}%" for n in (1, 5, 10, 20))
-        print(f"{name:34} {cells}")
-        if r.verified is not None:
-            cells = " ".join(f"{100 * r.verified[n]:5.1f}%" for n in (1, 5, 10, 20))
-            print(f"{'  + geometric verification':34} {cells}")
-        if r.sequence is not None:
-            s = r.sequence
-            cells = " ".join(f"{100 * s.recalls[n]:5.1f}%" for n in (1, 5, 10, 20))
-            print(f"{f'  + in groups of {s.n} ({s.order})':34} {cells}")
-            print(f"{'':34} {s.decided} of {r.queries} decided with neighbours, {s.changed} moved")
-    first = next(iter(results.values()))
-    if first.no_positive or first.failed:
-        print(
-            f"note      {first.no_positive} queries have no correct reference; "
-            f"{first.failed} unreadable queries left out"
-        )
-    return 0
-
-
-def _add_eval(sub) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="Recall@1/5/10/20 of a model on a set (or --compare f_max, off-the-shelf, trained)",
-        description="Recall@N: a query is correct when one of its top N references lies within "
-        f"{RECALL_RADIUS_M:g} m (or is listed in --gt). Exact search.",
-        formatter_class=DefaultsHelpFormatter,
-    )
-    add_model_args(
-        p,
-        "a checkpoint, a run folder, a named model or BACKBONE-POOLING",
-        "backbone weights (default: the shipped ones)",
-    )
-    p.add_argument(
-        "--num-clusters",
-        type=int,
-        help=f"K of an untrained BACKBONE-netvlad model (default {ModelConfig.num_clusters})",
-    )
-    _add_source_args(p, gt=True)
-    p.add_argument(
-        "--split",
-        choices=["all", "train", "val", "test"],
-        help="which split to measure (default: test for --data or with --split-fractions, else "
-        "all; a --data folder too small for a test split is measured all, leave-one-out)",
-    )
-    p.add_argument(
-        "--compare",
-        action="store_true",
-        help="also measure f_max and NetVLAD off the shelf on the same backbone",
-    )
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument(
-        "--verify",
-        action="store_true",
-        help="also Recall@N after re-ranking each query's top "
-        f"{VerifyConfig.top_k} by geometric verification, as `netvlad locate` does",
-    )
-    lo, hi = SEQUENCE_GROUP_RANGE
-    p.add_argument(
-        "--sequence",
-        type=int,
-        nargs="?",
-        const=SequenceConfig.eval_group,
-        metavar="N",
-        help="also Recall@N of the queries located together in groups of N consecutive photos "
-        "(capture time, else file name order), as `netvlad locate --sequence` does; needs the "
-        f"database's positions (GPS or --frame-spacing-m). N from {lo} to {hi}, 1 = each photo "
-        f"alone (default {SequenceConfig.eval_group})",
-    )
-    p.add_argument(
-        "--init-images",
-        type=int,
-        help=f"images sampled for an untrained NetVLAD's k-means (default {InitConfig.num_images})",
-    )
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_eval)
-
-
 def add_train_commands(subparsers) -> None:
     """Register ``train`` and ``eval`` on the CLI's subparsers."""
     _add_train(subparsers)
-    _add_eval(subparsers)
+    add_eval_command(subparsers)
