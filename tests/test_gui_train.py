@@ -323,3 +323,16 @@ def test_log_lines_wrap_instead_of_being_cut_off(qtbot) -> None:
     qtbot.addWidget(panel)
     mode = panel.log_view.lineWrapMode()
     assert mode == panel.log_view.LineWrapMode.WidgetWidth
+
+
+def test_panel_opened_before_the_index_learns_its_library(qtbot, lund_index) -> None:
+    """Retrain opened while an --index given alone is still opening: once the index names its
+    library, the panel offers it (it said "no library chosen yet" for good)."""
+    from _gui import open_window, wait_ready
+
+    win = open_window(qtbot, index_dir=str(lund_index))
+    panel = win.open_training()
+    wait_ready(qtbot, win)
+    assert win.library
+    qtbot.waitUntil(panel.use_library.isEnabled, timeout=5_000)
+    assert panel.library_label.text() == win.library

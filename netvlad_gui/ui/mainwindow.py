@@ -332,6 +332,8 @@ class MainWindow(QMainWindow):
             self.settings.library = info.library  # an --index given alone names its library
             self.settings.save()
             self._show_page()
+        if self.train_panel is not None:
+            self.train_panel.refresh_library()  # opened before the index: "no library" is stale
         self.library_panel.set_info(info)
         self.map.set_references(info.references)
         current = self.queue.current()
