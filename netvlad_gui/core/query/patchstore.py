@@ -152,9 +152,10 @@ class PatchStore:
     def _connect_read_only(self) -> sqlite3.Connection:
         uri = "file:" + quote(os.fspath(self.path.resolve()))
         last: Exception | None = None
-        # A WAL file cannot be opened "ro" without its -shm beside it in a read-only folder;
-        # "immutable" reads it as it lies.
-        for mode in ("mode=ro", "immutable=1"):
+        # "ro" makes a -shm and -wal beside a WAL file, and cannot open one without them in a
+        # read-only folder: there "immutable" reads the file as it lies, creating nothing.
+        can_write = os.access(self.path.parent, os.W_OK)
+        for mode in ("mode=ro", "immutable=1") if can_write else ("immutable=1",):
             db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=0.5, check_same_thread=False)
             try:
                 _check_format(db)
@@ -262,8 +263,10 @@ class PatchStore:
                         "UPDATE features SET used = ? WHERE path = ? AND recipe = ?",
                         [(time.time_ns(), path, recipe) for path in {keys[i][0] for i in out}],
                     )
-            except sqlite3.DatabaseError as exc:
-                if not _is_transient(exc):
+            except sqlite3.DatabaseError as exc:  # the order of eviction is not worth failing
+                if _is_read_only(exc) or any(w in str(exc).lower() for w in _FULL):
+                    self._full = True
+                elif not _is_transient(exc):
                     raise
         return out
 
