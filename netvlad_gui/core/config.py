@@ -265,6 +265,10 @@ class VerifyConfig:
     # inliers alone); see verify.rerank.
     keep_ratio: float = 0.5
     cache_size: int = 256  # references' local features kept in memory (LRU)
+    # ... and on disk beside the index (patches.sqlite, core/query/patchstore.py), for the next
+    # process: a cold `netvlad locate` then skips the references' forward passes. Megabytes of
+    # features kept (least recently used evicted; a 640x480 reference takes 0.24 MB); 0: off.
+    disk_cache_mb: int = 512
 
     @classmethod
     def for_features(cls, features: str, **overrides: Any) -> VerifyConfig:
@@ -301,6 +305,7 @@ class VerifyConfig:
         _check_int("SIFT size", self.sift_size, 16, 8192, " (pixels, longer side)")
         _check_int("SIFT keypoints", self.max_features, 1, 1_000_000)
         _check_int("verify cache size", self.cache_size, 0, 1_000_000)
+        _check_int("verify disk cache (MB)", self.disk_cache_mb, 0, 1_000_000)
         return self
 
 

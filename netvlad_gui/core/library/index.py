@@ -116,6 +116,8 @@ class LibraryIndex:
     ``writable`` (default: ``create``) is for the build, which holds the build lock: it may
     repair and update files. Otherwise nothing is written, not even a cache: the catalogue and
     the store are opened read-only, and an out-of-date search index is rebuilt in memory only.
+    (A Locator's verifier keeps references' local features in ``patches.sqlite`` beside them,
+    query/patchstore.py: a cache of its own, which a read-only folder goes without.)
     """
 
     def __init__(

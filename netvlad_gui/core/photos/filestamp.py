@@ -42,3 +42,8 @@ def identity(path: str | os.PathLike, st: os.stat_result) -> tuple:
     """What tells this file's content apart from any other it replaced at the same path: size,
     mtime and change marker (POSIX, nothing read), or the content digest (Windows)."""
     return (st.st_size, st.st_mtime_ns, change_marker(st) or content_digest(path))
+
+
+def identity_text(ident: tuple) -> str:
+    """``identity`` as one string, for a key kept on disk."""
+    return ":".join(str(x) for x in ident)

@@ -11,6 +11,7 @@ pixels in, numpy arrays out, so nothing here imports torch.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from PIL import Image
 
 from ..config import ExtractConfig, LocateConfig, VerifyConfig
 from ..errors import ConfigError, IndexModelMissingError
-from ..library.index import LibraryIndex, SearchHit
+from ..library.index import MODEL_FILE_KEY, MODEL_SHA_KEY, LibraryIndex, SearchHit
 from ..library.inputsize import at_index_size
 from ..library.status import NO_MODEL
 from ..model.ckptfile import CheckpointFormatError
@@ -29,6 +30,7 @@ from ..model.inference import StageProgress, open_model
 from ..model.runtime import Engine, asked_precision, choose_engine
 from ..photos.images import ImageLoadError, load_image, to_pixels
 from .answer import Prediction, predict
+from .patchstore import PatchStore
 from .result import LocateResult, Match
 from .verify import Verification, Verifier, oriented_size
 
@@ -56,6 +58,7 @@ _VERIFIER_FIELDS = (
     "ratio",
     "ransac_px",
     "cache_size",
+    "disk_cache_mb",
 )
 
 
@@ -83,8 +86,45 @@ class Locator:
         self.model = open_model(index.model_path, self.extract_cfg, self.engine, progress=progress)
         self.calibration = index.calibration()
         self.library_has_gps = index.catalog.counts()["with_gps"] > 0
+        self._store: PatchStore | None = None  # opened by the first verification
         # Built even when verification is off by default: a session may ask for it.
-        self.verifier = Verifier(self.model, self.extract_cfg, self.cfg.verify)
+        self.verifier = self._verifier(self.cfg.verify)
+
+    def _verifier(self, cfg: VerifyConfig) -> Verifier:
+        return Verifier(
+            self.model,
+            self.extract_cfg,
+            cfg,
+            store=_LazyStore(self, cfg.disk_cache_mb) if cfg.disk_cache_mb else None,
+            model_key=self.model_key(),
+        )
+
+    def model_key(self) -> str:
+        """What names the weights and the engine that make this index's feature maps: the
+        model file's hash as the build recorded it, the runtime and the precision."""
+        meta = self.index.catalog.get_metas((MODEL_FILE_KEY, MODEL_SHA_KEY))
+        try:
+            sha = json.loads(meta.get(MODEL_FILE_KEY) or "{}").get("sha256")
+        except ValueError:
+            sha = None
+        if not sha:  # an index from before the file was recorded: its weights' hash, else stat
+            st = self.index.model_path.stat()
+            sha = meta.get(MODEL_SHA_KEY) or f"{st.st_size}:{st.st_mtime_ns}"
+        return f"{sha}|{self.engine.runtime}|{self.engine.precision}"
+
+    def patch_store(self, disk_cache_mb: int) -> PatchStore:
+        """The index's store of references' features, opened once, bounded by the last asked."""
+        if self._store is None:
+            self._store = PatchStore(self.index.dir, disk_cache_mb * 1024 * 1024)
+        self._store.max_bytes = disk_cache_mb * 1024 * 1024
+        return self._store
+
+    def close(self) -> None:
+        """Close the store of features and the index."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.index.close()
 
     # ---- the steps a session takes, once each per photo ------------------------------------
 
@@ -113,7 +153,7 @@ class Locator:
         """A verifier computing what ``cfg`` asks for; the warm one (and its cache) when it does."""
         have = self.verifier.cfg
         if any(getattr(have, f) != getattr(cfg, f) for f in _VERIFIER_FIELDS):
-            self.verifier = Verifier(self.model, self.extract_cfg, cfg)
+            self.verifier = self._verifier(cfg)
         return self.verifier
 
     def verify(
@@ -125,6 +165,20 @@ class Locator:
             described.image, described.original_size, described.local_map
         )
         return verifier.verify(query, [h.path for h in hits[: cfg.top_k]])
+
+
+class _LazyStore:
+    """The Locator's PatchStore, opened on the first reference a verifier asks for (a locate
+    without verification never touches the file)."""
+
+    def __init__(self, locator: Locator, disk_cache_mb: int):
+        self.locator, self.mb = locator, disk_cache_mb
+
+    def get(self, keys, recipe):
+        return self.locator.patch_store(self.mb).get(keys, recipe)
+
+    def put(self, items, recipe):
+        self.locator.patch_store(self.mb).put(items, recipe)
 
 
 def locate_engine(index: LibraryIndex, cfg: ExtractConfig) -> Engine:

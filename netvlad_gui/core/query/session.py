@@ -98,8 +98,9 @@ class LocateSession:
         return self.locator.index
 
     def close(self) -> None:
-        """Close the library's index (the session cannot locate afterwards)."""
-        self.locator.index.close()
+        """Close the library's index and its store of features (the session cannot locate
+        afterwards)."""
+        self.locator.close()
 
     def stages(
         self,

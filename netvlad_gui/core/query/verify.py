@@ -21,18 +21,22 @@ Two kinds of local features, neither needs a download:
 - ``sift``: OpenCV's SIFT, Lowe's ratio test and a mutual check. Sub-pixel keypoints; precise
   on well-lit photos, blind at night.
 
-References' features are computed on demand and kept in an LRU cache (see benchmarks/README.md
-for why not at index time).
+References' features are computed on demand and kept in an LRU cache, and, given a store
+(patchstore.py, the index's ``patches.sqlite``), on disk for the next process (see
+benchmarks/README.md for why not at index time).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -41,7 +45,7 @@ from PIL import Image
 from ..config import ExtractConfig, VerifyConfig
 from ..errors import ConfigError
 from ..model.head import l2_normalise
-from ..photos.filestamp import identity
+from ..photos.filestamp import identity, identity_text
 from ..photos.images import ImageLoadError, load_image, resize_longer_side, to_pixels
 
 _MIN_MATCHES = {"homography": 4, "fundamental": 8}
@@ -274,12 +278,23 @@ def rerank(
 
 
 # -- the verifier a Locator keeps -----------------------------------------------------------------
+class FeatureStore(Protocol):
+    """Where references' features outlive the process (patchstore.PatchStore)."""
+
+    def get(self, keys: Sequence[tuple[str, str]], recipe: str) -> dict[int, LocalFeatures]: ...
+
+    def put(self, items: Sequence[tuple[str, str, LocalFeatures]], recipe: str) -> None: ...
+
+
 class Verifier:
     """Local features of queries and references, and the verification of K candidates.
 
     References' features are computed from their photo on first use and kept in an LRU cache of
     ``cfg.cache_size`` images (keyed by path and ``filestamp.identity``, so an edited photo is
-    re-read, and so is one swapped for another of the same size with its mtime put back).
+    re-read, and so is one swapped for another of the same size with its mtime put back). With
+    a ``store``, an LRU miss asks it before computing, and what is computed is written to it:
+    keyed the same way and by ``recipe`` (these settings and ``model_key``, what names the
+    model's weights and engine), so features of another model, engine or size are never reused.
     """
 
     def __init__(
@@ -287,6 +302,9 @@ class Verifier:
         model=None,
         extract_cfg: ExtractConfig | None = None,
         cfg: VerifyConfig | None = None,
+        *,
+        store: FeatureStore | None = None,
+        model_key: str = "",
     ):
         self.cfg = (cfg or VerifyConfig()).validate()
         if self.cfg.features == "patch" and model is None:
@@ -295,6 +313,24 @@ class Verifier:
         self.extract_cfg = extract_cfg or ExtractConfig()
         self._cache: OrderedDict[tuple, LocalFeatures] = OrderedDict()
         self._lock = threading.Lock()
+        self.store = store
+        self.recipe = self._recipe(model_key)
+
+    def _recipe(self, model_key: str) -> str:
+        """A digest of everything that shapes a reference's features here."""
+        ec, c = self.extract_cfg, self.cfg
+        what: dict = {"features": c.features, "max_pixels": ec.max_pixels}
+        if c.features == "patch":
+            what |= {"model": model_key, "size": ec.image_size, "draft": bool(ec.jpeg_draft)}
+        else:
+            what |= {
+                "sift_size": c.sift_size,
+                "max_features": c.max_features,
+                "contrast": c.sift_contrast,
+                "opencv": cv2.__version__,
+            }
+        text = json.dumps(what, sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
     # features
     def features_of_image(
@@ -357,6 +393,15 @@ class Verifier:
                     out[i] = hit
                     continue
             todo.append((i, key))
+        if self.store is not None and todo:
+            stored = self.store.get(
+                [(key[0], identity_text(key[1:])) for _, key in todo], self.recipe
+            )
+            for j, feats in stored.items():
+                i, key = todo[j]
+                out[i] = feats
+                self._remember(key, feats)
+            todo = [t for j, t in enumerate(todo) if j not in stored]
         loaded: list[tuple[int, tuple, Image.Image, tuple[int, int]]] = []
         for i, key in todo:
             try:
@@ -368,14 +413,21 @@ class Verifier:
             maps = self._maps([to_pixels(img) for _, _, img, _ in loaded])
         else:
             maps = [None] * len(loaded)
+        made: list[tuple[str, str, LocalFeatures]] = []
         for (i, key, img, orig), m in zip(loaded, maps, strict=True):
             feats = self.features_of_image(img, orig, m)
             out[i] = feats
-            with self._lock:
-                self._cache[key] = feats
-                while len(self._cache) > self.cfg.cache_size:
-                    self._cache.popitem(last=False)
+            self._remember(key, feats)
+            made.append((key[0], identity_text(key[1:]), feats))
+        if self.store is not None and made:
+            self.store.put(made, self.recipe)
         return out
+
+    def _remember(self, key: tuple, feats: LocalFeatures) -> None:
+        with self._lock:
+            self._cache[key] = feats
+            while len(self._cache) > self.cfg.cache_size:
+                self._cache.popitem(last=False)
 
     def verify(
         self, query: LocalFeatures, paths: Sequence[str | os.PathLike]
