@@ -94,7 +94,7 @@ def evaluate(
     p = _gardens.pairing(day)
     index = _index(day, model)
     if empty_store:
-        from netvlad_gui.core.query.patchstore import STORE_FILE
+        from netvlad_gui.core.library.patchstore import STORE_FILE
 
         for suffix in ("", "-wal", "-shm"):
             (index.dir / f"{STORE_FILE}{suffix}").unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""References' features kept on disk (core/query/patchstore.py): reused by the next session,
+"""References' features kept on disk (core/library/patchstore.py): reused by the next session,
 never reused for another photo, model or size, bounded, and never the reason a locate fails."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from netvlad_gui.core.config import ExtractConfig, LocateConfig, VerifyConfig
 from netvlad_gui.core.errors import ConfigError
-from netvlad_gui.core.query.patchstore import STORE_FILE, PatchStore
+from netvlad_gui.core.library.patchstore import STORE_FILE, PatchStore
 from netvlad_gui.core.query.verify import Verifier
 
 MB = 1024 * 1024

@@ -265,7 +265,7 @@ class VerifyConfig:
     # inliers alone); see verify.rerank.
     keep_ratio: float = 0.5
     cache_size: int = 256  # references' local features kept in memory (LRU)
-    # ... and on disk beside the index (patches.sqlite, core/query/patchstore.py), for the next
+    # ... and on disk beside the index (patches.sqlite, core/library/patchstore.py), for the next
     # process: a cold `netvlad locate` then skips the references' forward passes. Megabytes of
     # features kept (least recently used evicted; a 640x480 reference takes 0.24 MB); 0: off.
     disk_cache_mb: int = 512

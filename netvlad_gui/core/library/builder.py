@@ -38,6 +38,7 @@ from .calibration import FINALIZED_KEY, calibrate, finalized_stamp
 from .catalog import FAILED, PENDING, CatalogDamagedError, display_name
 from .index import CATALOG_FILE, MODEL_FILE, LibraryIndex, StageProgress
 from .inputsize import resolve_image_size, settle_image_size
+from .patchfill import PatchFill
 from .repair import record_checked, recover_lost_rows, requeue_damaged_rows
 from .scan import scan_library
 from .searchindex import remove_saved
@@ -309,10 +310,13 @@ def _extract_pending(
     """Extract the pending photos and store their descriptors, committing as it goes.
 
     Photos whose backbone maps the one-pass initialisation kept (``kept``) are only pooled.
+    Where the engine's maps are the verifier's, each photo's patch features go to the index's
+    ``patches.sqlite`` as well (patchfill.py), so that the first verified locate computes none.
     """
     if not pending:
         return 0
     store = index.store()
+    fill = PatchFill.open(index, model, extract_cfg)
     paths = [library / r.path for r in pending]
     done_ok: list[tuple[int, np.ndarray]] = []
     done_bad: list[tuple[int, str]] = []
@@ -333,6 +337,8 @@ def _extract_pending(
         extracted += len(indexed)
         done_ok.clear()
         done_bad.clear()
+        if fill is not None:
+            fill.flush()
 
     def report(done, total):
         if progress:
@@ -341,7 +347,9 @@ def _extract_pending(
     maps = kept.get("maps") if kept else None
     where = {rel: n for n, rel in enumerate(kept["paths"])} if maps is not None else {}
     keys = [where.get(r.path) for r in pending]
-    items = _descriptors(model, paths, extract_cfg, report, cancel, maps, keys, decoder)
+    items = _descriptors(
+        model, paths, extract_cfg, report, cancel, maps, keys, decoder, fill is not None
+    )
     try:
         for item in items:
             error = item.error
@@ -349,19 +357,28 @@ def _extract_pending(
                 error = descriptor_problem(item.descriptor)
             if item.descriptor is not None and not error:
                 done_ok.append((item.index, item.descriptor))
+                if fill is not None:
+                    fill.add(paths[item.index], item.local_map, item.work_size)
             else:
                 log.warning("skipped %s: %s", display_name(str(paths[item.index])), error)
                 done_bad.append((item.index, error))
             if len(done_ok) + len(done_bad) >= COMMIT_EVERY:
                 commit()
     finally:
-        commit()  # keep everything finished before a cancel or an error
+        try:
+            commit()  # keep everything finished before a cancel or an error
+        finally:
+            if fill is not None:
+                fill.close()
     return extracted
 
 
-def _descriptors(model, paths, extract_cfg, report, cancel, maps=None, keys=(), decoder=None):
+def _descriptors(
+    model, paths, extract_cfg, report, cancel, maps=None, keys=(), decoder=None, with_maps=False
+):
     """``Extracted`` for each of ``paths`` (index into ``paths``): pooled from the kept backbone
-    map where ``keys[i]`` names one in ``maps``, else through the whole network."""
+    map where ``keys[i]`` names one in ``maps``, else through the whole network. ``with_maps``
+    (ONNX Runtime only): each carries its backbone map and the size of its pixels too."""
     from ..model.extraction import Extracted, extract_with
     from ..model.inference import is_inference_model
 
@@ -386,7 +403,12 @@ def _descriptors(model, paths, extract_cfg, report, cancel, maps=None, keys=(), 
         if key in maps.errors:
             yield Extracted(i, None, maps.errors[key])
         else:
-            yield Extracted(i, pool_feature_map(model, maps.get(key)))
+            fmap = maps.get(key)
+            desc = pool_feature_map(model, fmap)
+            if with_maps:
+                yield Extracted(i, desc, local_map=fmap, work_size=maps.sizes.get(key))
+            else:
+                yield Extracted(i, desc)
         report(done, len(paths))
     if rest:
 
@@ -394,11 +416,14 @@ def _descriptors(model, paths, extract_cfg, report, cancel, maps=None, keys=(), 
             report(len(pooled) + done, len(paths))
 
         sub = [paths[i] for i in rest]
+        kw = {"with_maps": True} if with_maps else {}
         items = extract(
-            model, sub, extract_cfg, progress=report_rest, cancel=cancel, decoder=decoder
+            model, sub, extract_cfg, progress=report_rest, cancel=cancel, decoder=decoder, **kw
         )
         for item in items:
-            yield Extracted(rest[item.index], item.descriptor, item.error)
+            yield Extracted(
+                rest[item.index], item.descriptor, item.error, item.local_map, item.work_size
+            )
 
 
 __all__ = ["FAILED", "BuildSummary", "build_index"]

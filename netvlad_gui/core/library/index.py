@@ -117,7 +117,7 @@ class LibraryIndex:
     repair and update files. Otherwise nothing is written, not even a cache: the catalogue and
     the store are opened read-only, and an out-of-date search index is rebuilt in memory only.
     (A Locator's verifier keeps references' local features in ``patches.sqlite`` beside them,
-    query/patchstore.py: a cache of its own, which a read-only folder goes without.)
+    library/patchstore.py: a cache of its own, which a read-only folder goes without.)
     """
 
     def __init__(
@@ -237,6 +237,20 @@ class LibraryIndex:
         self.catalog.set_meta("model", name, commit=False)
         self.catalog.set_meta(MODEL_SHA_KEY, state_sha or model_state_sha(model), commit=False)
         self.catalog.set_meta(MODEL_FILE_KEY, json.dumps(stamp))
+
+    def model_key(self, runtime: str, precision: str) -> str:
+        """What names the weights and the engine that make this index's feature maps: the
+        model file's hash as the build recorded it, the runtime and the precision (a part of
+        the recipe of the references' features kept in ``patches.sqlite``)."""
+        meta = self.catalog.get_metas((MODEL_FILE_KEY, MODEL_SHA_KEY))
+        try:
+            sha = json.loads(meta.get(MODEL_FILE_KEY) or "{}").get("sha256")
+        except ValueError:
+            sha = None
+        if not sha:  # an index from before the file was recorded: its weights' hash, else stat
+            st = self.model_path.stat()
+            sha = meta.get(MODEL_SHA_KEY) or f"{st.st_size}:{st.st_mtime_ns}"
+        return f"{sha}|{runtime}|{precision}"
 
     def descriptor_engine(self) -> dict | None:
         """What made this index's descriptors ({"runtime", "precision"}); None while it has none.

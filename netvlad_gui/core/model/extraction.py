@@ -36,6 +36,10 @@ class Extracted:
     index: int
     descriptor: np.ndarray | None
     error: str = ""
+    # With ``with_maps``: the backbone map (D, h, w) the descriptor was pooled from, and the
+    # (w, h) of the pixels it was computed on (a build keeps references' patch features).
+    local_map: np.ndarray | None = None
+    work_size: tuple[int, int] | None = None
 
 
 def decoded(
@@ -79,13 +83,15 @@ def extract_with(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     decoder: Decoder | None = None,
+    with_maps: bool = False,
 ) -> Iterator[Extracted]:
     """One ``Extracted`` per path (in completion order, not input order) from ``model``, an
     :class:`~netvlad_gui.core.model.inference.InferenceModel`.
 
     A photo whose descriptor is not finite comes back without one, with the reason
     (``NON_FINITE``), so that no caller ever stores it. Raises ``Cancelled`` between batches
-    when ``cancel()`` turns true; results already yielded stay valid.
+    when ``cancel()`` turns true; results already yielded stay valid. ``with_maps``: each
+    described photo also carries its backbone map, from the same forward pass.
     """
     total, done = len(paths), 0
     failures: list[Extracted] = []
@@ -103,11 +109,17 @@ def extract_with(
         while failures:
             done += 1
             yield failures.pop(0)
-        desc, _ = model.describe_pixels(batch)
+        desc, maps = model.describe_pixels(batch, with_map=with_maps)
         finite = np.isfinite(desc).all(axis=1)
-        for i, d, ok in zip(idxs, desc, finite, strict=True):
+        size = (batch.shape[2], batch.shape[1])
+        for n, (i, d, ok) in enumerate(zip(idxs, desc, finite, strict=True)):
             done += 1
-            yield Extracted(i, d) if ok else Extracted(i, None, NON_FINITE)
+            if not ok:
+                yield Extracted(i, None, NON_FINITE)
+            elif maps is None:
+                yield Extracted(i, d)
+            else:
+                yield Extracted(i, d, local_map=maps[n], work_size=size)
         if progress is not None:
             progress(done + len(failures), total)
         if cancel is not None and cancel():

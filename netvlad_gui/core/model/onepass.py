@@ -47,9 +47,10 @@ class FeatureMaps:
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         self.errors: dict[int, str] = {}
+        self.sizes: dict[int, tuple[int, int]] = {}  # (w, h) of the pixels each map is of
         self._kept: set[int] = set()
 
-    def put(self, key: int, fmap: np.ndarray) -> None:
+    def put(self, key: int, fmap: np.ndarray, work_size: tuple[int, int] | None = None) -> None:
         fmap = np.ascontiguousarray(fmap, dtype=np.float32)
         path = self.folder / f"{key}.npy"
         try:
@@ -60,6 +61,8 @@ class FeatureMaps:
                 raise DiskFullError(self._disk_full(fmap.nbytes)) from None
             raise
         self._kept.add(key)
+        if work_size is not None:
+            self.sizes[key] = work_size
 
     def _disk_full(self, each: int) -> str:
         """numpy says "115200 requested and 59360 written": say what, where and how much."""
@@ -135,7 +138,7 @@ def initialise_one_pass(
 
         for js, batch in batched_pixels(images(), extract_cfg.batch_size):
             for j, fmap in zip(js, net.maps_of(batch), strict=True):
-                maps.put(int(pick[j]), fmap)
+                maps.put(int(pick[j]), fmap, (batch.shape[2], batch.shape[1]))
             done += len(js)
             if progress:
                 progress(done, len(chosen))

@@ -274,6 +274,14 @@ def _draft(img: Image.Image, image_size: int, *, always: bool) -> None:
     img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
 
 
+def oriented_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(w, h) of a photo as displayed: EXIF orientations 5-8 swap the sides. Reads the header."""
+    with Image.open(path) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
 def resize_longer_side(img: Image.Image, size: int) -> Image.Image:
     w, h = img.size
     if max(w, h) == size:

@@ -11,7 +11,6 @@ pixels in, numpy arrays out, so nothing here imports torch.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,9 @@ from PIL import Image
 
 from ..config import ExtractConfig, LocateConfig, VerifyConfig
 from ..errors import ConfigError, IndexModelMissingError
-from ..library.index import MODEL_FILE_KEY, MODEL_SHA_KEY, LibraryIndex, SearchHit
+from ..library.index import LibraryIndex, SearchHit
 from ..library.inputsize import at_index_size
+from ..library.patchstore import PatchStore
 from ..library.status import NO_MODEL
 from ..model.ckptfile import CheckpointFormatError
 from ..model.extraction import NON_FINITE
@@ -30,7 +30,6 @@ from ..model.inference import StageProgress, open_model
 from ..model.runtime import Engine, asked_precision, choose_engine
 from ..photos.images import ImageLoadError, load_image, to_pixels
 from .answer import Prediction, predict
-from .patchstore import PatchStore
 from .result import LocateResult, Match
 from .verify import Verification, Verifier, oriented_size
 
@@ -100,17 +99,8 @@ class Locator:
         )
 
     def model_key(self) -> str:
-        """What names the weights and the engine that make this index's feature maps: the
-        model file's hash as the build recorded it, the runtime and the precision."""
-        meta = self.index.catalog.get_metas((MODEL_FILE_KEY, MODEL_SHA_KEY))
-        try:
-            sha = json.loads(meta.get(MODEL_FILE_KEY) or "{}").get("sha256")
-        except ValueError:
-            sha = None
-        if not sha:  # an index from before the file was recorded: its weights' hash, else stat
-            st = self.index.model_path.stat()
-            sha = meta.get(MODEL_SHA_KEY) or f"{st.st_size}:{st.st_mtime_ns}"
-        return f"{sha}|{self.engine.runtime}|{self.engine.precision}"
+        """The index's model key (``LibraryIndex.model_key``) for this Locator's engine."""
+        return self.index.model_key(self.engine.runtime, self.engine.precision)
 
     def patch_store(self, disk_cache_mb: int) -> PatchStore:
         """The index's store of references' features, opened once, bounded by the last asked."""

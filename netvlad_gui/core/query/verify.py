@@ -22,14 +22,12 @@ Two kinds of local features, neither needs a download:
   on well-lit photos, blind at night.
 
 References' features are computed on demand and kept in an LRU cache, and, given a store
-(patchstore.py, the index's ``patches.sqlite``), on disk for the next process (see
+(library/patchstore.py, the index's ``patches.sqlite``), on disk for the next process (see
 benchmarks/README.md for why not at index time).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -44,33 +42,19 @@ from PIL import Image
 
 from ..config import ExtractConfig, VerifyConfig
 from ..errors import ConfigError
-from ..model.head import l2_normalise
+from ..model.patches import LocalFeatures, feature_recipe, patch_features
 from ..photos.filestamp import identity, identity_text
-from ..photos.images import ImageLoadError, load_image, resize_longer_side, to_pixels
+from ..photos.images import (
+    ImageLoadError,
+    load_image,
+    oriented_size,
+    resize_longer_side,
+    to_pixels,
+)
 
 _MIN_MATCHES = {"homography": 4, "fundamental": 8}
 #: Pixels of a 640 px image: ``ransac_px`` is given at this size and scaled to the working one.
 REFERENCE_SIZE = 640
-
-
-@dataclass
-class LocalFeatures:
-    """Keypoints of one image: positions in working pixels, descriptors, the scale to original."""
-
-    # (N, 2) float32 in the working image, continuous pixel coordinates: (0, 0) is the top-left
-    # corner of the first pixel and (w, h) the bottom-right one, as QPainter draws.
-    xy: np.ndarray
-    desc: np.ndarray  # (N, D): uint8 SIFT, or float16 L2-normalised patches
-    to_original: tuple[float, float]  # (sx, sy): working pixels -> original (oriented) pixels
-    work_size: tuple[int, int]  # (w, h) of the working image
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.xy.nbytes + self.desc.nbytes)
-
-    def original_xy(self, idx: np.ndarray) -> np.ndarray:
-        sx, sy = self.to_original
-        return (self.xy[idx] * np.array([sx, sy], np.float32)).astype(np.float32)
 
 
 @dataclass
@@ -85,14 +69,6 @@ class Verification:
     matches: int  # tentative matches before the geometric fit
     query_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     ref_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
-
-
-def oriented_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(w, h) of a photo as displayed: EXIF orientations 5-8 swap the sides. Reads the header."""
-    with Image.open(path) as img:
-        w, h = img.size
-        orientation = img.getexif().get(0x0112, 1)
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 # -- local features -------------------------------------------------------------------------------
@@ -132,23 +108,6 @@ def sift_features(
         xy = np.array([k.pt for k in kps], np.float32) + 0.5  # OpenCV: 0 = first pixel's centre
         desc = desc.astype(np.uint8)  # OpenCV's SIFT values are whole numbers in 0..255
     w, h = work.size
-    return LocalFeatures(xy, desc, (original_size[0] / w, original_size[1] / h), (int(w), int(h)))
-
-
-def patch_features(
-    local_map: np.ndarray, work_size: tuple[int, int], original_size: tuple[int, int]
-) -> LocalFeatures:
-    """One L2-normalised descriptor per cell of a (D, H', W') feature map, at the cell centres.
-
-    ``work_size`` is the (w, h) of the image the map was computed from.
-    """
-    local_map = np.asarray(local_map, dtype=np.float32)
-    d, mh, mw = local_map.shape
-    x = l2_normalise(local_map.reshape(d, -1), 0)
-    desc = np.ascontiguousarray(x.T).astype(np.float16)
-    w, h = work_size
-    gx, gy = np.meshgrid((np.arange(mw) + 0.5) * w / mw, (np.arange(mh) + 0.5) * h / mh)
-    xy = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
     return LocalFeatures(xy, desc, (original_size[0] / w, original_size[1] / h), (int(w), int(h)))
 
 
@@ -318,19 +277,7 @@ class Verifier:
 
     def _recipe(self, model_key: str) -> str:
         """A digest of everything that shapes a reference's features here."""
-        ec, c = self.extract_cfg, self.cfg
-        what: dict = {"features": c.features, "max_pixels": ec.max_pixels}
-        if c.features == "patch":
-            what |= {"model": model_key, "size": ec.image_size, "draft": bool(ec.jpeg_draft)}
-        else:
-            what |= {
-                "sift_size": c.sift_size,
-                "max_features": c.max_features,
-                "contrast": c.sift_contrast,
-                "opencv": cv2.__version__,
-            }
-        text = json.dumps(what, sort_keys=True)
-        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        return feature_recipe(self.extract_cfg, self.cfg, model_key)
 
     # features
     def features_of_image(

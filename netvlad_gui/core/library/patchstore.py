@@ -1,9 +1,9 @@
 """References' local features kept on disk between processes: ``patches.sqlite`` in the index.
 
 A verified locate spends most of its time on the K references' feature maps (a forward pass
-each); the in-memory LRU of ``verify.Verifier`` dies with the process, so every cold
+each); the in-memory LRU of ``query.verify.Verifier`` dies with the process, so every cold
 ``netvlad locate`` paid them again. This store keeps them beside the index, filled by the first
-verification of each reference (the builder never writes it), bounded by
+verification of each reference (and by an index build: library/patchfill.py), bounded by
 ``VerifyConfig.disk_cache_mb`` with the least recently used rows evicted.
 
 A row is keyed by the reference's path and a *recipe* (everything that shapes its features:
@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .verify import LocalFeatures
+from ..model.patches import LocalFeatures
 
 log = logging.getLogger(__name__)
 
