@@ -9,6 +9,11 @@ sees: the 10 references' maps are computed and written), and this tree again on 
 store (every later process). One index of the lund references, built by this tree (the builder
 is the same in both), serves all three. Wall, CPU (user + system) and peak RSS of each process;
 then the store's size per reference.
+
+``--fresh`` (with ``--code``) times what a user meets after ``netvlad index``: each round, each
+tree indexes the lund references into a new folder (its ``index`` command timed too), then the
+first ``locate`` on that index is timed; a tree whose build fills the store (issue 24) answers
+that first locate from it.
 """
 
 from __future__ import annotations
@@ -55,8 +60,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--photo", type=Path, default=LUND / "queries" / "08.jpg")
     ap.add_argument("--index", type=Path, help="an index of the lund references (else built)")
+    ap.add_argument(
+        "--fresh", action="store_true", help="each round: index anew, then the first locate"
+    )
     args = ap.parse_args()
     print(json.dumps({"machine": machine(), "load": os.getloadavg()}))
+    if args.fresh:
+        if not args.code:
+            raise SystemExit("--fresh pairs this tree with --code")
+        fresh(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         os.environ.setdefault("XDG_CACHE_HOME", str(cwd / "cache"))
@@ -91,6 +104,42 @@ def main() -> None:
                 )
             )
         print(json.dumps({"store": store_size(index), "load": os.getloadavg()}))
+
+
+def fresh(args) -> None:
+    """Per round and tree: a new index of the lund references, then its first locate."""
+    trees = {"other tree": args.code, "this tree": REPO}
+    runs: dict[str, dict[str, list[tuple]]] = {t: {"index": [], "locate": []} for t in trees}
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        os.environ.setdefault("XDG_CACHE_HOME", str(cwd / "cache"))
+        for n in range(args.rounds + 1):  # round 0 warms up (graph export, page cache)
+            for name, code in trees.items():
+                index = cwd / f"idx-{n}-{name.split()[0]}"
+                built = timed(
+                    ["index", str(LUND / "references"), "--index", str(index), "-q"], code, cwd
+                )
+                first = timed(
+                    ["locate", str(args.photo), "--index", str(index), "--json"], code, cwd
+                )
+                if n:
+                    runs[name]["index"].append(built)
+                    runs[name]["locate"].append(first)
+        for name, kinds in runs.items():
+            for kind, rows in kinds.items():
+                print(
+                    json.dumps(
+                        {
+                            "run": f"{name}: {kind}",
+                            "code": str(trees[name]),
+                            "wall_s": [round(r[0], 2) for r in rows],
+                            "median_wall_s": round(statistics.median(r[0] for r in rows), 2),
+                            "median_cpu_s": round(statistics.median(r[2] for r in rows), 2),
+                            "peak_rss_mb": round(max(r[3] for r in rows)),
+                        }
+                    )
+                )
+    print(json.dumps({"load": os.getloadavg()}))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ Two kinds of local features, neither needs a download:
   on well-lit photos, blind at night.
 
 References' features are computed on demand and kept in an LRU cache, and, given a store
-(library/patchstore.py, the index's ``patches.sqlite``), on disk for the next process (see
-benchmarks/README.md for why not at index time).
+(library/patchstore.py, the index's ``patches.sqlite``), on disk for the next process; an index
+build on ONNX Runtime fills that store from its own forward pass (library/patchfill.py), so a
+library's first verified locate finds them there too.
 """
 
 from __future__ import annotations
