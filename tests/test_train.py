@@ -458,7 +458,9 @@ def test_ddp_two_cpu_processes_match_one(street: Path, tmp_path: Path) -> None:
         "0.6,0.4,0",
         *TINY,
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # The repo first; what else is on the path stays (scripts/test-as-avx2.sh's CPU flags).
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [
             sys.executable,
