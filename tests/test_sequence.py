@@ -241,3 +241,29 @@ def test_hubness_computed_as_references_come_into_play():
     assert first == len(set(asked)) > 0  # once each reference
     locate_sequence(photos, refs)
     assert len(asked) == first  # nothing asked again
+
+
+def test_verified_evidence_decides_between_two_tracks():
+    """Night photos that look as much like the place 4 frames on as like their own (gardens_point
+    day_left): the candidates' geometric evidence picks the track, whichever it supports."""
+    street = Street(5)
+
+    def twin(t: int) -> PhotoCandidates:
+        q = street.desc[t] + street.desc[t + 4] + 0.1 * street.rng.normal(size=DIM)
+        q = (q / np.linalg.norm(q)).astype(np.float32)
+        sims = street.desc @ q
+        top = np.argsort(-sims, kind="stable")[:K]
+        return PhotoCandidates(street.ids[top], sims[top], descriptor=q)
+
+    photos = [twin(10 + t) for t in range(10)]
+
+    def verified(shift: int) -> list[PhotoCandidates]:
+        out = []
+        for t, p in enumerate(photos):
+            evidence = np.where(p.ids == 1000 + 10 + t + shift, 0.9, 0.0)
+            out.append(PhotoCandidates(p.ids, p.scores, evidence, p.descriptor))
+        return out
+
+    refs = street.refs()
+    assert places(locate_sequence(verified(0), refs)) == list(range(10, 20))
+    assert places(locate_sequence(verified(4), refs)) == list(range(14, 24))

@@ -430,8 +430,11 @@ class SequenceConfig:
     # places do, by at least this much (log-likelihood, nats): shuffled photos stay alone.
     min_evidence: float = 5.0
     # Log-likelihood added to a candidate per unit of its geometric evidence (0..1, inliers):
-    # a verified place pulls the track. Not measured on gardens_point (no verification there).
-    evidence_weight: float = 2.0
+    # a verified place pulls the track. Measured with the session on gardens_point night_right
+    # (benchmarks/README "Sequences"): 6 took day_left's groups of 10 from 0.83 to 0.89 (photos
+    # located > 2 frames off: 16 -> 5), nothing worse at n = 5 or on day_right; 8 and more
+    # cost day_right a photo, 2-4 left whole groups on a track 4 frames behind.
+    evidence_weight: float = 6.0
     # A photo is decided with its neighbours only when at least ``min_support`` of them agree:
     # their own ``support_top`` best candidates include the track's place for them.
     min_support: int = 2
