@@ -38,8 +38,9 @@ from .ortmodel import (
     OPSET,
     OUTPUT,
     OnnxExportError,
-    OnnxRuntimeMissing,
+    OnnxRuntimeMissing,  # noqa: F401 - what require() raises, named here for its callers
     installed_version,
+    require_modules,
 )
 from .runtime import asked_precision
 
@@ -54,15 +55,7 @@ KEEP = 6  # exported backbones kept in the cache
 
 def require():
     """The ``onnx`` and ``onnxruntime`` modules, or OnnxRuntimeMissing saying how to install."""
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as exc:
-        raise OnnxRuntimeMissing(
-            f"--runtime onnxruntime needs the onnx and onnxruntime packages ({exc.name} is "
-            f"missing): {INSTALL}, or use --runtime torch"
-        ) from None
-    return onnx, onnxruntime
+    return require_modules("onnx", "onnxruntime")
 
 
 def torch_instead(cfg, device_type: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import logging
 import os
 from importlib import metadata
@@ -40,16 +41,21 @@ class OnnxExportError(NetvladError, RuntimeError):
     """An exported backbone that does not give torch's feature maps."""
 
 
-def require_ort():
-    """The ``onnxruntime`` module, or OnnxRuntimeMissing saying how to install it."""
+def require_modules(*names: str) -> tuple:
+    """The modules named (``onnx``, ``onnxruntime``), or OnnxRuntimeMissing saying how to install
+    the one missing."""
     try:
-        import onnxruntime
+        return tuple(importlib.import_module(name) for name in names)
     except ImportError as exc:
         raise OnnxRuntimeMissing(
             f"--runtime onnxruntime needs the onnx and onnxruntime packages ({exc.name} is "
             f"missing): {INSTALL}, or use --runtime torch"
         ) from None
-    return onnxruntime
+
+
+def require_ort():
+    """The ``onnxruntime`` module, or OnnxRuntimeMissing saying how to install it."""
+    return require_modules("onnxruntime")[0]
 
 
 def installed_version() -> str | None:
