@@ -18,6 +18,7 @@ from netvlad_gui.core.query.sequence import (
     SequenceError,
     _windows,
     hubness,
+    inlier_gain,
     locate_sequence,
 )
 
@@ -243,27 +244,58 @@ def test_hubness_computed_as_references_come_into_play():
     assert len(asked) == first  # nothing asked again
 
 
-def test_verified_evidence_decides_between_two_tracks():
-    """Night photos that look as much like the place 4 frames on as like their own (gardens_point
-    day_left): the candidates' geometric evidence picks the track, whichever it supports."""
-    street = Street(5)
-
-    def twin(t: int) -> PhotoCandidates:
+def night_twins(street: Street, seed: int, supported: int = 0) -> list[PhotoCandidates]:
+    """Night photos of places 10-19 that look as much like the place 4 on as like their own
+    (gardens_point day_left), their first 10 candidates checked as at night: 7-12 inliers, 17 at
+    the place ``supported`` frames from their own."""
+    noise = np.random.default_rng(seed)
+    photos = []
+    for t in range(10, 20):
         q = street.desc[t] + street.desc[t + 4] + 0.1 * street.rng.normal(size=DIM)
         q = (q / np.linalg.norm(q)).astype(np.float32)
         sims = street.desc @ q
         top = np.argsort(-sims, kind="stable")[:K]
-        return PhotoCandidates(street.ids[top], sims[top], descriptor=q)
+        inliers = np.full(K, np.nan)
+        inliers[:10] = noise.integers(7, 13, size=10)
+        inliers[street.ids[top] == 1000 + t + supported] = 17
+        photos.append(PhotoCandidates(street.ids[top], sims[top], inliers, q))
+    return photos
 
-    photos = [twin(10 + t) for t in range(10)]
 
-    def verified(shift: int) -> list[PhotoCandidates]:
-        out = []
-        for t, p in enumerate(photos):
-            evidence = np.where(p.ids == 1000 + 10 + t + shift, 0.9, 0.0)
-            out.append(PhotoCandidates(p.ids, p.scores, evidence, p.descriptor))
-        return out
-
+def test_verified_evidence_decides_between_two_tracks():
+    """A few inliers above what a photo's other candidates reach pick the track, whichever of
+    two equally similar ones they support."""
+    street = Street(5)
     refs = street.refs()
-    assert places(locate_sequence(verified(0), refs)) == list(range(10, 20))
-    assert places(locate_sequence(verified(4), refs)) == list(range(14, 24))
+    assert places(locate_sequence(night_twins(street, 5, 0), refs)) == list(range(10, 20))
+    assert places(locate_sequence(night_twins(street, 5, 4), refs)) == list(range(14, 24))
+
+
+def test_inlier_gain_counts_from_the_photos_own_floor():
+    cfg = SequenceConfig(inlier_weight=0.5, inlier_cap=20)
+    nan = float("nan")
+    gain = inlier_gain(np.array([9, 8, 17, 10, 60, nan, 3.0]), cfg)
+    # floor: the median of the six checked (3, 8, 9, 10, 17, 60 -> 9.5); unchecked gains nothing
+    assert gain == pytest.approx([0, 0, 0.5 * 7.5, 0.25, 0.5 * 20, 0, 0])
+    assert inlier_gain(np.array([40.0, 12.0, nan]), cfg) is None  # two checked: no floor
+    assert inlier_gain(None, cfg) is None
+    with pytest.raises(SequenceError, match="negative inlier"):
+        PhotoCandidates([1, 2], [0.5, 0.4], inliers=[3, -1])
+
+
+def test_strong_wrong_matches_do_not_outvote_the_trip():
+    """Two night photos whose checks find 130 inliers at a place 30 m behind (the same view
+    twice; gardens_point's night frames 179 and 183 are one file): capped at ``inlier_cap``,
+    the trip still decides every photo on the track; uncapped, it did not."""
+    street = Street(1)
+    photos = night_twins(street, 1)
+    for t in (4, 5):
+        p, wrong = photos[t], 1000 + 10 + t - 6
+        if wrong not in p.ids:
+            p.ids[9] = wrong
+        p.inliers[p.ids == wrong] = 130
+    refs = street.refs()
+    out = locate_sequence(photos, refs)
+    assert places(out) == list(range(10, 20)) and all(o.decided for o in out)
+    uncapped = locate_sequence(photos, refs, SequenceConfig(inlier_cap=100_000))
+    assert places(uncapped) != list(range(10, 20)) or not all(o.decided for o in uncapped)

@@ -429,12 +429,15 @@ class SequenceConfig:
     # Photos are decided together only when one track explains them better than unrelated
     # places do, by at least this much (log-likelihood, nats): shuffled photos stay alone.
     min_evidence: float = 5.0
-    # Log-likelihood added to a candidate per unit of its geometric evidence (0..1, inliers):
-    # a verified place pulls the track. Measured with the session on gardens_point night_right
-    # (benchmarks/README "Sequences"): 6 took day_left's groups of 10 from 0.83 to 0.89 (photos
-    # located > 2 frames off: 16 -> 5), nothing worse at n = 5 or on day_right; 8 and more
-    # cost day_right a photo, 2-4 left whole groups on a track 4 frames behind.
-    evidence_weight: float = 6.0
+    # Log-likelihood a candidate gains per patch inlier above its photo's floor (the median
+    # over the photo's checked candidates; query/sequence.inlier_gain), counting at most
+    # ``inlier_cap`` inliers: a verified place pulls the track, no photo outvotes the trip.
+    # Measured with the session on gardens_point night photos (benchmarks/sequence.py
+    # --session, README "Sequences"): 0.35-0.5 with caps of 15-30 give day_left's groups of
+    # 10 0.96-0.97 and day_right 1.00 (a fixed 20-to-40-inlier scale: 0.89); 0.65 and more,
+    # or no cap, cost day_left 3-6 points.
+    inlier_weight: float = 0.4
+    inlier_cap: int = 20
     # A photo is decided with its neighbours only when at least ``min_support`` of them agree:
     # their own ``support_top`` best candidates include the track's place for them.
     min_support: int = 2
@@ -460,7 +463,8 @@ class SequenceConfig:
         _check_float("sequence temperature", self.temperature, 0.0, 10.0, open_lo=True)
         _check_float("sequence restart", self.restart, 0.0, 1.0, open_lo=True)
         _check_float("sequence minimum evidence", self.min_evidence, -1e6, 1e6)
-        _check_float("sequence evidence weight", self.evidence_weight, 0.0, 1000.0)
+        _check_float("sequence inlier weight", self.inlier_weight, 0.0, 1000.0)
+        _check_int("sequence inlier cap", self.inlier_cap, 0, 100_000)
         if self.restart >= 1.0:
             raise ConfigError(f"sequence restart must be below 1, not {self.restart!r}")
         _check_int("sequence support", self.min_support, 1, 1000)

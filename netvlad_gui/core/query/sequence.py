@@ -65,15 +65,15 @@ class SequenceError(NetvladError, ValueError):
 class PhotoCandidates:
     """One photo's own answer: its candidates in the order that decided it (best first).
 
-    ``evidence`` (optional) is each candidate's geometric evidence in [0, 1], e.g.
-    ``verdict.inlier_evidence``; ``descriptor`` (optional) lets the model score references that
+    ``inliers`` (optional) is each candidate's geometric check: its inlier count, NaN where it
+    was not checked (see :func:`inlier_gain`); ``descriptor`` (optional) lets the model score references that
     are not among this photo's candidates; ``time_s`` is its capture time in seconds (any
     origin), None in file order.
     """
 
     ids: np.ndarray
     scores: np.ndarray
-    evidence: np.ndarray | None = None
+    inliers: np.ndarray | None = None
     descriptor: np.ndarray | None = None
     time_s: float | None = None
     name: str = ""
@@ -88,10 +88,12 @@ class PhotoCandidates:
             )
         if not np.isfinite(self.scores).all():
             raise SequenceError(f"{self.name or 'a photo'}: a candidate's score is not a number")
-        if self.evidence is not None:
-            self.evidence = np.clip(np.asarray(self.evidence, dtype=np.float64).reshape(-1), 0, 1)
-            if self.evidence.shape != self.ids.shape:
-                raise SequenceError(f"{self.name or 'a photo'}: evidence for the wrong candidates")
+        if self.inliers is not None:
+            self.inliers = np.asarray(self.inliers, dtype=np.float64).reshape(-1)
+            if self.inliers.shape != self.ids.shape:
+                raise SequenceError(f"{self.name or 'a photo'}: inliers for the wrong candidates")
+            if (self.inliers < 0).any():
+                raise SequenceError(f"{self.name or 'a photo'}: a negative inlier count")
         if self.descriptor is not None:
             self.descriptor = np.asarray(self.descriptor, dtype=np.float32).reshape(-1)
 
@@ -388,11 +390,12 @@ def _window(
         rows, scores = rows[keep], scores[:, keep]
     emit = (scores - scores.max(axis=1, keepdims=True)) / cfg.temperature
     for k, p in enumerate(photos):
-        if p.evidence is not None:
+        gain = inlier_gain(p.inliers, cfg)
+        if gain is not None:
             where = np.searchsorted(rows, refs.rows(p.ids))
             where = np.minimum(where, len(rows) - 1)
             ok = rows[where] == refs.rows(p.ids)
-            emit[k, where[ok]] += cfg.evidence_weight * p.evidence[ok]
+            emit[k, where[ok]] += gain[ok]
     lat0, lon0 = float(np.mean(refs.lat[rows])), float(np.mean(refs.lon[rows]))
     k = geo.EARTH_RADIUS_M * math.pi / 180.0
     xy = np.stack(
@@ -403,6 +406,36 @@ def _window(
         axis=1,
     )
     return Window(rows, xy, emit, dt)
+
+
+#: A photo's inliers count only when at least this many of its candidates were checked: the
+#: median of fewer is no measure of what unrelated places reach.
+MIN_CHECKED = 3
+
+
+def inlier_gain(inliers: np.ndarray | None, cfg: SequenceConfig) -> np.ndarray | None:
+    """Log-likelihood each candidate gains from its geometric check: ``cfg.inlier_weight``
+    nats per inlier above the photo's own floor (the median over its checked candidates), at
+    most ``cfg.inlier_cap`` inliers' worth, 0 where unchecked or below; None when too few were
+    checked.
+
+    The floor is the photo's, not a fixed count, because what unrelated places reach depends
+    on the photo: at night on gardens_point they reach 7-12 patch inliers and the right place
+    15-18, by day 15-25 and 40 or more. Against the verdict's fixed scale (a logistic from
+    ``min_inliers`` 20 to ``located_inliers`` 40) a night photo's 15-18 weighed almost
+    nothing, and the track followed the descriptors 4 frames off (benchmarks/README
+    "Sequences"). The cap keeps one photo's strong match from outvoting the trip: a place
+    20 inliers above the floor is verified anyway, and strong wrong matches exist (repeated
+    façades; gardens_point's night frames 179 and 183 are the same file).
+    """
+    if inliers is None:
+        return None
+    checked = np.isfinite(inliers)
+    if checked.sum() < MIN_CHECKED:
+        return None
+    floor = float(np.median(inliers[checked]))
+    above = np.clip(np.nan_to_num(inliers - floor, nan=0.0), 0.0, cfg.inlier_cap)
+    return cfg.inlier_weight * above
 
 
 def _scores(

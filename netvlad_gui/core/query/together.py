@@ -31,7 +31,7 @@ from .sequence import (
     library_references,
     locate_sequence,
 )
-from .verdict import LOCATED, UNCERTAIN, inlier_evidence
+from .verdict import LOCATED, UNCERTAIN
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +76,19 @@ class References:
 
 
 def candidates(
-    ev: Evidence, descriptor: np.ndarray, time_s: float | None, cfg: LocateConfig, name: str
+    ev: Evidence, descriptor: np.ndarray, time_s: float | None, name: str
 ) -> PhotoCandidates:
     """A photo's candidates for the track: its search hits with their scores and, where
-    verified, their geometric evidence."""
+    verified, their inlier counts."""
     hits = ev.hits
-    evidence = np.zeros(len(hits))
+    inliers = np.full(len(hits), np.nan)
     for i, check in enumerate(ev.checks or []):
         if check is not None:
-            evidence[i] = inlier_evidence(check.inliers, cfg.verify)
+            inliers[i] = check.inliers
     return PhotoCandidates(
         ids=[h.id for h in hits],
         scores=[h.score for h in hits],
-        evidence=evidence,
+        inliers=inliers,
         descriptor=descriptor,
         time_s=time_s,
         name=name,
