@@ -404,7 +404,8 @@ class SequenceConfig:
     max_gap_s: float = 600.0
     max_speed_mps: float = 70.0  # 250 km/h: a fast train; anything faster is another trip
     # The track model: each photo's best ``candidates`` references (plus the references near
-    # them) are the places it may be; ``window`` photos are decided together.
+    # them) are the places it may be; ``window`` photos are decided together, and a photo's
+    # answer is final once the ``window - 1`` photos after it are in (or its trip ends).
     candidates: int = 20
     window: int = 10
     # How far apart two consecutive photos' places may lie: ``speed_mps`` times the time between
@@ -432,10 +433,10 @@ class SequenceConfig:
     # Log-likelihood a candidate gains per patch inlier above its photo's floor (the median
     # over the photo's checked candidates; query/sequence.inlier_gain), counting at most
     # ``inlier_cap`` inliers: a verified place pulls the track, no photo outvotes the trip.
-    # Measured with the session on gardens_point night photos (benchmarks/sequence.py
-    # --session, README "Sequences"): 0.35-0.5 with caps of 15-30 give day_left's groups of
-    # 10 0.96-0.97 and day_right 1.00 (a fixed 20-to-40-inlier scale: 0.89); 0.65 and more,
-    # or no cap, cost day_left 3-6 points.
+    # Measured with the session on gardens_point night photos (benchmarks/sequence_session.py,
+    # README "Sequences"): 0.35-0.5 with caps of 15-30 give day_left's groups of 10
+    # 0.96-0.97 and day_right 0.99-1.00 (a fixed 20-to-40-inlier scale: 0.89); 0.65 and more,
+    # or no cap, cost day_left 2-5 points.
     inlier_weight: float = 0.4
     inlier_cap: int = 20
     # A photo is decided with its neighbours only when at least ``min_support`` of them agree:
