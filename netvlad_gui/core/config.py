@@ -433,11 +433,11 @@ class SequenceConfig:
     # Log-likelihood a candidate gains per patch inlier above its photo's floor (the median
     # over the photo's checked candidates; query/sequence.inlier_gain), counting at most
     # ``inlier_cap`` inliers: a verified place pulls the track, no photo outvotes the trip.
-    # Whether the photos form one track at all is decided on similarities alone. Measured with
-    # the session on gardens_point night photos (benchmarks/sequence_session.py, README
-    # "Sequences"): 0.3 gives day_left's groups of 10 0.99 and day_right 1.00; 0.25 and 0.4
-    # give day_left 0.95-0.96 (a fixed 20-to-40-inlier scale: 0.89), 0.2 0.92.
-    inlier_weight: float = 0.3
+    # Measured with the session on gardens_point night photos (benchmarks/sequence_session.py,
+    # README "Sequences"): 0.35-0.5 with caps of 15-30 give day_left's groups of 10
+    # 0.96-0.97 and day_right 0.99-1.00 (a fixed 20-to-40-inlier scale: 0.89); 0.65 and more,
+    # or no cap, cost day_left 2-5 points.
+    inlier_weight: float = 0.4
     inlier_cap: int = 20
     # A photo is decided with its neighbours only when at least ``min_support`` of them agree:
     # their own ``support_top`` best candidates include the track's place for them.

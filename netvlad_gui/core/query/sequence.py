@@ -394,12 +394,10 @@ def _window(
         best = scores.max(axis=0) + np.isin(rows, listed) * 10.0
         keep = np.sort(np.argsort(-best, kind="stable")[:MAX_STATES])
         rows, scores = rows[keep], scores[:, keep]
-    base = (scores - scores.max(axis=1, keepdims=True)) / cfg.temperature
-    emit = base
+    emit = (scores - scores.max(axis=1, keepdims=True)) / cfg.temperature
     for k, p in enumerate(photos):
         gain = inlier_gain(p.inliers, cfg)
         if gain is not None:
-            emit = emit.copy() if emit is base else emit
             where = np.searchsorted(rows, refs.rows(p.ids))
             where = np.minimum(where, len(rows) - 1)
             ok = rows[where] == refs.rows(p.ids)
@@ -413,7 +411,7 @@ def _window(
         ],
         axis=1,
     )
-    return Window(rows, xy, emit, dt, base)
+    return Window(rows, xy, emit, dt)
 
 
 #: A photo's inliers count only when at least this many of its candidates were checked: the
@@ -473,22 +471,11 @@ def _scores(
 
 def _track(window: Window, cfg: SequenceConfig):
     """The window's track: (place, probability, break probability per photo), or None when
-    one track explains the photos no better than unrelated places, by ``cfg.min_evidence``.
-
-    That test uses the similarities alone (``window.base``): they score every place in play,
-    whereas inliers exist only where a photo's own candidates were checked, so with them "each
-    photo anywhere" always collects each photo's best check while a track collects only the
-    checks that lie on it. Measured: on the 10-minute video (benchmarks/README "Sequences")
-    night frames 178-186, whose checks peak 2-6 frames apart (179 and 183 are one file), were
-    left alone by a test with inliers (558 of 600 decided, 0.99) and all decided (1.00) by
-    this one. The inliers then steer the track (``window.emit``)."""
+    one track explains the photos no better than unrelated places, by ``cfg.min_evidence``."""
     model = Model(window, cfg)
-    base = window.emit if window.base is None else window.base
-    alphas, steps, log_z = model.forward(base, window.dt)
-    if model.evidence(base, log_z) < cfg.min_evidence:
+    alphas, steps, log_z = model.forward(window.emit, window.dt)
+    if model.evidence(window.emit, log_z) < cfg.min_evidence:
         return None
-    if base is not window.emit:
-        alphas, steps, _ = model.forward(window.emit, window.dt)
     return model.posterior(window.emit, alphas, steps)
 
 

@@ -28,7 +28,6 @@ class Window:
     xy: np.ndarray  # (u, 2) local metres
     emit: np.ndarray  # (w, u) log-likelihood of each place per photo
     dt: np.ndarray | None  # (w-1,) seconds between consecutive photos; None in file order
-    base: np.ndarray | None = None  # (w, u) ``emit`` from similarities alone (no inliers)
 
 
 def step_reach(cfg: SequenceConfig, dt: np.ndarray | None) -> np.ndarray:
