@@ -299,3 +299,21 @@ def test_strong_wrong_matches_do_not_outvote_the_trip():
     assert places(out) == list(range(10, 20)) and all(o.decided for o in out)
     uncapped = locate_sequence(photos, refs, SequenceConfig(inlier_cap=100_000))
     assert places(uncapped) != list(range(10, 20)) or not all(o.decided for o in uncapped)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_sparse_walk_keeps_its_own_answers(seed):
+    """Ten photos of one street in walk order but 5-200 m apart (a folder without times): no
+    steady pace fits them, so the track must not move a photo off its own (right) answer."""
+    street = Street(seed)
+    rng = np.random.default_rng(seed)
+    spots = np.sort(rng.choice(np.arange(2, 75), 10, replace=False))
+    photos = []
+    for t in spots:
+        p = street.photo(int(t))
+        p.inliers = np.full(len(p.ids), np.nan)
+        p.inliers[:10] = rng.integers(7, 13, 10)
+        p.inliers[p.ids == 1000 + t] = 17
+        photos.append(p)
+    assert [int(p.ids[0]) - 1000 for p in photos] == list(spots)
+    assert places(locate_sequence(photos, street.refs())) == list(spots)
