@@ -72,9 +72,9 @@ class PhotoCandidates:
     """One photo's own answer: its candidates in the order that decided it (best first).
 
     ``inliers`` (optional) is each candidate's geometric check: its inlier count, NaN where it
-    was not checked (see :func:`inlier_gain`); ``descriptor`` (optional) lets the model score references that
-    are not among this photo's candidates; ``time_s`` is its capture time in seconds (any
-    origin), None in file order.
+    was not checked (see :func:`inlier_gain`); ``descriptor`` (optional) lets the model score
+    references that are not among this photo's candidates; ``time_s`` is its capture time in
+    seconds (any origin), None in file order.
     """
 
     ids: np.ndarray
