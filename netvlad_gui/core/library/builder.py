@@ -29,6 +29,7 @@ from ..photos.decoding import Decoder
 from .buildlock import lock_index as _lock
 from .buildmodel import (
     KEPT_MAPS_DIR,
+    ModelJob,
     nothing_to_extract,
     photos_needed_first,
     prepare_engine_model,
@@ -163,7 +164,7 @@ def build_index(
                 index, library, model_spec, init_cfg, decoder.ahead, distributed is None
             )
             decoder.prefetch(first)
-            model, extract_cfg = prepare_engine_model(
+            job = ModelJob(
                 index,
                 model_spec,
                 backbone_weights,
@@ -177,6 +178,7 @@ def build_index(
                 kept if distributed is None else None,
                 decoder,
             )
+            model, extract_cfg = prepare_engine_model(job)
             summary.model = index.model_name
 
             def restart(why: str, mixed: str) -> None:

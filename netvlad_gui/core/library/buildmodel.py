@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import DEFAULT_MODEL, InitConfig, ModelConfig
@@ -35,20 +36,54 @@ log = logging.getLogger(__name__)
 KEPT_MAPS_DIR = ".init-maps"  # the sampled photos' backbone maps, while a new library is built
 
 
-def prepare_engine_model(
-    index: LibraryIndex,
-    model_spec,
-    backbone_weights,
-    init_cfg,
-    extract_cfg,
-    library: Path,
-    progress,
-    cancel,
-    keep_index_model: bool,
-    warnings: list[str],
-    kept: dict | None,
-    decoder=None,
-):
+@dataclass
+class ModelJob:
+    """What preparing a build's model needs: the builder fills it once, every way of preparing
+    (ONNX Runtime, torch) reads it.
+
+    With ``kept`` (a dict), a new model is initialised in one pass: the sampled photos' backbone
+    maps are kept, and ``kept`` gets ``{"maps": FeatureMaps, "paths": [catalogue path, ...]}``
+    so that the extraction pools them instead of running the backbone over them again (None:
+    Ray's builds). ``decoder`` (core/photos/decoding.py) may have started on the sample while
+    torch loaded.
+    """
+
+    index: LibraryIndex
+    model_spec: object
+    backbone_weights: object
+    init_cfg: InitConfig
+    extract_cfg: object
+    library: Path
+    progress: object = None
+    cancel: object = None
+    keep_index_model: bool = False
+    warnings: list[str] = field(default_factory=list)
+    kept: dict | None = None
+    decoder: object = None
+
+    @property
+    def spec(self) -> str:
+        return str(self.model_spec) if self.model_spec is not None else DEFAULT_MODEL
+
+    def catalogue_paths(self) -> list[str]:
+        """Every photo of the library (catalogue paths), to initialise a new NetVLAD layer."""
+        rels = [row.path for row in self.index.catalog.rows()]
+        if not rels:
+            raise LibraryIndexError(
+                f"no images in {self.library} to initialise the NetVLAD layer from"
+            )
+        return rels
+
+    def init_progress(self):
+        progress = self.progress
+        return (lambda n, total: progress("init", n, total)) if progress else None
+
+    def model_ready(self) -> None:
+        if self.progress:
+            self.progress("model", 1, 1)
+
+
+def prepare_engine_model(job: ModelJob):
     """The build's model, run by the engine this job gets (``job_engine``), and the
     ExtractConfig it runs with; the engine is recorded in the index.
 
@@ -63,29 +98,17 @@ def prepare_engine_model(
     from ..model.ortmodel import OnnxExportError, OnnxRuntimeMissing
     from ..model.runtime import ONNXRUNTIME, TORCH, Engine
 
-    engine = job_engine(index, model_spec, extract_cfg, warnings, ray=kept is None)
+    index, extract_cfg = job.index, job.extract_cfg
+    engine = job_engine(index, job.model_spec, extract_cfg, job.warnings, ray=job.kept is None)
     log.info("%s runs the network in %s: %s", engine.runtime, engine.precision, engine.why)
     model = None
     if engine.runtime == ONNXRUNTIME:
         try:
-            model = prepare_ort_model(
-                index,
-                model_spec,
-                backbone_weights,
-                init_cfg,
-                extract_cfg,
-                library,
-                progress,
-                cancel,
-                keep_index_model,
-                warnings,
-                kept,
-                decoder,
-            )
+            model = prepare_ort_model(job)
         except (OnnxRuntimeMissing, OnnxExportError) as exc:
             if extract_cfg.runtime == ONNXRUNTIME:
                 raise
-            warnings.append(f"{exc}: torch runs the model instead")
+            job.warnings.append(f"{exc}: torch runs the model instead")
         if model is None and extract_cfg.runtime != ONNXRUNTIME:
             engine = Engine(TORCH, "fp32", f"{engine.why}; this model runs in torch")
     if model is None:
@@ -100,46 +123,14 @@ def prepare_engine_model(
             extract_cfg = torch_config(extract_cfg, engine)
         else:  # --runtime onnxruntime on a model torch makes: ONNX Runtime inside torch
             extract_cfg = dataclasses.replace(extract_cfg, precision="fp32")
-        model = prepare_model(
-            index,
-            model_spec,
-            backbone_weights,
-            device,
-            init_cfg,
-            extract_cfg,
-            library,
-            progress,
-            cancel,
-            keep_index_model,
-            warnings,
-            kept,
-            decoder,
-        )
+        model = prepare_model(job, device, extract_cfg)
     index.record_engine(engine)
     return model, extract_cfg
 
 
-def prepare_model(
-    index: LibraryIndex,
-    model_spec,
-    backbone_weights,
-    device,
-    init_cfg,
-    extract_cfg,
-    library: Path,
-    progress,
-    cancel,
-    keep_index_model: bool = False,
-    warnings: list[str] | None = None,
-    kept: dict | None = None,
-    decoder=None,
-):
-    """The index's own model if it has one; else a new one, initialised from this library.
-
-    With ``kept`` (a dict), a new model is initialised in one pass: the sampled photos' backbone
-    maps are kept, and ``kept`` gets ``{"maps": FeatureMaps, "paths": [catalogue path, ...]}``
-    so that the extraction pools them instead of running the backbone over them again.
-    ``decoder`` (core/photos/decoding.py) may have started on the sample while torch loaded.
+def prepare_model(job: ModelJob, device, extract_cfg):
+    """The index's own model if it has one; else a new one, initialised from this library
+    (in one pass with ``job.kept``), run by torch on ``device`` with ``extract_cfg``.
 
     Descriptors of two models are never mixed: the catalogue records a hash of the weights
     that made its descriptors, and when model.pt is missing (a backup or sync tool lost it) or
@@ -150,57 +141,61 @@ def prepare_model(
     from ..model.initialise import initialise_from_images, initialise_one_pass
     from ..model.resolve import resolve_model
 
-    warnings = warnings if warnings is not None else []
+    index, library = job.index, job.library
     path = index.dir / MODEL_FILE
     if path.exists():
         model = load_checkpoint(path)
-        if progress:
-            progress("model", 1, 1)
-        _check_spec(index, model_spec, keep_index_model)
-        _check_made_by(index, model_spec, model_state_sha(model), warnings, model)
+        job.model_ready()
+        _check_spec(index, job.model_spec, job.keep_index_model)
+        _check_made_by(index, job.model_spec, model_state_sha(model), job.warnings, model)
         return model.to(device)
-    spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
-    model = resolve_model(spec, backbone_weights).to(device)
-    if progress:
-        progress("model", 1, 1)
+    model = resolve_model(job.spec, job.backbone_weights).to(device)
+    job.model_ready()
     if not model.is_initialised:
-        rels = [row.path for row in index.catalog.rows()]
+        rels = job.catalogue_paths()
         paths = [library / rel for rel in rels]
-        if not paths:
-            raise LibraryIndexError(f"no images in {library} to initialise the NetVLAD layer from")
-        init_progress = (lambda n, total: progress("init", n, total)) if progress else None
-        if kept is not None:
-            kept["maps"] = initialise_one_pass(
+        meta = {"library": str(library)}
+        if job.kept is not None:
+            job.kept["maps"] = initialise_one_pass(
                 model,
                 paths,
-                init_cfg,
+                job.init_cfg,
                 extract_cfg,
                 index.dir / KEPT_MAPS_DIR,
-                progress=init_progress,
-                cancel=cancel,
-                meta={"library": str(library)},
-                decoder=decoder,
+                progress=job.init_progress(),
+                cancel=job.cancel,
+                meta=meta,
+                decoder=job.decoder,
             )
-            kept["paths"] = rels
+            job.kept["paths"] = rels
         else:
             initialise_from_images(
                 model,
                 paths,
-                init_cfg,
+                job.init_cfg,
                 extract_cfg,
-                progress=init_progress,
-                cancel=cancel,
-                meta={"library": str(library)},
-                decoder=decoder,
+                progress=job.init_progress(),
+                cancel=job.cancel,
+                meta=meta,
+                decoder=job.decoder,
             )
     model = model.cpu()
+    _keep_new_model(job, model, model_state_sha(model))
+    return model.to(device)
+
+
+def _keep_new_model(job: ModelJob, saved, sha: str) -> None:
+    """Save a new model (``saved``: a torch model or an ONNX Runtime model's ModelFile, whose
+    weights hash to ``sha``) as the index's model.pt and record it; descriptors another model
+    made are dropped first (all photos again, said in ``job.warnings``)."""
+    index = job.index
+    path = index.dir / MODEL_FILE
     made_by = index.catalog.get_meta(MODEL_SHA_KEY)
     has_descriptors = int(index.catalog.get_meta("store_rows", "0") or 0) > 0
-    if has_descriptors and (made_by is None or made_by != model_state_sha(model)):
-        restart_all(index, warnings, f"{path} is missing and a new model was made")
-    save_model(model, path)
-    index.record_model(model, spec)
-    return model.to(device)
+    if has_descriptors and (made_by is None or made_by != sha):
+        restart_all(index, job.warnings, f"{path} is missing and a new model was made")
+    save_model(saved, path)
+    index.record_model(None, job.spec, state_sha=sha)
 
 
 def _check_spec(index: LibraryIndex, model_spec, keep_index_model: bool) -> None:
@@ -279,20 +274,7 @@ def backbone_of(index: LibraryIndex, model_spec) -> str:
     return spec.partition("-")[0]
 
 
-def prepare_ort_model(
-    index: LibraryIndex,
-    model_spec,
-    backbone_weights,
-    init_cfg,
-    extract_cfg,
-    library: Path,
-    progress,
-    cancel,
-    keep_index_model: bool,
-    warnings: list[str],
-    kept: dict,
-    decoder=None,
-):
+def prepare_ort_model(job: ModelJob):
     """``prepare_model`` without torch: the index's model.pt or a new model, run by ONNX Runtime
     (core/model/graphs.py: torch loads only to export a missing graph, under the "prepare"
     stage); a new model is initialised from the library in one pass and saved as model.pt.
@@ -305,46 +287,37 @@ def prepare_ort_model(
     from ..model.onepass import initialise_one_pass
     from ..model.ortmodel import ModelFile
 
+    index, library = job.index, job.library
     path = index.dir / MODEL_FILE
     if path.exists():
         try:
             file = ModelFile.read(path)
         except CheckpointFormatError:
             return None
-        _check_spec(index, model_spec, keep_index_model)
-        model = ort_model(file, progress=progress)
-        if progress:
-            progress("model", 1, 1)
-        _check_made_by(index, model_spec, model.state_sha(), warnings)
+        _check_spec(index, job.model_spec, job.keep_index_model)
+        model = ort_model(file, progress=job.progress)
+        job.model_ready()
+        _check_made_by(index, job.model_spec, model.state_sha(), job.warnings)
         return model
-    spec = str(model_spec) if model_spec is not None else DEFAULT_MODEL
-    model = new_model(spec, backbone_weights, progress=progress)
+    model = new_model(job.spec, job.backbone_weights, progress=job.progress)
     if model is None:
         return None
-    if progress:
-        progress("model", 1, 1)
+    job.model_ready()
     if not model.is_initialised:
-        rels = [row.path for row in index.catalog.rows()]
-        if not rels:
-            raise LibraryIndexError(f"no images in {library} to initialise the NetVLAD layer from")
-        kept["maps"] = initialise_one_pass(
+        rels = job.catalogue_paths()
+        job.kept["maps"] = initialise_one_pass(
             model,
             [library / rel for rel in rels],
-            init_cfg,
-            extract_cfg,
+            job.init_cfg,
+            job.extract_cfg,
             index.dir / KEPT_MAPS_DIR,
-            progress=(lambda n, total: progress("init", n, total)) if progress else None,
-            cancel=cancel,
+            progress=job.init_progress(),
+            cancel=job.cancel,
             meta={"library": str(library)},
-            decoder=decoder,
+            decoder=job.decoder,
         )
-        kept["paths"] = rels
-    made_by = index.catalog.get_meta(MODEL_SHA_KEY)
-    has_descriptors = int(index.catalog.get_meta("store_rows", "0") or 0) > 0
-    if has_descriptors and (made_by is None or made_by != model.state_sha()):
-        restart_all(index, warnings, f"{path} is missing and a new model was made")
-    save_model(model.file, path)
-    index.record_model(None, spec, state_sha=model.state_sha())
+        job.kept["paths"] = rels
+    _keep_new_model(job, model.file, model.state_sha())
     return model
 
 
